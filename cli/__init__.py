@@ -1,0 +1,1 @@
+"""The ``chorus`` command: a thin dispatcher over the components' subcommands."""

@@ -1,0 +1,34 @@
+"""Entry point of the ``chorus`` command.
+
+Each component owns its subcommands in its own ``cli`` module, which imports only
+argparse-level code; heavy imports (onnxruntime, kopf) happen inside the subcommand
+that needs them, so ``chorus operator`` never loads a speech model and ``chorus
+serve`` never loads kopf.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from chorus.server import cli as server_cli
+
+    parser = argparse.ArgumentParser(prog="chorus", description="Piper text-to-speech, "
+                                     "run the Kubernetes way.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    server_cli.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The voice volume layout: where a voice's files live and which names are allowed.
+
+Piper-compatible and flat, so wyoming-piper or ``piper`` can read the same volume:
+``<root>/<voice>.onnx`` plus ``<root>/<voice>.onnx.json``. The voice manager writes
+this layout and the server reads it; both import it from here so neither can drift.
+Files only ever appear complete (temp name in the same directory, fsync, ``os.replace``),
+so a reader that sees both files may use them; temp names are never voice names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CONFIG_SUFFIX",
+    "MODEL_SUFFIX",
+    "TEMP_PREFIX",
+    "VoiceFiles",
+    "find_voice_files",
+    "is_valid_voice_name",
+    "voice_files",
+]
+
+MODEL_SUFFIX = ".onnx"
+CONFIG_SUFFIX = ".onnx.json"
+TEMP_PREFIX = ".chorus-tmp-"
+"""Prefix of files being written; they start with a dot so no scan mistakes them for voices."""
+
+# Piper keys look like ``en_US-lessac-medium``; allow the same alphabet (letters, digits,
+# ``_``, ``-``, ``.``, ``+``) but never a path separator, a leading dot or ``..``.
+_VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+
+def is_valid_voice_name(name: str) -> bool:
+    """True when ``name`` can be a file stem in the volume without escaping it."""
+    return bool(_VOICE_NAME_RE.match(name)) and ".." not in name
+
+
+@dataclass(frozen=True)
+class VoiceFiles:
+    """The two files of one Piper voice in a voices directory."""
+
+    name: str
+    model: Path
+    config: Path
+
+
+def voice_files(root: Path, name: str) -> VoiceFiles:
+    """Paths of voice ``name`` under ``root``; raises ValueError for unsafe names."""
+    if not is_valid_voice_name(name):
+        raise ValueError(f"invalid voice name {name!r}")
+    return VoiceFiles(name, root / f"{name}{MODEL_SUFFIX}", root / f"{name}{CONFIG_SUFFIX}")
+
+
+def find_voice_files(root: Path) -> list[VoiceFiles]:
+    """Every complete voice (model and config both present) directly under ``root``.
+
+    Missing or unreadable directories yield no voices: a volume that is still being
+    mounted or populated is not an error for the reader.
+    """
+    try:
+        names = {entry.name for entry in root.iterdir()}
+    except OSError:
+        return []
+    found = []
+    for file_name in sorted(names):
+        if not file_name.endswith(MODEL_SUFFIX):
+            continue
+        stem = file_name[: -len(MODEL_SUFFIX)]
+        if is_valid_voice_name(stem) and f"{stem}{CONFIG_SUFFIX}" in names:
+            found.append(voice_files(root, stem))
+    return found

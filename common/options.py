@@ -1,0 +1,137 @@
+"""Command-line options that can also come from the environment or a config file.
+
+The CLI contract says every option can be set from ``CHORUS_<OPTION>`` too, and
+``--config FILE`` may hold the rest. Precedence, highest first: command line,
+environment, config file, built-in default. Each component declares its options once
+as :class:`Option` values and gets all three sources from that one declaration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["ENV_PREFIX", "Option", "OptionError", "add_options", "resolve_options"]
+
+ENV_PREFIX = "CHORUS_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class OptionError(ValueError):
+    """An option value from the environment or config file could not be used."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option, declared once for the command line, the environment and config files."""
+
+    flag: str
+    """Long flag, e.g. ``--http-port``; its dest, env name and config key derive from it."""
+    help: str
+    default: Any = None
+    type: Callable[[str], Any] = str
+    kind: Literal["value", "list", "flag"] = "value"
+    metavar: str | None = None
+    choices: Sequence[Any] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """Add ``options`` to ``parser`` with ``None`` defaults so unset ones can be layered."""
+    for opt in options:
+        help_text = f"{opt.help} [env {opt.env}]"
+        if opt.kind == "flag":
+            parser.add_argument(opt.flag, dest=opt.dest, action="store_const", const=True,
+                                default=None, help=help_text)
+        elif opt.kind == "list":
+            parser.add_argument(opt.flag, dest=opt.dest, action="append", type=opt.type,
+                                default=None, metavar=opt.metavar, help=help_text)
+        else:
+            parser.add_argument(opt.flag, dest=opt.dest, type=opt.type, default=None,
+                                metavar=opt.metavar, choices=opt.choices, help=help_text)
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file whose keys are option names (dashes or underscores)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise OptionError(f"cannot read config file {path}: {err.strerror}") from err
+    try:
+        data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise OptionError(f"config file {path} is not valid: {err}") from err
+    if not isinstance(data, dict):
+        raise OptionError(f"config file {path} must hold a table of options")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def _from_text(opt: Option, text: str, source: str) -> Any:
+    if opt.kind == "flag":
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise OptionError(f"{source}: expected true or false, got {text!r}")
+    try:
+        if opt.kind == "list":
+            return [opt.type(part) for part in text.split(os.pathsep) if part]
+        value = opt.type(text)
+    except (TypeError, ValueError) as err:
+        raise OptionError(f"{source}: {err}") from err
+    if opt.choices is not None and value not in opt.choices:
+        raise OptionError(f"{source}: {value!r} is not one of {list(opt.choices)}")
+    return value
+
+
+def _from_config(opt: Option, value: Any, source: str) -> Any:
+    if opt.kind == "flag":
+        if not isinstance(value, bool):
+            raise OptionError(f"{source}: expected true or false")
+        return value
+    if opt.kind == "list":
+        items = value if isinstance(value, list) else [value]
+        return [_from_text(Option(opt.flag, opt.help, type=opt.type), str(v), source)
+                for v in items]
+    return _from_text(opt, str(value), source)
+
+
+def resolve_options(
+    namespace: argparse.Namespace,
+    options: Sequence[Option],
+    environ: Mapping[str, str] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge command line, environment, config file and defaults into one dict by dest."""
+    environ = os.environ if environ is None else environ
+    config = config or {}
+    known = {opt.dest for opt in options}
+    unknown = sorted(set(config) - known - {"config"})
+    if unknown:
+        raise OptionError(f"unknown option(s) in config file: {', '.join(unknown)}")
+    resolved: dict[str, Any] = {}
+    for opt in options:
+        value = getattr(namespace, opt.dest, None)
+        if value is None and opt.env in environ:
+            value = _from_text(opt, environ[opt.env], f"environment variable {opt.env}")
+        if value is None and opt.dest in config:
+            value = _from_config(opt, config[opt.dest], f"config key {opt.dest!r}")
+        if value is None:
+            value = list(opt.default) if opt.kind == "list" and opt.default else opt.default
+        resolved[opt.dest] = value
+    return resolved

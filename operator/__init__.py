@@ -1,0 +1,1 @@
+"""The Chorus kopf operator (``chorus operator``, ``chorus render``); see issue #5."""

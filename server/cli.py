@@ -1,0 +1,166 @@
+"""``chorus serve`` and ``chorus say``: the server component's subcommands.
+
+Importing this module is cheap (argparse and the option declarations only); the
+engine, onnxruntime and wyoming are imported when a subcommand actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from chorus.common.options import Option, OptionError, add_options, resolve_options
+from chorus.common.options import load_config_file as _load_config_file
+
+__all__ = ["register"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive number, got {text}")
+    return value
+
+
+VOICE_OPTIONS = [
+    Option("--voices-dir", "Piper voices directory (<voice>.onnx + .onnx.json); repeatable",
+           type=Path, kind="list", metavar="DIR"),
+    Option("--no-embedded-voice", "do not use the embedded en_US-joe-medium voice",
+           kind="flag", default=False),
+    Option("--default-voice", "voice used when a request names none", metavar="NAME"),
+    Option("--workers", "inference worker threads (default: one per usable CPU)",
+           type=_positive_int, metavar="N"),
+    Option("--threads-per-worker", "onnxruntime threads per model call", default=1,
+           type=_positive_int, metavar="N"),
+    Option("--max-sentence-phonemes", "split sentences longer than this many phonemes",
+           default=400, type=_positive_int, metavar="N"),
+    Option("--max-text-chars", "longest text accepted in one request", default=10_000,
+           type=_positive_int, metavar="N"),
+    Option("--voice-memory-mb", "memory budget for resident voices (LRU beyond it)",
+           default=1024, type=_positive_int, metavar="MB"),
+    Option("--log-level", "logging level", default="INFO",
+           choices=["DEBUG", "INFO", "WARNING", "ERROR"]),
+]
+
+SERVE_OPTIONS = [
+    Option("--wyoming-uri", "where to serve Wyoming: tcp://HOST:PORT or unix://PATH",
+           default="tcp://127.0.0.1:10200", metavar="URI"),
+    Option("--max-requests", "requests in progress before new ones are refused as busy",
+           default=64, type=_positive_int, metavar="N"),
+    Option("--rescan-interval", "seconds between voices-directory rescans", default=1.0,
+           type=_positive_float, metavar="S"),
+    Option("--shutdown-grace", "seconds requests may finish after SIGTERM", default=20.0,
+           type=_positive_float, metavar="S"),
+]
+
+SAY_OPTIONS = [
+    Option("--voice", "voice name (default: the default voice)", metavar="NAME"),
+    Option("--speaker", "speaker name or id for multi-speaker voices", metavar="SPEAKER"),
+]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``serve`` and ``say`` to the ``chorus`` command."""
+    serve = subparsers.add_parser("serve", help="run the speech server (Wyoming)")
+    serve.add_argument("--config", type=Path, metavar="FILE",
+                       help="TOML or JSON file of options [env CHORUS_CONFIG]")
+    add_options(serve, SERVE_OPTIONS + VOICE_OPTIONS)
+    serve.set_defaults(handler=_run_serve)
+
+    say = subparsers.add_parser("say", help="synthesize TEXT once and write a WAV file")
+    say.add_argument("text", metavar="TEXT", help="text to speak ('-' reads stdin)")
+    say.add_argument("-o", "--output", default="-", metavar="FILE",
+                     help="WAV file to write ('-' for stdout, the default)")
+    say.add_argument("--config", type=Path, metavar="FILE",
+                     help="TOML or JSON file of options [env CHORUS_CONFIG]")
+    add_options(say, SAY_OPTIONS + VOICE_OPTIONS)
+    say.set_defaults(handler=_run_say)
+
+
+def _resolve(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
+    import os
+
+    config_path = args.config or (Path(os.environ["CHORUS_CONFIG"])
+                                  if os.environ.get("CHORUS_CONFIG") else None)
+    config = _load_config_file(config_path) if config_path else {}
+    # A config file shared by serve and say may carry the other command's keys.
+    known = {o.dest for o in SERVE_OPTIONS + SAY_OPTIONS + VOICE_OPTIONS}
+    return resolve_options(args, options, config={k: v for k, v in config.items()
+                                                  if k not in known - {o.dest for o in options}})
+
+
+def _settings(values: dict[str, Any]) -> Any:
+    from .settings import ServerSettings
+
+    fields = {
+        "voices_dirs": tuple(values["voices_dir"] or ()),
+        "embedded_voice": not values["no_embedded_voice"],
+        "default_voice": values["default_voice"],
+        "workers": values["workers"],
+        "threads_per_worker": values["threads_per_worker"],
+        "max_sentence_phonemes": values["max_sentence_phonemes"],
+        "max_text_chars": values["max_text_chars"],
+        "voice_memory_mb": values["voice_memory_mb"],
+    }
+    for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace"):
+        if key in values:
+            fields[key] = values[key]
+    return ServerSettings(**fields)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        values = _resolve(args, SERVE_OPTIONS + VOICE_OPTIONS)
+    except OptionError as err:
+        print(f"chorus serve: error: {err}", file=sys.stderr)
+        return 2
+    _setup_logging(values["log_level"])
+    from .errors import ChorusError
+    from .runtime import serve
+
+    try:
+        asyncio.run(serve(_settings(values)))
+    except (ChorusError, ValueError, OSError) as err:
+        print(f"chorus serve: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_say(args: argparse.Namespace) -> int:
+    try:
+        values = _resolve(args, SAY_OPTIONS + VOICE_OPTIONS)
+    except OptionError as err:
+        print(f"chorus say: error: {err}", file=sys.stderr)
+        return 2
+    _setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if args.output == "-" and sys.stdout.isatty():
+        print("chorus say: error: refusing to write audio to a terminal; use -o FILE",
+              file=sys.stderr)
+        return 2
+    from .errors import ChorusError
+    from .say import say
+
+    try:
+        asyncio.run(say(_settings(values), text, values["voice"], values["speaker"],
+                        args.output))
+    except (ChorusError, OSError) as err:
+        print(f"chorus say: error: {getattr(err, 'message', err)}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,1 @@
+"""Speech engines behind one interface (:mod:`.base`); Piper is the first."""

@@ -1,0 +1,104 @@
+"""The engine interface: what the voice store and scheduler need from any TTS engine.
+
+An engine reads a voice's metadata cheaply (for listings) and loads it into a
+:class:`LoadedVoice`. A loaded voice splits text into *units* (one model call each,
+a sentence or part of one) and renders a unit to 16-bit PCM. ``render`` is called
+from several worker threads at once and must be thread-safe; ``prepare`` is cheap
+but not free, so it also runs off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "PCM",
+    "Engine",
+    "LoadedVoice",
+    "SynthesisParams",
+    "Unit",
+    "VoiceConfigError",
+    "VoiceSpec",
+]
+
+PCM = npt.NDArray[np.int16]
+"""Mono 16-bit samples at the voice's sample rate."""
+
+Unit = Sequence[int]
+"""One model call's input (for Piper: phoneme ids)."""
+
+
+class VoiceConfigError(ValueError):
+    """A voice's files are present but unusable (bad JSON, missing keys, bad model)."""
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """What is known about an installed voice without loading its model."""
+
+    name: str
+    engine: str
+    model_path: Path
+    config_path: Path
+    language: str
+    """Language code as in the voice config, e.g. ``en_US``."""
+    sample_rate: int
+    speakers: tuple[str, ...] = ()
+    """Speaker names in id order (empty for single-speaker voices)."""
+    num_speakers: int = 1
+    quality: str | None = None
+    description: str = ""
+    version: str | None = None
+    model_bytes: int = 0
+    fingerprint: tuple[int, ...] = field(default=(), compare=True)
+    """(mtime_ns, size) of each file: a change means the voice must be reloaded."""
+
+
+@dataclass(frozen=True)
+class SynthesisParams:
+    """Per-request knobs; ``None`` means the voice's own default."""
+
+    speaker_id: int | None = None
+    length_scale: float | None = None
+    noise_scale: float | None = None
+    noise_w_scale: float | None = None
+
+
+class LoadedVoice(Protocol):
+    """A voice whose model is resident and warmed up."""
+
+    @property
+    def spec(self) -> VoiceSpec: ...
+
+    @property
+    def memory_bytes(self) -> int:
+        """Estimated resident memory, used by the store's LRU budget."""
+        ...
+
+    def prepare(self, text: str) -> list[Unit]:
+        """Split text into units, never longer than the engine's safe maximum."""
+        ...
+
+    def render(self, unit: Unit, params: SynthesisParams) -> PCM:
+        """Synthesize one unit. Thread-safe."""
+        ...
+
+
+class Engine(Protocol):
+    """Factory for voices of one engine kind."""
+
+    name: str
+
+    def read_spec(self, model_path: Path, config_path: Path, name: str) -> VoiceSpec:
+        """Read metadata; raises :class:`VoiceConfigError` when the config is unusable."""
+        ...
+
+    def load(self, spec: VoiceSpec) -> LoadedVoice:
+        """Load and warm the model; raises :class:`VoiceConfigError` on a broken model."""
+        ...

@@ -1,0 +1,108 @@
+"""Assembling and running the server: voice store, scheduler, front doors, shutdown.
+
+``chorus serve`` and ``chorus say`` build the same :class:`Runtime`; tests start it
+in-process or through the CLI. The Wyoming socket opens only after the default voice
+is loaded and warmed, so "accepting connections" already means "ready to speak".
+On SIGTERM the listener closes first, requests in progress get ``shutdown_grace``
+seconds to finish (new ones are refused with ``shutting-down``), then the process
+exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from .engines.piper import PiperEngine
+from .scheduler import Scheduler
+from .settings import ServerSettings
+from .synthesis import Synthesizer
+from .voices import VoiceStore
+from .wyoming_handler import WyomingHandler
+from .wyoming_protocol import listen
+
+__all__ = ["Runtime", "serve"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Runtime:
+    """The parts of a running server, started and stopped together."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        engine = PiperEngine(threads_per_voice=settings.threads_per_worker,
+                             max_phonemes=settings.max_sentence_phonemes)
+        self.store = VoiceStore(
+            engine,
+            settings.voice_directories(),
+            default_voice=settings.effective_default_voice,
+            memory_budget=settings.voice_memory_mb * 1024 * 1024,
+            rescan_interval=settings.rescan_interval,
+        )
+        self.scheduler = Scheduler(settings.worker_count, max_jobs=settings.max_requests)
+        self.synthesizer = Synthesizer(self.store, self.scheduler, settings.max_text_chars)
+        self._wyoming: asyncio.Server | None = None
+        self._handlers: set[WyomingHandler] = set()
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self, wyoming: bool = True) -> None:
+        self.scheduler.start()
+        await self.store.start()
+        if wyoming:
+            self._wyoming = await listen(self.settings.wyoming_uri, self._on_connection)
+        _LOGGER.info("Chorus ready: %d voice(s), default %s, %d worker(s) x %d thread(s)%s",
+                     len(self.store.installed()), self.store.default_voice,
+                     self.scheduler.workers, self.settings.threads_per_worker,
+                     f", Wyoming on {self.settings.wyoming_uri}" if wyoming else "")
+
+    async def _on_connection(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        handler = WyomingHandler(reader, writer, self.synthesizer)
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("connection callback outside a task")
+        self._handlers.add(handler)
+        self._connections.add(task)
+        try:
+            await handler.run()
+        finally:
+            self._handlers.discard(handler)
+            self._connections.discard(task)
+
+    async def stop(self) -> None:
+        """Graceful stop: no new connections, in-flight requests finish, then close."""
+        if self._wyoming is not None:
+            self._wyoming.close()
+        drained = await self.scheduler.drain(self.settings.shutdown_grace)
+        if not drained:
+            _LOGGER.warning("Requests still running after %.0f s; closing them",
+                            self.settings.shutdown_grace)
+        handlers = list(self._handlers)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(h.drain() for h in handlers)), 2.0)
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._wyoming is not None:
+            await self._wyoming.wait_closed()
+        await self.scheduler.stop()
+        await self.store.close()
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    runtime = Runtime(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.start()
+        await stop.wait()
+        _LOGGER.info("Shutting down")
+    finally:
+        await runtime.stop()
+    _LOGGER.info("Stopped")

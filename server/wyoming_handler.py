@@ -1,0 +1,266 @@
+"""The Wyoming front door: one handler per connection.
+
+Requests on a connection are answered in order, but reading never waits for
+synthesis: a streaming request (``synthesize-start`` → ``synthesize-chunk``* →
+``synthesize`` → ``synthesize-stop``) keeps receiving text while earlier sentences are
+already playing, and a ``describe`` is answered at once even mid-request. Every
+request gets exactly one ``audio-start`` … ``audio-stop`` span in one audio format
+(Home Assistant takes the format from the first ``audio-start``); a stream ends with
+``synthesize-stopped`` after its audio, and the connection accepts the next request.
+Errors a client causes are answered with an ``error`` event carrying a code; only a
+stream of bytes that is not Wyoming closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event, async_write_event
+from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice, TtsVoiceSpeaker
+from wyoming.ping import Ping, Pong
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+)
+
+from .engines.base import VoiceSpec
+from .errors import BadRequest, ChorusError
+from .synthesis import Synthesizer, Utterance, VoiceRequest
+from .wyoming_protocol import ProtocolError, read_event
+
+__all__ = ["SAMPLES_PER_CHUNK", "WyomingHandler", "build_info"]
+
+_LOGGER = logging.getLogger(__name__)
+
+SAMPLES_PER_CHUNK = 1024
+_PIPER_ATTRIBUTION = Attribution(name="rhasspy", url="https://github.com/rhasspy/piper")
+_CHORUS_ATTRIBUTION = Attribution(name="Chorus", url="https://github.com/chorus-tts/chorus")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("chorus-tts")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def build_info(voices: list[VoiceSpec]) -> Info:
+    """The ``info`` answer: one TTS program listing exactly the installed voices."""
+    return Info(tts=[TtsProgram(
+        name="chorus",
+        description="Chorus speech server (Piper)",
+        attribution=_CHORUS_ATTRIBUTION,
+        installed=True,
+        version=_version(),
+        supports_synthesize_streaming=True,
+        voices=[TtsVoice(
+            name=spec.name,
+            description=spec.description,
+            attribution=_PIPER_ATTRIBUTION,
+            installed=True,
+            version=spec.version,
+            languages=[spec.language],
+            speakers=[TtsVoiceSpeaker(name=s) for s in spec.speakers] or None,
+        ) for spec in voices],
+    )])
+
+
+def _optional_str(data: dict[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{where}.{key} must be a string")
+    return value
+
+
+def _voice_request(data: dict[str, Any]) -> VoiceRequest:
+    voice = data.get("voice")
+    if voice is None:
+        return VoiceRequest()
+    if not isinstance(voice, dict):
+        raise BadRequest("voice must be an object with name, language or speaker")
+    return VoiceRequest(
+        name=_optional_str(voice, "name", "voice"),
+        language=_optional_str(voice, "language", "voice"),
+        speaker=_optional_str(voice, "speaker", "voice"),
+    )
+
+
+def _text(data: dict[str, Any], event_type: str) -> str:
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise BadRequest(f"{event_type} needs a text string")
+    return text
+
+
+@dataclass
+class _Stream:
+    """Text of one streaming request on its way to the response task."""
+
+    texts: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: bool = False
+
+    def stop(self) -> None:
+        self.texts.put_nowait(None)
+        self.stopped.set()
+
+
+class WyomingHandler:
+    """Serves one Wyoming connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 synthesizer: Synthesizer) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.synthesizer = synthesizer
+        self._write_lock = asyncio.Lock()
+        self._stream: _Stream | None = None
+        self._last_response: asyncio.Task[None] | None = None
+        self._responses: set[asyncio.Task[None]] = set()
+
+    async def write_event(self, event: Event) -> None:
+        async with self._write_lock:
+            await async_write_event(event, self.writer)
+
+    async def run(self) -> None:
+        """Read events until the peer leaves or breaks the protocol."""
+        try:
+            while True:
+                try:
+                    event = await read_event(self.reader)
+                except ProtocolError as err:
+                    _LOGGER.warning("Closing Wyoming connection: %s", err)
+                    with contextlib.suppress(ConnectionError):
+                        await self.write_event(Error(str(err), "protocol-error").event())
+                    return
+                if event is None:
+                    return
+                try:
+                    await self.handle_event(event)
+                except ChorusError as err:
+                    await self.write_event(Error(err.message, err.code).event())
+        except ConnectionError:
+            _LOGGER.debug("Wyoming client went away")
+        finally:
+            for task in list(self._responses):
+                task.cancel()
+            await asyncio.gather(*self._responses, return_exceptions=True)
+            self.writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self.writer.wait_closed()
+
+    async def drain(self) -> None:
+        """Wait for this connection's responses to finish (graceful shutdown)."""
+        await asyncio.gather(*self._responses, return_exceptions=True)
+
+    async def handle_event(self, event: Event) -> None:
+        data = event.data
+        if Describe.is_type(event.type):
+            await self.write_event(build_info(self.synthesizer.store.installed()).event())
+        elif Ping.is_type(event.type):
+            await self.write_event(Pong(text=data.get("text")).event())
+        elif Synthesize.is_type(event.type):
+            if self._stream is not None:
+                return  # the compatibility copy sent inside a stream
+            text = _text(data, event.type)
+            voice = _voice_request(data)
+            self.synthesizer.check_text(text)
+            whole = _Stream()
+            whole.texts.put_nowait(text)
+            whole.stop()
+            self._start_response(voice, whole, streaming=False)
+        elif SynthesizeStart.is_type(event.type):
+            if self._stream is not None:
+                raise BadRequest("synthesize-start while a stream is open; "
+                                 "send synthesize-stop first")
+            voice = _voice_request(data)
+            self._stream = _Stream()
+            self._start_response(voice, self._stream, streaming=True)
+        elif SynthesizeChunk.is_type(event.type):
+            text = _text(data, event.type)
+            if self._stream is None:
+                raise BadRequest("synthesize-chunk outside a stream; send synthesize-start")
+            if not self._stream.failed:
+                self._stream.texts.put_nowait(text)
+        elif SynthesizeStop.is_type(event.type):
+            if self._stream is None:
+                raise BadRequest("synthesize-stop outside a stream")
+            self._stream.stop()
+            self._stream = None
+        else:
+            _LOGGER.debug("Ignoring Wyoming event %s", event.type)
+
+    def _start_response(self, voice: VoiceRequest, stream: _Stream, streaming: bool) -> None:
+        task = asyncio.create_task(
+            self._respond(voice, stream, streaming, self._last_response),
+            name="wyoming-response")
+        self._last_response = task
+        self._responses.add(task)
+        task.add_done_callback(self._responses.discard)
+
+    async def _respond(self, voice: VoiceRequest, stream: _Stream, streaming: bool,
+                       previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)  # answer in order
+        try:
+            await self._speak(voice, stream, always_frame=not streaming)
+        except ChorusError as err:
+            stream.failed = True
+            await self.write_event(Error(err.message, err.code).event())
+        except ConnectionError:
+            return
+        except Exception as err:
+            _LOGGER.exception("Synthesis failed")
+            stream.failed = True
+            await self.write_event(Error(f"synthesis failed: {err}", "internal").event())
+        if streaming:
+            await stream.stopped.wait()  # after a failure too: answer synthesize-stop
+            await self.write_event(SynthesizeStopped().event())
+
+    async def _speak(self, voice: VoiceRequest, stream: _Stream, always_frame: bool) -> None:
+        utterance = await self.synthesizer.open(voice)
+        rate = utterance.spec.sample_rate
+        pump = asyncio.create_task(self._pump(stream, utterance))
+        started = False
+        try:
+            async for pcm in utterance.audio():
+                if not started:
+                    await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+                    started = True
+                audio = pcm.tobytes()
+                step = SAMPLES_PER_CHUNK * 2
+                for offset in range(0, len(audio), step):
+                    await self.write_event(AudioChunk(
+                        rate=rate, width=2, channels=1, audio=audio[offset:offset + step],
+                    ).event())
+            if always_frame and not started:
+                await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+                started = True
+            if started:
+                await self.write_event(AudioStop().event())
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            await utterance.close()
+
+    @staticmethod
+    async def _pump(stream: _Stream, utterance: Utterance) -> None:
+        """Move a stream's text into the utterance until synthesize-stop."""
+        try:
+            while (text := await stream.texts.get()) is not None:
+                utterance.add_text(text)
+            utterance.end_text()
+        except ChorusError as err:
+            stream.failed = True
+            utterance.fail(err)
