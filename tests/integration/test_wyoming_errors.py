@@ -1,0 +1,164 @@
+"""Bad input on the Wyoming front door: clear errors, nothing lost, everyone else served."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from wyoming.event import Event
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeVoice,
+)
+
+from tests.conftest import JOE, ServerProcess, describe, pcm_of, read_until
+
+
+async def _error_for(server: ServerProcess, *events: Event) -> Event:
+    async with server.client() as client:
+        for event in events:
+            await client.write_event(event)
+        *_, last = await read_until(client, "audio-stop", "synthesize-stopped")
+        assert last.type == "error", last
+        # The connection survives a request error and serves the next request.
+        await client.write_event(Synthesize("Still here.").event())
+        after = await read_until(client, "audio-stop")
+        assert after[-1].type == "audio-stop" and pcm_of(after)
+        return last
+
+
+async def test_unknown_voice_names_close_matches(server: ServerProcess) -> None:
+    error = await _error_for(server, Synthesize(
+        "Hi.", voice=SynthesizeVoice(name="en_US-joe-mediun")).event())
+    assert error.data["code"] == "unknown-voice"
+    assert JOE in error.data["text"]
+
+
+async def test_unknown_speaker(server: ServerProcess) -> None:
+    error = await _error_for(server, Synthesize(
+        "Hi.", voice=SynthesizeVoice(name=JOE, speaker="nobody")).event())
+    assert error.data["code"] == "unknown-speaker"
+
+
+async def test_empty_text(server: ServerProcess) -> None:
+    error = await _error_for(server, Synthesize("   ").event())
+    assert error.data["code"] == "empty-text"
+
+
+async def test_over_long_text(server: ServerProcess) -> None:
+    error = await _error_for(server, Synthesize("word " * 2001).event())
+    assert error.data["code"] == "text-too-long"
+    assert "10000" in error.data["text"]
+
+
+async def test_over_long_stream_fails_and_still_stops(server: ServerProcess) -> None:
+    async with server.client() as client:
+        await client.write_event(SynthesizeStart().event())
+        for _ in range(11):
+            await client.write_event(SynthesizeChunk("x" * 999 + " ").event())
+        await client.write_event(SynthesizeStop().event())
+        events = await read_until(client, "synthesize-stopped")
+        errors = [e for e in events if e.type == "error"]
+        assert errors and errors[0].data["code"] == "text-too-long"
+        if events[-1].type == "error":
+            events = await read_until(client, "synthesize-stopped")
+        assert events[-1].type == "synthesize-stopped"
+
+
+@pytest.mark.parametrize("data", [
+    {"text": 42},
+    {"voice": {"name": JOE}},
+    {"text": "Hi.", "voice": "en_US-joe-medium"},
+    {"text": "Hi.", "voice": {"name": 7}},
+])
+async def test_malformed_synthesize(server: ServerProcess, data: dict[str, object]) -> None:
+    error = await _error_for(server, Event("synthesize", data))
+    assert error.data["code"] == "bad-request"
+
+
+async def test_chunk_outside_a_stream(server: ServerProcess) -> None:
+    error = await _error_for(server, SynthesizeChunk("hello").event())
+    assert error.data["code"] == "bad-request"
+
+
+async def _raw(server: ServerProcess, payload: bytes) -> bytes:
+    """Send raw bytes; return everything the server says before closing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(payload)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), 10)  # EOF: the server closed
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x00\xff garbage \xfe\n",
+    b"not json at all\n",
+    b"[1, 2, 3]\n",
+    b'{"data": {}}\n',
+    b'{"type": "synthesize", "data_length": 99999999999}\n',
+    b'{"type": "audio-chunk", "payload_length": 1000000000000}\n',
+    b'{"type": "synthesize", "payload_length": -5}\n',
+    b'{"type": "synthesize", "data_length": 5}\nnope!',
+    b"x" * 200_000 + b"\n",
+], ids=["binary", "text", "array", "no-type", "data-length", "payload-length",
+        "negative", "bad-data", "huge-line"])
+async def test_protocol_garbage_closes_only_that_connection(
+        server: ServerProcess, payload: bytes) -> None:
+    async with server.client() as bystander:
+        said = await _raw(server, payload)
+        lines = [json.loads(line) for line in said.splitlines() if line.startswith(b"{")]
+        assert any(line.get("type") == "error" for line in lines), said[:300]
+        info = await describe(bystander)  # everyone else is still served
+    assert info.tts
+
+
+async def test_busy_is_answered_at_once(tmp_path: Path) -> None:
+    server = ServerProcess(["--max-requests", "1", "--workers", "1"], tmp_path / "log")
+    try:
+        async with server.client() as first, server.client() as second:
+            await first.write_event(Synthesize("This one takes a while to say. " * 20).event())
+            started = await asyncio.wait_for(first.read_event(), 30)
+            assert started is not None and started.type == "audio-start"
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            await second.write_event(Synthesize("Me too.").event())
+            [error] = await read_until(second, "audio-stop")
+            assert error.type == "error" and error.data["code"] == "busy"
+            assert loop.time() - sent < 1.0
+            rest = await read_until(first, "audio-stop", limit=120)
+            assert rest[-1].type == "audio-stop"
+            await second.write_event(Synthesize("Me too.").event())
+            assert (await read_until(second, "audio-stop"))[-1].type == "audio-stop"
+    finally:
+        assert server.terminate() == 0
+
+
+@pytest.fixture
+def small_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(["--workers", "1"], tmp_path / "log")
+    yield server
+    server.terminate()
+
+
+async def test_sigterm_finishes_in_flight_work_and_exits_zero(
+        small_server: ServerProcess) -> None:
+    async with small_server.client() as client:
+        await client.write_event(Synthesize("A long goodbye, spoken slowly. " * 6).event())
+        first = await asyncio.wait_for(client.read_event(), 30)
+        assert first is not None and first.type == "audio-start"
+        code_task = asyncio.create_task(asyncio.to_thread(small_server.terminate))
+        events = await read_until(client, "audio-stop", limit=60)
+        assert events[-1].type == "audio-stop"
+        assert len(pcm_of(events)) / 2 / 22050 > 8.0
+    assert await code_task == 0
+    assert "Stopped" in small_server.output()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", small_server.port)

