@@ -1,1 +1,0 @@
-"""The Chorus kopf operator (``chorus operator``, ``chorus render``); see issue #5."""
