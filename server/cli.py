@@ -67,6 +67,10 @@ SERVE_OPTIONS = [
            type=_positive_float, metavar="S"),
     Option("--shutdown-grace", "seconds requests may finish after SIGTERM", default=20.0,
            type=_positive_float, metavar="S"),
+    Option("--client-timeout", "seconds a client may leave audio unread before it is "
+           "dropped", default=30.0, type=_positive_float, metavar="S"),
+    Option("--stream-idle-timeout", "seconds an open stream may go without text before it "
+           "is dropped", default=120.0, type=_positive_float, metavar="S"),
 ]
 
 SAY_OPTIONS = [
@@ -121,7 +125,8 @@ def _settings(values: dict[str, Any]) -> Any:
         "noise_scale": values["noise_scale"],
         "noise_w_scale": values["noise_w_scale"],
     }
-    for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace"):
+    for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace",
+                "client_timeout", "stream_idle_timeout"):
         if key in values:
             fields[key] = values[key]
     return ServerSettings(**fields)

@@ -65,7 +65,9 @@ class Runtime:
 
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
-        handler = WyomingHandler(reader, writer, self.synthesizer)
+        handler = WyomingHandler(reader, writer, self.synthesizer,
+                                 write_timeout=self.settings.client_timeout,
+                                 stream_idle_timeout=self.settings.stream_idle_timeout)
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("connection callback outside a task")

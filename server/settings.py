@@ -47,6 +47,10 @@ class ServerSettings:
     noise_w_scale: float | None = None
     rescan_interval: float = 1.0
     shutdown_grace: float = 20.0
+    client_timeout: float = 30.0
+    """Seconds a client may leave audio unread before it is dropped."""
+    stream_idle_timeout: float = 120.0
+    """Seconds an open stream may go without text before it is dropped."""
 
     @property
     def worker_count(self) -> int:

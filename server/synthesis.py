@@ -12,19 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sentence_stream import SentenceBoundaryDetector
 
 from .engines.base import PCM, LoadedVoice, SynthesisParams, VoiceSpec
-from .errors import EmptyText, TextTooLong
+from .errors import BadRequest, EmptyText, TextTooLong
 from .scheduler import Job, Scheduler
 from .voices import VoiceStore
 
 __all__ = ["Synthesizer", "Utterance", "VoiceRequest"]
 
 _LOGGER = logging.getLogger(__name__)
+
+# Control characters (NUL included) crash espeak-ng's C API or are read out as noise;
+# newlines and tabs are kept because blank lines mark sentence boundaries.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class Utterance:
         self._chars += len(text)
         if self._chars > self._max_chars:
             raise TextTooLong(f"text is longer than the limit of {self._max_chars} characters")
-        for sentence in self._detector.add_chunk(text):
+        for sentence in self._detector.add_chunk(_CONTROL.sub(" ", text)):
             self._sentences.put_nowait(sentence)
 
     def end_text(self) -> None:
@@ -78,14 +83,16 @@ class Utterance:
         self._sentences.put_nowait(None)
 
     async def _feed(self) -> None:
-        try:
-            while (sentence := await self._sentences.get()) is not None:
+        while (sentence := await self._sentences.get()) is not None:
+            try:
                 units = await asyncio.to_thread(self.voice.prepare, sentence)
-                self._job.add_units(units)
-            self._job.close()
-        except Exception as err:
-            _LOGGER.exception("Preparing text for voice %s failed", self.spec.name)
-            self._job.fail(err)
+            except Exception as err:  # noqa: BLE001 - reported to the reader of audio()
+                _LOGGER.warning("Voice %s cannot phonemize %r: %s", self.spec.name,
+                                sentence[:80], err)
+                self._job.fail(BadRequest(f"text could not be turned into speech: {err}"))
+                return
+            self._job.add_units(units)
+        self._job.close()
 
     def fail(self, error: BaseException) -> None:
         """Abort: the reader of :meth:`audio` raises ``error``."""
@@ -115,7 +122,7 @@ class Synthesizer:
 
     def check_text(self, text: str) -> None:
         """Limits for a whole text known up front."""
-        if not text.strip():
+        if not _CONTROL.sub("", text).strip():
             raise EmptyText("text is empty")
         if len(text) > self.max_chars:
             raise TextTooLong(f"text has {len(text)} characters; the limit is {self.max_chars}")

