@@ -20,17 +20,21 @@ async def say(settings: ServerSettings, text: str, voice: str | None, speaker: s
     runtime = Runtime(settings)
     try:
         await runtime.start(wyoming=False)
-        request = VoiceRequest(name=voice, speaker=speaker)
         runtime.synthesizer.check_text(text)
         rate = runtime.store.resolve(voice).sample_rate
-        with ExitStack() as stack:
-            sink: BinaryIO = (sys.stdout.buffer if output == "-"
-                              else stack.enter_context(open(output, "wb")))  # noqa: ASYNC230
-            wav = stack.enter_context(wave.open(sink, "wb"))
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(rate)
-            async for pcm in runtime.synthesizer.speak(text, request):
-                wav.writeframes(pcm.tobytes())
+        request = VoiceRequest(name=voice, speaker=speaker)
+        audio = b"".join([pcm.tobytes()
+                          async for pcm in runtime.synthesizer.speak(text, request)])
     finally:
         await runtime.stop()
+    # The length goes into the header before the frames: stdout may be a pipe, where
+    # the wave module could not seek back to patch it.
+    with ExitStack() as stack:
+        sink: BinaryIO = (sys.stdout.buffer if output == "-"
+                          else stack.enter_context(open(output, "wb")))  # noqa: ASYNC230
+        wav = stack.enter_context(wave.open(sink, "wb"))
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.setnframes(len(audio) // 2)
+        wav.writeframes(audio)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 import wave
@@ -143,6 +144,15 @@ def test_chorus_say_writes_a_wav(tmp_path: Path) -> None:
     with wave.open(str(out)) as wav:
         assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (22050, 2, 1)
         assert 1.0 < wav.getnframes() / 22050 < 5.0
+
+
+def test_chorus_say_pipes_a_complete_wav_to_stdout() -> None:
+    result = subprocess.run([*CHORUS, "say", "One. Two sentences. And three."],
+                            check=True, capture_output=True, timeout=120)
+    with wave.open(io.BytesIO(result.stdout)) as wav:
+        frames = wav.getnframes()
+        assert frames == (len(result.stdout) - 44) // 2
+        assert frames / wav.getframerate() > 2.0
 
 
 def test_chorus_say_reports_bad_input(tmp_path: Path) -> None:
