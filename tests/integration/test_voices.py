@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -15,12 +16,14 @@ from piper import PiperVoice, SynthesisConfig
 from wyoming.client import AsyncClient
 from wyoming.tts import Synthesize, SynthesizeVoice
 
+from chorus.server.healthcheck import probe_uri
 from tests.conftest import (
     CHORUS,
     JOE,
     ServerProcess,
     copy_joe,
     describe,
+    free_port,
     pcm_of,
     read_until,
 )
@@ -165,3 +168,19 @@ def test_chorus_say_reports_bad_input(tmp_path: Path) -> None:
                             text=True, timeout=120, check=False)
     assert result.returncode == 2
     assert "no voices installed" in result.stderr
+
+
+def test_healthcheck_probe(server: ServerProcess, tmp_path: Path) -> None:
+    probe = [sys.executable, "-m", "chorus.server.healthcheck"]
+    ok = subprocess.run([*probe, server.uri], capture_output=True, text=True, timeout=60,
+                        check=False, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    closed = subprocess.run([*probe, f"tcp://127.0.0.1:{free_port()}"], capture_output=True,
+                            text=True, timeout=60, check=False, cwd=tmp_path)
+    assert closed.returncode == 1
+    assert "unhealthy" in closed.stderr
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_bytes(b"chorus\0serve\0--wyoming-uri\0tcp://0.0.0.0:1234\0")
+    assert probe_uri({}, cmdline) == "tcp://0.0.0.0:1234"
+    assert probe_uri({"CHORUS_WYOMING_URI": "unix:///s"}, tmp_path / "none") == "unix:///s"
+    assert probe_uri({"CHORUS_HEALTHCHECK_URI": "tcp://h:1"}, cmdline) == "tcp://h:1"
