@@ -16,7 +16,12 @@ from typing import Any
 from chorus.common.options import Option, OptionError, add_options, resolve_options
 from chorus.common.options import load_config_file as _load_config_file
 
+from .settings import ServerSettings
+
 __all__ = ["register"]
+
+
+_DEFAULTS = ServerSettings()
 
 
 def _positive_int(text: str) -> int:
@@ -41,14 +46,16 @@ VOICE_OPTIONS = [
     Option("--default-voice", "voice used when a request names none", metavar="NAME"),
     Option("--workers", "inference worker threads (default: one per usable CPU)",
            type=_positive_int, metavar="N"),
-    Option("--threads-per-worker", "onnxruntime threads per model call", default=1,
+    Option("--threads-per-worker", "onnxruntime threads per model call",
+           default=_DEFAULTS.threads_per_worker,
            type=_positive_int, metavar="N"),
     Option("--max-sentence-phonemes", "split sentences longer than this many phonemes",
-           default=400, type=_positive_int, metavar="N"),
-    Option("--max-text-chars", "longest text accepted in one request", default=10_000,
+           default=_DEFAULTS.max_sentence_phonemes, type=_positive_int, metavar="N"),
+    Option("--max-text-chars", "longest text accepted in one request",
+           default=_DEFAULTS.max_text_chars,
            type=_positive_int, metavar="N"),
     Option("--voice-memory-mb", "memory budget for resident voices (LRU beyond it)",
-           default=1024, type=_positive_int, metavar="MB"),
+           default=_DEFAULTS.voice_memory_mb, type=_positive_int, metavar="MB"),
     Option("--length-scale", "default phoneme length scale (>1 is slower speech)",
            type=_positive_float, metavar="X"),
     Option("--noise-scale", "default generator noise (0 makes output deterministic)",
@@ -60,17 +67,19 @@ VOICE_OPTIONS = [
 
 SERVE_OPTIONS = [
     Option("--wyoming-uri", "where to serve Wyoming: tcp://HOST:PORT or unix://PATH",
-           default="tcp://127.0.0.1:10200", metavar="URI"),
+           default=_DEFAULTS.wyoming_uri, metavar="URI"),
     Option("--max-requests", "requests in progress before new ones are refused as busy",
-           default=64, type=_positive_int, metavar="N"),
-    Option("--rescan-interval", "seconds between voices-directory rescans", default=1.0,
+           default=_DEFAULTS.max_requests, type=_positive_int, metavar="N"),
+    Option("--rescan-interval", "seconds between voices-directory rescans",
+           default=_DEFAULTS.rescan_interval,
            type=_positive_float, metavar="S"),
-    Option("--shutdown-grace", "seconds requests may finish after SIGTERM", default=20.0,
+    Option("--shutdown-grace", "seconds requests may finish after SIGTERM",
+           default=_DEFAULTS.shutdown_grace,
            type=_positive_float, metavar="S"),
     Option("--client-timeout", "seconds a client may leave audio unread before it is "
-           "dropped", default=30.0, type=_positive_float, metavar="S"),
+           "dropped", default=_DEFAULTS.client_timeout, type=_positive_float, metavar="S"),
     Option("--stream-idle-timeout", "seconds an open stream may go without text before it "
-           "is dropped", default=120.0, type=_positive_float, metavar="S"),
+           "is dropped", default=_DEFAULTS.stream_idle_timeout, type=_positive_float, metavar="S"),
 ]
 
 SAY_OPTIONS = [

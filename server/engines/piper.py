@@ -23,17 +23,9 @@ from piper.config import PiperConfig
 
 from .base import PCM, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 
-__all__ = ["DEFAULT_MAX_PHONEMES", "PiperEngine", "PiperLoadedVoice", "split_phonemes"]
+__all__ = ["PiperEngine", "PiperLoadedVoice", "split_phonemes"]
 
 _LOGGER = logging.getLogger(__name__)
-
-DEFAULT_MAX_PHONEMES = 400
-"""Longest phoneme sequence sent to the model in one call.
-
-ORT's memory arena never shrinks: one 1000-character sentence without full stops took
-a Piper process from ~500 MB to 1.44 GB for good. Around 400 phonemes is a long
-sentence (~350 characters of English) and keeps a call's activations small.
-"""
 
 MEMORY_FACTOR = 2.0
 """Resident bytes per model byte: a loaded session measured ~1.4x the file, plus arena."""
@@ -85,8 +77,9 @@ def _describe(name: str, config: dict[str, Any], language: str, quality: str | N
 class PiperEngine:
     """Reads and loads Piper voices (``<voice>.onnx`` + ``<voice>.onnx.json``)."""
 
-    threads_per_voice: int = 1
-    max_phonemes: int = DEFAULT_MAX_PHONEMES
+    threads_per_voice: int
+    max_phonemes: int
+    """Longest phoneme sequence sent to the model in one call (see ServerSettings)."""
     name: str = "piper"
 
     def read_spec(self, model_path: Path, config_path: Path, name: str) -> VoiceSpec:

@@ -21,7 +21,7 @@ LONG_SENTENCE = ", ".join(["the quick brown fox jumps over the lazy dog"] * 23) 
 
 @pytest.fixture(scope="module")
 def joe() -> PiperLoadedVoice:
-    engine = PiperEngine(max_phonemes=120)
+    engine = PiperEngine(threads_per_voice=1, max_phonemes=120)
     spec = engine.read_spec(JOE_DIR / "en_US-joe-medium.onnx",
                             JOE_DIR / "en_US-joe-medium.onnx.json", "en_US-joe-medium")
     return engine.load(spec)
@@ -57,7 +57,7 @@ def test_spec_reads_language_speakers_and_quality(tmp_path: Path) -> None:
                             "country_english": "Germany"})
     (tmp_path / "v.onnx.json").write_text(json.dumps(config))
     (tmp_path / "v.onnx").write_bytes(b"model")
-    spec = PiperEngine().read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
+    spec = PiperEngine(1, 150).read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
     assert spec.language == "de_DE"
     assert spec.speakers == ("alice", "bob")
     assert spec.quality == "medium"
@@ -76,7 +76,7 @@ def test_unusable_configs_raise_voice_config_error(tmp_path: Path, config: str) 
     (tmp_path / "v.onnx.json").write_text(config)
     (tmp_path / "v.onnx").write_bytes(b"model")
     with pytest.raises(VoiceConfigError):
-        PiperEngine().read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
+        PiperEngine(1, 150).read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
 
 
 def _install(directory: Path, name: str, language: str) -> None:
@@ -93,7 +93,7 @@ async def test_store_selection_rules(tmp_path: Path) -> None:
     _install(first, "de_DE-eva-low", "de_DE")
     _install(first, "en_GB-alan-low", "en_GB")
     _install(second, "de_DE-eva-low", "de_AT")  # shadowed: the first directory wins
-    store = VoiceStore(PiperEngine(), [first, second, JOE_DIR],
+    store = VoiceStore(PiperEngine(1, 150), [first, second, JOE_DIR],
                        default_voice="en_US-joe-medium")
     await store.start()
     try:
@@ -118,7 +118,7 @@ async def test_store_evicts_least_recently_used_but_never_the_default(tmp_path: 
         _install(tmp_path, name, "en_US")
     model_bytes = (JOE_DIR / "en_US-joe-medium.onnx").stat().st_size
     # room for two voices' estimated footprint
-    store = VoiceStore(PiperEngine(), [tmp_path], default_voice="en_US-a-low",
+    store = VoiceStore(PiperEngine(1, 150), [tmp_path], default_voice="en_US-a-low",
                        memory_budget=int(model_bytes * 2 * 2.5))
     await store.start()
     try:
