@@ -688,7 +688,8 @@ def wyoming_piper_spec(data_dir: Path) -> ServerSpec:
 def chorus_spec(extra: Sequence[str] = ()) -> ServerSpec:
     """Chorus with its defaults (embedded joe voice, one worker per CPU) plus ``extra``."""
     def argv(port: int) -> list[str]:
-        return [venv_bin("chorus"), "serve", "--wyoming-uri", f"tcp://{HOST}:{port}", *extra]
+        return [venv_bin("chorus"), "serve", "--wyoming-uri", f"tcp://{HOST}:{port}",
+                "--no-http", *extra]
     return ServerSpec("chorus", argv)
 
 

@@ -40,6 +40,8 @@ class Option:
     kind: Literal["value", "list", "flag"] = "value"
     metavar: str | None = None
     choices: Sequence[Any] | None = None
+    separator: str = ","
+    """Splits a list option's environment value; paths use ``os.pathsep`` like PATH does."""
 
     @property
     def dest(self) -> str:
@@ -90,9 +92,10 @@ def _from_text(opt: Option, text: str, source: str) -> Any:
         raise OptionError(f"{source}: expected true or false, got {text!r}")
     try:
         if opt.kind == "list":
-            return [opt.type(part) for part in text.split(os.pathsep) if part]
+            return [opt.type(part.strip()) for part in text.split(opt.separator)
+                    if part.strip()]
         value = opt.type(text)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
         raise OptionError(f"{source}: {err}") from err
     if opt.choices is not None and value not in opt.choices:
         raise OptionError(f"{source}: {value!r} is not one of {list(opt.choices)}")

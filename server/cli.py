@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,23 +25,50 @@ __all__ = ["register"]
 _DEFAULTS = ServerSettings()
 
 
+def _number(text: str, kind: type[int] | type[float], what: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = int(_number(text, int, "a positive integer"))
     if value < 1:
-        raise ValueError(f"expected a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = float(_number(text, float, "a positive number"))
     if value <= 0:
-        raise ValueError(f"expected a positive number, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
+def _float(text: str) -> float:
+    return float(_number(text, float, "a number"))
+
+
+def _port(text: str) -> int:
+    value = int(_number(text, int, "a port number (1-65535)"))
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {text!r}")
+    return value
+
+
+def _voice_mapping(text: str) -> tuple[str, str]:
+    """``alloy=en_US-joe-medium`` -> ``("alloy", "en_US-joe-medium")``."""
+    name, sep, voice = text.partition("=")
+    if not sep or not name.strip() or not voice.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VOICE, got {text!r}")
+    return name.strip(), voice.strip()
+
+
 VOICE_OPTIONS = [
-    Option("--voices-dir", "Piper voices directory (<voice>.onnx + .onnx.json); repeatable",
-           type=Path, kind="list", metavar="DIR"),
+    Option("--voices-dir", "Piper voices directory (<voice>.onnx + .onnx.json); repeatable "
+           "(env: colon-separated)", type=Path, kind="list", metavar="DIR",
+           separator=os.pathsep),
     Option("--no-embedded-voice", "do not use the embedded en_US-joe-medium voice",
            kind="flag", default=False),
     Option("--default-voice", "voice used when a request names none", metavar="NAME"),
@@ -59,8 +87,8 @@ VOICE_OPTIONS = [
     Option("--length-scale", "default phoneme length scale (>1 is slower speech)",
            type=_positive_float, metavar="X"),
     Option("--noise-scale", "default generator noise (0 makes output deterministic)",
-           type=float, metavar="X"),
-    Option("--noise-w-scale", "default phoneme width noise", type=float, metavar="X"),
+           type=_float, metavar="X"),
+    Option("--noise-w-scale", "default phoneme width noise", type=_float, metavar="X"),
     Option("--log-level", "logging level", default="INFO",
            choices=["DEBUG", "INFO", "WARNING", "ERROR"]),
 ]
@@ -80,6 +108,18 @@ SERVE_OPTIONS = [
            "dropped", default=_DEFAULTS.client_timeout, type=_positive_float, metavar="S"),
     Option("--stream-idle-timeout", "seconds an open stream may go without text before it "
            "is dropped", default=_DEFAULTS.stream_idle_timeout, type=_positive_float, metavar="S"),
+    Option("--http-host", "address the HTTP API listens on",
+           default=_DEFAULTS.http_host, metavar="HOST"),
+    Option("--http-port", "port of the HTTP API", default=_DEFAULTS.http_port, type=_port,
+           metavar="PORT"),
+    Option("--no-http", "do not serve the HTTP API", kind="flag", default=False),
+    Option("--api-key", "require 'Authorization: Bearer KEY' on the HTTP API "
+           "(except /health/*)", metavar="KEY"),
+    Option("--cors-origin", "browser origin allowed to call the HTTP API ('*' for any); "
+           "repeatable", kind="list", metavar="ORIGIN"),
+    Option("--openai-voice", "map an OpenAI voice name to an installed voice for "
+           "/v1/audio/speech, e.g. alloy=en_US-joe-medium; repeatable",
+           type=_voice_mapping, kind="list", metavar="NAME=VOICE"),
 ]
 
 SAY_OPTIONS = [
@@ -90,7 +130,7 @@ SAY_OPTIONS = [
 
 def register(subparsers: Any) -> None:
     """Add ``serve`` and ``say`` to the ``chorus`` command."""
-    serve = subparsers.add_parser("serve", help="run the speech server (Wyoming)")
+    serve = subparsers.add_parser("serve", help="run the speech server (Wyoming and HTTP)")
     serve.add_argument("--config", type=Path, metavar="FILE",
                        help="TOML or JSON file of options [env CHORUS_CONFIG]")
     add_options(serve, SERVE_OPTIONS + VOICE_OPTIONS)
@@ -107,8 +147,6 @@ def register(subparsers: Any) -> None:
 
 
 def _resolve(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
-    import os
-
     config_path = args.config or (Path(os.environ["CHORUS_CONFIG"])
                                   if os.environ.get("CHORUS_CONFIG") else None)
     config = _load_config_file(config_path) if config_path else {}
@@ -135,9 +173,15 @@ def _settings(values: dict[str, Any]) -> Any:
         "noise_w_scale": values["noise_w_scale"],
     }
     for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace",
-                "client_timeout", "stream_idle_timeout"):
+                "client_timeout", "stream_idle_timeout", "http_host", "http_port", "api_key"):
         if key in values:
             fields[key] = values[key]
+    if "no_http" in values:
+        fields["http"] = not values["no_http"]
+    if "cors_origin" in values:
+        fields["cors_origins"] = tuple(values["cors_origin"] or ())
+    if "openai_voice" in values:
+        fields["openai_voices"] = tuple(values["openai_voice"] or ())
     return ServerSettings(**fields)
 
 

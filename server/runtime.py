@@ -2,8 +2,10 @@
 
 ``chorus serve`` and ``chorus say`` build the same :class:`Runtime`; tests start it
 in-process or through the CLI. The Wyoming socket opens only after the default voice
-is loaded and warmed, so "accepting connections" already means "ready to speak".
-On SIGTERM the listener closes first, requests in progress get ``shutdown_grace``
+is loaded and warmed, so "accepting connections" already means "ready to speak"; the
+HTTP API (:mod:`chorus.server.http_api`) opens at the same moment, on the same loop and
+the same synthesizer, and its ``/health/ready`` turns 503 as soon as shutdown begins.
+On SIGTERM the listeners close first, requests in progress get ``shutdown_grace``
 seconds to finish (new ones are refused with ``shutting-down``), then the process
 exits 0.
 """
@@ -17,6 +19,8 @@ import signal
 
 from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
+from .http_api import HttpApi
+from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .synthesis import Synthesizer
@@ -49,23 +53,56 @@ class Runtime:
                                    noise_w_scale=settings.noise_w_scale)
         self.synthesizer = Synthesizer(self.store, self.scheduler, settings.max_text_chars,
                                        defaults)
+        self.metrics = Metrics()
+        self.metrics.watch(self.scheduler, self.store)
         self._wyoming: asyncio.Server | None = None
+        self._http: HttpApi | None = None
+        self._started = False
+        self._stopping = False
         self._handlers: set[WyomingHandler] = set()
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, wyoming: bool = True) -> None:
+        """Warm the default voice, then open the front doors.
+
+        ``wyoming=False`` (``chorus say``) opens none at all, HTTP included.
+        """
         self.scheduler.start()
         await self.store.start()
+        doors = ""
         if wyoming:
             self._wyoming = await listen(self.settings.wyoming_uri, self._on_connection)
+            doors += f", Wyoming on {self.settings.wyoming_uri}"
+            if self.settings.http:
+                await self._start_http()
+                doors += f", HTTP on http://{self.settings.http_host}:{self.settings.http_port}"
+        self._started = True
         _LOGGER.info("Chorus ready: %d voice(s), default %s, %d worker(s) x %d thread(s)%s",
                      len(self.store.installed()), self.store.default_voice,
-                     self.scheduler.workers, self.settings.threads_per_worker,
-                     f", Wyoming on {self.settings.wyoming_uri}" if wyoming else "")
+                     self.scheduler.workers, self.settings.threads_per_worker, doors)
+
+    async def _start_http(self) -> None:
+        settings = self.settings
+        self._http = HttpApi(self.synthesizer, self.metrics, ready=self.not_ready,
+                             api_key=settings.api_key or None,
+                             cors_origins=settings.cors_origins,
+                             openai_voices=settings.openai_voices,
+                             write_timeout=settings.client_timeout)
+        await self._http.start(settings.http_host, settings.http_port)
+
+    def not_ready(self) -> str | None:
+        """Why the server should get no traffic now, or ``None`` when it is ready."""
+        if self._stopping:
+            return "shutting down"
+        if not self._started:
+            return "starting"
+        if self.store.default_voice not in {v.spec.name for v in self.store.resident()}:
+            return f"default voice {self.store.default_voice} is not loaded"
+        return None
 
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
-        handler = WyomingHandler(reader, writer, self.synthesizer,
+        handler = WyomingHandler(reader, writer, self.synthesizer, metrics=self.metrics,
                                  write_timeout=self.settings.client_timeout,
                                  stream_idle_timeout=self.settings.stream_idle_timeout)
         task = asyncio.current_task()
@@ -81,8 +118,11 @@ class Runtime:
 
     async def stop(self) -> None:
         """Graceful stop: no new connections, in-flight requests finish, then close."""
+        self._stopping = True
         if self._wyoming is not None:
             self._wyoming.close()
+        if self._http is not None:
+            await self._http.stop_listening()
         drained = await self.scheduler.drain(self.settings.shutdown_grace)
         if not drained:
             _LOGGER.warning("Requests still running after %.0f s; closing them",
@@ -95,6 +135,8 @@ class Runtime:
         await asyncio.gather(*self._connections, return_exceptions=True)
         if self._wyoming is not None:
             await self._wyoming.wait_closed()
+        if self._http is not None:
+            await self._http.close()  # responses still being written get a moment
         await self.scheduler.stop()
         await self.store.close()
 
@@ -112,4 +154,9 @@ async def serve(settings: ServerSettings) -> None:
         _LOGGER.info("Shutting down")
     finally:
         await runtime.stop()
+        # The loop's handlers go with the loop; a repeated SIGTERM while the interpreter
+        # winds down must not turn a clean exit into death by signal.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
     _LOGGER.info("Stopped")

@@ -58,6 +58,15 @@ class ServerSettings:
     """Seconds a client may leave audio unread before it is dropped."""
     stream_idle_timeout: float = 120.0
     """Seconds an open stream may go without text before it is dropped."""
+    http: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 5000
+    api_key: str | None = None
+    """When set, every HTTP endpoint but ``/health/*`` needs ``Authorization: Bearer``."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins browsers may call the HTTP API from; empty keeps CORS closed."""
+    openai_voices: tuple[tuple[str, str], ...] = ()
+    """OpenAI voice names (alloy, ...) mapped to installed voices for /v1/audio/speech."""
 
     @property
     def worker_count(self) -> int:

@@ -35,6 +35,7 @@ from wyoming.tts import (
 
 from .engines.base import VoiceSpec
 from .errors import BadRequest, ChorusError
+from .metrics import Metrics, RequestMetrics
 from .synthesis import Synthesizer, Utterance, VoiceRequest
 from .wyoming_protocol import ProtocolError, read_event
 
@@ -120,7 +121,7 @@ class WyomingHandler:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  synthesizer: Synthesizer, write_timeout: float = 30.0,
-                 stream_idle_timeout: float = 120.0) -> None:
+                 stream_idle_timeout: float = 120.0, metrics: Metrics | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.synthesizer = synthesizer
@@ -128,6 +129,7 @@ class WyomingHandler:
         """A client that reads nothing for this long is dropped, freeing its slot."""
         self.stream_idle_timeout = stream_idle_timeout
         """An open stream that receives nothing for this long is dropped (it holds a slot)."""
+        self.metrics = metrics or Metrics()
         self._write_lock = asyncio.Lock()
         self._stream: _Stream | None = None
         self._last_response: asyncio.Task[None] | None = None
@@ -264,8 +266,14 @@ class WyomingHandler:
             await self.write_event(SynthesizeStopped().event())
 
     async def _speak(self, voice: VoiceRequest, stream: _Stream, always_frame: bool) -> None:
+        with self.metrics.request("wyoming", "pcm") as record:
+            await self._speak_recorded(voice, stream, always_frame, record)
+
+    async def _speak_recorded(self, voice: VoiceRequest, stream: _Stream, always_frame: bool,
+                              record: RequestMetrics) -> None:
         utterance = await self.synthesizer.open(voice)
         rate = utterance.spec.sample_rate
+        record.voice = utterance.spec.name
         pump = asyncio.create_task(self._pump(stream, utterance))
         started = False
         try:
@@ -273,6 +281,7 @@ class WyomingHandler:
                 if not started:
                     await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
                     started = True
+                record.audio(len(pcm), rate)
                 audio = pcm.tobytes()
                 step = SAMPLES_PER_CHUNK * 2
                 for offset in range(0, len(audio), step):

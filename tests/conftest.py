@@ -44,13 +44,27 @@ def copy_joe(directory: Path, name: str) -> Path:
 
 
 class ServerProcess:
-    """A ``chorus serve`` subprocess; logs go to a file so a test can read them."""
+    """A ``chorus serve`` subprocess; logs go to a file so a test can read them.
 
-    def __init__(self, args: list[str], log: Path, uri: str | None = None) -> None:
+    The HTTP API gets a free port of its own unless ``args`` choose one or ``--no-http``:
+    several servers run at once in the suite and would all want the default 5000.
+    """
+
+    def __init__(self, args: list[str], log: Path, uri: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.uri = uri or f"tcp://127.0.0.1:{self.port}"
+        self.http_port: int | None = None
+        if "--no-http" not in args and "--http-port" not in args:
+            self.http_port = free_port()
+            while self.http_port == self.port:
+                self.http_port = free_port()
+            args = [*args, "--http-port", str(self.http_port)]
+        elif "--http-port" in args:
+            self.http_port = int(args[args.index("--http-port") + 1])
         self.log = log
-        env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1",
+               **(env or {})}
         self._log_file = log.open("wb")
         self.proc = subprocess.Popen(
             [*CHORUS, "serve", "--wyoming-uri", self.uri, *args],
@@ -66,6 +80,13 @@ class ServerProcess:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"server not ready in {timeout} s:\n{self.output()}")
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP API, e.g. ``http://127.0.0.1:PORT``."""
+        if self.http_port is None:
+            raise RuntimeError("this server runs without HTTP")
+        return f"http://127.0.0.1:{self.http_port}"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

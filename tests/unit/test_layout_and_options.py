@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ def test_find_voice_files_needs_both_files(tmp_path: Path) -> None:
 
 OPTIONS = [
     Option("--port", "port", default=10200, type=int),
-    Option("--voices-dir", "dirs", type=Path, kind="list"),
+    Option("--voices-dir", "dirs", type=Path, kind="list", separator=os.pathsep),
+    Option("--origin", "origins", kind="list"),
     Option("--no-http", "flag", kind="flag", default=False),
     Option("--level", "level", default="INFO", choices=["INFO", "DEBUG"]),
 ]
@@ -61,7 +63,11 @@ def test_precedence_cli_env_config_default() -> None:
     assert values["voices_dir"] == [Path("/e1"), Path("/e2")]
     assert values["no_http"] is True
     values = resolve_options(_parse([]), OPTIONS, {}, {})
-    assert values == {"port": 10200, "voices_dir": None, "no_http": False, "level": "INFO"}
+    assert values == {"port": 10200, "voices_dir": None, "origin": None, "no_http": False,
+                      "level": "INFO"}
+    # Lists split on commas unless declared otherwise: URLs keep their colons.
+    origins = resolve_options(_parse([]), OPTIONS, {"CHORUS_ORIGIN": "https://a:1, http://b"})
+    assert origins["origin"] == ["https://a:1", "http://b"]
 
 
 @pytest.mark.parametrize(("env", "message"), [

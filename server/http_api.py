@@ -1,0 +1,389 @@
+"""The HTTP front door: synthesis (whole, streamed, OpenAI-compatible), voices, health
+and metrics, on aiohttp in the same event loop as the Wyoming door.
+
+Both doors share one :class:`~chorus.server.synthesis.Synthesizer`, so the scheduler's
+fairness, the ``--max-requests`` bound, voice selection and text limits are the same
+whichever protocol a client speaks. Errors a client causes are answered as JSON
+``{"error": {"code", "message"}}`` with a 4xx status (503 for busy and shutting down),
+never a 5xx for bad input.
+
+A streamed response is only started once the first sentence's audio exists: until
+then an error (unknown speaker, busy, text that cannot be phonemized) can still be
+answered with its proper status. After that an error can only cut the stream short,
+and the connection is closed so the client sees a truncated body rather than a silent
+end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from .audio_formats import STREAMABLE, AudioEncoder, encode, output_rate
+from .errors import BadRequest, ChorusError, TextTooLong
+from .http_requests import (
+    OPENAI_VOICES,
+    MalformedBody,
+    SpeechRequest,
+    Unsupported,
+    load_json,
+    parse_native,
+    parse_openai,
+)
+from .metrics import CONTENT_TYPE, Metrics, RequestMetrics
+from .synthesis import Synthesizer, VoiceRequest
+
+__all__ = ["HttpApi", "error_status"]
+
+_LOGGER = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS = {
+    "bad-request": 422,
+    "empty-text": 422,
+    "text-too-long": 413,
+    "unknown-voice": 404,
+    "unknown-speaker": 404,
+    "voice-unavailable": 503,
+    "busy": 503,
+    "shutting-down": 503,
+}
+_RETRY_AFTER = {"busy": "1", "shutting-down": "5"}
+_EXPOSED = "X-Audio-Duration, X-Sample-Rate, X-Generation-Time, X-Voice"
+_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+"""OpenAI model names accepted (and ignored: the voice decides the model)."""
+
+
+def error_status(err: ChorusError) -> int:
+    """The HTTP status of a Chorus error; unknown codes are the client's fault (400)."""
+    if isinstance(err, MalformedBody | Unsupported):
+        return 400
+    return _STATUS.get(err.code, 400)
+
+
+def _error(status: int, code: str, message: str,
+           headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers=headers)
+
+
+class HttpApi:
+    """The aiohttp application and its listener."""
+
+    def __init__(self, synthesizer: Synthesizer, metrics: Metrics, *,
+                 ready: Callable[[], str | None], api_key: str | None = None,
+                 cors_origins: tuple[str, ...] = (),
+                 openai_voices: tuple[tuple[str, str], ...] = (),
+                 write_timeout: float = 30.0) -> None:
+        self.synthesizer = synthesizer
+        self.metrics = metrics
+        self._ready = ready
+        """``None`` when ready, else why not (for the /health/ready body)."""
+        self._api_key = api_key
+        self._cors_origins = frozenset(cors_origins)
+        self._openai_voices = dict(openai_voices)
+        self._write_timeout = write_timeout
+        self.app = self._build()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _build(self) -> web.Application:
+        app = web.Application(middlewares=[self._cors_middleware, self._error_middleware,
+                                           self._auth_middleware])
+        app.on_response_prepare.append(self._add_cors_headers)
+        app.add_routes([
+            web.post("/synthesize", self.synthesize),
+            web.post("/synthesize/stream", self.synthesize_stream),
+            web.get("/voices", self.voices),
+            web.get("/voices/{name}", self.voice),
+            web.post("/v1/audio/speech", self.openai_speech),
+            web.get("/v1/audio/voices", self.openai_voices),
+            web.get("/v1/models", self.openai_models),
+            web.get("/health/live", self.live),
+            web.get("/health/ready", self.ready),
+            web.get("/metrics", self.metrics_page),
+        ])
+        return app
+
+    async def start(self, host: str, port: int, shutdown_timeout: float = 5.0) -> None:
+        self._runner = web.AppRunner(self.app, shutdown_timeout=shutdown_timeout)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, host, port)
+        await self._site.start()
+
+    async def stop_listening(self) -> None:
+        """Refuse new connections; requests in progress carry on (graceful shutdown)."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def close(self) -> None:
+        """Wait (up to the shutdown timeout) for open responses, then close everything."""
+        await self.stop_listening()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- middleware ---------------------------------------------------------------------
+
+    def _cors_allowed(self, origin: str | None) -> bool:
+        return origin is not None and (origin in self._cors_origins
+                                       or "*" in self._cors_origins)
+
+    @web.middleware
+    async def _cors_middleware(self, request: web.Request,
+                               handler: Handler) -> web.StreamResponse:
+        """Answer CORS preflights for allowed origins (before auth: browsers send none)."""
+        origin = request.headers.get("Origin")
+        if (request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+                and self._cors_allowed(origin)):
+            return web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+            })
+        return await handler(request)
+
+    async def _add_cors_headers(self, request: web.Request,
+                                response: web.StreamResponse) -> None:
+        """Every response, streamed ones included, gets the CORS headers it needs."""
+        origin = request.headers.get("Origin")
+        if not self._cors_origins:
+            return
+        response.headers.add("Vary", "Origin")
+        if origin is not None and self._cors_allowed(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = _EXPOSED
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request,
+                               handler: Handler) -> web.StreamResponse:
+        """With an API key, everything but the health probes needs ``Bearer <key>``."""
+        if self._api_key is None or request.path.startswith("/health/"):
+            return await handler(request)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), self._api_key.encode()):
+            return _error(401, "unauthorized", "missing or wrong API key; send "
+                          "'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    @web.middleware
+    async def _error_middleware(self, request: web.Request,
+                                handler: Handler) -> web.StreamResponse:
+        """Every error leaves as JSON; a Chorus error gets its status, bugs a 500."""
+        try:
+            return await handler(request)
+        except ChorusError as err:
+            status = error_status(err)
+            return _error(status, err.code, err.message,
+                          {"Retry-After": _RETRY_AFTER[err.code]}
+                          if err.code in _RETRY_AFTER else None)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {k: v for k, v in exc.headers.items()
+                       if k.lower() not in ("content-type", "content-length")}
+            code = exc.reason.lower().replace(" ", "-")
+            return _error(exc.status, code, exc.text or exc.reason, headers)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as err:
+            _LOGGER.exception("HTTP %s %s failed", request.method, request.path)
+            return _error(500, "internal", f"synthesis failed: {err}")
+
+    # -- synthesis ----------------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as err:
+            raise TextTooLong(f"request body is larger than {request.client_max_size} "
+                              "bytes") from err
+        return load_json(raw)
+
+    async def synthesize(self, request: web.Request) -> web.StreamResponse:
+        """The whole audio in one response, with its duration and timing in headers."""
+        with self.metrics.request("http", "") as record:
+            speech = parse_native(await self._body(request))
+            record.format = speech.format.name
+            return await self._whole(speech, record)
+
+    async def synthesize_stream(self, request: web.Request) -> web.StreamResponse:
+        """Chunked audio; the first bytes leave once the first sentence is rendered."""
+        with self.metrics.request("http", "") as record:
+            speech = parse_native(await self._body(request))
+            record.format = speech.format.name
+            if speech.format.name not in STREAMABLE:
+                raise BadRequest(f"format: {speech.format.name} cannot be streamed; use "
+                                 f"one of {', '.join(sorted(STREAMABLE))}, or /synthesize")
+            return await self._stream(request, speech, record)
+
+    async def openai_speech(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's ``/v1/audio/speech``: streamed like OpenAI does, flac whole."""
+        with self.metrics.request("http", "") as record:
+            speech, name = parse_openai(await self._body(request))
+            record.format = speech.format.name
+            speech = SpeechRequest(speech.text, VoiceRequest(name=self._openai_voice(name)),
+                                   speech.params, speech.format, speech.sample_rate)
+            if speech.format.name in STREAMABLE:
+                return await self._stream(request, speech, record)
+            return await self._whole(speech, record)
+
+    def _openai_voice(self, name: str | None) -> str | None:
+        """Mapped OpenAI name, else an installed voice, else the default for OpenAI names."""
+        if not name:
+            return None
+        if name in self._openai_voices:
+            return self._openai_voices[name]
+        if name.lower() in OPENAI_VOICES:
+            return None
+        return name  # an installed voice, or unknown-voice with close names
+
+    def _headers(self, speech: SpeechRequest, voice: str, voice_rate: int) -> dict[str, str]:
+        return {"Content-Type": speech.format.media_type,
+                "X-Voice": voice,
+                "X-Sample-Rate": str(output_rate(speech.format, voice_rate,
+                                                 speech.sample_rate))}
+
+    async def _whole(self, speech: SpeechRequest, record: RequestMetrics) -> web.Response:
+        self.synthesizer.check_text(speech.text)
+        started = time.perf_counter()
+        utterance = await self.synthesizer.open(speech.voice, speech.params)
+        spec = utterance.spec
+        record.voice = spec.name
+        chunks = []
+        try:
+            utterance.add_text(speech.text)
+            utterance.end_text()
+            async for pcm in utterance.audio():
+                record.audio(len(pcm), spec.sample_rate)
+                chunks.append(pcm)
+        finally:
+            await utterance.close()
+        generation = time.perf_counter() - started
+        pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        body = await asyncio.to_thread(encode, speech.format, pcm, spec.sample_rate,
+                                       speech.sample_rate)
+        headers = self._headers(speech, spec.name, spec.sample_rate)
+        headers["X-Audio-Duration"] = f"{len(pcm) / spec.sample_rate:.3f}"
+        headers["X-Generation-Time"] = f"{generation:.3f}"
+        return web.Response(body=body, headers=headers)
+
+    async def _stream(self, request: web.Request, speech: SpeechRequest,
+                      record: RequestMetrics) -> web.StreamResponse:
+        self.synthesizer.check_text(speech.text)
+        utterance = await self.synthesizer.open(speech.voice, speech.params)
+        spec = utterance.spec
+        record.voice = spec.name
+        encoder: AudioEncoder | None = None
+        response: web.StreamResponse | None = None
+        try:
+            encoder = AudioEncoder(speech.format, spec.sample_rate, speech.sample_rate,
+                                   streaming=True)
+            utterance.add_text(speech.text)
+            utterance.end_text()
+            async for pcm in utterance.audio():
+                record.audio(len(pcm), spec.sample_rate)
+                data = encoder.feed(pcm)
+                if response is None:
+                    response = await self._start_stream(request, speech, spec.name,
+                                                        spec.sample_rate)
+                if data:
+                    await self._write(response, data)
+            if response is None:  # no audio at all (text of punctuation only)
+                response = await self._start_stream(request, speech, spec.name,
+                                                    spec.sample_rate)
+            tail = encoder.finish()
+            if tail:
+                await self._write(response, tail)
+            await response.write_eof()
+        except (Exception, asyncio.CancelledError) as err:
+            if response is None:
+                raise  # nothing sent yet: a Chorus error is answered with its status
+            if isinstance(err, ChorusError | ConnectionError | TimeoutError
+                          | asyncio.CancelledError):
+                _LOGGER.info("HTTP stream cut short: %s",
+                             getattr(err, "message", None) or repr(err))
+            else:
+                _LOGGER.exception("HTTP stream failed")
+            record.fail(err)
+            if request.transport is not None:
+                request.transport.abort()  # a truncated chunked body, not a clean end
+            if isinstance(err, asyncio.CancelledError):
+                raise
+        finally:
+            if encoder is not None:
+                encoder.close()
+            await utterance.close()
+        return response
+
+    async def _start_stream(self, request: web.Request, speech: SpeechRequest, voice: str,
+                            voice_rate: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers=self._headers(speech, voice, voice_rate))
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        return response
+
+    async def _write(self, response: web.StreamResponse, data: bytes) -> None:
+        """Send, dropping a client that leaves audio unread (it holds a scheduler slot)."""
+        await asyncio.wait_for(response.write(data), self._write_timeout)
+
+    # -- voices -------------------------------------------------------------------------
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        spec = self.synthesizer.store.resolve(name)
+        resident = {v.spec.name for v in self.synthesizer.store.resident()}
+        return {"engine": spec.engine, "name": spec.name, "language": spec.language,
+                "quality": spec.quality, "speakers": list(spec.speakers),
+                "num_speakers": spec.num_speakers, "sample_rate": spec.sample_rate,
+                "description": spec.description, "resident": spec.name in resident,
+                "default": spec.name == self.synthesizer.store.default_voice}
+
+    async def voices(self, request: web.Request) -> web.Response:
+        names = [spec.name for spec in self.synthesizer.store.installed()]
+        return web.json_response({"voices": [self._describe(n) for n in names]})
+
+    async def voice(self, request: web.Request) -> web.Response:
+        return web.json_response(self._describe(request.match_info["name"]))
+
+    async def openai_voices(self, request: web.Request) -> web.Response:
+        """Installed voices, then OpenAI names with the installed voice each speaks with."""
+        store = self.synthesizer.store
+        voices: list[dict[str, str]] = [{"id": s.name, "name": s.name}
+                                        for s in store.installed()]
+        for alias in sorted(set(OPENAI_VOICES) | set(self._openai_voices)):
+            target = self._openai_voices.get(alias, store.default_voice)
+            voices.append({"id": alias, "name": alias, "voice": target})
+        return web.json_response({"voices": voices})
+
+    async def openai_models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": model, "object": "model", "created": 0, "owned_by": "chorus"}
+            for model in _MODELS]})
+
+    # -- health and metrics -------------------------------------------------------------
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "live"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        reason = self._ready()
+        if reason is not None:
+            return web.json_response({"status": "not-ready", "reason": reason}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE})
+

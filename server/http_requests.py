@@ -1,0 +1,179 @@
+"""Request bodies of the HTTP API, checked by hand into typed values.
+
+pydantic is not a dependency, and the bodies are small: a few typed getters give
+messages that name the field (``speed: must be a number between 0.25 and 4``), which
+is what a client fixing its request needs. Two shapes are accepted: Chorus's own
+(``/synthesize``) and OpenAI's (``/v1/audio/speech``); both become a
+:class:`SpeechRequest`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .audio_formats import FORMATS, AudioFormat, check_sample_rate
+from .engines.base import SynthesisParams
+from .errors import BadRequest
+from .synthesis import VoiceRequest
+
+__all__ = [
+    "OPENAI_FORMATS",
+    "OPENAI_VOICES",
+    "MalformedBody",
+    "SpeechRequest",
+    "Unsupported",
+    "load_json",
+    "parse_native",
+    "parse_openai",
+]
+
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx",
+                 "sage", "shimmer", "verse")
+"""OpenAI's voice names: unmapped ones speak with the default voice."""
+
+OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+OPENAI_PCM_RATE = 24000
+"""OpenAI's ``pcm`` is documented as 24 kHz; clients play it at that rate untold."""
+
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+MAX_NOISE = 2.0
+
+_NATIVE_FIELDS = frozenset({"text", "voice", "speaker", "language", "speed", "noise_scale",
+                            "noise_w_scale", "format", "sample_rate"})
+
+
+class MalformedBody(BadRequest):
+    """The body is not JSON at all (HTTP 400, unlike field errors which are 422)."""
+
+
+class Unsupported(BadRequest):
+    """A valid request for something this server does not do (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    """What to say, with which voice and knobs, in which audio format."""
+
+    text: str
+    voice: VoiceRequest
+    params: SynthesisParams
+    format: AudioFormat
+    sample_rate: int | None = None
+
+
+def load_json(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise MalformedBody(f"body is not valid JSON: {err}") from err
+    except RecursionError as err:  # '[[[[…' a hundred thousand deep
+        raise MalformedBody("body is nested too deeply") from err
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+def _string(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{key}: must be a string")
+    return value
+
+
+def _required_string(data: Mapping[str, Any], key: str) -> str:
+    value = _string(data, key)
+    if value is None:
+        raise BadRequest(f"{key}: field required")
+    return value
+
+
+def _number(data: Mapping[str, Any], key: str, low: float, high: float) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            low <= value <= high):
+        raise BadRequest(f"{key}: must be a number between {low:g} and {high:g}")
+    return float(value)
+
+
+def _choice(data: Mapping[str, Any], key: str, choices: tuple[str, ...] | list[str],
+            default: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise BadRequest(f"{key}: must be one of {', '.join(choices)}")
+    return value.lower()
+
+
+def _speaker(data: Mapping[str, Any]) -> str | None:
+    value = data.get("speaker")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest("speaker: must be a speaker name or a numeric id")
+    return str(value)
+
+
+def _sample_rate(data: Mapping[str, Any], fmt: AudioFormat) -> int | None:
+    value = data.get("sample_rate")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest("sample_rate: must be an integer (Hz)")
+    problem = check_sample_rate(fmt, value)
+    if problem:
+        raise BadRequest(f"sample_rate: {problem}")
+    return value
+
+
+def _length_scale(speed: float | None) -> float | None:
+    """Speed 2 means half as long: Piper's length_scale is the inverse of speed."""
+    return None if speed is None else 1.0 / speed
+
+
+def parse_native(data: Mapping[str, Any]) -> SpeechRequest:
+    """A ``/synthesize`` body. Unknown fields are refused: a typo must not pass silently."""
+    unknown = sorted(set(data) - _NATIVE_FIELDS)
+    if unknown:
+        raise BadRequest(f"{unknown[0]}: unknown field (known: "
+                         f"{', '.join(sorted(_NATIVE_FIELDS))})")
+    text = _required_string(data, "text")
+    fmt = FORMATS[_choice(data, "format", list(FORMATS), "wav")]
+    voice = VoiceRequest(name=_string(data, "voice") or None,
+                         language=_string(data, "language") or None,
+                         speaker=_speaker(data))
+    params = SynthesisParams(
+        length_scale=_length_scale(_number(data, "speed", MIN_SPEED, MAX_SPEED)),
+        noise_scale=_number(data, "noise_scale", 0.0, MAX_NOISE),
+        noise_w_scale=_number(data, "noise_w_scale", 0.0, MAX_NOISE))
+    return SpeechRequest(text, voice, params, fmt, _sample_rate(data, fmt))
+
+
+def parse_openai(data: Mapping[str, Any]) -> tuple[SpeechRequest, str | None]:
+    """A ``/v1/audio/speech`` body, and the voice name as given (mapped by the caller).
+
+    Fields OpenAI has and Chorus ignores (``instructions``) are accepted, so existing
+    clients work unchanged.
+    """
+    _string(data, "model")
+    text = _required_string(data, "input")
+    voice = data.get("voice")
+    if isinstance(voice, dict):  # newer API: {"id": "voice_..."}
+        voice = voice.get("id")
+    if voice is not None and not isinstance(voice, str):
+        raise BadRequest("voice: must be a string")
+    fmt = FORMATS[_choice(data, "response_format", OPENAI_FORMATS, "mp3")]
+    stream_format = _choice(data, "stream_format", ("audio", "sse"), "audio")
+    if stream_format == "sse":
+        raise Unsupported("stream_format: 'sse' is not supported by this server; "
+                          "use 'audio' (the default), which streams the audio bytes")
+    speed = _number(data, "speed", MIN_SPEED, MAX_SPEED)
+    params = SynthesisParams(length_scale=_length_scale(speed))
+    rate = OPENAI_PCM_RATE if fmt.name == "pcm" else None
+    return SpeechRequest(text, VoiceRequest(), params, fmt, rate), voice or None

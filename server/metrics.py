@@ -1,0 +1,152 @@
+"""Prometheus metrics for every front door, from one registry per server.
+
+A dedicated :class:`~prometheus_client.CollectorRegistry` (not the global default) keeps
+two runtimes in one process (tests, ``chorus say``) from colliding and keeps library
+metrics we did not choose out of ``/metrics``. Request metrics are recorded by the front
+doors through :meth:`Metrics.request`; the state of the scheduler and the voice store is
+read at scrape time by a collector, so nothing has to keep gauges in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .errors import ChorusError
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+    from .voices import VoiceStore
+
+__all__ = ["CONTENT_TYPE", "Metrics", "RequestMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+_FIRST_AUDIO_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+_RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+
+
+class _RuntimeCollector(Collector):
+    """Live gauges read from the scheduler and voice store at scrape time."""
+
+    def __init__(self, scheduler: Scheduler, store: VoiceStore) -> None:
+        self._scheduler = scheduler
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("chorus_queued_units",
+                                "Units (model calls) waiting for a worker",
+                                value=self._scheduler.queued_units)
+        yield GaugeMetricFamily("chorus_busy_workers", "Workers rendering a unit now",
+                                value=self._scheduler.busy_workers)
+        yield GaugeMetricFamily("chorus_workers", "Worker threads",
+                                value=self._scheduler.workers)
+        yield GaugeMetricFamily("chorus_active_requests",
+                                "Requests holding a scheduler slot (all front doors)",
+                                value=self._scheduler.active_jobs)
+        resident = self._store.resident()
+        yield GaugeMetricFamily("chorus_resident_voices", "Voices loaded in memory",
+                                value=len(resident))
+        memory = GaugeMetricFamily("chorus_voice_memory_bytes",
+                                   "Estimated memory of each resident voice",
+                                   labels=["voice"])
+        for voice in resident:
+            memory.add_metric([voice.spec.name], voice.memory_bytes)
+        yield memory
+
+
+class Metrics:
+    """The server's metrics; one instance shared by all front doors."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "chorus_requests", "Synthesis requests served, by front door, voice and format",
+            ["door", "voice", "format"], registry=self.registry)
+        self.errors = Counter(
+            "chorus_request_errors", "Requests answered with an error, by error code",
+            ["door", "code"], registry=self.registry)
+        self.latency = Histogram(
+            "chorus_synthesis_seconds", "Request start to last audio sent",
+            ["door"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.first_audio = Histogram(
+            "chorus_time_to_first_audio_seconds", "Request start to first audio ready",
+            ["door"], buckets=_FIRST_AUDIO_BUCKETS, registry=self.registry)
+        self.rtf = Histogram(
+            "chorus_real_time_factor", "Synthesis time divided by audio duration",
+            ["door"], buckets=_RTF_BUCKETS, registry=self.registry)
+
+    def watch(self, scheduler: Scheduler, store: VoiceStore) -> None:
+        """Expose the live state of a running server's scheduler and store."""
+        self.registry.register(_RuntimeCollector(scheduler, store))
+
+    def request(self, door: str, fmt: str) -> RequestMetrics:
+        """A recorder for one request; use it as a context manager around the request."""
+        return RequestMetrics(self, door, fmt)
+
+    def error(self, door: str, code: str) -> None:
+        """Count an error answered before a request could be recorded (bad input)."""
+        self.errors.labels(door, code).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """Times one request; the outcome is recorded when its ``with`` block ends."""
+
+    def __init__(self, metrics: Metrics, door: str, fmt: str) -> None:
+        self._metrics = metrics
+        self.door = door
+        self.format = fmt
+        self.voice = ""
+        """Set once the voice is resolved; unknown-voice errors leave it empty."""
+        self._start = time.perf_counter()
+        self._first: float | None = None
+        self._audio_seconds = 0.0
+        self._failed = False
+
+    def audio(self, samples: int, rate: int) -> None:
+        """Audio of ``samples`` at ``rate`` is ready to be sent."""
+        if self._first is None:
+            self._first = time.perf_counter() - self._start
+            self._metrics.first_audio.labels(self.door).observe(self._first)
+        self._audio_seconds += samples / rate
+
+    def __enter__(self) -> RequestMetrics:
+        return self
+
+    def fail(self, error: BaseException) -> None:
+        """Count the request as failed with the error's code (once)."""
+        if self._failed:
+            return
+        self._failed = True
+        if isinstance(error, ChorusError):
+            code = error.code
+        elif isinstance(error, asyncio.CancelledError):
+            code = "cancelled"
+        elif isinstance(error, ConnectionError | TimeoutError):
+            code = "client-gone"
+        else:
+            code = "internal"
+        self._metrics.errors.labels(self.door, code).inc()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._metrics.requests.labels(self.door, self.voice, self.format).inc()
+        if exc is not None:
+            self.fail(exc)
+        if self._failed:
+            return
+        elapsed = time.perf_counter() - self._start
+        self._metrics.latency.labels(self.door).observe(elapsed)
+        if self._audio_seconds > 0:
+            self._metrics.rtf.labels(self.door).observe(elapsed / self._audio_seconds)

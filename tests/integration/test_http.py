@@ -1,0 +1,534 @@
+"""The HTTP front door, spoken to by a real HTTP client against a real ``chorus serve``.
+
+Most tests share the session's server (HTTP open, no key, CORS closed). A second server
+with an API key, CORS origins, an OpenAI voice mapping and ``--max-requests 1`` covers
+the settings that change behaviour; a third runs with ``--no-http``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
+
+from tests.conftest import JOE, ServerProcess, describe, pcm_of, read_until
+
+SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
+PARAGRAPH = " ".join([
+    "Chorus reads long answers one sentence at a time.",
+    "Each sentence is rendered by a worker thread while the event loop keeps talking.",
+    "That way a short request does not wait behind a long one.",
+    "The audio of the first sentence leaves the server while the second is computed.",
+    "Voice assistants reading language model answers feel the difference at once.",
+    "Home Assistant sends its text in small chunks as the model writes it.",
+    "The server answers with audio as soon as a sentence is complete.",
+    "Several voices can stay resident, so switching costs nothing.",
+    "A bounded queue keeps the server honest when it is overloaded.",
+    "Every bad request gets a clear error instead of silence.",
+])
+DETERMINISTIC = {"noise_scale": 0, "noise_w_scale": 0}
+"""Piper's noise changes phoneme durations; without it every format has the same length."""
+KEY = "s3cret-key"
+ORIGIN = "https://app.example"
+
+
+@pytest.fixture
+async def http(server: ServerProcess) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(server.http_url) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """API key and CORS origins from the environment (URLs contain ':'), OpenAI mapping."""
+    log = tmp_path_factory.mktemp("secured") / "server.log"
+    proc = ServerProcess(
+        ["--max-requests", "1", "--workers", "1", "--openai-voice", "nova=" + JOE],
+        log, env={"CHORUS_API_KEY": KEY,
+                  "CHORUS_CORS_ORIGIN": f"{ORIGIN},http://localhost:3000"})
+    yield proc
+    assert proc.terminate() == 0, proc.output()
+
+
+def decode(data: bytes) -> tuple[int, float]:
+    """(sample rate, seconds) of an encoded body, decoded by libav."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return stream.rate, samples / stream.rate
+
+
+async def post(session: aiohttp.ClientSession, path: str, body: Any,
+               headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    async with session.post(path, json=body, headers=headers) as response:
+        return response.status, dict(response.headers), await response.read()
+
+
+async def error_of(session: aiohttp.ClientSession, path: str, body: Any,
+                   ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    kwargs: dict[str, Any] = ({"data": body} if isinstance(body, bytes | str)
+                              else {"json": body})
+    async with session.post(path, **kwargs) as response:
+        assert response.content_type == "application/json", await response.text()
+        payload = await response.json()
+        return response.status, payload["error"], dict(response.headers)
+
+
+# -- synthesis -------------------------------------------------------------------------
+
+
+async def test_synthesize_returns_wav_with_timing_headers(
+        http: aiohttp.ClientSession) -> None:
+    status, headers, body = await post(http, "/synthesize", {"text": SENTENCE})
+    assert status == 200, body
+    assert headers["Content-Type"] == "audio/wav"
+    assert headers["X-Voice"] == JOE
+    assert headers["X-Sample-Rate"] == "22050"
+    assert float(headers["X-Generation-Time"]) > 0
+    assert body[:4] == b"RIFF" and body[8:12] == b"WAVE"
+    assert struct.unpack("<I", body[40:44])[0] == len(body) - 44
+    rate, seconds = decode(body)
+    assert rate == 22050
+    assert seconds == pytest.approx(float(headers["X-Audio-Duration"]), abs=0.01)
+    assert 2.0 < seconds < 6.0
+
+
+@pytest.fixture(scope="module")
+def reference_seconds(server: ServerProcess) -> float:
+    async def fetch() -> float:
+        async with aiohttp.ClientSession(server.http_url) as session:
+            status, headers, _ = await post(session, "/synthesize",
+                                            {"text": SENTENCE, **DETERMINISTIC})
+        assert status == 200
+        return float(headers["X-Audio-Duration"])
+    return asyncio.run(fetch())
+
+
+@pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3", "opus", "flac", "aac"])
+@pytest.mark.parametrize("path", ["/synthesize", "/synthesize/stream"])
+async def test_every_format_decodes_to_the_same_duration(
+        http: aiohttp.ClientSession, reference_seconds: float, fmt: str, path: str) -> None:
+    if path.endswith("stream") and fmt == "flac":
+        status, error, _ = await error_of(http, path, {"text": SENTENCE, "format": fmt})
+        assert status == 422 and "format" in error["message"]
+        return
+    status, headers, body = await post(http, path,
+                                       {"text": SENTENCE, "format": fmt, **DETERMINISTIC})
+    assert status == 200, body
+    rate = int(headers["X-Sample-Rate"])
+    if fmt == "pcm":
+        assert headers["Content-Type"] == "audio/L16"
+        seconds = len(body) / 2 / rate
+    else:
+        decoded_rate, seconds = decode(body)
+        assert decoded_rate == rate
+    # mp3/opus/aac decoders return encoder priming and padding; ADTS (aac) cannot say
+    # how much, so it gets the widest margin.
+    assert seconds == pytest.approx(reference_seconds, abs=0.15 if fmt == "aac" else 0.1)
+    if path == "/synthesize":
+        assert float(headers["X-Audio-Duration"]) == pytest.approx(reference_seconds,
+                                                                   abs=0.01)
+
+
+@pytest.mark.parametrize(("fmt", "rate"), [("wav", 16000), ("pcm", 8000), ("mp3", 44100),
+                                           ("opus", 24000), ("flac", 48000)])
+async def test_sample_rate_resamples(http: aiohttp.ClientSession, reference_seconds: float,
+                                     fmt: str, rate: int) -> None:
+    status, headers, body = await post(http, "/synthesize", {
+        "text": SENTENCE, "format": fmt, "sample_rate": rate, **DETERMINISTIC})
+    assert status == 200, body
+    assert headers["X-Sample-Rate"] == str(rate)
+    if fmt == "pcm":
+        seconds = len(body) / 2 / rate
+    else:
+        decoded_rate, seconds = decode(body)
+        # Opus decoders always output 48 kHz; the rate asked for is the encoder's.
+        assert decoded_rate == (48000 if fmt == "opus" else rate)
+    assert seconds == pytest.approx(reference_seconds, abs=0.1)
+
+
+async def test_speed_changes_duration(http: aiohttp.ClientSession,
+                                      reference_seconds: float) -> None:
+    """speed maps to length_scale = 1/speed; Piper's durations do not scale exactly."""
+    durations = {}
+    for speed in (0.5, 2.0):
+        status, headers, _ = await post(http, "/synthesize",
+                                        {"text": SENTENCE, "speed": speed, **DETERMINISTIC})
+        assert status == 200
+        durations[speed] = float(headers["X-Audio-Duration"])
+    assert durations[2.0] < 0.7 * reference_seconds
+    assert durations[0.5] > 1.4 * reference_seconds
+
+
+async def test_stream_sends_first_audio_before_the_paragraph_is_rendered(
+        http: aiohttp.ClientSession) -> None:
+    started = time.perf_counter()
+    async with http.post("/synthesize/stream", json={"text": PARAGRAPH}) as response:
+        assert response.status == 200
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        assert "X-Audio-Duration" not in response.headers
+        first = await response.content.readany()
+        first_at = time.perf_counter() - started
+        rest = await response.read()
+    total = time.perf_counter() - started
+    body = first + rest
+    assert body[:4] == b"RIFF"
+    assert struct.unpack("<I", body[40:44])[0] == 0xFFFFFFFF  # streaming header
+    assert len(first) > 44  # audio of the first sentence, not just the header
+    assert first_at < total / 2, (first_at, total)
+    rate, seconds = decode(body)
+    assert rate == 22050 and seconds > 20
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "status", "code", "mentions"), [
+    (b"{not json", 400, "bad-request", "JSON"),
+    ([1, 2], 422, "bad-request", "object"),
+    ({}, 422, "bad-request", "text"),
+    ({"text": 5}, 422, "bad-request", "text"),
+    ({"text": "hi", "speed": 9}, 422, "bad-request", "speed"),
+    ({"text": "hi", "speed": "fast"}, 422, "bad-request", "speed"),
+    ({"text": "hi", "speed": True}, 422, "bad-request", "speed"),
+    ({"text": "hi", "noise_scale": -1}, 422, "bad-request", "noise_scale"),
+    ({"text": "hi", "noise_w_scale": "x"}, 422, "bad-request", "noise_w_scale"),
+    ({"text": "hi", "format": "ogg"}, 422, "bad-request", "format"),
+    ({"text": "hi", "format": "opus", "sample_rate": 44100}, 422, "bad-request",
+     "sample_rate"),
+    ({"text": "hi", "sample_rate": "fast"}, 422, "bad-request", "sample_rate"),
+    ({"text": "hi", "sample_rate": 100}, 422, "bad-request", "sample_rate"),
+    ({"text": "hi", "speaker": [1]}, 422, "bad-request", "speaker"),
+    ({"text": "hi", "voice": 3}, 422, "bad-request", "voice"),
+    ({"text": "hi", "volume": 3}, 422, "bad-request", "volume"),
+    ({"text": "  \n "}, 422, "empty-text", "empty"),
+    ({"text": "a" * 10_001}, 413, "text-too-long", "10000"),
+    ({"text": "hi", "voice": "en_US-joe-mediun"}, 404, "unknown-voice", JOE),
+    ({"text": "hi", "speaker": "7"}, 404, "unknown-speaker", "speaker"),
+    ({"text": "hi", "language": "tlh"}, 404, "unknown-voice", "tlh"),
+])
+@pytest.mark.parametrize("path", ["/synthesize", "/synthesize/stream"])
+async def test_bad_requests_get_a_clear_4xx(http: aiohttp.ClientSession, path: str,
+                                            body: Any, status: int, code: str,
+                                            mentions: str) -> None:
+    got, error, _ = await error_of(http, path, body)
+    assert (got, error["code"]) == (status, code), error
+    assert mentions in error["message"]
+
+
+async def test_unknown_routes_and_methods_answer_json(http: aiohttp.ClientSession) -> None:
+    async with http.get("/nope") as response:
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "not-found"
+    async with http.get("/synthesize") as response:
+        assert response.status == 405
+        assert "POST" in response.headers["Allow"]
+        assert "error" in await response.json()
+
+
+# -- voices, health, OpenAI ------------------------------------------------------------
+
+
+async def test_voices_list_and_detail(http: aiohttp.ClientSession) -> None:
+    async with http.get("/voices") as response:
+        assert response.status == 200
+        voices = (await response.json())["voices"]
+    joe = next(v for v in voices if v["name"] == JOE)
+    assert joe["engine"] == "piper" and joe["language"] == "en_US"
+    assert joe["quality"] == "medium" and joe["sample_rate"] == 22050
+    assert joe["speakers"] == [] and joe["resident"] is True
+    async with http.get(f"/voices/{JOE}") as response:
+        assert response.status == 200
+        assert (await response.json())["name"] == JOE
+    async with http.get("/voices/en_US-joe-mediun") as response:
+        assert response.status == 404
+        error = (await response.json())["error"]
+    assert error["code"] == "unknown-voice" and f"did you mean {JOE}" in error["message"]
+
+
+async def test_health(http: aiohttp.ClientSession) -> None:
+    async with http.get("/health/live") as response:
+        assert response.status == 200
+    async with http.get("/health/ready") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ready"
+
+
+@pytest.mark.parametrize(("fmt", "rate"), [("mp3", 22050), ("opus", 48000), ("aac", 22050),
+                                           ("flac", 22050), ("wav", 22050), ("pcm", 24000)])
+async def test_openai_speech_formats(http: aiohttp.ClientSession, reference_seconds: float,
+                                     fmt: str, rate: int) -> None:
+    status, headers, body = await post(http, "/v1/audio/speech", {
+        "model": "tts-1", "input": SENTENCE, "voice": "alloy", "response_format": fmt,
+        "instructions": "ignored"})
+    assert status == 200, body
+    assert headers["X-Voice"] == JOE  # alloy is unmapped: the default voice
+    assert headers["X-Sample-Rate"] == str(rate)
+    if fmt == "pcm":
+        seconds = len(body) / 2 / rate  # OpenAI's pcm is 24 kHz s16le
+    else:
+        decoded_rate, seconds = decode(body)
+        assert decoded_rate == rate
+    assert 2.0 < seconds < 6.0  # noise on: close to, not exactly, the reference
+    assert seconds == pytest.approx(reference_seconds, rel=0.25)
+
+
+async def test_openai_defaults_and_errors(http: aiohttp.ClientSession) -> None:
+    status, headers, body = await post(http, "/v1/audio/speech",
+                                       {"model": "tts-1", "input": "Hello.", "voice": JOE})
+    assert status == 200 and headers["Content-Type"] == "audio/mpeg"
+    assert headers["X-Voice"] == JOE
+    assert decode(body)[0] == 22050
+    status, error, _ = await error_of(http, "/v1/audio/speech",
+                                      {"input": "Hello.", "voice": "bogus"})
+    assert (status, error["code"]) == (404, "unknown-voice")
+    status, error, _ = await error_of(http, "/v1/audio/speech",
+                                      {"input": "Hello.", "stream_format": "sse"})
+    assert status == 400 and "sse" in error["message"]
+    status, error, _ = await error_of(http, "/v1/audio/speech",
+                                      {"input": "Hello.", "response_format": "ogg"})
+    assert status == 422 and "response_format" in error["message"]
+    status, error, _ = await error_of(http, "/v1/audio/speech", {"voice": "alloy"})
+    assert status == 422 and "input" in error["message"]
+    status, error, _ = await error_of(http, "/v1/audio/speech",
+                                      {"input": "Hello.", "speed": 0.1})
+    assert status == 422 and "speed" in error["message"]
+
+
+async def test_openai_listings(http: aiohttp.ClientSession) -> None:
+    async with http.get("/v1/audio/voices") as response:
+        voices = (await response.json())["voices"]
+    ids = [v["id"] for v in voices]
+    assert JOE in ids and "alloy" in ids and "shimmer" in ids
+    assert all(set(v) >= {"id", "name"} for v in voices)
+    async with http.get("/v1/models") as response:
+        models = (await response.json())["data"]
+    assert "tts-1" in [m["id"] for m in models]
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+async def scrape(session: aiohttp.ClientSession,
+                 headers: dict[str, str] | None = None) -> dict[str, float]:
+    """Samples as ``name{label=value,...}`` -> value."""
+    async with session.get("/metrics", headers=headers) as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        text = await response.text()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+async def test_metrics_follow_both_front_doors(server: ServerProcess,
+                                               http: aiohttp.ClientSession) -> None:
+    before = await scrape(http)
+    status, _, _ = await post(http, "/synthesize", {"text": SENTENCE, "format": "mp3"})
+    assert status == 200
+    await error_of(http, "/synthesize", {"text": "hi", "voice": "nobody"})
+    async with server.client() as client:
+        await client.write_event(Synthesize(SENTENCE).event())
+        await read_until(client, "audio-stop")
+    after = await scrape(http)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta(f"chorus_requests_total{{door=http,format=mp3,voice={JOE}}}") == 1
+    assert delta(f"chorus_requests_total{{door=wyoming,format=pcm,voice={JOE}}}") == 1
+    assert delta("chorus_request_errors_total{code=unknown-voice,door=http}") == 1
+    for door in ("http", "wyoming"):
+        assert delta(f"chorus_time_to_first_audio_seconds_count{{door={door}}}") == 1
+        assert delta(f"chorus_synthesis_seconds_count{{door={door}}}") == 1
+        assert delta(f"chorus_real_time_factor_count{{door={door}}}") == 1
+    assert after["chorus_resident_voices{}"] >= 1
+    assert after[f"chorus_voice_memory_bytes{{voice={JOE}}}"] > 1_000_000
+    for gauge in ("chorus_queued_units", "chorus_busy_workers", "chorus_active_requests"):
+        assert f"{gauge}{{}}" in after
+
+
+# -- both doors at once ----------------------------------------------------------------
+
+
+async def test_wyoming_stream_and_http_requests_in_parallel(
+        server: ServerProcess, http: aiohttp.ClientSession) -> None:
+    async def wyoming_stream() -> float:
+        async with server.client() as client:
+            await client.write_event(SynthesizeStart().event())
+            for word in PARAGRAPH.split(" "):
+                await client.write_event(SynthesizeChunk(word + " ").event())
+            await client.write_event(SynthesizeStop().event())
+            events = await read_until(client, "synthesize-stopped")
+        assert "error" not in [e.type for e in events]
+        return len(pcm_of(events)) / 2 / 22050
+
+    async def http_request(fmt: str) -> float:
+        status, _, body = await post(http, "/synthesize", {"text": SENTENCE, "format": fmt})
+        assert status == 200, body
+        return decode(body)[1]
+
+    async def http_stream() -> float:
+        status, _, body = await post(http, "/synthesize/stream",
+                                     {"text": PARAGRAPH, "format": "opus"})
+        assert status == 200, body
+        return decode(body)[1]
+
+    results = await asyncio.gather(wyoming_stream(), http_stream(), http_request("wav"),
+                                   http_request("mp3"), http_request("flac"))
+    assert results[0] > 20 and results[1] > 20
+    assert all(2.0 < seconds < 6.0 for seconds in results[2:])
+
+
+# -- settings: API key, CORS, OpenAI mapping, busy, --no-http --------------------------
+
+
+async def test_cors_is_closed_by_default(http: aiohttp.ClientSession) -> None:
+    async with http.get("/voices", headers={"Origin": ORIGIN}) as response:
+        assert response.status == 200
+        assert "Access-Control-Allow-Origin" not in response.headers
+    async with http.options("/synthesize", headers={
+            "Origin": ORIGIN, "Access-Control-Request-Method": "POST"}) as response:
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_api_key_guards_everything_but_health(secured: ServerProcess) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession(secured.http_url) as session:
+        for path in ("/voices", "/metrics", "/v1/models", "/v1/audio/voices"):
+            async with session.get(path) as response:
+                assert response.status == 401, path
+                assert response.headers["WWW-Authenticate"] == "Bearer"
+                assert (await response.json())["error"]["code"] == "unauthorized"
+            async with session.get(path, headers={"Authorization": "Bearer wrong"}) as r:
+                assert r.status == 401, path
+            async with session.get(path, headers=auth) as response:
+                assert response.status == 200, path
+        status, _, _ = await post(session, "/synthesize", {"text": "Hi."})
+        assert status == 401
+        status, _, body = await post(session, "/synthesize", {"text": "Hi."}, auth)
+        assert status == 200 and decode(body)[1] > 0.2
+        for path in ("/health/live", "/health/ready"):
+            async with session.get(path) as response:
+                assert response.status == 200, path
+
+
+async def test_cors_origins_from_the_environment(secured: ServerProcess) -> None:
+    async with aiohttp.ClientSession(secured.http_url) as session:
+        for origin in (ORIGIN, "http://localhost:3000"):
+            async with session.options("/v1/audio/speech", headers={
+                    "Origin": origin, "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type"}) as r:
+                assert r.status == 204  # preflight needs no key
+                assert r.headers["Access-Control-Allow-Origin"] == origin
+                assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+        async with session.get("/health/live", headers={"Origin": ORIGIN}) as response:
+            assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+            assert "X-Audio-Duration" in response.headers["Access-Control-Expose-Headers"]
+        async with session.get("/health/live", headers={"Origin": "https://evil.example"},
+                               ) as response:
+            assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_busy_answers_503_with_retry_after(secured: ServerProcess) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession(secured.http_url, headers=auth) as session:
+        async with session.post("/synthesize/stream", json={"text": PARAGRAPH}) as long:
+            assert long.status == 200
+            await long.content.readany()  # the only slot is taken until this is read
+            status, error, headers = await error_of(session, "/synthesize", {"text": "Hi."})
+            assert (status, error["code"]) == (503, "busy")
+            assert headers["Retry-After"] == "1"
+            await long.read()
+        # the OpenAI mapping: nova -> joe by configuration
+        status, headers, _ = await post(session, "/v1/audio/speech",
+                                        {"input": "Hi.", "voice": "nova"})
+        assert status == 200 and headers["X-Voice"] == JOE
+
+
+async def test_client_leaving_a_stream_frees_its_slot(secured: ServerProcess) -> None:
+    """With --max-requests 1, a hung-up stream must give its slot back promptly."""
+    auth = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession(secured.http_url, headers=auth) as session:
+        async with session.post("/synthesize/stream", json={"text": PARAGRAPH}) as response:
+            assert response.status == 200
+            await response.content.readany()
+            response.close()  # hang up mid-stream
+        deadline = time.monotonic() + 10
+        while True:
+            status, _, _ = await post(session, "/synthesize", {"text": "Hi."})
+            if status == 200:
+                break
+            assert status == 503 and time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    assert "HTTP stream cut short" in secured.output()
+
+
+def test_no_http_leaves_the_port_closed(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ServerProcess(["--no-http", "--http-port", str(port)], tmp_path / "log")
+    try:
+        with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+            sock.connect(("127.0.0.1", port))
+
+        async def still_speaks_wyoming() -> None:
+            async with server.client() as client:
+                info = await describe(client)
+            assert info.tts[0].voices
+
+        asyncio.run(still_speaks_wyoming())
+        assert "HTTP on" not in server.output()
+    finally:
+        assert server.terminate() == 0, server.output()
+
+
+async def test_shutdown_turns_ready_off_and_lets_streams_finish(tmp_path: Path) -> None:
+    """SIGTERM: listeners close, a keep-alive connection sees 503s, the stream completes."""
+    server = ServerProcess(["--workers", "1"], tmp_path / "log")
+    try:
+        async with aiohttp.ClientSession(server.http_url) as session:
+            # ~90 s of wav: rendering takes seconds on one worker, and the unread body
+            # fills the socket buffers, so the request is still running at SIGTERM.
+            async with session.post("/synthesize/stream",
+                                    json={"text": " ".join([PARAGRAPH] * 3)}) as long:
+                assert long.status == 200
+                first = await long.content.readany()
+                async with session.get("/health/ready") as response:  # a second connection,
+                    assert response.status == 200  # kept alive in the pool
+                server.proc.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while "Shutting down" not in server.output():
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                async with session.get("/health/ready") as response:
+                    assert response.status == 503
+                    assert (await response.json())["reason"] == "shutting down"
+                async with session.get("/health/live") as response:
+                    assert response.status == 200
+                status, error, headers = await error_of(session, "/synthesize",
+                                                        {"text": "Hi."})
+                assert (status, error["code"]) == (503, "shutting-down")
+                assert "Retry-After" in headers
+                body = first + await long.read()
+            assert decode(body)[1] > 60  # the whole text, not cut at SIGTERM
+        # A second SIGTERM while the process is already exiting would kill it.
+        assert await asyncio.to_thread(server.proc.wait, 30) == 0, server.output()
+    finally:
+        assert server.terminate() == 0, server.output()
