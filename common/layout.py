@@ -18,6 +18,7 @@ __all__ = [
     "MODEL_SUFFIX",
     "TEMP_PREFIX",
     "VoiceFiles",
+    "file_fingerprint",
     "find_voice_files",
     "is_valid_voice_name",
     "voice_files",
@@ -52,6 +53,15 @@ def voice_files(root: Path, name: str) -> VoiceFiles:
     if not is_valid_voice_name(name):
         raise ValueError(f"invalid voice name {name!r}")
     return VoiceFiles(name, root / f"{name}{MODEL_SUFFIX}", root / f"{name}{CONFIG_SUFFIX}")
+
+
+def file_fingerprint(*paths: Path) -> tuple[int, ...]:
+    """(mtime_ns, size) of each file: cheap to read, and changed by every atomic replace.
+
+    Raises OSError when a file is missing (for instance removed while scanning).
+    """
+    stats = [path.stat() for path in paths]
+    return tuple(value for st in stats for value in (st.st_mtime_ns, st.st_size))
 
 
 def find_voice_files(root: Path) -> list[VoiceFiles]:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-from chorus.common.layout import find_voice_files
+from chorus.common.layout import file_fingerprint, find_voice_files
 
 from .engines.base import Engine, LoadedVoice, VoiceConfigError, VoiceSpec
 from .errors import UnknownSpeaker, UnknownVoice, VoiceUnavailable
@@ -69,10 +69,9 @@ class VoiceStore:
                 if files.name in found:
                     continue  # an earlier directory wins
                 try:
-                    stats = (files.model.stat(), files.config.stat())
+                    key = file_fingerprint(files.model, files.config)
                 except OSError:
                     continue  # removed while scanning
-                key = tuple(v for st in stats for v in (st.st_mtime_ns, st.st_size))
                 cached = self._spec_cache.get(files.config)
                 if cached is None or cached[0] != key:
                     try:

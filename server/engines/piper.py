@@ -21,6 +21,8 @@ import onnxruntime
 from piper import PiperVoice, SynthesisConfig
 from piper.config import PiperConfig
 
+from chorus.common.layout import file_fingerprint
+
 from .base import PCM, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 
 __all__ = ["PiperEngine", "PiperLoadedVoice", "split_phonemes"]
@@ -59,11 +61,6 @@ def split_phonemes(phonemes: list[str], max_len: int) -> list[list[str]]:
     return parts
 
 
-def _fingerprint(*paths: Path) -> tuple[int, ...]:
-    stats = [p.stat() for p in paths]
-    return tuple(v for st in stats for v in (st.st_mtime_ns, st.st_size))
-
-
 def _describe(name: str, config: dict[str, Any], language: str, quality: str | None) -> str:
     lang = config.get("language") or {}
     english = lang.get("name_english") if isinstance(lang, dict) else None
@@ -86,7 +83,7 @@ class PiperEngine:
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
             piper_config = PiperConfig.from_dict(config)
-            fingerprint = _fingerprint(model_path, config_path)
+            fingerprint = file_fingerprint(model_path, config_path)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise VoiceConfigError(f"voice {name}: unusable config {config_path}: {err}") from err
         lang = config.get("language")
