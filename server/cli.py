@@ -120,6 +120,16 @@ SERVE_OPTIONS = [
     Option("--openai-voice", "map an OpenAI voice name to an installed voice for "
            "/v1/audio/speech, e.g. alloy=en_US-joe-medium; repeatable",
            type=_voice_mapping, kind="list", metavar="NAME=VOICE"),
+    Option("--cache-dir", "directory of the HTTP audio cache (default: chorus-cache under "
+           "$XDG_CACHE_HOME or ~/.cache)", type=Path, metavar="DIR"),
+    Option("--cache-max-mb", "size limit of the audio cache; least recently used entries "
+           "go first", default=_DEFAULTS.cache_max_mb, type=_positive_float, metavar="MB"),
+    Option("--cache-ttl", "seconds a cached answer is served after it was made",
+           default=_DEFAULTS.cache_ttl, type=_positive_float, metavar="S"),
+    Option("--no-cache", "do not cache HTTP audio", kind="flag", default=False),
+    Option("--max-requests-per-client", "HTTP requests one client (address, or API key) "
+           "may have in progress; more get 429", default=_DEFAULTS.max_requests_per_client,
+           type=_positive_int, metavar="N"),
 ]
 
 SAY_OPTIONS = [
@@ -173,11 +183,14 @@ def _settings(values: dict[str, Any]) -> Any:
         "noise_w_scale": values["noise_w_scale"],
     }
     for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace",
-                "client_timeout", "stream_idle_timeout", "http_host", "http_port", "api_key"):
+                "client_timeout", "stream_idle_timeout", "http_host", "http_port", "api_key",
+                "cache_dir", "cache_max_mb", "cache_ttl", "max_requests_per_client"):
         if key in values:
             fields[key] = values[key]
     if "no_http" in values:
         fields["http"] = not values["no_http"]
+    if "no_cache" in values:
+        fields["cache"] = not values["no_cache"]
     if "cors_origin" in values:
         fields["cors_origins"] = tuple(values["cors_origin"] or ())
     if "openai_voice" in values:

@@ -12,6 +12,12 @@ then an error (unknown speaker, busy, text that cannot be phonemized) can still 
 answered with its proper status. After that an error can only cut the stream short,
 and the connection is closed so the client sees a truncated body rather than a silent
 end.
+
+Whole responses (``/synthesize`` and non-streamed ``/v1/audio/speech``) go through the
+audio cache (:mod:`chorus.server.cache`) unless the request says ``use_cache: false``;
+streamed responses bypass it, since their point is audio before the whole exists. Each
+client (address, or API key when keys are on) may have ``--max-requests-per-client``
+requests in progress; one more gets 429 rather than a slot other clients need.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import numpy as np
 from aiohttp import web
 
 from .audio_formats import STREAMABLE, AudioEncoder, encode, output_rate
+from .cache import AudioCache, CacheEntry, cache_key
+from .engines.base import VoiceSpec
 from .errors import BadRequest, ChorusError, TextTooLong
 from .http_requests import (
     OPENAI_VOICES,
@@ -38,7 +46,9 @@ from .http_requests import (
     parse_openai,
 )
 from .metrics import CONTENT_TYPE, Metrics, RequestMetrics
-from .synthesis import Synthesizer, VoiceRequest
+from .rate_limit import ClientLimiter, TooManyRequests, client_id
+from .synthesis import Synthesizer, VoiceRequest, merge_params
+from .webpage import PUBLIC_PREFIXES, add_web_routes
 
 __all__ = ["HttpApi", "error_status"]
 
@@ -57,7 +67,7 @@ _STATUS = {
     "shutting-down": 503,
 }
 _RETRY_AFTER = {"busy": "1", "shutting-down": "5"}
-_EXPOSED = "X-Audio-Duration, X-Sample-Rate, X-Generation-Time, X-Voice"
+_EXPOSED = "X-Audio-Duration, X-Sample-Rate, X-Generation-Time, X-Voice, X-Cache"
 _MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 """OpenAI model names accepted (and ignored: the voice decides the model)."""
 
@@ -82,7 +92,8 @@ class HttpApi:
                  ready: Callable[[], str | None], api_key: str | None = None,
                  cors_origins: tuple[str, ...] = (),
                  openai_voices: tuple[tuple[str, str], ...] = (),
-                 write_timeout: float = 30.0) -> None:
+                 write_timeout: float = 30.0, cache: AudioCache | None = None,
+                 max_requests_per_client: int | None = None) -> None:
         self.synthesizer = synthesizer
         self.metrics = metrics
         self._ready = ready
@@ -91,6 +102,9 @@ class HttpApi:
         self._cors_origins = frozenset(cors_origins)
         self._openai_voices = dict(openai_voices)
         self._write_timeout = write_timeout
+        self.cache = cache
+        self._limiter = (ClientLimiter(max_requests_per_client)
+                         if max_requests_per_client else None)
         self.app = self._build()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -99,7 +113,7 @@ class HttpApi:
 
     def _build(self) -> web.Application:
         app = web.Application(middlewares=[self._cors_middleware, self._error_middleware,
-                                           self._auth_middleware])
+                                           self._auth_middleware, self._limit_middleware])
         app.on_response_prepare.append(self._add_cors_headers)
         app.add_routes([
             web.post("/synthesize", self.synthesize),
@@ -112,7 +126,10 @@ class HttpApi:
             web.get("/health/live", self.live),
             web.get("/health/ready", self.ready),
             web.get("/metrics", self.metrics_page),
+            web.get("/cache/stats", self.cache_stats),
+            web.delete("/cache", self.cache_clear),
         ])
+        add_web_routes(app)
         return app
 
     async def start(self, host: str, port: int, shutdown_timeout: float = 5.0) -> None:
@@ -148,7 +165,7 @@ class HttpApi:
         if (request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
                 and self._cors_allowed(origin)):
             return web.Response(status=204, headers={
-                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
                 "Access-Control-Allow-Headers": "Authorization, Content-Type",
                 "Access-Control-Max-Age": "600",
             })
@@ -168,8 +185,9 @@ class HttpApi:
     @web.middleware
     async def _auth_middleware(self, request: web.Request,
                                handler: Handler) -> web.StreamResponse:
-        """With an API key, everything but the health probes needs ``Bearer <key>``."""
-        if self._api_key is None or request.path.startswith("/health/"):
+        """With an API key, everything but the probes and the page needs ``Bearer <key>``."""
+        if (self._api_key is None or request.path == "/"
+                or request.path.startswith(("/health/", *PUBLIC_PREFIXES))):
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -177,6 +195,31 @@ class HttpApi:
             return _error(401, "unauthorized", "missing or wrong API key; send "
                           "'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
         return await handler(request)
+
+    @web.middleware
+    async def _limit_middleware(self, request: web.Request,
+                                handler: Handler) -> web.StreamResponse:
+        """At most N synthesis requests (POSTs) in progress per client.
+
+        Only POSTs count: they are what costs model time, while GETs (listings, probes,
+        scrapes, the web page's static files, which a browser fetches several at once)
+        are cheap and must not be refused. The slot is held until the response is sent
+        (a whole response is sent here, inside the slot), and released however the
+        request ends, a client that hangs up included.
+        """
+        if self._limiter is None or request.method != "POST":
+            return await handler(request)
+        client = client_id(request.remote, self._api_key)
+        try:
+            with self._limiter.hold(client):
+                response = await handler(request)
+                if not response.prepared:
+                    await response.prepare(request)
+                    await response.write_eof()
+                return response
+        except TooManyRequests as err:
+            self.metrics.error("http", "too-many-requests")
+            return _error(429, "too-many-requests", str(err), {"Retry-After": "1"})
 
     @web.middleware
     async def _error_middleware(self, request: web.Request,
@@ -256,8 +299,42 @@ class HttpApi:
                 "X-Sample-Rate": str(output_rate(speech.format, voice_rate,
                                                  speech.sample_rate))}
 
+    def _cache_key(self, speech: SpeechRequest, spec: VoiceSpec) -> str:
+        """Every input that changes the bytes: a different value is a different entry.
+
+        Parameters are merged with the server defaults first, so a request that spells
+        out a default shares the entry of one that leaves it out. The voice files'
+        fingerprint (mtime, size) makes a replaced voice miss instead of serving stale
+        audio.
+        """
+        store = self.synthesizer.store
+        # The very merge Synthesizer.open applies, so the key describes what is rendered.
+        params = merge_params(self.synthesizer.defaults, speech.params,
+                        store.speaker_id(spec, speech.voice.speaker))
+        fmt = speech.format
+        return cache_key(
+            engine=spec.engine, voice=spec.name, fingerprint=list(spec.fingerprint),
+            speaker_id=params.speaker_id, length_scale=params.length_scale,
+            noise_scale=params.noise_scale, noise_w_scale=params.noise_w_scale,
+            text=speech.text, format=fmt.name, container=fmt.container, codec=fmt.codec,
+            voice_rate=spec.sample_rate, requested_rate=speech.sample_rate,
+            output_rate=output_rate(fmt, spec.sample_rate, speech.sample_rate))
+
     async def _whole(self, speech: SpeechRequest, record: RequestMetrics) -> web.Response:
         self.synthesizer.check_text(speech.text)
+        cache = self.cache if speech.use_cache else None
+        if cache is not None:
+            key = self._cache_key(speech, self.synthesizer.store.resolve(
+                speech.voice.name, speech.voice.language))
+            entry = await cache.get(key)
+            if entry is not None:
+                record.voice = entry.voice
+                record.cached = True
+                return web.Response(body=entry.body, headers={
+                    "Content-Type": entry.content_type, "X-Voice": entry.voice,
+                    "X-Sample-Rate": str(entry.sample_rate),
+                    "X-Audio-Duration": f"{entry.duration:.3f}",
+                    "X-Generation-Time": "0.000", "X-Cache": "hit"})
         started = time.perf_counter()
         utterance = await self.synthesizer.open(speech.voice, speech.params)
         spec = utterance.spec
@@ -278,6 +355,13 @@ class HttpApi:
         headers = self._headers(speech, spec.name, spec.sample_rate)
         headers["X-Audio-Duration"] = f"{len(pcm) / spec.sample_rate:.3f}"
         headers["X-Generation-Time"] = f"{generation:.3f}"
+        headers["X-Cache"] = "miss"
+        if cache is not None:
+            # Keyed by the spec actually rendered (a rescan may have replaced the voice
+            # since the lookup); stored before answering so that the next request hits.
+            await cache.put(self._cache_key(speech, spec), CacheEntry(
+                body, speech.format.media_type, len(pcm) / spec.sample_rate,
+                int(headers["X-Sample-Rate"]), spec.name))
         return web.Response(body=body, headers=headers)
 
     async def _stream(self, request: web.Request, speech: SpeechRequest,
@@ -382,6 +466,19 @@ class HttpApi:
         if reason is not None:
             return web.json_response({"status": "not-ready", "reason": reason}, status=503)
         return web.json_response({"status": "ready"})
+
+    # -- cache ----------------------------------------------------------------------------
+
+    async def cache_stats(self, request: web.Request) -> web.Response:
+        if self.cache is None:
+            return web.json_response({"enabled": False, "entries": 0, "bytes": 0,
+                                      "max_bytes": 0, "hits": 0, "misses": 0, "ttl": 0})
+        return web.json_response({"enabled": True, **self.cache.stats()})
+
+    async def cache_clear(self, request: web.Request) -> web.Response:
+        if self.cache is not None:
+            await self.cache.clear()
+        return web.Response(status=204)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(),

@@ -42,7 +42,7 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MAX_NOISE = 2.0
 
 _NATIVE_FIELDS = frozenset({"text", "voice", "speaker", "language", "speed", "noise_scale",
-                            "noise_w_scale", "format", "sample_rate"})
+                            "noise_w_scale", "format", "sample_rate", "use_cache"})
 
 
 class MalformedBody(BadRequest):
@@ -62,6 +62,8 @@ class SpeechRequest:
     params: SynthesisParams
     format: AudioFormat
     sample_rate: int | None = None
+    use_cache: bool = True
+    """Whole responses may be answered from, and stored in, the audio cache."""
 
 
 def load_json(raw: bytes) -> dict[str, Any]:
@@ -152,7 +154,10 @@ def parse_native(data: Mapping[str, Any]) -> SpeechRequest:
         length_scale=_length_scale(_number(data, "speed", MIN_SPEED, MAX_SPEED)),
         noise_scale=_number(data, "noise_scale", 0.0, MAX_NOISE),
         noise_w_scale=_number(data, "noise_w_scale", 0.0, MAX_NOISE))
-    return SpeechRequest(text, voice, params, fmt, _sample_rate(data, fmt))
+    use_cache = data.get("use_cache", True)
+    if not isinstance(use_cache, bool):
+        raise BadRequest("use_cache: must be true or false")
+    return SpeechRequest(text, voice, params, fmt, _sample_rate(data, fmt), use_cache)
 
 
 def parse_openai(data: Mapping[str, Any]) -> tuple[SpeechRequest, str | None]:

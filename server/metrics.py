@@ -16,12 +16,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .errors import ChorusError
 
 if TYPE_CHECKING:
+    from .cache import AudioCache
     from .scheduler import Scheduler
     from .voices import VoiceStore
 
@@ -63,6 +64,29 @@ class _RuntimeCollector(Collector):
         yield memory
 
 
+class _CacheCollector(Collector):
+    """The audio cache's counters and size, read at scrape time.
+
+    Exposed (as zeros) even with ``--no-cache``, so dashboards and alerts built on these
+    names work on every server.
+    """
+
+    def __init__(self) -> None:
+        self.cache: AudioCache | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        cache = self.cache
+        yield CounterMetricFamily("chorus_cache_hits", "Requests answered from the cache",
+                                  value=cache.hits if cache else 0)
+        yield CounterMetricFamily("chorus_cache_misses",
+                                  "Cacheable requests that had to be synthesized",
+                                  value=cache.misses if cache else 0)
+        yield GaugeMetricFamily("chorus_cache_bytes", "Bytes of audio in the cache",
+                                value=cache.bytes if cache else 0)
+        yield GaugeMetricFamily("chorus_cache_entries", "Entries in the cache",
+                                value=cache.entries if cache else 0)
+
+
 class Metrics:
     """The server's metrics; one instance shared by all front doors."""
 
@@ -83,10 +107,16 @@ class Metrics:
         self.rtf = Histogram(
             "chorus_real_time_factor", "Synthesis time divided by audio duration",
             ["door"], buckets=_RTF_BUCKETS, registry=self.registry)
+        self._cache = _CacheCollector()
+        self.registry.register(self._cache)
 
     def watch(self, scheduler: Scheduler, store: VoiceStore) -> None:
         """Expose the live state of a running server's scheduler and store."""
         self.registry.register(_RuntimeCollector(scheduler, store))
+
+    def watch_cache(self, cache: AudioCache) -> None:
+        """Expose the audio cache's hits, misses and size."""
+        self._cache.cache = cache
 
     def request(self, door: str, fmt: str) -> RequestMetrics:
         """A recorder for one request; use it as a context manager around the request."""
@@ -113,6 +143,9 @@ class RequestMetrics:
         self._first: float | None = None
         self._audio_seconds = 0.0
         self._failed = False
+        self.cached = False
+        """Answered from the cache: counted, but kept out of the synthesis histograms,
+        whose latency and real-time factor would otherwise mix disk reads with renders."""
 
     def audio(self, samples: int, rate: int) -> None:
         """Audio of ``samples`` at ``rate`` is ready to be sent."""
@@ -144,7 +177,7 @@ class RequestMetrics:
         self._metrics.requests.labels(self.door, self.voice, self.format).inc()
         if exc is not None:
             self.fail(exc)
-        if self._failed:
+        if self._failed or self.cached:
             return
         elapsed = time.perf_counter() - self._start
         self._metrics.latency.labels(self.door).observe(elapsed)

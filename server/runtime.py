@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 
+from .cache import AudioCache
 from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
 from .http_api import HttpApi
@@ -57,6 +58,7 @@ class Runtime:
         self.metrics.watch(self.scheduler, self.store)
         self._wyoming: asyncio.Server | None = None
         self._http: HttpApi | None = None
+        self.cache: AudioCache | None = None
         self._started = False
         self._stopping = False
         self._handlers: set[WyomingHandler] = set()
@@ -74,6 +76,12 @@ class Runtime:
             self._wyoming = await listen(self.settings.wyoming_uri, self._on_connection)
             doors += f", Wyoming on {self.settings.wyoming_uri}"
             if self.settings.http:
+                if self.settings.cache:
+                    self.cache = AudioCache(self.settings.effective_cache_dir,
+                                            int(self.settings.cache_max_mb * 1024 * 1024),
+                                            self.settings.cache_ttl)
+                    await self.cache.start()
+                    self.metrics.watch_cache(self.cache)
                 await self._start_http()
                 doors += f", HTTP on http://{self.settings.http_host}:{self.settings.http_port}"
         self._started = True
@@ -87,7 +95,8 @@ class Runtime:
                              api_key=settings.api_key or None,
                              cors_origins=settings.cors_origins,
                              openai_voices=settings.openai_voices,
-                             write_timeout=settings.client_timeout)
+                             write_timeout=settings.client_timeout, cache=self.cache,
+                             max_requests_per_client=settings.max_requests_per_client)
         await self._http.start(settings.http_host, settings.http_port)
 
     def not_ready(self) -> str | None:

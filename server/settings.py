@@ -67,6 +67,23 @@ class ServerSettings:
     """Origins browsers may call the HTTP API from; empty keeps CORS closed."""
     openai_voices: tuple[tuple[str, str], ...] = ()
     """OpenAI voice names (alloy, ...) mapped to installed voices for /v1/audio/speech."""
+    cache: bool = True
+    """Keep encoded whole HTTP responses on disk and answer repeats from there."""
+    cache_dir: Path | None = None
+    """``None`` means :func:`chorus.server.cache.default_cache_dir` (XDG cache home)."""
+    cache_max_mb: float = 512.0
+    cache_ttl: float = 7 * 24 * 3600.0
+    """Seconds an entry is served after it was written."""
+    max_requests_per_client: int = 4
+    """HTTP requests one client (address, or API key) may have in progress at once."""
+
+    @property
+    def effective_cache_dir(self) -> Path:
+        if self.cache_dir is not None:
+            return self.cache_dir
+        from .cache import default_cache_dir
+
+        return default_cache_dir()
 
     @property
     def worker_count(self) -> int:

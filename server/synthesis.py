@@ -23,7 +23,7 @@ from .errors import BadRequest, EmptyText, TextTooLong
 from .scheduler import Job, Scheduler
 from .voices import VoiceStore
 
-__all__ = ["Synthesizer", "Utterance", "VoiceRequest"]
+__all__ = ["Synthesizer", "Utterance", "VoiceRequest", "merge_params"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class VoiceRequest:
     speaker: str | None = None
 
 
-def _merge(defaults: SynthesisParams, request: SynthesisParams,
+def merge_params(defaults: SynthesisParams, request: SynthesisParams,
            speaker_id: int | None) -> SynthesisParams:
     """Request values win over server defaults, field by field."""
     merged = {name: getattr(request, name) if getattr(request, name) is not None
@@ -132,7 +132,7 @@ class Synthesizer:
         """Resolve and load the voice, then take a scheduler slot (or raise Busy)."""
         spec = self.store.resolve(voice.name, voice.language)
         speaker_id = self.store.speaker_id(spec, voice.speaker)
-        params = _merge(self.defaults, params or SynthesisParams(), speaker_id)
+        params = merge_params(self.defaults, params or SynthesisParams(), speaker_id)
         loaded = await self.store.acquire(spec)
         job = self.scheduler.open(loaded, params)
         return Utterance(loaded, job, self.max_chars)

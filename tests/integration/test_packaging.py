@@ -43,6 +43,8 @@ def test_wheel_holds_every_module_under_chorus(wheel: Path) -> None:
         assert f"{package}/py.typed" in names
     assert not any(n.startswith(("tests/", "bench/", "server/", "operator/")) for n in names)
     assert "chorus/__init__.py" not in names  # an implicit namespace package
+    for asset in ("index.html", "app.js", "style.css"):  # the web page ships in the wheel
+        assert f"chorus/server/web/{asset}" in names
     metadata = next(n for n in names if n.endswith("METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "License-Expression: GPL-3.0-or-later" in text
