@@ -16,11 +16,13 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     from chorus.server import cli as server_cli
+    from chorus.voice_manager import cli as voices_cli
 
     parser = argparse.ArgumentParser(prog="chorus", description="Piper text-to-speech, "
                                      "run the Kubernetes way.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_cli.register(subparsers)
+    voices_cli.register(subparsers)
     return parser
 
 

@@ -1,0 +1,143 @@
+"""The manifest format (chorus.common.manifest) and the status file format."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from chorus.common.manifest import (
+    DEFAULT_HF_REPO,
+    HuggingFaceSource,
+    LocalSource,
+    ManifestError,
+    Sha256,
+    UrlSource,
+    load_manifest,
+    parse_manifest,
+)
+from chorus.common.voice_status import VoiceStatus, VolumeStatus
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def _voice(**overrides: Any) -> dict[str, Any]:
+    voice: dict[str, Any] = {"name": "en_US-amy-medium",
+                             "source": {"huggingFace": {"revision": "v1.0.0"}}}
+    voice.update(overrides)
+    return voice
+
+
+def _manifest(*voices: dict[str, Any]) -> dict[str, Any]:
+    return {"version": 1, "voices": list(voices)}
+
+
+def test_full_manifest_round_trips() -> None:
+    data = _manifest(
+        {"name": "en_US-amy-medium", "engine": "piper", "required": True,
+         "source": {"huggingFace": {"repo": "rhasspy/piper-voices", "revision": "v1.0.0",
+                                    "path": "en/en_US/amy/medium"}},
+         "sha256": {"model": SHA_A, "config": SHA_B}},
+        {"name": "joe", "engine": "piper", "required": False,
+         "source": {"url": {"model": "https://example.org/joe.onnx",
+                            "config": "https://example.org/joe.onnx.json",
+                            "allowUnverified": True}}},
+        {"name": "baked", "engine": "piper", "required": True,
+         "source": {"local": {"path": "/opt/voices"}}},
+    )
+    manifest = parse_manifest(data)
+    amy, joe, baked = manifest.voices
+    assert amy.source == HuggingFaceSource("rhasspy/piper-voices", "v1.0.0",
+                                           "en/en_US/amy/medium")
+    assert amy.sha256 == Sha256(SHA_A, SHA_B)
+    assert joe.source == UrlSource("https://example.org/joe.onnx",
+                                   "https://example.org/joe.onnx.json", True)
+    assert not joe.required
+    assert baked.source == LocalSource("/opt/voices")
+    assert manifest.to_dict() == data
+    assert load_manifest(manifest.to_json()) == manifest
+
+
+def test_defaults() -> None:
+    voice = parse_manifest(_manifest({"name": "x", "source": {"huggingFace": {}}})).voices[0]
+    assert voice.source == HuggingFaceSource(DEFAULT_HF_REPO, "main", None)
+    assert voice.required
+    assert voice.engine == "piper"
+    assert parse_manifest({"version": 1}).voices == ()
+
+
+def test_fingerprint_ignores_required_but_not_source() -> None:
+    a = parse_manifest(_manifest(_voice())).voices[0]
+    b = parse_manifest(_manifest(_voice(required=False))).voices[0]
+    c = parse_manifest(_manifest(_voice(source={"huggingFace": {"revision": "v2"}}))).voices[0]
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"version": 2, "voices": []}, "unsupported version 2"),
+    ({"version": True, "voices": []}, "unsupported version"),
+    ({"voices": []}, "missing version"),
+    ([], "expected an object"),
+    ({"version": 1, "voices": {}}, "expected a list"),
+    ({"version": 1, "voices": [], "extra": 1}, "unknown key(s) extra"),
+    (_manifest(_voice(name="../x")), "unsafe voice name '../x'"),
+    (_manifest(_voice(name="/etc/passwd")), "unsafe voice name"),
+    (_manifest(_voice(name=".hidden")), "unsafe voice name"),
+    (_manifest(_voice(name="a/b")), "unsafe voice name"),
+    (_manifest(_voice(name="")), "non-empty string"),
+    (_manifest(_voice(), _voice()), "listed twice"),
+    (_manifest(_voice(engine="kokoro")), "unsupported engine"),
+    (_manifest(_voice(required="yes")), "expected true or false"),
+    (_manifest(_voice(source={})), "exactly one of"),
+    (_manifest(_voice(source={"huggingFace": {}, "local": {"path": "/x"}})), "exactly one"),
+    (_manifest(_voice(source={"ftp": {}})), "unknown source kind"),
+    (_manifest(_voice(source={"huggingFace": {"path": "../../etc"}})), "unsafe repo path"),
+    (_manifest(_voice(source={"huggingFace": {"path": "/abs/dir"}})), "unsafe repo path"),
+    (_manifest(_voice(source={"huggingFace": {"repo": "../x"}})), "expected OWNER/NAME"),
+    (_manifest(_voice(source={"huggingFace": {"revision": "../main"}})), "invalid revision"),
+    (_manifest(_voice(source={"local": {"path": "relative/dir"}})), "absolute directory"),
+    (_manifest(_voice(source={"url": {"model": "file:///etc/x", "config": "https://a/b"},
+                              })), "only http:// and https://"),
+    (_manifest(_voice(source={"url": {"model": "https://a/m", "config": "https://a/c"}})),
+     "need sha256"),
+    (_manifest(_voice(sha256={"model": "abc", "config": SHA_B})), "64 hex digits"),
+    (_manifest(_voice(sha256={"model": SHA_A})), "missing config"),
+])
+def test_invalid_manifests_are_refused_with_the_field_named(data: Any, message: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data)
+    assert message in str(caught.value)
+
+
+def test_invalid_json() -> None:
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        load_manifest("{not json")
+
+
+def test_sha256_is_normalised_to_lower_case() -> None:
+    voice = parse_manifest(_manifest(_voice(sha256={"model": SHA_A.upper(),
+                                                    "config": SHA_B}))).voices[0]
+    assert voice.sha256 == Sha256(SHA_A, SHA_B)
+
+
+def test_status_file_round_trips() -> None:
+    status = VolumeStatus({"amy": VoiceStatus("installed", True, 10, SHA_A, SHA_B, None, 1,
+                                              "fp", "2026-01-01T00:00:00Z",
+                                              "2026-01-01T00:00:00Z"),
+                           "bob": VoiceStatus("failed", False, error="HTTP 404")},
+                          manifest_error="bad")
+    text = status.to_json()
+    data = json.loads(text)
+    assert data["version"] == 1
+    assert data["manifestError"] == "bad"
+    assert data["voices"]["amy"]["sha256"] == {"model": SHA_A, "config": SHA_B}
+    assert data["voices"]["amy"]["installedAt"] == "2026-01-01T00:00:00Z"
+    assert data["voices"]["bob"]["sha256"] is None
+    assert VolumeStatus.from_json(text) == status
+
+
+def test_status_file_of_another_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="version 1"):
+        VolumeStatus.from_json('{"version": 7}')

@@ -1,0 +1,303 @@
+"""``chorus voices sync|pull|list``: the voice manager's subcommands.
+
+Importing this module is cheap (argparse and option declarations only); the sync
+machinery, urllib and huggingface_hub are imported inside the handler that runs.
+``sync --once`` is the init container (exit 0 once every required voice is present),
+``sync`` without it is the sidecar, ``pull`` and ``list`` are for people on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from chorus.common.options import Option, OptionError, add_options, resolve_options
+from chorus.common.options import load_config_file as _load_config_file
+
+__all__ = ["register"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected 0 or more, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"expected 0 or more, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"expected a port number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive number, got {text}")
+    return value
+
+
+COMMON_OPTIONS = [
+    Option("--timeout", "seconds to wait to connect or for any read before a download fails",
+           default=30.0, type=_positive_float, metavar="S"),
+    Option("--retries", "extra attempts for transient faults (5xx, timeouts, dropped "
+           "connections)", default=3, type=_non_negative_int, metavar="N"),
+    Option("--backoff", "seconds before the first retry; doubles each time",
+           default=2.0, type=_positive_float, metavar="S"),
+    Option("--hf-endpoint", "Hugging Face endpoint (default: HF_ENDPOINT or huggingface.co)",
+           metavar="URL"),
+    Option("--log-level", "logging level", default="INFO",
+           choices=["DEBUG", "INFO", "WARNING", "ERROR"]),
+]
+
+SYNC_OPTIONS = [
+    Option("--manifest", "voice manifest (JSON) to converge to", type=Path, metavar="FILE"),
+    Option("--dest", "voices directory to manage", type=Path, metavar="DIR"),
+    Option("--once", "converge once and exit (init container); non-zero when a required "
+           "voice failed", kind="flag", default=False),
+    Option("--parallel", "voices downloaded at the same time", default=2,
+           type=_positive_int, metavar="N"),
+    Option("--poll-interval", "seconds between manifest checks in watch mode",
+           default=5.0, type=_positive_float, metavar="S"),
+    Option("--retry-interval", "seconds before failed voices are tried again in watch mode",
+           default=60.0, type=_positive_float, metavar="S"),
+    Option("--remove-after", "delete voices this manager installed once they have been out "
+           "of the manifest this many seconds (default: never)", type=_non_negative_float,
+           metavar="S"),
+    Option("--keep", "never delete this voice (e.g. the server's default voice); repeatable",
+           kind="list", metavar="NAME"),
+    Option("--status-port", "watch mode: serve /healthz, /readyz, /status and /metrics on "
+           "this port (0 picks a free one; default: off)", type=_port, metavar="PORT"),
+    Option("--status-host", "address for --status-port", default="0.0.0.0",  # noqa: S104
+           metavar="HOST"),
+]
+
+PULL_OPTIONS = [
+    Option("--dest", "voices directory", default=Path("."), type=Path, metavar="DIR"),
+    Option("--repo", "Hugging Face repo", default="rhasspy/piper-voices", metavar="OWNER/NAME"),
+    Option("--revision", "branch, tag or commit of the repo", default="main", metavar="REV"),
+]
+
+LIST_OPTIONS = [
+    Option("--dest", "voices directory", default=Path("."), type=Path, metavar="DIR"),
+    Option("--json", "print JSON instead of a table", kind="flag", default=False),
+]
+
+_ALL = COMMON_OPTIONS + SYNC_OPTIONS + PULL_OPTIONS + LIST_OPTIONS
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML or JSON file of options [env CHORUS_CONFIG]")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``voices`` (with ``sync``, ``pull`` and ``list``) to the ``chorus`` command."""
+    voices = subparsers.add_parser("voices", help="install and list voices (voice manager)")
+    commands = voices.add_subparsers(dest="voices_command", required=True, metavar="COMMAND")
+
+    sync = commands.add_parser("sync", help="converge a voices directory to a manifest")
+    _add_config(sync)
+    add_options(sync, SYNC_OPTIONS + COMMON_OPTIONS)
+    sync.set_defaults(handler=_run_sync)
+
+    pull = commands.add_parser("pull", help="download Piper voices from Hugging Face")
+    pull.add_argument("names", nargs="+", metavar="NAME", help="Piper voice key, e.g. "
+                      "en_US-amy-medium")
+    _add_config(pull)
+    add_options(pull, PULL_OPTIONS + COMMON_OPTIONS)
+    pull.set_defaults(handler=_run_pull)
+
+    listing = commands.add_parser("list", help="list the voices installed in a directory")
+    _add_config(listing)
+    add_options(listing, LIST_OPTIONS)
+    listing.set_defaults(handler=_run_list)
+
+
+def _resolve(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
+    import os
+
+    config_path = args.config or (Path(os.environ["CHORUS_CONFIG"])
+                                  if os.environ.get("CHORUS_CONFIG") else None)
+    config = _load_config_file(config_path) if config_path else {}
+    # One config file may serve several subcommands; drop the others' keys.
+    others = {o.dest for o in _ALL} - {o.dest for o in options}
+    return resolve_options(args, options, config={k: v for k, v in config.items()
+                                                  if k not in others})
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _sync_settings(values: dict[str, Any], progress: Any = None) -> Any:
+    from .sources import FetchSettings
+    from .sync import SyncSettings
+
+    return SyncSettings(
+        parallel=values.get("parallel") or 1, retries=values["retries"],
+        backoff_s=values["backoff"], remove_after_s=values.get("remove_after"),
+        keep=frozenset(values.get("keep") or ()),
+        fetch=FetchSettings(timeout_s=values["timeout"], hf_endpoint=values["hf_endpoint"],
+                            progress=progress))
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    try:
+        values = _resolve(args, SYNC_OPTIONS + COMMON_OPTIONS)
+    except OptionError as err:
+        print(f"chorus voices sync: error: {err}", file=sys.stderr)
+        return 2
+    if values["manifest"] is None or values["dest"] is None:
+        print("chorus voices sync: error: --manifest and --dest are required", file=sys.stderr)
+        return 2
+    _setup_logging(values["log_level"])
+    import logging
+    import os
+    import signal
+    import threading
+
+    from chorus.common.manifest import ManifestError
+
+    from .sync import VolumeSyncer
+    from .watch import ManifestWatcher, read_manifest
+
+    try:
+        syncer = VolumeSyncer(values["dest"], _sync_settings(values))
+    except OSError as err:
+        print(f"chorus voices sync: error: {values['dest']}: {err}", file=sys.stderr)
+        return 2
+    if values["once"]:
+        try:
+            _, manifest = read_manifest(values["manifest"])
+        except ManifestError as err:
+            syncer.set_manifest_error(str(err))
+            print(f"chorus voices sync: error: {err}", file=sys.stderr)
+            return 2
+        syncer.set_manifest_error(None)
+        report = syncer.converge(manifest)
+        for name in report.failed:
+            status = report.voices[name]
+            kind = "required" if status.required else "optional"
+            print(f"chorus voices sync: {kind} voice {name} failed: {status.error}",
+                  file=sys.stderr)
+        return 1 if report.required_failed else 0
+
+    stop = threading.Event()
+    watcher = ManifestWatcher(values["manifest"], syncer, values["poll_interval"],
+                              values["retry_interval"])
+
+    def _stop(signum: int, _frame: Any) -> None:
+        stop.set()
+        if watcher.busy:
+            # Downloads block in worker threads for up to --timeout. Leaving now is as
+            # safe as SIGKILL (tested): every file appears atomically and the next start
+            # removes the temp files; waiting could outlast the pod's grace period.
+            logging.getLogger(__name__).warning("stopping mid-sync; unfinished downloads "
+                                                "are discarded")
+            logging.shutdown()
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    status_server = None
+    if values["status_port"] is not None:
+        from .status_http import StatusServer
+
+        try:
+            status_server = StatusServer(watcher, values["status_host"], values["status_port"])
+        except OSError as err:
+            print(f"chorus voices sync: error: status port: {err}", file=sys.stderr)
+            return 2
+        status_server.start()
+        logging.getLogger(__name__).info("status on http://%s:%d/", values["status_host"],
+                                         status_server.port)
+    try:
+        watcher.run(stop)
+    finally:
+        if status_server is not None:
+            status_server.stop()
+    return 0
+
+
+def _tqdm_progress(label: str, total: int | None) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, leave=True)
+
+
+def _run_pull(args: argparse.Namespace) -> int:
+    try:
+        values = _resolve(args, PULL_OPTIONS + COMMON_OPTIONS)
+    except OptionError as err:
+        print(f"chorus voices pull: error: {err}", file=sys.stderr)
+        return 2
+    _setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
+    from chorus.common.manifest import ManifestError, parse_manifest
+
+    from .sync import VolumeSyncer
+
+    source = {"huggingFace": {"repo": values["repo"], "revision": values["revision"]}}
+    try:
+        manifest = parse_manifest({"version": 1, "voices": [
+            {"name": name, "source": source} for name in args.names]})
+    except ManifestError as err:
+        print(f"chorus voices pull: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        syncer = VolumeSyncer(values["dest"], _sync_settings(values, _tqdm_progress))
+    except OSError as err:
+        print(f"chorus voices pull: error: {values['dest']}: {err}", file=sys.stderr)
+        return 2
+    report = syncer.converge(manifest)
+    for name, status in report.voices.items():
+        if status.state == "installed":
+            print(f"{name}: installed in {values['dest']}", file=sys.stderr)
+        else:
+            print(f"chorus voices pull: {name} failed: {status.error}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    try:
+        values = _resolve(args, LIST_OPTIONS)
+    except OptionError as err:
+        print(f"chorus voices list: error: {err}", file=sys.stderr)
+        return 2
+    from .listing import installed_voices
+
+    rows = installed_voices(values["dest"])
+    if values["json"]:
+        import json
+
+        print(json.dumps([row.to_dict() for row in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"no voices in {values['dest']}", file=sys.stderr)
+        return 0
+    print(f"{'NAME':40} {'SIZE':>9}  {'STATE':10} SHA256")
+    for row in rows:
+        size = f"{row.bytes / 1e6:.1f} MB"
+        print(f"{row.name:40} {size:>9}  {row.state:10} {(row.sha256 or '-')[:16]}")
+    return 0

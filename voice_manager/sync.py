@@ -1,0 +1,326 @@
+"""Converge a voices volume to a manifest, one pass.
+
+Each desired voice that is not installed from its current manifest entry is fetched
+(bounded parallelism, retries with exponential backoff for transient faults), verified
+and committed atomically; one voice failing never stops the others. Every state change
+is written to the status file so the operator and people can see what happened, and a
+failure leaves the previously installed copy of that voice in place.
+
+Voices that leave the manifest are deleted only after a grace period
+(``remove_after_s``, off by default) and only when this manager installed them, so a
+bad manifest edit cannot delete a voice at once, nor ever one it does not own.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from chorus.common.layout import voice_files
+from chorus.common.manifest import (
+    HuggingFaceSource,
+    LocalSource,
+    Manifest,
+    UrlSource,
+    VoiceSpec,
+)
+from chorus.common.voice_status import (
+    STATUS_FILE,
+    VoiceStatus,
+    VolumeStatus,
+    parse_time,
+    utc_now,
+)
+
+from .errors import VoiceInstallError
+from .install import clean_stale_temp, commit_voice, discard, hash_file, write_atomic
+from .sources import FetchSettings, StagedVoice, fetch_local, fetch_url
+
+__all__ = ["LOCK_FILE", "SyncReport", "SyncSettings", "VolumeBusyError", "VolumeSyncer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """How hard and how wide a sync pass tries."""
+
+    parallel: int = 2
+    retries: int = 3
+    """Extra attempts after the first for transient faults (5xx, timeouts, drops)."""
+    backoff_s: float = 2.0
+    """Delay before the first retry; doubles each time, capped at ``max_backoff_s``."""
+    max_backoff_s: float = 60.0
+    remove_after_s: float | None = None
+    """Grace period before a voice that left the manifest is deleted; ``None`` keeps it."""
+    keep: frozenset[str] = frozenset()
+    """Voices never deleted (say, the server's default voice)."""
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """Outcome of one pass: the status of each voice in the manifest."""
+
+    voices: dict[str, VoiceStatus]
+
+    @property
+    def failed(self) -> list[str]:
+        return sorted(n for n, s in self.voices.items() if s.state != "installed")
+
+    @property
+    def required_failed(self) -> list[str]:
+        return sorted(n for n, s in self.voices.items()
+                      if s.state != "installed" and s.required)
+
+
+LOCK_FILE = ".chorus-lock"
+
+
+class VolumeBusyError(OSError):
+    """Another voice manager (a sidecar, a ``pull``) is working on the same directory."""
+
+
+def _lock_volume(dest: Path) -> int | None:
+    """Hold an exclusive flock on ``<dest>/.chorus-lock`` for the syncer's lifetime.
+
+    Two managers on one volume would delete each other's temp files at start and race
+    on the status file. The kernel drops the lock when the process dies, even by SIGKILL.
+    """
+    fd = os.open(dest / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        os.close(fd)
+        raise VolumeBusyError(f"another voice manager is working on {dest}") from err
+    return fd
+
+
+def _fetch(spec: VoiceSpec, dest: Path, settings: FetchSettings) -> StagedVoice:
+    source = spec.source
+    if isinstance(source, LocalSource):
+        return fetch_local(spec, source, dest, settings)
+    if isinstance(source, UrlSource):
+        return fetch_url(spec, source, dest, settings)
+    if isinstance(source, HuggingFaceSource):
+        from .hub import fetch_hf  # brings huggingface_hub; only when a voice needs it
+
+        return fetch_hf(spec, source, dest, settings)
+    raise VoiceInstallError(f"{spec.name}: unsupported source {source!r}")
+
+
+class VolumeSyncer:
+    """Owns one voices directory and its status file (one syncer per volume).
+
+    ``sleep`` is injectable so tests need not wait for real backoff.
+    """
+
+    def __init__(self, dest: Path, settings: SyncSettings | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.dest = dest
+        self.settings = settings or SyncSettings()
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        dest.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_volume(dest)
+        clean_stale_temp(dest)
+        self.status = self._load_status()
+
+    def close(self) -> None:
+        """Release the volume for another manager."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def status_path(self) -> Path:
+        return self.dest / STATUS_FILE
+
+    def _load_status(self) -> VolumeStatus:
+        try:
+            return VolumeStatus.from_json(self.status_path.read_bytes())
+        except FileNotFoundError:
+            return VolumeStatus()
+        except ValueError as err:
+            log.warning("ignoring unreadable status file %s: %s", self.status_path, err)
+            return VolumeStatus()
+
+    def _write_status(self) -> None:
+        # A status file that cannot be written (disk full) must not stop installs.
+        try:
+            write_atomic(self.status_path, self.status.to_json().encode())
+        except OSError as err:
+            log.error("cannot write status file %s: %s", self.status_path, err)
+
+    def _set(self, name: str, status: VoiceStatus) -> None:
+        with self._lock:
+            voices = {**self.status.voices, name: status}
+            self.status = VolumeStatus(voices, self.status.manifest_error)
+            self._write_status()
+
+    def set_manifest_error(self, error: str | None) -> None:
+        """Record (or clear) a manifest that could not be read; voices stay as they are."""
+        with self._lock:
+            if error == self.status.manifest_error:
+                return
+            self.status = VolumeStatus(self.status.voices, error)
+            self._write_status()
+
+    # --- one voice --------------------------------------------------------------------
+
+    def _is_current(self, spec: VoiceSpec) -> bool:
+        """True when the files on disk came from this manifest entry and are intact.
+
+        Trusts the recorded sizes (cheap) when the status file knows the voice; a voice
+        the status file does not know (baked into an image, say) is adopted when its
+        files match the manifest's sha256.
+        """
+        try:
+            return self._check_current(spec)
+        except OSError as err:  # replaced or unreadable while we looked: install again
+            log.warning("voice %s: cannot check installed files: %s", spec.name, err)
+            return False
+
+    def _check_current(self, spec: VoiceSpec) -> bool:
+        files = voice_files(self.dest, spec.name)
+        if not (files.model.is_file() and files.config.is_file()):
+            return False
+        size = files.model.stat().st_size + files.config.stat().st_size
+        known = self.status.voices.get(spec.name)
+        if (known is not None and known.fingerprint == spec.fingerprint()
+                and known.installed_at is not None and known.bytes == size):
+            return True
+        if spec.sha256 is not None and (hash_file(files.model) == spec.sha256.model
+                                        and hash_file(files.config) == spec.sha256.config):
+            now = utc_now()
+            self._set(spec.name, VoiceStatus(
+                "installed", spec.required, size, spec.sha256.model, spec.sha256.config,
+                fingerprint=spec.fingerprint(), installed_at=now, updated_at=now))
+            return True
+        return False
+
+    def install(self, spec: VoiceSpec) -> VoiceStatus:
+        """Make ``spec`` installed (or record why not); never raises for source faults."""
+        previous = self.status.voices.get(spec.name)
+        if self._is_current(spec):
+            current = self.status.voices[spec.name]
+            if (current.required != spec.required or current.error is not None
+                    or current.unwanted_since is not None):
+                self._set(spec.name, current.with_(required=spec.required, error=None,
+                                                   state="installed", unwanted_since=None))
+            return self.status.voices[spec.name]
+        base = (previous or VoiceStatus("pending", spec.required)).with_(unwanted_since=None)
+        attempts = 0
+        delay = self.settings.backoff_s
+        while True:
+            attempts += 1
+            self._set(spec.name, base.with_(state="downloading", required=spec.required,
+                                            attempts=attempts))
+            outcome = self._attempt(spec, attempts)
+            if isinstance(outcome, VoiceInstallError):
+                failed = base.with_(state="failed", required=spec.required,
+                                    error=outcome.message, attempts=attempts)
+                self._set(spec.name, failed)
+                if not outcome.transient or attempts > self.settings.retries:
+                    return failed
+                self._sleep(delay)
+                delay = min(delay * 2, self.settings.max_backoff_s)
+                continue
+            self._set(spec.name, outcome)
+            log.info("voice %s installed (%d bytes)", spec.name, outcome.bytes or 0)
+            return outcome
+
+    def _attempt(self, spec: VoiceSpec, attempts: int) -> VoiceStatus | VoiceInstallError:
+        """One try; every failure comes back as a value so the caller can retry or record."""
+        try:
+            return self._install_once(spec, attempts)
+        except VoiceInstallError as err:
+            log.warning("voice %s: attempt %d failed: %s", spec.name, attempts, err.message)
+            return err
+        except Exception as err:  # a bug here must not stop the other voices
+            log.exception("voice %s: unexpected error", spec.name)
+            return VoiceInstallError(f"{spec.name}: internal error: {err!r}")
+
+    def _install_once(self, spec: VoiceSpec, attempts: int) -> VoiceStatus:
+        staged = _fetch(spec, self.dest, self.settings.fetch)
+        try:
+            commit_voice(self.dest, spec.name, staged.model, staged.config)
+        except BaseException:
+            discard(staged.model, staged.config)
+            raise
+        now = utc_now()
+        return VoiceStatus("installed", spec.required, staged.size, staged.model.sha256,
+                           staged.config.sha256, None, attempts, spec.fingerprint(),
+                           updated_at=now, installed_at=now)
+
+    # --- a whole manifest -------------------------------------------------------------
+
+    def converge(self, manifest: Manifest) -> SyncReport:
+        """Install every voice of ``manifest`` that is missing or changed; one pass."""
+        if not manifest.voices:
+            self.prune(manifest)
+            return SyncReport({})
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.parallel),
+                                thread_name_prefix="voice-sync") as pool:
+            results = list(pool.map(self.install, manifest.voices))
+        report = SyncReport({spec.name: st for spec, st in zip(manifest.voices, results,
+                                                                 strict=True)})
+        self.prune(manifest)
+        if report.failed:
+            log.warning("sync: %d of %d voice(s) not installed: %s", len(report.failed),
+                        len(report.voices), ", ".join(report.failed))
+        return report
+
+    # --- voices that left the manifest ------------------------------------------------
+
+    def prune(self, manifest: Manifest) -> list[str]:
+        """Delete managed voices that have been out of ``manifest`` past the grace period.
+
+        Only voices this manager installed (they have a status entry) are candidates;
+        files someone put there by hand are never touched, nor voices in ``keep``.
+        The model goes first, so the server stops listing the voice before its config
+        disappears. Returns the names removed.
+        """
+        grace = self.settings.remove_after_s
+        desired = {v.name for v in manifest.voices}
+        removed = []
+        for name, status in sorted(self.status.voices.items()):
+            if name in desired or name in self.settings.keep:
+                continue
+            if status.unwanted_since is None:
+                self._set(name, status.with_(unwanted_since=utc_now()))
+                status = self.status.voices[name]
+            if grace is None or _age_s(status.unwanted_since) < grace:
+                continue
+            files = voice_files(self.dest, name)
+            try:
+                files.model.unlink(missing_ok=True)
+                files.config.unlink(missing_ok=True)
+            except OSError as err:
+                log.error("voice %s: cannot remove: %s", name, err)
+                self._set(name, status.with_(error=f"cannot remove: {err}"))
+                continue
+            with self._lock:
+                voices = {k: v for k, v in self.status.voices.items() if k != name}
+                self.status = VolumeStatus(voices, self.status.manifest_error)
+                self._write_status()
+            log.info("voice %s removed: not in the manifest for %g s", name, grace)
+            removed.append(name)
+        return removed
+
+
+def _age_s(timestamp: str | None) -> float:
+    if timestamp is None:
+        return 0.0
+    try:
+        return (datetime.now(UTC) - parse_time(timestamp)).total_seconds()
+    except ValueError:
+        return 0.0
