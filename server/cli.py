@@ -46,6 +46,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(_number(text, float, "a number of seconds"))
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"expected 0 to 10 seconds, got {text!r}")
+    return value
+
+
 def _float(text: str) -> float:
     return float(_number(text, float, "a number"))
 
@@ -89,6 +96,8 @@ VOICE_OPTIONS = [
     Option("--noise-scale", "default generator noise (0 makes output deterministic)",
            type=_float, metavar="X"),
     Option("--noise-w-scale", "default phoneme width noise", type=_float, metavar="X"),
+    Option("--sentence-silence", "seconds of silence after each sentence",
+           default=_DEFAULTS.sentence_silence, type=_non_negative_float, metavar="S"),
     Option("--log-level", "logging level", default="INFO",
            choices=["DEBUG", "INFO", "WARNING", "ERROR"]),
 ]
@@ -181,6 +190,7 @@ def _settings(values: dict[str, Any]) -> Any:
         "length_scale": values["length_scale"],
         "noise_scale": values["noise_scale"],
         "noise_w_scale": values["noise_w_scale"],
+        "sentence_silence": values["sentence_silence"],
     }
     for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace",
                 "client_timeout", "stream_idle_timeout", "http_host", "http_port", "api_key",

@@ -51,7 +51,8 @@ class Runtime:
         self.scheduler = Scheduler(settings.worker_count, max_jobs=settings.max_requests)
         defaults = SynthesisParams(length_scale=settings.length_scale,
                                    noise_scale=settings.noise_scale,
-                                   noise_w_scale=settings.noise_w_scale)
+                                   noise_w_scale=settings.noise_w_scale,
+                                   sentence_silence=settings.sentence_silence)
         self.synthesizer = Synthesizer(self.store, self.scheduler, settings.max_text_chars,
                                        defaults)
         self.metrics = Metrics()

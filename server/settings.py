@@ -52,6 +52,8 @@ class ServerSettings:
     """Defaults for every request; ``None`` keeps each voice's own config value."""
     noise_scale: float | None = None
     noise_w_scale: float | None = None
+    sentence_silence: float = 0.0
+    """Seconds of silence added after each sentence (a request may override it)."""
     rescan_interval: float = 1.0
     shutdown_grace: float = 20.0
     client_timeout: float = 30.0

@@ -16,6 +16,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import numpy as np
 from sentence_stream import SentenceBoundaryDetector
 
 from .engines.base import PCM, LoadedVoice, SynthesisParams, VoiceSpec
@@ -54,11 +55,16 @@ def merge_params(defaults: SynthesisParams, request: SynthesisParams,
 class Utterance:
     """One request in progress: feed text, read audio, always :meth:`close`."""
 
-    def __init__(self, voice: LoadedVoice, job: Job, max_chars: int) -> None:
+    def __init__(self, voice: LoadedVoice, job: Job, max_chars: int,
+                 sentence_silence: float = 0.0) -> None:
         self.voice = voice
         self._job = job
         self._max_chars = max_chars
         self._chars = 0
+        self._silence = np.zeros(round(sentence_silence * voice.spec.sample_rate), np.int16)
+        self._units = 0
+        self._sentence_ends: set[int] = set()
+        """Indices of the units that end a sentence: silence follows them."""
         self._detector = SentenceBoundaryDetector()
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self._feeder = asyncio.create_task(self._feed(), name="utterance-feeder")
@@ -91,15 +97,24 @@ class Utterance:
                                 sentence[:80], err)
                 self._job.fail(BadRequest(f"text could not be turned into speech: {err}"))
                 return
-            self._job.add_units(units)
+            if units:
+                self._units += len(units)
+                self._sentence_ends.add(self._units - 1)
+                self._job.add_units(units)
         self._job.close()
 
     def fail(self, error: BaseException) -> None:
         """Abort: the reader of :meth:`audio` raises ``error``."""
         self._job.fail(error)
 
-    def audio(self) -> AsyncIterator[PCM]:
-        return self._job.audio()
+    async def audio(self) -> AsyncIterator[PCM]:
+        """Audio per unit in order, sentence silence appended where a sentence ends."""
+        index = 0
+        async for pcm in self._job.audio():
+            if self._silence.size and index in self._sentence_ends:
+                pcm = np.concatenate([pcm, self._silence])
+            index += 1
+            yield pcm
 
     async def close(self) -> None:
         """Give the scheduler slot back, whether or not all audio was read."""
@@ -135,7 +150,7 @@ class Synthesizer:
         params = merge_params(self.defaults, params or SynthesisParams(), speaker_id)
         loaded = await self.store.acquire(spec)
         job = self.scheduler.open(loaded, params)
-        return Utterance(loaded, job, self.max_chars)
+        return Utterance(loaded, job, self.max_chars, params.sentence_silence or 0.0)
 
     async def speak(self, text: str, voice: VoiceRequest,
                     params: SynthesisParams | None = None) -> AsyncIterator[PCM]:

@@ -68,6 +68,8 @@ class SynthesisParams:
     length_scale: float | None = None
     noise_scale: float | None = None
     noise_w_scale: float | None = None
+    sentence_silence: float | None = None
+    """Seconds of silence after each sentence; added by the utterance, not the engine."""
 
 
 class LoadedVoice(Protocol):

