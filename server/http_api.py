@@ -23,6 +23,7 @@ requests in progress; one more gets 429 rather than a slot other clients need.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import time
@@ -46,6 +47,7 @@ from .http_requests import (
     parse_openai,
 )
 from .metrics import CONTENT_TYPE, Metrics, RequestMetrics
+from .openapi import DOC_PATHS, OPENAI_MODELS, add_doc_routes, build_openapi
 from .rate_limit import ClientLimiter, TooManyRequests, client_id
 from .synthesis import Synthesizer, VoiceRequest, merge_params
 from .webpage import PUBLIC_PREFIXES, add_web_routes
@@ -68,8 +70,8 @@ _STATUS = {
 }
 _RETRY_AFTER = {"busy": "1", "shutting-down": "5"}
 _EXPOSED = "X-Audio-Duration, X-Sample-Rate, X-Generation-Time, X-Voice, X-Cache"
-_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-"""OpenAI model names accepted (and ignored: the voice decides the model)."""
+_PUBLIC_PATHS = frozenset({"/", *DOC_PATHS})
+"""Served without the API key (with the probes and ``PUBLIC_PREFIXES``)."""
 
 
 def error_status(err: ChorusError) -> int:
@@ -130,6 +132,7 @@ class HttpApi:
             web.delete("/cache", self.cache_clear),
         ])
         add_web_routes(app)
+        add_doc_routes(app, build_openapi(self.synthesizer.max_chars))
         return app
 
     async def start(self, host: str, port: int, shutdown_timeout: float = 5.0) -> None:
@@ -185,8 +188,8 @@ class HttpApi:
     @web.middleware
     async def _auth_middleware(self, request: web.Request,
                                handler: Handler) -> web.StreamResponse:
-        """With an API key, everything but the probes and the page needs ``Bearer <key>``."""
-        if (self._api_key is None or request.path == "/"
+        """With an API key, all but the probes, the page and the docs need ``Bearer <key>``."""
+        if (self._api_key is None or request.path in _PUBLIC_PATHS
                 or request.path.startswith(("/health/", *PUBLIC_PREFIXES))):
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -314,8 +317,7 @@ class HttpApi:
         fmt = speech.format
         return cache_key(
             engine=spec.engine, voice=spec.name, fingerprint=list(spec.fingerprint),
-            speaker_id=params.speaker_id, length_scale=params.length_scale,
-            noise_scale=params.noise_scale, noise_w_scale=params.noise_w_scale,
+            **dataclasses.asdict(params),  # every knob, including ones added later
             text=speech.text, format=fmt.name, container=fmt.container, codec=fmt.codec,
             voice_rate=spec.sample_rate, requested_rate=speech.sample_rate,
             output_rate=output_rate(fmt, spec.sample_rate, speech.sample_rate))
@@ -454,7 +456,7 @@ class HttpApi:
     async def openai_models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
             {"id": model, "object": "model", "created": 0, "owned_by": "chorus"}
-            for model in _MODELS]})
+            for model in OPENAI_MODELS]})
 
     # -- health and metrics -------------------------------------------------------------
 

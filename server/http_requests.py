@@ -40,9 +40,11 @@ OPENAI_PCM_RATE = 24000
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MAX_NOISE = 2.0
+MAX_SENTENCE_SILENCE = 10.0
 
 _NATIVE_FIELDS = frozenset({"text", "voice", "speaker", "language", "speed", "noise_scale",
-                            "noise_w_scale", "format", "sample_rate", "use_cache"})
+                            "noise_w_scale", "sentence_silence", "format", "sample_rate",
+                            "use_cache"})
 
 
 class MalformedBody(BadRequest):
@@ -113,20 +115,34 @@ def _choice(data: Mapping[str, Any], key: str, choices: tuple[str, ...] | list[s
     return value.lower()
 
 
+def _integer(value: Any) -> int | None:
+    """``value`` as an int if it is a JSON integer: ``22050.0`` is one (JSON Schema says
+    so, and some clients' serializers write whole floats that way), ``true`` is not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _speaker(data: Mapping[str, Any]) -> str | None:
     value = data.get("speaker")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if value is None or isinstance(value, str):
+        return value
+    number = _integer(value)
+    if number is None:
         raise BadRequest("speaker: must be a speaker name or a numeric id")
-    return str(value)
+    return str(number)
 
 
 def _sample_rate(data: Mapping[str, Any], fmt: AudioFormat) -> int | None:
     value = data.get("sample_rate")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = _integer(value)
+    if value is None:
         raise BadRequest("sample_rate: must be an integer (Hz)")
     problem = check_sample_rate(fmt, value)
     if problem:
@@ -153,7 +169,8 @@ def parse_native(data: Mapping[str, Any]) -> SpeechRequest:
     params = SynthesisParams(
         length_scale=_length_scale(_number(data, "speed", MIN_SPEED, MAX_SPEED)),
         noise_scale=_number(data, "noise_scale", 0.0, MAX_NOISE),
-        noise_w_scale=_number(data, "noise_w_scale", 0.0, MAX_NOISE))
+        noise_w_scale=_number(data, "noise_w_scale", 0.0, MAX_NOISE),
+        sentence_silence=_number(data, "sentence_silence", 0.0, MAX_SENTENCE_SILENCE))
     use_cache = data.get("use_cache", True)
     if not isinstance(use_cache, bool):
         raise BadRequest("use_cache: must be true or false")

@@ -181,7 +181,8 @@ class VoiceStore:
             return None
         if speaker in spec.speakers:
             return spec.speakers.index(speaker)
-        if speaker.isdigit() and int(speaker) < max(spec.num_speakers, 1):
+        # ASCII digits only: str.isdigit() is also true for '²', which int() refuses.
+        if speaker.isascii() and speaker.isdigit() and int(speaker) < max(spec.num_speakers, 1):
             return int(speaker)
         known = ", ".join(spec.speakers) if spec.speakers else "only speaker 0"
         raise UnknownSpeaker(f"voice {spec.name!r} has no speaker {speaker!r} ({known})")

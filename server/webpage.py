@@ -12,20 +12,35 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["PUBLIC_PREFIXES", "add_web_routes"]
+__all__ = ["PUBLIC_PREFIXES", "WEB_DIR", "add_web_routes"]
 
 PUBLIC_PREFIXES = ("/static/",)
 """Paths (besides ``/`` itself) served without the API key."""
 
-_WEB_DIR = Path(str(resources.files("chorus.server") / "web"))
+WEB_DIR = Path(str(resources.files("chorus.server") / "web"))
 
 
 async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(_WEB_DIR / "index.html",
+    return web.FileResponse(WEB_DIR / "index.html",
                             headers={"Cache-Control": "no-cache"})
+
+
+_ASSETS = frozenset(path.name for path in WEB_DIR.iterdir()
+                    if path.is_file() and path.suffix in (".html", ".css", ".js"))
+"""The files ``/static/`` serves, fixed at import: nothing else can be reached."""
+
+
+async def _asset(request: web.Request) -> web.FileResponse:
+    # Not aiohttp's add_static: its FileResponse answers a missing file with an empty
+    # application/octet-stream 404 past every middleware, instead of the JSON error
+    # every other endpoint gives; a fixed list also rules out any path trickery.
+    name = request.match_info["filename"]
+    if name not in _ASSETS:
+        raise web.HTTPNotFound(text=f"no asset {name!r}")
+    return web.FileResponse(WEB_DIR / name)
 
 
 def add_web_routes(app: web.Application) -> None:
     """Serve the page at ``/`` and its assets under ``/static/``."""
     app.router.add_get("/", _index)
-    app.router.add_static("/static/", _WEB_DIR, show_index=False, follow_symlinks=False)
+    app.router.add_get("/static/{filename}", _asset)

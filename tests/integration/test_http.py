@@ -532,3 +532,18 @@ async def test_shutdown_turns_ready_off_and_lets_streams_finish(tmp_path: Path) 
         assert await asyncio.to_thread(server.proc.wait, 30) == 0, server.output()
     finally:
         assert server.terminate() == 0, server.output()
+
+
+async def test_sentence_silence_per_request(http: aiohttp.ClientSession) -> None:
+    body = {"text": "One sentence. And another one.", "format": "pcm", "noise_scale": 0,
+            "noise_w_scale": 0, "use_cache": False}
+    status, _, plain = await post(http, "/synthesize", body)
+    assert status == 200
+    status, _, padded = await post(http, "/synthesize", {**body, "sentence_silence": 0.25})
+    assert status == 200
+    gap = round(0.25 * 22050) * 2
+    assert len(padded) - len(plain) == 2 * gap  # silence after each of the two sentences
+    assert padded[-gap:] == bytes(gap)
+    status, error, _ = await error_of(http, "/synthesize", {**body, "sentence_silence": 11})
+    assert status == 422
+    assert error["message"].startswith("sentence_silence")

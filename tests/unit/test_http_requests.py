@@ -38,6 +38,12 @@ def test_native_body_with_every_field() -> None:
     assert speech.format.name == "mp3" and speech.sample_rate == 16000
 
 
+def test_whole_floats_are_integers() -> None:
+    """JSON (and the OpenAPI document's ``integer``) does not tell 16000.0 from 16000."""
+    speech = parse_native({"text": "Hi.", "speaker": 1.0, "sample_rate": 16000.0})
+    assert speech.voice.speaker == "1" and speech.sample_rate == 16000
+
+
 def test_native_defaults() -> None:
     speech = parse_native({"text": "Hi."})
     assert speech.format.name == "wav" and speech.sample_rate is None
@@ -48,7 +54,9 @@ def test_native_defaults() -> None:
     ({}, "text"), ({"text": None}, "text"), ({"text": 1}, "text"),
     ({"text": "x", "speed": 0.1}, "speed"), ({"text": "x", "speed": False}, "speed"),
     ({"text": "x", "format": 3}, "format"), ({"text": "x", "speaker": 1.5}, "speaker"),
-    ({"text": "x", "sample_rate": 16000.0}, "sample_rate"), ({"text": "x", "foo": 1}, "foo"),
+    ({"text": "x", "sample_rate": 16000.5}, "sample_rate"), ({"text": "x", "foo": 1}, "foo"),
+    ({"text": "x", "sample_rate": True}, "sample_rate"),
+    ({"text": "x", "speaker": True}, "speaker"),
 ])
 def test_native_errors_name_the_field(body: dict[str, Any], field: str) -> None:
     with pytest.raises(BadRequest) as caught:

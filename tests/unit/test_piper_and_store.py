@@ -69,6 +69,8 @@ def test_spec_reads_language_speakers_and_quality(tmp_path: Path) -> None:
         VoiceStore.speaker_id(spec, "carol")
     with pytest.raises(UnknownSpeaker):
         VoiceStore.speaker_id(spec, "2")
+    with pytest.raises(UnknownSpeaker):  # isdigit() but not int(): was a 500
+        VoiceStore.speaker_id(spec, "\u00b9")
 
 
 @pytest.mark.parametrize("config", ["{", "[]", '{"audio": {}}'])

@@ -1,0 +1,453 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``/openapi.json`` and ``/docs``.
+
+One place describes every endpoint :class:`~chorus.server.http_api.HttpApi` registers.
+Enums and bounds come from the constants the request parser and the encoders use
+(:mod:`chorus.server.http_requests`, :mod:`chorus.server.audio_formats`), and the text
+limit from the running server's ``--max-text-chars``, so the document cannot drift
+from what is accepted. ``tests/unit/test_openapi.py`` checks that every registered
+route is described and nothing else is; ``tests/integration/test_openapi_fuzz.py``
+fuzzes a real server from this document with schemathesis.
+
+``/docs`` is ``web/docs.html``, a self-contained page (inline CSS and script, nothing
+fetched from elsewhere: the servers this runs on often reach no CDN) that reads
+``openapi.json`` and lists the endpoints, their parameters, bodies and responses.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from .audio_formats import FORMATS, MAX_RATE, MIN_RATE, STREAMABLE
+from .http_requests import (
+    _NATIVE_FIELDS,
+    MAX_NOISE,
+    MAX_SENTENCE_SILENCE,
+    MAX_SPEED,
+    MIN_SPEED,
+    OPENAI_FORMATS,
+    OPENAI_PCM_RATE,
+    OPENAI_VOICES,
+)
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .webpage import WEB_DIR as _WEB_DIR
+
+__all__ = ["DOC_PATHS", "OPENAI_MODELS", "add_doc_routes", "build_openapi"]
+
+DOC_PATHS = ("/openapi.json", "/docs")
+"""Served without the API key, like the web page: a client needs them to find out how."""
+
+OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+"""OpenAI model names listed by ``/v1/models`` (any model name is accepted and ignored)."""
+
+_JSON = "application/json"
+_REF = "#/components/schemas/"
+_RESPONSES = "#/components/responses/"
+
+_ERROR_CODES = {
+    400: "the body is not JSON, or asks for something this server does not do (OpenAI "
+         "`stream_format: sse`) (`bad-request`)",
+    401: "an API key is configured and the request has no valid "
+         "`Authorization: Bearer <key>` (`unauthorized`)",
+    404: "unknown voice (the message lists close names), speaker or language "
+         "(`unknown-voice`, `unknown-speaker`)",
+    413: "the text is longer than the server's limit, or the body larger than the "
+         "request size limit (`text-too-long`)",
+    422: "a field has the wrong type or value, an unknown field, or empty text "
+         "(`bad-request`, `empty-text`); the message names the field",
+    429: "this client (address, or API key) already has its allowance of requests in "
+         "progress (`too-many-requests`, `--max-requests-per-client`)",
+    503: "the scheduler's queue is full (`busy`), the server is shutting down "
+         "(`shutting-down`), or the voice could not be loaded (`voice-unavailable`)",
+    500: "a bug in the server (`internal`); never caused by the request",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``null`` is accepted wherever a field is optional: it means "not given"."""
+    kind = schema["type"]
+    kinds = kind if isinstance(kind, list) else [kind]
+    nullable = {**schema, "type": [*kinds, "null"]}
+    if "enum" in schema:
+        nullable["enum"] = [*schema["enum"], None]
+    return nullable
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _ERROR_CODES[status],
+        "content": {_JSON: {"schema": _ref("Error")}},
+    }
+    if status == 401:
+        response["headers"] = {"WWW-Authenticate": {
+            "description": "`Bearer`", "required": True, "schema": {"type": "string"}}}
+    if status in (429, 503):
+        response["headers"] = {"Retry-After": {
+            "description": "Seconds to wait before retrying (absent for "
+                           "`voice-unavailable`, which retrying does not cure).",
+            "required": status == 429, "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+    return response
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): {"$ref": f"{_RESPONSES}E{status}"} for status in statuses}
+
+
+_SPEAKABLE = ("[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f"
+              "\\u205f\\u3000]")
+"""Something besides control characters and what ``str.strip`` removes (else
+``empty-text``): spelled out, since a regex ``\\s`` is not Python's whitespace."""
+
+
+def _speech_properties(max_text: int | None) -> dict[str, Any]:
+    text: dict[str, Any] = {"type": "string", "pattern": _SPEAKABLE, "description": (
+        "What to say. Must contain something besides whitespace and control characters "
+        "(else 422 `empty-text`)." + ("" if max_text is None else
+                                      f" Longer than {max_text} characters: 413."))}
+    if max_text is not None:
+        text["maxLength"] = max_text
+    return text
+
+
+def _native_body(formats: list[str], max_text: int | None, streaming: bool) -> dict[str, Any]:
+    rates = {name: sorted(fmt.rates) for name in formats
+             if (fmt := FORMATS[name]).rates is not None}
+    properties: dict[str, Any] = {
+        "text": _speech_properties(max_text),
+        "voice": _nullable({"type": "string", "description": (
+            "Installed voice name (`GET /voices`); empty or absent: the voice for "
+            "`language`, else the default voice. Unknown: 404 with close names.")}),
+        "speaker": {"type": ["string", "integer", "null"], "description": (
+            "Speaker name or numeric id of a multi-speaker voice; unknown: 404.")},
+        "language": _nullable({"type": "string", "description": (
+            "Language code (`en_US`, `en`) used to pick a voice when `voice` is not "
+            "given; no installed voice speaks it: 404.")}),
+        "speed": _nullable({"type": "number", "minimum": MIN_SPEED, "maximum": MAX_SPEED,
+                            "description": "2 speaks twice as fast; default 1."}),
+        "noise_scale": _nullable({"type": "number", "minimum": 0.0, "maximum": MAX_NOISE,
+                                  "description": "Piper's noise (voice's own default)."}),
+        "noise_w_scale": _nullable({"type": "number", "minimum": 0.0, "maximum": MAX_NOISE,
+                                    "description": "Piper's phoneme-width noise."}),
+        "sentence_silence": _nullable({
+            "type": "number", "minimum": 0.0, "maximum": MAX_SENTENCE_SILENCE,
+            "description": "Seconds of silence after each sentence (server default "
+                           "`--sentence-silence`, else 0)."}),
+        "format": _nullable({"type": "string", "enum": formats, "default": "wav",
+                             "description": "Audio format (case-insensitive)."
+                             + (" `flac` cannot be streamed: use `/synthesize`."
+                                if streaming else "")}),
+        "sample_rate": _nullable({
+            "type": "integer", "minimum": MIN_RATE, "maximum": MAX_RATE,
+            "description": "Output rate in Hz (default: the voice's own, or the nearest "
+                           "the codec takes). Rates the codec takes: " + "; ".join(
+                               f"{name}: {', '.join(map(str, r))}"
+                               for name, r in rates.items()) + "; others: any."}),
+        "use_cache": {"type": "boolean", "default": True, "description": (
+            "Whole responses may come from, and go to, the audio cache."
+            if not streaming else "Accepted; streamed responses never use the cache.")},
+    }
+    if set(properties) != _NATIVE_FIELDS:  # a field added to the parser must be described
+        raise RuntimeError(f"openapi: native fields differ: {set(properties) ^ _NATIVE_FIELDS}")
+    return {
+        "type": "object",
+        "required": ["text"],
+        "properties": properties,
+        "additionalProperties": False,
+        # A codec takes only some rates: spelled out so that a validator knows too.
+        "allOf": [{"if": {"properties": {"format": {"const": name}}, "required": ["format"]},
+                   "then": {"properties": {"sample_rate": {"enum": [*r, None]}}}}
+                  for name, r in rates.items()],
+    }
+
+
+def _openai_body(max_text: int | None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["input"],
+        "description": "OpenAI's body. Fields Chorus does not use (`instructions`, ...) are "
+                       "accepted and ignored, so existing clients work unchanged.",
+        "properties": {
+            "model": _nullable({"type": "string", "examples": list(OPENAI_MODELS),
+                                "description": "Accepted and ignored: the voice decides."}),
+            "input": _speech_properties(max_text),
+            "voice": {
+                "description": (
+                    "An installed voice name, or an OpenAI name ("
+                    + ", ".join(OPENAI_VOICES) + ") mapped by `--openai-voice NAME=VOICE` "
+                    "(unmapped OpenAI names speak with the default voice); also "
+                    "`{\"id\": ...}` as newer clients send. Unknown: 404."),
+                "anyOf": [
+                    {"type": ["string", "null"]},
+                    {"type": "object", "properties": {"id": {"type": ["string", "null"]}}},
+                ]},
+            "response_format": _nullable({
+                "type": "string", "enum": list(OPENAI_FORMATS), "default": "mp3",
+                "description": f"Case-insensitive. `pcm` is s16le at {OPENAI_PCM_RATE} Hz; "
+                               "`flac` is sent whole, the others streamed."}),
+            "stream_format": _nullable({
+                "type": "string", "enum": ["audio"], "default": "audio",
+                "description": "Only `audio` (the bytes themselves, streamed); `sse` "
+                               "answers 400."}),
+            "speed": _nullable({"type": "number", "minimum": MIN_SPEED,
+                                "maximum": MAX_SPEED}),
+        },
+    }
+
+
+def _audio_headers(whole: bool) -> dict[str, Any]:
+    headers: dict[str, Any] = {
+        "X-Voice": {"description": "The voice that spoke.", "required": True,
+                    "schema": {"type": "string"}},
+        "X-Sample-Rate": {"description": "Sample rate of the audio in Hz.",
+                          "required": True,
+                          "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    }
+    if whole:
+        headers.update({
+            "X-Audio-Duration": {"description": "Seconds of audio.", "required": True,
+                                 "schema": {"type": "string",
+                                            "pattern": r"^[0-9]+\.[0-9]{3}$"}},
+            "X-Generation-Time": {"description": "Seconds spent synthesizing (0 on a "
+                                                 "cache hit).", "required": True,
+                                  "schema": {"type": "string",
+                                             "pattern": r"^[0-9]+\.[0-9]{3}$"}},
+            "X-Cache": {"description": "Whether the audio cache answered.",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["hit", "miss"]}},
+        })
+    return headers
+
+
+def _audio(formats: list[str] | tuple[str, ...], description: str,
+           whole: bool) -> dict[str, Any]:
+    return {"description": description, "headers": _audio_headers(whole),
+            "content": {FORMATS[name].media_type: {
+                "schema": {"type": "string", "contentMediaType": FORMATS[name].media_type},
+            } for name in formats}}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+def _object(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": properties,
+            "required": [name for name in properties if name not in optional]}
+
+
+_SYNTH_ERRORS = (400, 401, 404, 413, 422, 429, 503, 500)
+_GET_ERRORS = (401, 500)
+
+
+def _components(max_text: int | None) -> dict[str, Any]:
+    all_formats = list(FORMATS)
+    streamable = [name for name in FORMATS if name in STREAMABLE]
+    return {
+        "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "Only when the server has an API key (`--api-key`, "
+                           "`CHORUS_API_KEY`); without one every endpoint is open."}},
+        "schemas": {
+            "Error": _object({"error": {**_object({
+                "code": {"type": "string", "examples": [
+                    "bad-request", "empty-text", "text-too-long", "unknown-voice",
+                    "unknown-speaker", "busy", "unauthorized", "too-many-requests"]},
+                "message": {"type": "string"}}), "additionalProperties": False}}),
+            "SynthesizeRequest": _native_body(all_formats, max_text, streaming=False),
+            "SynthesizeStreamRequest": _native_body(streamable, max_text, streaming=True),
+            "OpenAISpeechRequest": _openai_body(max_text),
+            "Voice": _object({
+                "engine": {"type": "string"},
+                "name": {"type": "string"},
+                "language": {"type": "string"},
+                "quality": {"type": ["string", "null"]},
+                "speakers": {"type": "array", "items": {"type": "string"}},
+                "num_speakers": {"type": "integer", "minimum": 1},
+                "sample_rate": {"type": "integer"},
+                "description": {"type": "string"},
+                "resident": {"type": "boolean", "description": "Loaded in memory now."},
+                "default": {"type": "boolean"},
+            }),
+        },
+        "responses": {f"E{status}": _error_response(status) for status in _ERROR_CODES},
+    }
+
+
+def _operation(summary: str, tag: str, responses: dict[str, Any], *,
+               public: bool = False, body: str | None = None,
+               description: str | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if description:
+        operation["description"] = description
+    if body is not None:
+        operation["requestBody"] = {"required": True,
+                                    "content": {_JSON: {"schema": _ref(body)}}}
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _paths() -> dict[str, Any]:
+    streamable = [name for name in FORMATS if name in STREAMABLE]
+    openai_streamed = [name for name in OPENAI_FORMATS if name in STREAMABLE]
+    openai_whole = [name for name in OPENAI_FORMATS if name not in STREAMABLE]
+    speech_ok = _audio(openai_streamed, "Audio; streamed (chunked) for every format but "
+                       "flac, which is sent whole with the headers of `/synthesize`.",
+                       whole=False)
+    speech_ok["content"].update(_audio(openai_whole, "", whole=True)["content"])
+    for name, header in _audio_headers(whole=True).items():  # flac only: not required
+        speech_ok["headers"].setdefault(name, {**header, "required": False})
+    name_param = {"name": "name", "in": "path", "required": True,
+                  "schema": {"type": "string"}, "description": "Voice name."}
+    return {
+        "/synthesize": {"post": _operation(
+            "Speak a text; the whole audio in one response", "synthesis",
+            {"200": _audio(list(FORMATS), "The audio in the requested format.", whole=True),
+             **_errors(*_SYNTH_ERRORS)},
+            body="SynthesizeRequest",
+            description="Whole responses may be answered from the audio cache.")},
+        "/synthesize/stream": {"post": _operation(
+            "Speak a text, streamed as each sentence is ready", "synthesis",
+            {"200": _audio(streamable, "Chunked audio; wav has a streaming header (size "
+                           "0xFFFFFFFF). An error after the first bytes cuts the body short.",
+                           whole=False),
+             **_errors(*_SYNTH_ERRORS)},
+            body="SynthesizeStreamRequest")},
+        "/voices": {"get": _operation(
+            "Installed voices", "voices",
+            {"200": _json("Every installed voice.", _object(
+                {"voices": {"type": "array", "items": _ref("Voice")}})),
+             **_errors(*_GET_ERRORS)})},
+        "/voices/{name}": {"get": {**_operation(
+            "One installed voice", "voices",
+            {"200": _json("The voice.", _ref("Voice")),
+             **_errors(401, 404, 500)}), "parameters": [name_param]}},
+        "/v1/audio/speech": {"post": _operation(
+            "OpenAI-compatible speech", "openai",
+            {"200": speech_ok, **_errors(*_SYNTH_ERRORS)}, body="OpenAISpeechRequest")},
+        "/v1/audio/voices": {"get": _operation(
+            "Voices, shaped as Open WebUI reads them", "openai",
+            {"200": _json("Installed voices, then OpenAI names with the voice each speaks "
+                          "with.", _object({"voices": {"type": "array", "items": _object({
+                              "id": {"type": "string"}, "name": {"type": "string"},
+                              "voice": {"type": "string"}}, optional=("voice",))}})),
+             **_errors(*_GET_ERRORS)})},
+        "/v1/models": {"get": _operation(
+            "OpenAI model list", "openai",
+            {"200": _json("Model names accepted (and ignored).", _object({
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _object({
+                    "id": {"type": "string", "enum": list(OPENAI_MODELS)},
+                    "object": {"const": "model"}, "created": {"type": "integer"},
+                    "owned_by": {"type": "string"}})}})),
+             **_errors(*_GET_ERRORS)})},
+        "/health/live": {"get": _operation(
+            "Liveness probe", "health",
+            {"200": _json("The process answers.", _object({"status": {"const": "live"}})),
+             **_errors(500)}, public=True)},
+        "/health/ready": {"get": _operation(
+            "Readiness probe", "health",
+            {"200": _json("The default voice is loaded and warm.",
+                          _object({"status": {"const": "ready"}})),
+             "503": _json("Starting, shutting down, or the default voice not loaded.",
+                          _object({"status": {"const": "not-ready"},
+                                   "reason": {"type": "string"}})),
+             **_errors(500)}, public=True)},
+        "/metrics": {"get": _operation(
+            "Prometheus metrics", "operations",
+            {"200": {"description": "Prometheus text exposition format.",
+                     "content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}}},
+             **_errors(*_GET_ERRORS)})},
+        "/cache/stats": {"get": _operation(
+            "Audio cache statistics", "operations",
+            {"200": _json("Counters of the audio cache (all zero when it is off).", _object({
+                "enabled": {"type": "boolean"}, "entries": {"type": "integer"},
+                "bytes": {"type": "integer"}, "max_bytes": {"type": "integer"},
+                "hits": {"type": "integer"}, "misses": {"type": "integer"},
+                "ttl": {"type": "number", "description": "Seconds an entry lives."},
+                "directory": {"type": "string"}}, optional=("directory",))),
+             **_errors(*_GET_ERRORS)})},
+        "/cache": {"delete": _operation(
+            "Empty the audio cache", "operations",
+            {"204": {"description": "Emptied (or there is no cache)."},
+             **_errors(*_GET_ERRORS)})},
+        "/": {"get": _operation(
+            "The web page", "pages",
+            {"200": {"description": "Speak from a browser.",
+                     "content": {"text/html": {"schema": {"type": "string"}}}},
+             **_errors(500)}, public=True)},
+        "/static/{filename}": {"get": {**_operation(
+            "The web page's assets", "pages",
+            {"200": {"description": "A static file.", "content": {
+                mime: {"schema": {"type": "string"}} for mime in (
+                    "text/css", "text/javascript", "application/javascript",
+                    "text/html")}},
+             "404": {"description": "No such asset (`not-found`).",
+                     "content": {_JSON: {"schema": _ref("Error")}}},
+             **_errors(500)}, public=True),
+            "parameters": [{"name": "filename", "in": "path", "required": True,
+                            "schema": {"type": "string"}}]}},
+        "/openapi.json": {"get": _operation(
+            "This document", "pages",
+            {"200": _json("OpenAPI 3.1.", {"type": "object"}), **_errors(500)},
+            public=True)},
+        "/docs": {"get": _operation(
+            "This document as a page", "pages",
+            {"200": {"description": "Self-contained HTML reading `openapi.json`.",
+                     "content": {"text/html": {"schema": {"type": "string"}}}},
+             **_errors(500)}, public=True)},
+    }
+
+
+def _version() -> str:
+    try:
+        return metadata.version("chorus-tts")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "0+unknown"
+
+
+def build_openapi(max_text_chars: int | None = None,
+                  server_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document; ``max_text_chars`` is the server's text limit."""
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Chorus speech server",
+            "version": _version(),
+            "description": (
+                "Text to speech over HTTP. Errors are JSON `{\"error\": {\"code\", "
+                "\"message\"}}`. With an API key configured every endpoint except the "
+                "health probes, the web page and this documentation needs "
+                "`Authorization: Bearer <key>`. Every GET also answers HEAD; CORS "
+                "preflights (OPTIONS) are answered for the configured origins."),
+        },
+        "tags": [{"name": name} for name in
+                 ("synthesis", "voices", "openai", "health", "operations", "pages")],
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": _components(max_text_chars),
+    }
+    if server_url is not None:
+        document["servers"] = [{"url": server_url}]
+    return document
+
+
+def add_doc_routes(app: web.Application, document: dict[str, Any]) -> None:
+    """Serve ``document`` at ``/openapi.json`` and the page reading it at ``/docs``."""
+    body = json.dumps(document, indent=1).encode()
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=_JSON)
+
+    async def docs(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(_WEB_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)
