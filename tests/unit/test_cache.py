@@ -111,3 +111,26 @@ def test_client_limiter_counts_in_progress_requests() -> None:
     assert client_id("1.2.3.4", None) == "addr:1.2.3.4"
     assert client_id("1.2.3.4", "key").startswith("key:") and "key" not in client_id(
         "1.2.3.4", "key")[4:]
+
+
+async def test_recent_hits_are_served_from_memory(tmp_path: Path) -> None:
+    cache = await make(tmp_path)
+    await cache.put("k", entry(1000))
+    reads: list[str] = []
+    original = cache._read
+
+    def counting_read(key: str) -> CacheEntry | None:
+        reads.append(key)
+        return original(key)
+
+    cache._read = counting_read  # type: ignore[method-assign]
+    for _ in range(3):
+        assert await cache.get("k") == entry(1000)
+    assert reads == []  # no disk read, no thread hop
+    restarted = await make(tmp_path)
+    restarted._read = counting_read  # type: ignore[method-assign]
+    assert await restarted.get("k") == entry(1000)  # a fresh process reads the disk once
+    assert await restarted.get("k") == entry(1000)
+    assert reads == ["k"]
+    await restarted.clear()
+    assert await restarted.get("k") is None  # clearing empties the memory tier too
