@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ENV_PREFIX", "Option", "OptionError", "add_options", "resolve_options"]
+__all__ = [
+    "ENV_PREFIX",
+    "Option",
+    "OptionError",
+    "add_options",
+    "bounded_float",
+    "non_negative_float",
+    "non_negative_int",
+    "port",
+    "positive_float",
+    "positive_int",
+    "resolve_options",
+]
 
 ENV_PREFIX = "CHORUS_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -50,6 +62,39 @@ class Option:
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.dest.upper()
+
+
+def _parse_number(text: str, kind: type[int] | type[float], what: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def _checked(kind: type[int] | type[float], what: str,
+             accept: Callable[[float], bool]) -> Callable[[str], Any]:
+    """A ``type=`` callable whose errors read well from argparse, env and config alike."""
+
+    def parse(text: str) -> int | float:
+        value = _parse_number(text, kind, what)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _checked(int, "a positive integer", lambda v: v >= 1)
+non_negative_int = _checked(int, "an integer of 0 or more", lambda v: v >= 0)
+non_negative_float = _checked(float, "a number of 0 or more", lambda v: v >= 0)
+positive_float = _checked(float, "a positive number", lambda v: v > 0)
+port = _checked(int, "a port number (0-65535)", lambda v: 0 <= v <= 65535)
+
+
+def bounded_float(low: float, high: float) -> Callable[[str], Any]:
+    """Numbers in ``[low, high]``."""
+    return _checked(float, f"a number from {low:g} to {high:g}", lambda v: low <= v <= high)
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:

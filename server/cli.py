@@ -14,7 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chorus.common.options import Option, OptionError, add_options, resolve_options
+from chorus.common.options import (
+    Option,
+    OptionError,
+    add_options,
+    bounded_float,
+    port,
+    positive_float,
+    positive_int,
+    resolve_options,
+)
 from chorus.common.options import load_config_file as _load_config_file
 
 from .settings import ServerSettings
@@ -25,43 +34,11 @@ __all__ = ["register"]
 _DEFAULTS = ServerSettings()
 
 
-def _number(text: str, kind: type[int] | type[float], what: str) -> int | float:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    value = int(_number(text, int, "a positive integer"))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(_number(text, float, "a positive number"))
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(_number(text, float, "a number of seconds"))
-    if not 0 <= value <= 10:
-        raise argparse.ArgumentTypeError(f"expected 0 to 10 seconds, got {text!r}")
-    return value
-
-
 def _float(text: str) -> float:
-    return float(_number(text, float, "a number"))
-
-
-def _port(text: str) -> int:
-    value = int(_number(text, int, "a port number (1-65535)"))
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {text!r}")
-    return value
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def _voice_mapping(text: str) -> tuple[str, str]:
@@ -80,24 +57,24 @@ VOICE_OPTIONS = [
            kind="flag", default=False),
     Option("--default-voice", "voice used when a request names none", metavar="NAME"),
     Option("--workers", "inference worker threads (default: one per usable CPU)",
-           type=_positive_int, metavar="N"),
+           type=positive_int, metavar="N"),
     Option("--threads-per-worker", "onnxruntime threads per model call",
            default=_DEFAULTS.threads_per_worker,
-           type=_positive_int, metavar="N"),
+           type=positive_int, metavar="N"),
     Option("--max-sentence-phonemes", "split sentences longer than this many phonemes",
-           default=_DEFAULTS.max_sentence_phonemes, type=_positive_int, metavar="N"),
+           default=_DEFAULTS.max_sentence_phonemes, type=positive_int, metavar="N"),
     Option("--max-text-chars", "longest text accepted in one request",
            default=_DEFAULTS.max_text_chars,
-           type=_positive_int, metavar="N"),
+           type=positive_int, metavar="N"),
     Option("--voice-memory-mb", "memory budget for resident voices (LRU beyond it)",
-           default=_DEFAULTS.voice_memory_mb, type=_positive_int, metavar="MB"),
+           default=_DEFAULTS.voice_memory_mb, type=positive_int, metavar="MB"),
     Option("--length-scale", "default phoneme length scale (>1 is slower speech)",
-           type=_positive_float, metavar="X"),
+           type=positive_float, metavar="X"),
     Option("--noise-scale", "default generator noise (0 makes output deterministic)",
            type=_float, metavar="X"),
     Option("--noise-w-scale", "default phoneme width noise", type=_float, metavar="X"),
     Option("--sentence-silence", "seconds of silence after each sentence",
-           default=_DEFAULTS.sentence_silence, type=_non_negative_float, metavar="S"),
+           default=_DEFAULTS.sentence_silence, type=bounded_float(0, 10), metavar="S"),
     Option("--log-level", "logging level", default="INFO",
            choices=["DEBUG", "INFO", "WARNING", "ERROR"]),
 ]
@@ -106,20 +83,20 @@ SERVE_OPTIONS = [
     Option("--wyoming-uri", "where to serve Wyoming: tcp://HOST:PORT or unix://PATH",
            default=_DEFAULTS.wyoming_uri, metavar="URI"),
     Option("--max-requests", "requests in progress before new ones are refused as busy",
-           default=_DEFAULTS.max_requests, type=_positive_int, metavar="N"),
+           default=_DEFAULTS.max_requests, type=positive_int, metavar="N"),
     Option("--rescan-interval", "seconds between voices-directory rescans",
            default=_DEFAULTS.rescan_interval,
-           type=_positive_float, metavar="S"),
+           type=positive_float, metavar="S"),
     Option("--shutdown-grace", "seconds requests may finish after SIGTERM",
            default=_DEFAULTS.shutdown_grace,
-           type=_positive_float, metavar="S"),
+           type=positive_float, metavar="S"),
     Option("--client-timeout", "seconds a client may leave audio unread before it is "
-           "dropped", default=_DEFAULTS.client_timeout, type=_positive_float, metavar="S"),
+           "dropped", default=_DEFAULTS.client_timeout, type=positive_float, metavar="S"),
     Option("--stream-idle-timeout", "seconds an open stream may go without text before it "
-           "is dropped", default=_DEFAULTS.stream_idle_timeout, type=_positive_float, metavar="S"),
+           "is dropped", default=_DEFAULTS.stream_idle_timeout, type=positive_float, metavar="S"),
     Option("--http-host", "address the HTTP API listens on",
            default=_DEFAULTS.http_host, metavar="HOST"),
-    Option("--http-port", "port of the HTTP API", default=_DEFAULTS.http_port, type=_port,
+    Option("--http-port", "port of the HTTP API", default=_DEFAULTS.http_port, type=port,
            metavar="PORT"),
     Option("--no-http", "do not serve the HTTP API", kind="flag", default=False),
     Option("--api-key", "require 'Authorization: Bearer KEY' on the HTTP API "
@@ -132,13 +109,13 @@ SERVE_OPTIONS = [
     Option("--cache-dir", "directory of the HTTP audio cache (default: chorus-cache under "
            "$XDG_CACHE_HOME or ~/.cache)", type=Path, metavar="DIR"),
     Option("--cache-max-mb", "size limit of the audio cache; least recently used entries "
-           "go first", default=_DEFAULTS.cache_max_mb, type=_positive_float, metavar="MB"),
+           "go first", default=_DEFAULTS.cache_max_mb, type=positive_float, metavar="MB"),
     Option("--cache-ttl", "seconds a cached answer is served after it was made",
-           default=_DEFAULTS.cache_ttl, type=_positive_float, metavar="S"),
+           default=_DEFAULTS.cache_ttl, type=positive_float, metavar="S"),
     Option("--no-cache", "do not cache HTTP audio", kind="flag", default=False),
     Option("--max-requests-per-client", "HTTP requests one client (address, or API key) "
            "may have in progress; more get 429", default=_DEFAULTS.max_requests_per_client,
-           type=_positive_int, metavar="N"),
+           type=positive_int, metavar="N"),
 ]
 
 SAY_OPTIONS = [

@@ -13,54 +13,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chorus.common.options import Option, OptionError, add_options, resolve_options
+from chorus.common.options import (
+    Option,
+    OptionError,
+    add_options,
+    non_negative_float,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+    resolve_options,
+)
 from chorus.common.options import load_config_file as _load_config_file
 
 __all__ = ["register"]
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"expected 0 or more, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError(f"expected 0 or more, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"expected a port number, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"expected a positive number, got {text}")
-    return value
-
-
 COMMON_OPTIONS = [
     Option("--timeout", "seconds to wait to connect or for any read before a download fails",
-           default=30.0, type=_positive_float, metavar="S"),
+           default=30.0, type=positive_float, metavar="S"),
     Option("--retries", "extra attempts for transient faults (5xx, timeouts, dropped "
-           "connections)", default=3, type=_non_negative_int, metavar="N"),
+           "connections)", default=3, type=non_negative_int, metavar="N"),
     Option("--backoff", "seconds before the first retry; doubles each time",
-           default=2.0, type=_positive_float, metavar="S"),
+           default=2.0, type=positive_float, metavar="S"),
     Option("--hf-endpoint", "Hugging Face endpoint (default: HF_ENDPOINT or huggingface.co)",
            metavar="URL"),
     Option("--log-level", "logging level", default="INFO",
@@ -73,18 +48,18 @@ SYNC_OPTIONS = [
     Option("--once", "converge once and exit (init container); non-zero when a required "
            "voice failed", kind="flag", default=False),
     Option("--parallel", "voices downloaded at the same time", default=2,
-           type=_positive_int, metavar="N"),
+           type=positive_int, metavar="N"),
     Option("--poll-interval", "seconds between manifest checks in watch mode",
-           default=5.0, type=_positive_float, metavar="S"),
+           default=5.0, type=positive_float, metavar="S"),
     Option("--retry-interval", "seconds before failed voices are tried again in watch mode",
-           default=60.0, type=_positive_float, metavar="S"),
+           default=60.0, type=positive_float, metavar="S"),
     Option("--remove-after", "delete voices this manager installed once they have been out "
-           "of the manifest this many seconds (default: never)", type=_non_negative_float,
+           "of the manifest this many seconds (default: never)", type=non_negative_float,
            metavar="S"),
     Option("--keep", "never delete this voice (e.g. the server's default voice); repeatable",
            kind="list", metavar="NAME"),
     Option("--status-port", "watch mode: serve /healthz, /readyz, /status and /metrics on "
-           "this port (0 picks a free one; default: off)", type=_port, metavar="PORT"),
+           "this port (0 picks a free one; default: off)", type=port, metavar="PORT"),
     Option("--status-host", "address for --status-port", default="0.0.0.0",  # noqa: S104
            metavar="HOST"),
 ]
