@@ -22,6 +22,21 @@ from wyoming.info import Describe, Info
 REPO = Path(__file__).resolve().parent.parent
 CHORUS = [str(Path(sys.executable).with_name("chorus"))]  # the installed console script
 JOE = "en_US-joe-medium"
+PARAGRAPH_SENTENCES = [
+    "Chorus reads long answers one sentence at a time.",
+    "Each sentence is rendered by a worker thread while the event loop keeps talking.",
+    "That way a short request does not wait behind a long one.",
+    "The audio of the first sentence leaves the server while the second is computed.",
+    "Voice assistants reading language model answers feel the difference at once.",
+    "Home Assistant sends its text in small chunks as the model writes it.",
+    "The server answers with audio as soon as a sentence is complete.",
+    "Several voices can stay resident, so switching costs nothing.",
+    "A bounded queue keeps the server honest when it is overloaded.",
+    "Every bad request gets a clear error instead of silence.",
+    "Finally the stream ends and the connection is ready for more.",
+    "That is the whole story, told at a comfortable pace for listeners.",
+]
+"""Twelve ordinary sentences: the long request of the Wyoming and HTTP tests."""
 
 
 def free_port() -> int:

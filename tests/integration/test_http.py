@@ -23,21 +23,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
-from tests.conftest import JOE, ServerProcess, describe, pcm_of, read_until
+from tests.conftest import (
+    JOE,
+    PARAGRAPH_SENTENCES,
+    ServerProcess,
+    describe,
+    pcm_of,
+    read_until,
+)
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
-PARAGRAPH = " ".join([
-    "Chorus reads long answers one sentence at a time.",
-    "Each sentence is rendered by a worker thread while the event loop keeps talking.",
-    "That way a short request does not wait behind a long one.",
-    "The audio of the first sentence leaves the server while the second is computed.",
-    "Voice assistants reading language model answers feel the difference at once.",
-    "Home Assistant sends its text in small chunks as the model writes it.",
-    "The server answers with audio as soon as a sentence is complete.",
-    "Several voices can stay resident, so switching costs nothing.",
-    "A bounded queue keeps the server honest when it is overloaded.",
-    "Every bad request gets a clear error instead of silence.",
-])
+PARAGRAPH = " ".join(PARAGRAPH_SENTENCES[:10])
 DETERMINISTIC = {"noise_scale": 0, "noise_w_scale": 0}
 """Piper's noise changes phoneme durations; without it every format has the same length."""
 KEY = "s3cret-key"

@@ -14,23 +14,17 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from tests.conftest import JOE, ServerProcess, describe, pcm_of, read_until
+from tests.conftest import (
+    JOE,
+    PARAGRAPH_SENTENCES,
+    ServerProcess,
+    describe,
+    pcm_of,
+    read_until,
+)
 
 TEXT = "The weather today is sunny and warm. Tomorrow it may rain in the afternoon."
-PARAGRAPH = " ".join([
-    "Chorus reads long answers one sentence at a time.",
-    "Each sentence is rendered by a worker thread while the event loop keeps talking.",
-    "That way a short request does not wait behind a long one.",
-    "The audio of the first sentence leaves the server while the second is computed.",
-    "Voice assistants reading language model answers feel the difference at once.",
-    "Home Assistant sends its text in small chunks as the model writes it.",
-    "The server answers with audio as soon as a sentence is complete.",
-    "Several voices can stay resident, so switching costs nothing.",
-    "A bounded queue keeps the server honest when it is overloaded.",
-    "Every bad request gets a clear error instead of silence.",
-    "Finally the stream ends and the connection is ready for more.",
-    "That is the whole story, told at a comfortable pace for listeners.",
-])
+PARAGRAPH = " ".join(PARAGRAPH_SENTENCES)
 
 
 async def test_describe_lists_the_installed_voice(server: ServerProcess) -> None:
