@@ -287,6 +287,11 @@ class AudioCache:
         if doomed:
             await asyncio.to_thread(self._unlink_all, doomed)
 
+    async def close(self) -> None:
+        """Wait for pending recency updates, so a restart sees every hit made before it."""
+        await asyncio.gather(*self._touches, return_exceptions=True)
+        self._touches.clear()
+
     async def clear(self) -> None:
         """Remove every entry (hit and miss counts are kept: they are counters)."""
         self._index.clear()

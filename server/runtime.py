@@ -149,6 +149,8 @@ class Runtime:
             await self._http.close()  # responses still being written get a moment
         await self.scheduler.stop()
         await self.store.close()
+        if self.cache is not None:
+            await self.cache.close()
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -75,6 +75,7 @@ async def test_restart_keeps_recency_from_atime(tmp_path: Path) -> None:
     for key in ("old", "new"):
         await cache.put(key, entry(1000))
     await cache.get("old")  # sets old's atime later than new's
+    await cache.close()  # what a graceful shutdown does
     smaller = await make(tmp_path, max_bytes=1500)
     assert smaller.entries == 1
     assert await smaller.get("old") is not None
