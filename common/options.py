@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ __all__ = [
     "port",
     "positive_float",
     "positive_int",
+    "resolve_command",
     "resolve_options",
+    "setup_logging",
 ]
 
 ENV_PREFIX = "CHORUS_"
@@ -183,3 +186,27 @@ def resolve_options(
             value = list(opt.default) if opt.kind == "list" and opt.default else opt.default
         resolved[opt.dest] = value
     return resolved
+
+
+def resolve_command(args: argparse.Namespace, options: Sequence[Option],
+                    siblings: Sequence[Option] = ()) -> dict[str, Any]:
+    """Resolve one subcommand's options, its config file coming from ``--config`` or
+    ``CHORUS_CONFIG``.
+
+    One config file may serve several subcommands (``serve`` and ``say``, the ``voices``
+    commands), so keys that belong only to ``siblings`` are dropped rather than refused.
+    """
+    path = getattr(args, "config", None) or (
+        Path(os.environ["CHORUS_CONFIG"]) if os.environ.get("CHORUS_CONFIG") else None)
+    config = load_config_file(path) if path else {}
+    others = {o.dest for o in siblings} - {o.dest for o in options}
+    return resolve_options(args, options,
+                           config={k: v for k, v in config.items() if k not in others})
+
+
+def setup_logging(level: str) -> None:
+    """The one log format of every ``chorus`` command: to stderr, %-style records."""
+    import logging
+
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -22,9 +21,9 @@ from chorus.common.options import (
     port,
     positive_float,
     positive_int,
-    resolve_options,
+    resolve_command,
+    setup_logging,
 )
-from chorus.common.options import load_config_file as _load_config_file
 
 from .settings import ServerSettings
 
@@ -143,13 +142,7 @@ def register(subparsers: Any) -> None:
 
 
 def _resolve(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
-    config_path = args.config or (Path(os.environ["CHORUS_CONFIG"])
-                                  if os.environ.get("CHORUS_CONFIG") else None)
-    config = _load_config_file(config_path) if config_path else {}
-    # A config file shared by serve and say may carry the other command's keys.
-    known = {o.dest for o in SERVE_OPTIONS + SAY_OPTIONS + VOICE_OPTIONS}
-    return resolve_options(args, options, config={k: v for k, v in config.items()
-                                                  if k not in known - {o.dest for o in options}})
+    return resolve_command(args, options, SERVE_OPTIONS + SAY_OPTIONS + VOICE_OPTIONS)
 
 
 def _settings(values: dict[str, Any]) -> Any:
@@ -185,18 +178,13 @@ def _settings(values: dict[str, Any]) -> Any:
     return ServerSettings(**fields)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def _run_serve(args: argparse.Namespace) -> int:
     try:
         values = _resolve(args, SERVE_OPTIONS + VOICE_OPTIONS)
     except OptionError as err:
         print(f"chorus serve: error: {err}", file=sys.stderr)
         return 2
-    _setup_logging(values["log_level"])
+    setup_logging(values["log_level"])
     from .errors import ChorusError
     from .runtime import serve
 
@@ -214,7 +202,7 @@ def _run_say(args: argparse.Namespace) -> int:
     except OptionError as err:
         print(f"chorus say: error: {err}", file=sys.stderr)
         return 2
-    _setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
+    setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
     text = sys.stdin.read() if args.text == "-" else args.text
     if args.output == "-" and sys.stdout.isatty():
         print("chorus say: error: refusing to write audio to a terminal; use -o FILE",

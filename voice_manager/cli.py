@@ -22,9 +22,9 @@ from chorus.common.options import (
     port,
     positive_float,
     positive_int,
-    resolve_options,
+    resolve_command,
+    setup_logging,
 )
-from chorus.common.options import load_config_file as _load_config_file
 
 __all__ = ["register"]
 
@@ -107,22 +107,7 @@ def register(subparsers: Any) -> None:
 
 
 def _resolve(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
-    import os
-
-    config_path = args.config or (Path(os.environ["CHORUS_CONFIG"])
-                                  if os.environ.get("CHORUS_CONFIG") else None)
-    config = _load_config_file(config_path) if config_path else {}
-    # One config file may serve several subcommands; drop the others' keys.
-    others = {o.dest for o in _ALL} - {o.dest for o in options}
-    return resolve_options(args, options, config={k: v for k, v in config.items()
-                                                  if k not in others})
-
-
-def _setup_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return resolve_command(args, options, _ALL)
 
 
 def _sync_settings(values: dict[str, Any], progress: Any = None) -> Any:
@@ -146,7 +131,7 @@ def _run_sync(args: argparse.Namespace) -> int:
     if values["manifest"] is None or values["dest"] is None:
         print("chorus voices sync: error: --manifest and --dest are required", file=sys.stderr)
         return 2
-    _setup_logging(values["log_level"])
+    setup_logging(values["log_level"])
     import logging
     import os
     import signal
@@ -228,7 +213,7 @@ def _run_pull(args: argparse.Namespace) -> int:
     except OptionError as err:
         print(f"chorus voices pull: error: {err}", file=sys.stderr)
         return 2
-    _setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
+    setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
     from chorus.common.manifest import ManifestError, parse_manifest
 
     from .sync import VolumeSyncer
