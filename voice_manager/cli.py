@@ -1,9 +1,10 @@
-"""``chorus voices sync|pull|list``: the voice manager's subcommands.
+"""``chorus voices sync|pull|list|catalog refresh``: the voice manager's subcommands.
 
 Importing this module is cheap (argparse and option declarations only); the sync
 machinery, urllib and huggingface_hub are imported inside the handler that runs.
 ``sync --once`` is the init container (exit 0 once every required voice is present),
-``sync`` without it is the sidecar, ``pull`` and ``list`` are for people on one machine.
+``sync`` without it is the sidecar, ``pull`` and ``list`` are for people on one machine,
+``catalog refresh`` updates the catalog of hub voices they read (:mod:`.catalog`).
 """
 
 from __future__ import annotations
@@ -42,11 +43,24 @@ COMMON_OPTIONS = [
            choices=["DEBUG", "INFO", "WARNING", "ERROR"]),
 ]
 
+CATALOG_OPTION = Option(
+    "--catalog", "voice catalog file (default: the one `voices catalog refresh` wrote under "
+    "$XDG_CACHE_HOME/chorus, else the snapshot bundled with chorus, whichever is newer)",
+    type=Path, metavar="FILE")
+
+REPO_OPTIONS = [
+    Option("--repo", "Hugging Face repo", default="rhasspy/piper-voices", metavar="OWNER/NAME"),
+    Option("--revision", "branch, tag or commit of the repo", default="main", metavar="REV"),
+]
+
 SYNC_OPTIONS = [
     Option("--manifest", "voice manifest (JSON) to converge to", type=Path, metavar="FILE"),
     Option("--dest", "voices directory to manage", type=Path, metavar="DIR"),
     Option("--once", "converge once and exit (init container); non-zero when a required "
            "voice failed", kind="flag", default=False),
+    Option("--only-required", "with --once: install only the manifest's required voices "
+           "and delete nothing (init container: start as soon as the default voice is "
+           "there)", kind="flag", default=False),
     Option("--parallel", "voices downloaded at the same time", default=2,
            type=positive_int, metavar="N"),
     Option("--poll-interval", "seconds between manifest checks in watch mode",
@@ -62,20 +76,33 @@ SYNC_OPTIONS = [
            "this port (0 picks a free one; default: off)", type=port, metavar="PORT"),
     Option("--status-host", "address for --status-port", default="0.0.0.0",  # noqa: S104
            metavar="HOST"),
+    CATALOG_OPTION,
 ]
 
 PULL_OPTIONS = [
     Option("--dest", "voices directory", default=Path("."), type=Path, metavar="DIR"),
-    Option("--repo", "Hugging Face repo", default="rhasspy/piper-voices", metavar="OWNER/NAME"),
-    Option("--revision", "branch, tag or commit of the repo", default="main", metavar="REV"),
+    *REPO_OPTIONS,
+    CATALOG_OPTION,
 ]
 
 LIST_OPTIONS = [
-    Option("--dest", "voices directory", default=Path("."), type=Path, metavar="DIR"),
+    Option("--dest", "voices directory (marks what is installed)", default=Path("."),
+           type=Path, metavar="DIR"),
+    Option("--language", "only voices of this locale (en_US), family (en) or language "
+           "(English); any case", metavar="LANG"),
+    Option("--installed", "only voices installed in --dest, those the catalog does not "
+           "know included", kind="flag", default=False),
     Option("--json", "print JSON instead of a table", kind="flag", default=False),
+    CATALOG_OPTION,
 ]
 
-_ALL = COMMON_OPTIONS + SYNC_OPTIONS + PULL_OPTIONS + LIST_OPTIONS
+REFRESH_OPTIONS = [
+    Option("--catalog", "file to write (default: $XDG_CACHE_HOME/chorus/catalog.json, "
+           "else ~/.cache/chorus/catalog.json)", type=Path, metavar="FILE"),
+    *REPO_OPTIONS,
+]
+
+_ALL = COMMON_OPTIONS + SYNC_OPTIONS + PULL_OPTIONS + LIST_OPTIONS + REFRESH_OPTIONS
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +111,7 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``voices`` (with ``sync``, ``pull`` and ``list``) to the ``chorus`` command."""
+    """Add ``voices`` (``sync``, ``pull``, ``list``, ``catalog refresh``) to ``chorus``."""
     voices = subparsers.add_parser("voices", help="install and list voices (voice manager)")
     commands = voices.add_subparsers(dest="voices_command", required=True, metavar="COMMAND")
 
@@ -100,17 +127,38 @@ def register(subparsers: Any) -> None:
     add_options(pull, PULL_OPTIONS + COMMON_OPTIONS)
     pull.set_defaults(handler=_run_pull)
 
-    listing = commands.add_parser("list", help="list the voices installed in a directory")
+    listing = commands.add_parser("list", help="list known hub voices (the catalog) and "
+                                  "what a directory holds")
     _add_config(listing)
     add_options(listing, LIST_OPTIONS)
     listing.set_defaults(handler=_run_list)
+
+    catalog = commands.add_parser("catalog", help="the catalog of known hub voices")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True,
+                                              metavar="COMMAND")
+    refresh = catalog_commands.add_parser(
+        "refresh", help="download the hub's voices.json and make it the catalog")
+    _add_config(refresh)
+    add_options(refresh, REFRESH_OPTIONS + COMMON_OPTIONS)
+    refresh.set_defaults(handler=_run_refresh)
 
 
 def _resolve(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
     return resolve_command(args, options, _ALL)
 
 
-def _sync_settings(values: dict[str, Any], progress: Any = None) -> Any:
+def _load_catalog(values: dict[str, Any], command: str) -> Any:
+    """The catalog the command reads, or None after printing why it cannot be read."""
+    from .catalog import CatalogError, load_catalog
+
+    try:
+        return load_catalog(values["catalog"])
+    except CatalogError as err:
+        print(f"chorus voices {command}: error: {err}", file=sys.stderr)
+        return None
+
+
+def _sync_settings(values: dict[str, Any], catalog: Any, progress: Any = None) -> Any:
     from .sources import FetchSettings
     from .sync import SyncSettings
 
@@ -119,7 +167,7 @@ def _sync_settings(values: dict[str, Any], progress: Any = None) -> Any:
         backoff_s=values["backoff"], remove_after_s=values.get("remove_after"),
         keep=frozenset(values.get("keep") or ()),
         fetch=FetchSettings(timeout_s=values["timeout"], hf_endpoint=values["hf_endpoint"],
-                            progress=progress))
+                            progress=progress, catalog=catalog))
 
 
 def _run_sync(args: argparse.Namespace) -> int:
@@ -127,6 +175,9 @@ def _run_sync(args: argparse.Namespace) -> int:
         values = _resolve(args, SYNC_OPTIONS + COMMON_OPTIONS)
     except OptionError as err:
         print(f"chorus voices sync: error: {err}", file=sys.stderr)
+        return 2
+    if values["only_required"] and not values["once"]:
+        print("chorus voices sync: error: --only-required needs --once", file=sys.stderr)
         return 2
     if values["manifest"] is None or values["dest"] is None:
         print("chorus voices sync: error: --manifest and --dest are required", file=sys.stderr)
@@ -142,8 +193,11 @@ def _run_sync(args: argparse.Namespace) -> int:
     from .sync import VolumeSyncer
     from .watch import ManifestWatcher, read_manifest
 
+    catalog = _load_catalog(values, "sync")
+    if catalog is None:
+        return 2
     try:
-        syncer = VolumeSyncer(values["dest"], _sync_settings(values))
+        syncer = VolumeSyncer(values["dest"], _sync_settings(values, catalog))
     except OSError as err:
         print(f"chorus voices sync: error: {values['dest']}: {err}", file=sys.stderr)
         return 2
@@ -155,7 +209,7 @@ def _run_sync(args: argparse.Namespace) -> int:
             print(f"chorus voices sync: error: {err}", file=sys.stderr)
             return 2
         syncer.set_manifest_error(None)
-        report = syncer.converge(manifest)
+        report = syncer.converge(manifest, required_only=values["only_required"])
         for name in report.failed:
             status = report.voices[name]
             kind = "required" if status.required else "optional"
@@ -218,6 +272,11 @@ def _run_pull(args: argparse.Namespace) -> int:
 
     from .sync import VolumeSyncer
 
+    catalog = _load_catalog(values, "pull")
+    if catalog is None:
+        return 2
+    if not _known_to_catalog(catalog, values["repo"], args.names):
+        return 2
     source = {"huggingFace": {"repo": values["repo"], "revision": values["revision"]}}
     try:
         manifest = parse_manifest({"version": 1, "voices": [
@@ -226,7 +285,7 @@ def _run_pull(args: argparse.Namespace) -> int:
         print(f"chorus voices pull: error: {err}", file=sys.stderr)
         return 2
     try:
-        syncer = VolumeSyncer(values["dest"], _sync_settings(values, _tqdm_progress))
+        syncer = VolumeSyncer(values["dest"], _sync_settings(values, catalog, _tqdm_progress))
     except OSError as err:
         print(f"chorus voices pull: error: {values['dest']}: {err}", file=sys.stderr)
         return 2
@@ -239,25 +298,83 @@ def _run_pull(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _known_to_catalog(catalog: Any, repo: str, names: list[str]) -> bool:
+    """For the repo the catalog indexes, refuse unknown keys before any download.
+
+    Other repos (custom voices) are not in the catalog; the hub itself answers for them.
+    """
+    if not catalog.describes(repo):
+        return True
+    unknown = [name for name in names if name not in catalog]
+    for name in unknown:
+        close = catalog.suggest(name)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        print(f"chorus voices pull: error: {name} is not a voice of {repo}{hint}",
+              file=sys.stderr)
+    if unknown:
+        print(f"chorus voices pull: (catalog: {catalog.describe()}; `chorus voices catalog "
+              "refresh` if the voice is new on the hub, --repo for another repo)",
+              file=sys.stderr)
+    return not unknown
+
+
 def _run_list(args: argparse.Namespace) -> int:
     try:
         values = _resolve(args, LIST_OPTIONS)
     except OptionError as err:
         print(f"chorus voices list: error: {err}", file=sys.stderr)
         return 2
-    from .listing import installed_voices
+    from .catalog import known_languages
+    from .listing import format_table, voice_rows
 
-    rows = installed_voices(values["dest"])
+    catalog = _load_catalog(values, "list")
+    if catalog is None:
+        return 2
+    installed_only = bool(values["installed"])
+    rows = voice_rows(catalog, values["dest"], language=values["language"],
+                      installed_only=installed_only)
     if values["json"]:
         import json
 
-        print(json.dumps([row.to_dict() for row in rows], indent=2))
+        print(json.dumps([row.to_dict() for row in rows], indent=2, ensure_ascii=False))
         return 0
     if not rows:
-        print(f"no voices in {values['dest']}", file=sys.stderr)
+        language = f" for language {values['language']!r}" if values["language"] else ""
+        if installed_only:
+            print(f"no voices{language} in {values['dest']}", file=sys.stderr)
+        else:
+            print(f"no catalog voices{language}; the catalog has "
+                  f"{', '.join(known_languages(catalog))}", file=sys.stderr)
         return 0
-    print(f"{'NAME':40} {'SIZE':>9}  {'STATE':10} SHA256")
-    for row in rows:
-        size = f"{row.bytes / 1e6:.1f} MB"
-        print(f"{row.name:40} {size:>9}  {row.state:10} {(row.sha256 or '-')[:16]}")
+    for line in format_table(rows, installed_only):
+        print(line)
+    print(f"catalog: {catalog.describe()}", file=sys.stderr)
+    return 0
+
+
+def _run_refresh(args: argparse.Namespace) -> int:
+    try:
+        values = _resolve(args, REFRESH_OPTIONS + COMMON_OPTIONS)
+    except OptionError as err:
+        print(f"chorus voices catalog refresh: error: {err}", file=sys.stderr)
+        return 2
+    setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
+    from .catalog import CatalogError, default_cache_path
+    from .refresh import refresh_catalog
+    from .sources import FetchSettings
+
+    settings = FetchSettings(timeout_s=values["timeout"], hf_endpoint=values["hf_endpoint"])
+    try:
+        target = values["catalog"] or default_cache_path()
+    except CatalogError as err:
+        print(f"chorus voices catalog refresh: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        catalog = refresh_catalog(target, values["repo"], values["revision"], settings,
+                                  retries=values["retries"], backoff_s=values["backoff"])
+    except CatalogError as err:
+        print(f"chorus voices catalog refresh: error: {err}; {target} is unchanged",
+              file=sys.stderr)
+        return 1
+    print(f"catalog: {catalog.describe()}", file=sys.stderr)
     return 0

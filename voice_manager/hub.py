@@ -13,11 +13,23 @@ The bytes themselves are fetched from the same resolve URL by :func:`.sources.st
 some bytes arrive, so a server that keeps dropping the connection halfway makes it
 retry forever. Our stager hashes while writing, honours ``--timeout`` and fails into
 the manager's own bounded retries like every other source.
+
+A voice that the voice catalog (:mod:`.catalog`) lists for this very repo and path is
+also compared with the catalog's size and md5, from the hub's own ``voices.json``: the
+size before any byte is fetched, the md5 of what was written. When the catalog was made
+at the very commit being downloaded (a refreshed catalog, a pinned revision), it
+describes exactly these files and a difference is refused like any hash mismatch: that
+check does not trust the server sending the bytes. A catalog of another or an unknown
+commit (the bundled snapshot) may describe older files the hub has since replaced, so
+there a difference is only logged as a warning; the hub's own hashes still decide. A
+manifest sha256 pins exact files, perhaps of another revision, and then the catalog is
+not asked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -25,11 +37,14 @@ from typing import Any
 from chorus.common.layout import CONFIG_SUFFIX, MODEL_SUFFIX
 from chorus.common.manifest import HuggingFaceSource, VoiceSpec
 
+from .catalog import CatalogFile
 from .errors import HashMismatchError, VoiceInstallError
 from .install import CHUNK, StagedFile, discard, ensure_free_space
 from .sources import FetchSettings, StagedVoice, stage_url
 
-__all__ = ["fetch_hf", "piper_repo_folder"]
+__all__ = ["fetch_hf", "fetch_hub_file", "piper_repo_folder"]
+
+log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
@@ -77,11 +92,10 @@ def _hub_exceptions() -> tuple[type[BaseException], ...]:
     return (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError)
 
 
-def _metadata(source: HuggingFaceSource, filename: str, revision: str,
-              settings: FetchSettings) -> Any:
+def _metadata(repo: str, filename: str, revision: str, settings: FetchSettings) -> Any:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    url = hf_hub_url(source.repo, filename, revision=revision, endpoint=settings.hf_endpoint)
+    url = hf_hub_url(repo, filename, revision=revision, endpoint=settings.hf_endpoint)
     try:
         return get_hf_file_metadata(url, timeout=settings.timeout_s,
                                     endpoint=settings.hf_endpoint)
@@ -89,9 +103,15 @@ def _metadata(source: HuggingFaceSource, filename: str, revision: str,
         raise _hub_error(filename, err) from err
 
 
-def _download(source: HuggingFaceSource, filename: str, commit: str, dest: Path,
+def _catalog_note(settings: FetchSettings) -> str:
+    described = settings.catalog.describe() if settings.catalog else "none"
+    return (f" (catalog: {described}; run `chorus voices catalog refresh` if the hub "
+            "changed this voice since)")
+
+
+def _download(repo: str, filename: str, commit: str, dest: Path,
               expected_sha256: str | None, etag: str | None,
-              settings: FetchSettings) -> StagedFile:
+              settings: FetchSettings, listed: CatalogFile | None = None) -> StagedFile:
     from huggingface_hub import hf_hub_url
 
     # public API, exported lazily so mypy cannot see it
@@ -103,8 +123,8 @@ def _download(source: HuggingFaceSource, filename: str, commit: str, dest: Path,
         expected_sha256 = etag  # an LFS file: the hub's ETag is its sha256
     elif expected_sha256 is None and (etag is None or not _GIT_SHA1.match(etag)):
         raise HashMismatchError(f"{label}: the hub gave no usable hash (ETag {etag!r}) "
-                                "and the manifest has no sha256")
-    url = hf_hub_url(source.repo, filename, revision=commit, endpoint=settings.hf_endpoint)
+                                "and none was given")
+    url = hf_hub_url(repo, filename, revision=commit, endpoint=settings.hf_endpoint)
     try:
         headers = build_hf_headers()  # token from HF_TOKEN or the login cache
     except _hub_exceptions() as err:
@@ -122,7 +142,32 @@ def _download(source: HuggingFaceSource, filename: str, commit: str, dest: Path,
             discard(staged)
             raise HashMismatchError(f"{label}: git blob id mismatch with the hub: "
                                     f"expected {etag}, got {blob_sha1}")
+    if listed is not None and (staged.size, staged.md5) != (listed.size, listed.md5):
+        message = (f"{label}: md5 mismatch with the voice catalog: expected {listed.md5} "
+                   f"({listed.size} bytes), got {staged.md5} ({staged.size} bytes)")
+        if _authoritative(settings, commit):
+            discard(staged)
+            raise HashMismatchError(message + _catalog_note(settings))
+        log.warning("%s; the catalog is of another commit, so the hub's own hash decides"
+                    "%s", message, _catalog_note(settings))
     return staged
+
+
+def _authoritative(settings: FetchSettings, commit: str) -> bool:
+    """True when the catalog was made at ``commit``: it then describes these very files."""
+    return settings.catalog is not None and settings.catalog.source.revision == commit
+
+
+def _listed(spec: VoiceSpec, source: HuggingFaceSource, names: list[str],
+            settings: FetchSettings) -> list[CatalogFile | None]:
+    """The catalog's entries for model and config when it vouches for this download."""
+    catalog = settings.catalog
+    if catalog is None or spec.sha256 is not None or not catalog.describes(source.repo):
+        return [None, None]
+    voice = catalog.get(spec.name)
+    if voice is None or [voice.model.path, voice.config.path] != names:
+        return [None, None]
+    return [voice.model, voice.config]
 
 
 def fetch_hf(spec: VoiceSpec, source: HuggingFaceSource, dest: Path,
@@ -130,18 +175,37 @@ def fetch_hf(spec: VoiceSpec, source: HuggingFaceSource, dest: Path,
     """Stage both files of ``spec`` from the hub, verified (see module docstring)."""
     folder = source.path or piper_repo_folder(spec.name)
     names = [f"{folder}/{spec.name}{MODEL_SUFFIX}", f"{folder}/{spec.name}{CONFIG_SUFFIX}"]
-    model_meta = _metadata(source, names[0], source.revision, settings)
+    model_meta = _metadata(source.repo, names[0], source.revision, settings)
     commit = model_meta.commit_hash or source.revision
-    config_meta = _metadata(source, names[1], commit, settings)
+    config_meta = _metadata(source.repo, names[1], commit, settings)
+    listed = _listed(spec, source, names, settings)
+    for name, meta, entry in zip(names, (model_meta, config_meta), listed, strict=True):
+        if entry is not None and meta.size is not None and meta.size != entry.size:
+            message = (f"{name.rsplit('/', 1)[-1]}: the hub's file is {meta.size} bytes, "
+                       f"the voice catalog says {entry.size}")
+            if _authoritative(settings, commit):
+                raise HashMismatchError(message + _catalog_note(settings))
+            log.warning("%s; the catalog is of another commit, so the hub's own hash "
+                        "decides%s", message, _catalog_note(settings))
     sizes = [m.size for m in (model_meta, config_meta)]
     if all(s is not None for s in sizes):
         ensure_free_space(dest, sum(sizes))
     expected = [spec.sha256.model, spec.sha256.config] if spec.sha256 else [None, None]
-    model = _download(source, names[0], commit, dest, expected[0], model_meta.etag, settings)
+    model = _download(source.repo, names[0], commit, dest, expected[0], model_meta.etag,
+                      settings, listed[0])
     try:
-        config = _download(source, names[1], commit, dest, expected[1], config_meta.etag,
-                           settings)
+        config = _download(source.repo, names[1], commit, dest, expected[1],
+                           config_meta.etag, settings, listed[1])
     except BaseException:
         discard(model)
         raise
     return StagedVoice(model, config)
+
+
+def fetch_hub_file(repo: str, filename: str, revision: str, dest: Path,
+                   settings: FetchSettings) -> tuple[StagedFile, str]:
+    """Stage one file of a hub repo (the voice index, say), verified against the hub's
+    ETag like a voice's files; returns it and the commit it came from."""
+    meta = _metadata(repo, filename, revision, settings)
+    commit = meta.commit_hash or revision
+    return _download(repo, filename, commit, dest, None, meta.etag, settings), commit

@@ -64,11 +64,16 @@ class Progress(Protocol):
 
 @dataclass(frozen=True)
 class StagedFile:
-    """A complete, verified, fsynced file under a temp name on the destination filesystem."""
+    """A complete, verified, fsynced file under a temp name on the destination filesystem.
+
+    ``md5`` is there because the hub's voice index publishes md5, not sha256: a source
+    that knows one compares it without reading the file again.
+    """
 
     path: Path
     sha256: str
     size: int
+    md5: str
 
 
 def clean_stale_temp(dest: Path) -> list[Path]:
@@ -115,7 +120,8 @@ def _write_error(label: str, dest: Path, err: OSError) -> VoiceInstallError:
 def stage_chunks(dest: Path, label: str, chunks: Iterable[bytes], *,
                  expected_sha256: str | None = None, expected_size: int | None = None,
                  progress: Progress | None = None) -> StagedFile:
-    """Write ``chunks`` to a temp file in ``dest``, hashing as it goes, and verify it.
+    """Write ``chunks`` to a temp file in ``dest``, hashing (sha256, md5) as it goes, and
+    verify it.
 
     ``label`` names the file in errors and in the temp name. Any exception (from the
     source iterator too) removes the temp file before it propagates.
@@ -126,6 +132,7 @@ def stage_chunks(dest: Path, label: str, chunks: Iterable[bytes], *,
         raise _write_error(label, dest, err) from err
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False)
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -135,6 +142,7 @@ def stage_chunks(dest: Path, label: str, chunks: Iterable[bytes], *,
                 except OSError as err:
                     raise _write_error(label, dest, err) from err
                 digest.update(chunk)
+                md5.update(chunk)
                 size += len(chunk)
                 if progress is not None:
                     progress.update(len(chunk))
@@ -153,7 +161,7 @@ def stage_chunks(dest: Path, label: str, chunks: Iterable[bytes], *,
     finally:
         if progress is not None:
             progress.close()
-    return StagedFile(tmp, digest.hexdigest(), size)
+    return StagedFile(tmp, digest.hexdigest(), size, md5.hexdigest())
 
 
 def hash_file(path: Path) -> str:

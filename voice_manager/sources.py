@@ -20,6 +20,7 @@ from typing import BinaryIO
 from chorus.common.layout import CONFIG_SUFFIX, MODEL_SUFFIX
 from chorus.common.manifest import LocalSource, UrlSource, VoiceSpec
 
+from .catalog import Catalog
 from .errors import VoiceInstallError
 from .install import CHUNK, Progress, StagedFile, discard, ensure_free_space, stage_chunks
 
@@ -40,6 +41,9 @@ class FetchSettings:
     hf_endpoint: str | None = None
     """Hugging Face endpoint; ``None`` lets huggingface_hub use ``HF_ENDPOINT``."""
     progress: ProgressFactory | None = None
+    catalog: Catalog | None = None
+    """Known hub voices: a download of one of them from the catalog's repo must also
+    match its size and md5 there (see :mod:`.hub`); ``None`` skips that check."""
 
 
 @dataclass(frozen=True)

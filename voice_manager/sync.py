@@ -263,17 +263,24 @@ class VolumeSyncer:
 
     # --- a whole manifest -------------------------------------------------------------
 
-    def converge(self, manifest: Manifest) -> SyncReport:
-        """Install every voice of ``manifest`` that is missing or changed; one pass."""
-        if not manifest.voices:
-            self.prune(manifest)
+    def converge(self, manifest: Manifest, *, required_only: bool = False) -> SyncReport:
+        """Install every voice of ``manifest`` that is missing or changed; one pass.
+
+        ``required_only`` installs just the required voices and prunes nothing: the init
+        container's quick path, so a pod starts as soon as its default voice is there
+        and the sidecar brings the rest (and does the pruning) while the server runs.
+        """
+        wanted = tuple(v for v in manifest.voices if v.required or not required_only)
+        if not wanted:
+            if not required_only:
+                self.prune(manifest)
             return SyncReport({})
         with ThreadPoolExecutor(max_workers=max(1, self.settings.parallel),
                                 thread_name_prefix="voice-sync") as pool:
-            results = list(pool.map(self.install, manifest.voices))
-        report = SyncReport({spec.name: st for spec, st in zip(manifest.voices, results,
-                                                                 strict=True)})
-        self.prune(manifest)
+            results = list(pool.map(self.install, wanted))
+        report = SyncReport({spec.name: st for spec, st in zip(wanted, results, strict=True)})
+        if not required_only:
+            self.prune(manifest)
         if report.failed:
             log.warning("sync: %d of %d voice(s) not installed: %s", len(report.failed),
                         len(report.voices), ", ".join(report.failed))

@@ -45,6 +45,7 @@ def test_wheel_holds_every_module_under_chorus(wheel: Path) -> None:
     assert "chorus/__init__.py" not in names  # an implicit namespace package
     for asset in ("index.html", "app.js", "style.css"):  # the web page ships in the wheel
         assert f"chorus/server/web/{asset}" in names
+    assert "chorus/voice_manager/catalog.json" in names  # the bundled voice catalog
     metadata = next(n for n in names if n.endswith("METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "License-Expression: GPL-3.0-or-later" in text
@@ -60,6 +61,8 @@ def test_wheel_installs_and_imports_in_a_clean_environment(wheel: Path, tmp_path
     # parser builds without onnxruntime, piper or wyoming being installed at all.
     code = ("import chorus.common.layout, chorus.common.options, chorus.server.errors;"
             "from chorus.cli.main import build_parser; build_parser();"
+            "from chorus.voice_manager.catalog import load_bundled;"
+            "assert len(load_bundled()) > 100;"
             "import chorus.server, operator;"
             "assert hasattr(operator, 'itemgetter');"
             "print(chorus.server.__file__)")

@@ -1,4 +1,8 @@
-"""``chorus voices sync|pull|list`` as real processes against loopback servers."""
+"""``chorus voices sync|pull|list`` as real processes against loopback servers.
+
+Each test gets its own ``XDG_CACHE_HOME``, so a refreshed voice catalog of the person
+running the suite never changes what these commands see (the bundled one is used).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +40,11 @@ from tests.integration.voice_servers import (
 def server() -> Iterator[VoiceServer]:
     with running_server() as srv:
         yield srv
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 def _run(*args: str, env: dict[str, str] | None = None,
@@ -94,6 +103,33 @@ def test_sync_once_fails_for_a_required_voice_only(tmp_path: Path,
     required = _run("sync", "--manifest", str(manifest), "--dest", str(dest), "--once")
     assert required.returncode == 1
     assert "required voice gone failed" in required.stderr
+
+
+def test_sync_once_only_required_installs_the_default_voice_and_deletes_nothing(
+        tmp_path: Path, server: VoiceServer) -> None:
+    """The init container's quick path: the pod starts once its required voice is there."""
+    dest = tmp_path / "voices"
+    old = _manifest(server, "old", required=False)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(old))
+    assert _run("sync", "--manifest", str(manifest), "--dest", str(dest),
+                "--once").returncode == 0
+
+    wanted = _manifest(server, "default")
+    wanted["voices"] += _manifest(server, "extra", required=False)["voices"]
+    manifest.write_text(json.dumps(wanted))
+    result = _run("sync", "--manifest", str(manifest), "--dest", str(dest), "--once",
+                  "--only-required", "--remove-after", "0")
+    assert result.returncode == 0, result.stderr
+    # the required voice is installed, the optional one is left to the sidecar, and the
+    # voice that left the manifest is neither removed nor marked unwanted
+    assert [v.name for v in find_voice_files(dest)] == ["default", "old"]
+    assert _status(dest)["voices"]["old"]["unwantedSince"] is None
+
+    refused = _run("sync", "--manifest", str(manifest), "--dest", str(dest),
+                   "--only-required")
+    assert refused.returncode == 2
+    assert "--only-required needs --once" in refused.stderr
 
 
 def test_sync_once_refuses_a_bad_manifest(tmp_path: Path) -> None:
@@ -160,23 +196,30 @@ def test_pull_from_the_hub_with_progress_then_list(tmp_path: Path,
     assert "%" in result.stderr  # tqdm progress bars on stderr
     assert [v.name for v in find_voice_files(dest)] == [JOE]
 
-    listed = _run("list", "--dest", str(dest), "--json")
+    listed = _run("list", "--dest", str(dest), "--installed", "--json")
     assert listed.returncode == 0, listed.stderr
     (row,) = json.loads(listed.stdout)
     assert row["name"] == JOE
     assert row["state"] == "installed"
     assert row["sha256"] == MODEL_SHA
+    assert row["inCatalog"] is True
 
-    table = _run("list", "--dest", str(dest))
-    assert JOE in table.stdout and "installed" in table.stdout
+    table = _run("list", "--dest", str(dest))  # the catalog, joe marked installed
+    (line,) = [line for line in table.stdout.splitlines() if JOE in line]
+    assert line.split()[1:3] == ["en_US", "medium"]
+    assert line.endswith("installed")
+    assert len(table.stdout.splitlines()) > 100
 
 
 def test_pull_reports_a_missing_voice(tmp_path: Path, server: VoiceServer) -> None:
+    """A repo the catalog does not index is asked directly; the hub's 404 is reported."""
     result = _run("pull", "en_US-nobody-low", "--dest", str(tmp_path), "--retries", "0",
-                  env={"HF_ENDPOINT": server.base})
+                  "--repo", "someone/custom-voices", env={"HF_ENDPOINT": server.base})
     assert result.returncode == 1
     assert "en_US-nobody-low failed" in result.stderr
     assert "HTTP 404" in result.stderr
+    assert ("HEAD", "/someone/custom-voices/resolve/main/en/en_US/nobody/low/"
+            "en_US-nobody-low.onnx") in server.requests
 
 
 def test_sigkill_mid_download_then_restart(tmp_path: Path, server: VoiceServer) -> None:

@@ -29,3 +29,9 @@ def test_voices_subcommands_are_registered() -> None:
     assert args.names == ["en_US-amy-medium", "x"]
     assert args.revision == "v1"
     assert parser.parse_args(["voices", "list", "--json"]).json is True
+    args = parser.parse_args(["voices", "list", "--language", "en_US", "--installed",
+                              "--catalog", "c.json"])
+    assert (args.language, args.installed, str(args.catalog)) == ("en_US", True, "c.json")
+    args = parser.parse_args(["voices", "catalog", "refresh", "--revision", "v1",
+                              "--hf-endpoint", "http://127.0.0.1:1", "--retries", "0"])
+    assert (args.catalog_command, args.revision, args.retries) == ("refresh", "v1", 0)

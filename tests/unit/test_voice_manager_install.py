@@ -43,6 +43,7 @@ def test_stage_hashes_while_writing_and_keeps_a_temp_name(tmp_path: Path) -> Non
     assert staged.path.name.startswith(TEMP_PREFIX)
     assert staged.path.read_bytes() == b"abcdef"
     assert staged.sha256 == _sha(b"abcdef") == hash_file(staged.path)
+    assert staged.md5 == hashlib.md5(b"abcdef", usedforsecurity=False).hexdigest()
     assert staged.size == 6
 
 
