@@ -15,6 +15,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from chorus.operator import cli as operator_cli
     from chorus.server import cli as server_cli
     from chorus.voice_manager import cli as voices_cli
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_cli.register(subparsers)
     voices_cli.register(subparsers)
+    operator_cli.register(subparsers)
     return parser
 
 

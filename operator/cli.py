@@ -1,0 +1,130 @@
+"""``chorus operator`` and ``chorus render``: the operator's subcommands.
+
+Importing this module is cheap (argparse and option declarations); kopf, pydantic and
+YAML are imported inside the handler that runs. ``render`` prints exactly the objects
+the operator would apply for the given files, so a GitOps review needs no cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from chorus.common.options import (
+    Option,
+    OptionError,
+    add_options,
+    positive_float,
+    resolve_command,
+    setup_logging,
+)
+
+__all__ = ["register"]
+
+_IMAGE_OPTIONS = [
+    Option("--server-image", "image of the server and voice-manager containers when a "
+           "TTSService names none", default="ghcr.io/chorus-tts/chorus-server:0.1.0",
+           metavar="IMAGE"),
+    Option("--image-pull-policy", "pull policy when a TTSService names none",
+           choices=["Always", "IfNotPresent", "Never"]),
+]
+
+OPERATOR_OPTIONS = [
+    *_IMAGE_OPTIONS,
+    Option("--namespace", "namespace to watch; repeatable (default: the whole cluster)",
+           kind="list", metavar="NS"),
+    Option("--resync-interval", "seconds between level-based re-checks of every service "
+           "(restores edited children, polls voice status)", default=15.0,
+           type=positive_float, metavar="S"),
+    Option("--poll-timeout", "seconds to wait for a pod's voice-manager status",
+           default=3.0, type=positive_float, metavar="S"),
+    Option("--liveness", "liveness endpoint served by kopf (empty to disable)",
+           default="http://0.0.0.0:8080/healthz", metavar="URL"),
+    Option("--log-level", "logging level", default="INFO",
+           choices=["DEBUG", "INFO", "WARNING", "ERROR"]),
+]
+
+RENDER_OPTIONS = [
+    *_IMAGE_OPTIONS,
+    Option("--namespace", "namespace for objects whose metadata names none",
+           kind="list", metavar="NS"),
+]
+
+_ALL = OPERATOR_OPTIONS + RENDER_OPTIONS
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML or JSON file of options [env CHORUS_CONFIG]")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``operator`` and ``render`` to the ``chorus`` command."""
+    operator = subparsers.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    _add_config(operator)
+    add_options(operator, OPERATOR_OPTIONS)
+    operator.set_defaults(handler=_run_operator)
+
+    render = subparsers.add_parser("render", help="print the objects the operator would "
+                                   "apply for TTSService/TTSVoice files (no cluster)")
+    render.add_argument("-f", "--filename", dest="files", action="append", type=Path,
+                        required=True, metavar="FILE",
+                        help="YAML with TTSService and TTSVoice objects ('-' for stdin); "
+                        "repeatable")
+    _add_config(render)
+    add_options(render, RENDER_OPTIONS)
+    render.set_defaults(handler=_run_render)
+
+
+def _render_settings(values: dict[str, Any]) -> Any:
+    from .render import RenderSettings
+
+    return RenderSettings(server_image=values["server_image"],
+                          image_pull_policy=values.get("image_pull_policy"))
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    try:
+        values = resolve_command(args, OPERATOR_OPTIONS, _ALL)
+    except OptionError as err:
+        print(f"chorus operator: error: {err}", file=sys.stderr)
+        return 2
+    setup_logging(values["log_level"])
+    import asyncio
+
+    import kopf
+
+    from .handlers import build_registry
+    from .reconciler import OperatorConfig
+
+    namespaces = tuple(values.get("namespace") or ())
+    config = OperatorConfig(render=_render_settings(values), namespaces=namespaces,
+                            resync_interval=values["resync_interval"],
+                            poll_timeout=values["poll_timeout"])
+    registry = build_registry(config)
+    asyncio.run(kopf.operator(registry=registry, standalone=True,
+                              clusterwide=not namespaces, namespaces=list(namespaces),
+                              liveness_endpoint=values["liveness"] or None))
+    return 0
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    try:
+        values = resolve_command(args, RENDER_OPTIONS, _ALL)
+    except OptionError as err:
+        print(f"chorus render: error: {err}", file=sys.stderr)
+        return 2
+    from .render_files import render_files
+
+    namespace = (values.get("namespace") or ["default"])[-1]
+    try:
+        documents, problems = render_files(args.files, namespace, _render_settings(values))
+    except (OSError, ValueError) as err:
+        print(f"chorus render: error: {err}", file=sys.stderr)
+        return 1
+    sys.stdout.write(documents)
+    for problem in problems:
+        print(f"chorus render: {problem}", file=sys.stderr)
+    return 1 if problems else 0

@@ -1,0 +1,192 @@
+"""A small asyncio Kubernetes client for the operator's own reads and writes.
+
+kopf brings the watches and status patches of the objects it handles, but its API
+client is private; the operator also creates, patches and deletes children and lists
+pods. The generated clients are large and choose patch content types by body shape in
+ways that are easy to get wrong, and we need five verbs on plain dicts, so this is a
+thin layer over aiohttp (already kopf's transport) using kopf's own login functions
+for credentials: in a pod the service account, elsewhere ``$KUBECONFIG``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import tempfile
+from collections.abc import Mapping
+from typing import Any, Self
+
+import aiohttp
+import kopf
+
+__all__ = ["ApiError", "KubeClient", "resource_path"]
+
+log = logging.getLogger(__name__)
+
+_PLURALS = {"ConfigMap": "configmaps", "PersistentVolumeClaim": "persistentvolumeclaims",
+            "Service": "services", "Pod": "pods", "Deployment": "deployments",
+            "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+            "PodDisruptionBudget": "poddisruptionbudgets", "TTSVoice": "ttsvoices",
+            "TTSService": "ttsservices", "Secret": "secrets", "Event": "events"}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+
+
+def resource_path(api_version: str, kind: str, namespace: str | None,
+                  name: str | None = None, subresource: str | None = None) -> str:
+    """``/api/v1/namespaces/ns/configmaps/x`` and friends."""
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    plural = _PLURALS.get(kind, kind)
+    path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+def _login() -> kopf.ConnectionInfo:
+    settings = kopf.OperatorSettings()
+    info = (kopf.login_with_service_account(settings=settings)
+            or kopf.login_with_kubeconfig(settings=settings))
+    if info is None:
+        raise kopf.LoginError("no credentials: neither a service account nor $KUBECONFIG")
+    return info
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if not info.server.startswith("https"):
+        return False
+    if info.insecure:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+        ctx = ssl.create_default_context(cafile=os.fsdecode(info.ca_path) if info.ca_path
+                                         else None, cadata=ca_data)
+    if info.certificate_path or info.certificate_data:
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = _pem_file(tmp, "cert", info.certificate_path, info.certificate_data), \
+                _pem_file(tmp, "key", info.private_key_path, info.private_key_data)
+            if cert is None:
+                raise kopf.LoginError("a client key without a client certificate")
+            ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _pem_file(tmp: str, name: str, path: Any, data: str | bytes | None) -> str | None:
+    if path:
+        return os.fsdecode(path)
+    if data is None:
+        return None
+    target = os.path.join(tmp, name)
+    with open(target, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return target
+
+
+class KubeClient:
+    """Create/get/patch/delete/list on plain dicts; re-reads credentials after a 401."""
+
+    def __init__(self, info: kopf.ConnectionInfo | None = None, timeout: float = 30.0) -> None:
+        self._info = info or _login()
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                base_url=self._info.server.rstrip("/"), timeout=self._timeout,
+                headers=self._info.as_http_headers(),
+                connector=aiohttp.TCPConnector(ssl=_ssl_context(self._info)))
+        return self._session
+
+    async def request(self, method: str, path: str, *, json: Any = None,
+                      content_type: str = "application/json",
+                      params: Mapping[str, str] | None = None) -> Any:
+        for attempt in (1, 2):
+            session = self._open()
+            headers = {"Content-Type": content_type} if json is not None else {}
+            async with session.request(method, path, json=json, headers=headers,
+                                       params=params) as resp:
+                if resp.status == 401 and attempt == 1:
+                    log.info("API answered 401; reading credentials again")
+                    await self.close()
+                    self._info = _login()
+                    continue
+                body = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                if resp.status >= 400:
+                    body = body if isinstance(body, dict) else {}
+                    raise ApiError(resp.status, str(body.get("reason", resp.reason)),
+                                   str(body.get("message", "")))
+                return body
+        raise AssertionError("unreachable")
+
+    async def get(self, api_version: str, kind: str, namespace: str | None,
+                  name: str) -> dict[str, Any] | None:
+        """The object, or ``None`` when it does not exist."""
+        try:
+            obj: dict[str, Any] = await self.request(
+                "GET", resource_path(api_version, kind, namespace, name))
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+        return obj
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        result: dict[str, Any] = await self.request(
+            "POST", resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace")),
+            json=obj)
+        return result
+
+    async def patch(self, api_version: str, kind: str, namespace: str | None, name: str,
+                    patch: Any, subresource: str | None = None) -> dict[str, Any]:
+        """Merge patch (a dict) or JSON patch (a list)."""
+        content_type = ("application/json-patch+json" if isinstance(patch, list)
+                        else "application/merge-patch+json")
+        result: dict[str, Any] = await self.request(
+            "PATCH", resource_path(api_version, kind, namespace, name, subresource),
+            json=patch, content_type=content_type)
+        return result
+
+    async def delete(self, api_version: str, kind: str, namespace: str | None,
+                     name: str) -> bool:
+        """Delete (background propagation); ``False`` when it was already gone."""
+        try:
+            await self.request("DELETE", resource_path(api_version, kind, namespace, name),
+                               json={"kind": "DeleteOptions", "apiVersion": "v1",
+                                     "propagationPolicy": "Background"})
+        except ApiError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def list(self, api_version: str, kind: str, namespace: str | None,
+                   label_selector: str | None = None) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        body = await self.request("GET", resource_path(api_version, kind, namespace),
+                                  params=params)
+        return list(body.get("items") or [])

@@ -1,0 +1,343 @@
+"""Typed views of the TTSVoice and TTSService specs, parsed once at the operator's edge.
+
+The CRD schemas in ``crds/`` are what the API server enforces; these models repeat the
+rules that matter to rendering, because an object can reach the operator without the
+schema having run (an emulator, an older CRD still installed, ``chorus render`` on a
+file) and a half-understood spec must become a clear error, never a wrong Deployment.
+Defaults here equal the CRD defaults; a test compares both so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from chorus.common.layout import is_valid_voice_name
+from chorus.common.manifest import (
+    DEFAULT_HF_REPO,
+    HuggingFaceSource,
+    LocalSource,
+    ManifestError,
+    Sha256,
+    UrlSource,
+    VoiceSpec,
+    parse_manifest,
+)
+
+__all__ = [
+    "GROUP",
+    "VERSION",
+    "Autoscaling",
+    "ServiceSpec",
+    "SpecError",
+    "Storage",
+    "Voice",
+    "VoiceResource",
+    "parse_service",
+    "parse_voice",
+]
+
+GROUP = "tts.chorus.dev"
+VERSION = "v1alpha1"
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot render; the message says which field and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel,
+                              populate_by_name=True)
+
+
+# --- TTSVoice ------------------------------------------------------------------------
+
+
+class HuggingFace(_Model):
+    repo: str = DEFAULT_HF_REPO
+    revision: str = "main"
+    path: str | None = None
+
+
+class Url(_Model):
+    model: str
+    config: str
+    allow_unverified: bool = False
+
+
+class Local(_Model):
+    path: str
+
+
+class Source(_Model):
+    hugging_face: HuggingFace | None = None
+    url: Url | None = None
+    local: Local | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if sum(x is not None for x in (self.hugging_face, self.url, self.local)) != 1:
+            raise ValueError("source needs exactly one of huggingFace, url, local")
+        return self
+
+
+class Hashes(_Model):
+    model: str
+    config: str
+
+
+class Voice(_Model):
+    """``TTSVoice.spec``."""
+
+    voice: str
+    engine: Literal["piper"] = "piper"
+    source: Source
+    sha256: Hashes | None = None
+
+    def manifest_entry(self, required: bool) -> VoiceSpec:
+        """This voice as a manifest entry, validated by the manifest's own parser."""
+        source: HuggingFaceSource | UrlSource | LocalSource
+        if self.source.hugging_face is not None:
+            hf = self.source.hugging_face
+            source = HuggingFaceSource(hf.repo, hf.revision, hf.path)
+        elif self.source.url is not None:
+            url = self.source.url
+            source = UrlSource(url.model, url.config, url.allow_unverified)
+        elif self.source.local is not None:
+            source = LocalSource(self.source.local.path)
+        else:  # pragma: no cover - Source's validator guarantees one
+            raise ValueError("source needs exactly one of huggingFace, url, local")
+        sha = Sha256(self.sha256.model, self.sha256.config) if self.sha256 else None
+        entry = VoiceSpec(self.voice, source, self.engine, required, sha)
+        # Round-trip through the manifest parser: one definition of what is valid.
+        parse_manifest({"version": 1, "voices": [entry.to_dict()]})
+        return entry
+
+
+class VoiceResource(_Model):
+    """A TTSVoice as the operator sees it: identity, labels and parsed spec."""
+
+    name: str
+    namespace: str
+    labels: dict[str, str] = {}
+    spec: Voice
+
+
+# --- TTSService ----------------------------------------------------------------------
+
+
+class SelectorRequirement(_Model):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+
+class LabelSelector(_Model):
+    match_labels: dict[str, str] = {}
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Kubernetes label-selector semantics (all terms must hold)."""
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for req in self.match_expressions:
+            present = req.key in labels
+            if req.operator == "In" and not (present and labels[req.key] in req.values):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+class VoiceSelection(_Model):
+    names: tuple[str, ...] = ()
+    selector: LabelSelector | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> VoiceSelection:
+        if not self.names and self.selector is None:
+            raise ValueError("voices needs names, a selector, or both")
+        return self
+
+    def selects(self, voice: VoiceResource) -> bool:
+        return voice.name in self.names or (
+            self.selector is not None and self.selector.matches(voice.labels))
+
+
+class Autoscaling(_Model):
+    min_replicas: int = Field(1, ge=1, le=100)
+    max_replicas: int = Field(ge=1, le=100)
+    target_cpu_utilization_percentage: int = Field(70, ge=1, le=100,
+                                                   alias="targetCPUUtilizationPercentage")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed maxReplicas")
+        return self
+
+
+class Storage(_Model):
+    type: Literal["PersistentVolumeClaim", "EmptyDir"] = "PersistentVolumeClaim"
+    size: str = Field("2Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+    storage_class_name: str | None = None
+    access_modes: tuple[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"], ...] = (
+        "ReadWriteOnce",)
+
+
+class Resources(_Model):
+    requests: dict[str, int | str] = {}
+    limits: dict[str, int | str] = {}
+
+
+class SecretKey(_Model):
+    name: str
+    key: str
+
+
+class Wyoming(_Model):
+    port: int = Field(10200, ge=1, le=65535)
+
+
+class Http(_Model):
+    enabled: bool = True
+    port: int = Field(5000, ge=1, le=65535)
+    api_key_secret_ref: SecretKey | None = None
+    openai_voices: dict[str, str] = {}
+
+
+class Cache(_Model):
+    enabled: bool = True
+    max_mb: int = Field(256, ge=1, le=1048576, alias="maxMB")
+
+
+class Server(_Model):
+    image: str | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    resources: Resources | None = None
+    workers: int | None = Field(None, ge=1, le=64)
+    threads_per_worker: int | None = Field(None, ge=1, le=64)
+    max_requests: int | None = Field(None, ge=1, le=10000)
+    voice_memory_mb: int | None = Field(None, ge=64, le=1048576, alias="voiceMemoryMB")
+    max_text_chars: int | None = Field(None, ge=1, le=1000000)
+    length_scale: float | None = Field(None, ge=0.1, le=10)
+    noise_scale: float | None = Field(None, ge=0, le=2)
+    noise_w_scale: float | None = Field(None, ge=0, le=2, alias="noiseWScale")
+    sentence_silence: float | None = Field(None, ge=0, le=10)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+    wyoming: Wyoming = Wyoming()
+    http: Http = Http()
+    cache: Cache = Cache()
+
+    @model_validator(mode="after")
+    def _ports(self) -> Server:
+        if self.http.enabled and self.http.port == self.wyoming.port:
+            raise ValueError("server.http.port and server.wyoming.port must differ")
+        return self
+
+
+class VoiceManager(_Model):
+    image: str | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    resources: Resources | None = None
+    parallel: int | None = Field(None, ge=1, le=16)
+    remove_after_seconds: int = Field(3600, ge=0)
+    hf_token_secret_ref: SecretKey | None = None
+
+
+class ServiceExposure(_Model):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    annotations: dict[str, str] = {}
+
+
+class ImagePullSecret(_Model):
+    name: str
+
+
+class Pod(_Model):
+    annotations: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    node_selector: dict[str, str] = {}
+    tolerations: tuple[dict[str, Any], ...] = ()
+    affinity: dict[str, Any] | None = None
+    topology_spread_constraints: tuple[dict[str, Any], ...] = ()
+    priority_class_name: str | None = None
+    image_pull_secrets: tuple[ImagePullSecret, ...] = ()
+
+
+class ServiceSpec(_Model):
+    """``TTSService.spec``."""
+
+    default_voice: str
+    voices: VoiceSelection
+    replicas: int | None = Field(None, ge=0, le=100)
+    autoscaling: Autoscaling | None = None
+    storage: Storage = Storage()
+    server: Server = Server()
+    voice_manager: VoiceManager = VoiceManager()
+    service: ServiceExposure = ServiceExposure()
+    pod: Pod = Pod()
+
+    @model_validator(mode="after")
+    def _topology(self) -> ServiceSpec:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("set replicas or autoscaling, not both")
+        if (self.storage.type == "PersistentVolumeClaim"
+                and "ReadWriteMany" not in self.storage.access_modes and self.many_replicas):
+            raise ValueError(
+                "more than one replica cannot share a ReadWriteOnce volume across nodes: set "
+                "storage.accessModes to [ReadWriteMany] or storage.type to EmptyDir")
+        return self
+
+    @property
+    def many_replicas(self) -> bool:
+        """True when more than one pod may run (PDB, rolling updates)."""
+        if self.autoscaling is not None:
+            return self.autoscaling.max_replicas > 1
+        return (self.replicas if self.replicas is not None else 1) > 1
+
+
+def _format_error(kind: str, err: ValidationError) -> str:
+    parts = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return f"invalid {kind} spec: " + "; ".join(parts)
+
+
+def parse_voice(body: dict[str, Any]) -> VoiceResource:
+    """A TTSVoice object (as read from the API) -> :class:`VoiceResource`."""
+    meta = body.get("metadata") or {}
+    try:
+        spec = Voice.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        raise SpecError(_format_error("TTSVoice", err)) from None
+    if not is_valid_voice_name(spec.voice):
+        raise SpecError(f"invalid TTSVoice spec: voice: unsafe voice key {spec.voice!r}")
+    try:
+        spec.manifest_entry(required=False)
+    except ManifestError as err:
+        raise SpecError(f"invalid TTSVoice spec: {err}") from None
+    return VoiceResource(name=str(meta.get("name", "")), namespace=str(meta.get("namespace", "")),
+                         labels=dict(meta.get("labels") or {}), spec=spec)
+
+
+def parse_service(body: dict[str, Any]) -> ServiceSpec:
+    """``TTSService.spec`` -> :class:`ServiceSpec`; raises :class:`SpecError`."""
+    try:
+        spec = ServiceSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        raise SpecError(_format_error("TTSService", err)) from None
+    if not is_valid_voice_name(spec.default_voice):
+        raise SpecError(f"invalid TTSService spec: defaultVoice: unsafe voice key "
+                        f"{spec.default_voice!r}")
+    return spec

@@ -1,0 +1,1254 @@
+"""The operator's pure parts: spec models, renderers, ``chorus render``, status, is_subset.
+
+No cluster and no network: every rendered field is checked on the dicts ``build_*``
+return. The table tests show that every spec field has an effect a test sees (and the
+coverage test fails when a field is added to the models without a row here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from chorus.cli.main import build_parser, main
+from chorus.common.manifest import load_manifest
+from chorus.common.options import OptionError, load_config_file, resolve_options
+from chorus.common.voice_status import VoiceStatus, VolumeStatus
+from chorus.operator.apply import is_subset
+from chorus.operator.models import (
+    Hashes,
+    LabelSelector,
+    Resources,
+    SecretKey,
+    ServiceSpec,
+    SpecError,
+    Voice,
+    VoiceResource,
+    parse_service,
+    parse_voice,
+)
+from chorus.operator.render import (
+    CHECKSUM_ANNOTATION,
+    DEFAULT_SERVER_IMAGE,
+    STATUS_PORT,
+    RenderSettings,
+    Selection,
+    build_children,
+    build_manifest,
+    check_service_name,
+    select_voices,
+    selector_labels,
+)
+from chorus.operator.render_files import render_files
+from chorus.operator.status import (
+    PodReport,
+    ServiceObservation,
+    condition,
+    human_size,
+    service_status,
+    voice_status,
+)
+from chorus.server import cli as server_cli
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+NS = "tts"
+NAME = "speech"
+AMY = "en_US-amy-medium"
+JOE = "en_US-joe-medium"
+THORSTEN = "de_DE-thorsten-medium"
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+OLD = "2020-01-01T00:00:00Z"
+
+Children = dict[str, dict[str, Any] | None]
+Getter = Callable[[Children], object]
+
+
+# --- building blocks ---------------------------------------------------------------
+
+
+def voice_body(name: str, key: str, labels: dict[str, str] | None = None,
+               **spec: Any) -> dict[str, Any]:
+    """A TTSVoice object as the API returns it; ``spec`` keys replace the defaults."""
+    return {"apiVersion": "tts.chorus.dev/v1alpha1", "kind": "TTSVoice",
+            "metadata": {"name": name, "namespace": NS, "labels": labels or {}},
+            "spec": {"voice": key, "source": {"huggingFace": {}}, **spec}}
+
+
+def voice(name: str, key: str, labels: dict[str, str] | None = None,
+          **spec: Any) -> VoiceResource:
+    return parse_voice(voice_body(name, key, labels, **spec))
+
+
+def voices(**amy_spec: Any) -> list[VoiceResource]:
+    """amy (en, home), joe (en), thorsten (de, home); ``amy_spec`` changes amy's spec."""
+    return [voice("amy", AMY, {"lang": "en", "tier": "home"}, **amy_spec),
+            voice("joe", JOE, {"lang": "en"}),
+            voice("thorsten", THORSTEN, {"lang": "de", "tier": "home"})]
+
+
+BASE_SPEC: dict[str, Any] = {"defaultVoice": AMY, "voices": {"names": ["amy", "joe"]}}
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: dicts merge, anything else (lists included) replaces."""
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def service(patch: dict[str, Any] | None = None) -> ServiceSpec:
+    return parse_service({"spec": merge(BASE_SPEC, patch or {})})
+
+
+def render(patch: dict[str, Any] | None = None, voice_list: list[VoiceResource] | None = None,
+           settings: RenderSettings | None = None) -> Children:
+    spec = service(patch)
+    selection = select_voices(spec, voices() if voice_list is None else voice_list)
+    return build_children(NAME, NS, spec, selection, settings or RenderSettings())
+
+
+def obj(children: Children, role: str) -> dict[str, Any]:
+    found = children[role]
+    assert found is not None, f"no {role} rendered"
+    return found
+
+
+def deployment_spec(children: Children) -> dict[str, Any]:
+    spec: dict[str, Any] = obj(children, "deployment")["spec"]
+    return spec
+
+
+def template(children: Children) -> dict[str, Any]:
+    tpl: dict[str, Any] = deployment_spec(children)["template"]
+    return tpl
+
+
+def pod(children: Children) -> dict[str, Any]:
+    spec: dict[str, Any] = template(children)["spec"]
+    return spec
+
+
+def container(children: Children, name: str) -> dict[str, Any]:
+    spec = pod(children)
+    return next(c for c in [*spec["initContainers"], *spec["containers"]] if c["name"] == name)
+
+
+def server(children: Children) -> dict[str, Any]:
+    return container(children, "server")
+
+
+def manager(children: Children) -> dict[str, Any]:
+    return container(children, "voice-manager")
+
+
+def init(children: Children) -> dict[str, Any]:
+    return container(children, "voice-manager-init")
+
+
+def arg(cont: dict[str, Any], flag: str) -> str | None:
+    args: list[str] = cont["args"]
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def env(cont: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((e for e in cont.get("env", []) if e["name"] == name), None)
+
+
+def cport(cont: dict[str, Any], name: str) -> int | None:
+    return next((p["containerPort"] for p in cont.get("ports", []) if p["name"] == name), None)
+
+
+def sport(children: Children, name: str) -> int | None:
+    ports = obj(children, "service")["spec"]["ports"]
+    return next((p["port"] for p in ports if p["name"] == name), None)
+
+
+def volume(children: Children, name: str) -> dict[str, Any]:
+    return next(v for v in pod(children)["volumes"] if v["name"] == name)
+
+
+def settings_json(children: Children) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(obj(children, "configmap")["data"]["server.json"])
+    return data
+
+
+def manifest_voices(children: Children) -> dict[str, dict[str, Any]]:
+    data = json.loads(obj(children, "configmap")["data"]["manifest.json"])
+    return {v["name"]: v for v in data["voices"]}
+
+
+def checksum(children: Children) -> str:
+    value: str = template(children)["metadata"]["annotations"][CHECKSUM_ANNOTATION]
+    return value
+
+
+MISSING = object()
+
+
+def attempt(get: Getter, children: Children) -> object:
+    """``get(children)``, or MISSING where the baseline has no such thing."""
+    try:
+        return get(children)
+    except (KeyError, StopIteration, AssertionError, IndexError, TypeError):
+        return MISSING
+
+
+def case(path: str, patch: dict[str, Any], get: Getter, expected: object) -> Any:
+    return pytest.param(patch, get, expected, id=path)
+
+
+# --- every field has an effect ------------------------------------------------------------
+
+RESOURCES = {"requests": {"cpu": "250m", "memory": "300Mi"}, "limits": {"memory": "1Gi"}}
+TOLERATION = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+    "nodeSelectorTerms": [{"matchExpressions": [
+        {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}
+SPREAD = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+          "whenUnsatisfiable": "ScheduleAnyway"}
+EMPTY = {"storage": {"type": "EmptyDir"}}
+
+
+def _names(children: Children) -> list[str]:
+    return sorted(manifest_voices(children))
+
+
+def _images(children: Children) -> tuple[object, ...]:
+    return (server(children)["image"], manager(children)["image"], init(children)["image"])
+
+
+def _pulls(children: Children) -> tuple[object, ...]:
+    return tuple(c.get("imagePullPolicy", MISSING)
+                 for c in (server(children), manager(children), init(children)))
+
+
+SERVICE_CASES = [
+    case("defaultVoice", {"defaultVoice": JOE},
+         lambda c: (settings_json(c)["default-voice"], arg(manager(c), "--keep"),
+                    [k for k, v in manifest_voices(c).items() if v["required"]]),
+         (JOE, JOE, [JOE])),
+    case("voices.names", {"voices": {"names": ["amy"]}}, _names, [AMY]),
+    case("voices.selector.matchLabels",
+         {"voices": {"selector": {"matchLabels": {"tier": "home"}}}}, _names,
+         [THORSTEN, AMY, JOE]),
+    case("voices.selector.matchExpressions[In]",
+         {"voices": {"names": ["amy"], "selector": {"matchExpressions": [
+             {"key": "lang", "operator": "In", "values": ["de"]}]}}}, _names, [THORSTEN, AMY]),
+    case("voices.selector.matchExpressions[NotIn]",
+         {"voices": {"names": ["amy"], "selector": {"matchExpressions": [
+             {"key": "lang", "operator": "NotIn", "values": ["en"]}]}}}, _names, [THORSTEN, AMY]),
+    case("voices.selector.matchExpressions[Exists]",
+         {"voices": {"names": ["amy"], "selector": {"matchExpressions": [
+             {"key": "tier", "operator": "Exists"}]}}}, _names, [THORSTEN, AMY]),
+    case("voices.selector.matchExpressions[DoesNotExist]",
+         {"defaultVoice": JOE, "voices": {"names": ["thorsten"], "selector": {
+             "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}}},
+         _names, [THORSTEN, JOE]),
+    case("replicas", {"replicas": 3, **EMPTY}, lambda c: deployment_spec(c)["replicas"], 3),
+    case("autoscaling.minReplicas", {"autoscaling": {"minReplicas": 2, "maxReplicas": 4},
+                                     **EMPTY},
+         lambda c: obj(c, "hpa")["spec"]["minReplicas"], 2),
+    case("autoscaling.maxReplicas", {"autoscaling": {"maxReplicas": 4}, **EMPTY},
+         lambda c: obj(c, "hpa")["spec"]["maxReplicas"], 4),
+    case("autoscaling.targetCPUUtilizationPercentage",
+         {"autoscaling": {"maxReplicas": 4, "targetCPUUtilizationPercentage": 55}, **EMPTY},
+         lambda c: obj(c, "hpa")["spec"]["metrics"][0]["resource"]["target"],
+         {"type": "Utilization", "averageUtilization": 55}),
+    case("storage.type", EMPTY, lambda c: (c["pvc"], volume(c, "voices")),
+         (None, {"name": "voices", "emptyDir": {"sizeLimit": "2Gi"}})),
+    case("storage.size", {"storage": {"size": "5Gi"}},
+         lambda c: obj(c, "pvc")["spec"]["resources"]["requests"]["storage"], "5Gi"),
+    case("storage.storageClassName", {"storage": {"storageClassName": "fast"}},
+         lambda c: obj(c, "pvc")["spec"]["storageClassName"], "fast"),
+    case("storage.accessModes", {"storage": {"accessModes": ["ReadWriteMany"]}},
+         lambda c: (obj(c, "pvc")["spec"]["accessModes"], deployment_spec(c)["strategy"]["type"]),
+         (["ReadWriteMany"], "RollingUpdate")),
+    case("server.image", {"server": {"image": "registry.example/chorus:9"}}, _images,
+         ("registry.example/chorus:9",) * 3),
+    case("server.imagePullPolicy", {"server": {"imagePullPolicy": "Always"}}, _pulls,
+         ("Always",) * 3),
+    case("server.resources", {"server": {"resources": RESOURCES}},
+         lambda c: server(c)["resources"], RESOURCES),
+    case("server.workers", {"server": {"workers": 3}}, lambda c: settings_json(c)["workers"], 3),
+    case("server.threadsPerWorker", {"server": {"threadsPerWorker": 2}},
+         lambda c: settings_json(c)["threads-per-worker"], 2),
+    case("server.maxRequests", {"server": {"maxRequests": 7}},
+         lambda c: settings_json(c)["max-requests"], 7),
+    case("server.voiceMemoryMB", {"server": {"voiceMemoryMB": 256}},
+         lambda c: settings_json(c)["voice-memory-mb"], 256),
+    case("server.maxTextChars", {"server": {"maxTextChars": 500}},
+         lambda c: settings_json(c)["max-text-chars"], 500),
+    case("server.lengthScale", {"server": {"lengthScale": 1.5}},
+         lambda c: settings_json(c)["length-scale"], 1.5),
+    case("server.noiseScale", {"server": {"noiseScale": 0.5}},
+         lambda c: settings_json(c)["noise-scale"], 0.5),
+    case("server.noiseWScale", {"server": {"noiseWScale": 0.7}},
+         lambda c: settings_json(c)["noise-w-scale"], 0.7),
+    case("server.sentenceSilence", {"server": {"sentenceSilence": 0.25}},
+         lambda c: settings_json(c)["sentence-silence"], 0.25),
+    case("server.logLevel", {"server": {"logLevel": "DEBUG"}},
+         lambda c: settings_json(c)["log-level"], "DEBUG"),
+    case("server.wyoming.port", {"server": {"wyoming": {"port": 10300}}},
+         lambda c: (cport(server(c), "wyoming"), arg(server(c), "--wyoming-uri"),
+                    env(server(c), "CHORUS_HEALTHCHECK_URI"), sport(c, "wyoming")),
+         (10300, "tcp://0.0.0.0:10300",
+          {"name": "CHORUS_HEALTHCHECK_URI", "value": "tcp://127.0.0.1:10300"}, 10300)),
+    case("server.http.enabled", {"server": {"http": {"enabled": False}}},
+         lambda c: ("--no-http" in server(c)["args"], cport(server(c), "http"), sport(c, "http"),
+                    server(c)["readinessProbe"]["exec"]["command"]),
+         (True, None, None, ["python", "-m", "chorus.server.healthcheck"])),
+    case("server.http.port", {"server": {"http": {"port": 8080}}},
+         lambda c: (cport(server(c), "http"), arg(server(c), "--http-port"), sport(c, "http")),
+         (8080, "8080", 8080)),
+    case("server.http.apiKeySecretRef",
+         {"server": {"http": {"apiKeySecretRef": {"name": "tts-key", "key": "token"}}}},
+         lambda c: env(server(c), "CHORUS_API_KEY"),
+         {"name": "CHORUS_API_KEY",
+          "valueFrom": {"secretKeyRef": {"name": "tts-key", "key": "token"}}}),
+    case("server.http.openaiVoices", {"server": {"http": {"openaiVoices": {
+        "nova": JOE, "alloy": AMY}}}},
+         lambda c: settings_json(c)["openai-voice"], [f"alloy={AMY}", f"nova={JOE}"]),
+    case("server.cache.enabled", {"server": {"cache": {"enabled": False}}},
+         lambda c: ("--no-cache" in server(c)["args"], "--cache-dir" in server(c)["args"],
+                    "cache-max-mb" in settings_json(c),
+                    "cache" in [v["name"] for v in pod(c)["volumes"]]),
+         (True, False, False, False)),
+    case("server.cache.maxMB", {"server": {"cache": {"maxMB": 100}}},
+         lambda c: (settings_json(c)["cache-max-mb"], volume(c, "cache")["emptyDir"]),
+         (100, {"sizeLimit": "164Mi"})),
+    case("voiceManager.image", {"voiceManager": {"image": "vm:2"}}, _images,
+         (DEFAULT_SERVER_IMAGE, "vm:2", "vm:2")),
+    case("voiceManager.imagePullPolicy", {"voiceManager": {"imagePullPolicy": "Never"}}, _pulls,
+         (MISSING, "Never", "Never")),
+    case("voiceManager.resources", {"voiceManager": {"resources": RESOURCES}},
+         lambda c: (manager(c)["resources"], init(c)["resources"], server(c)["resources"]
+                    == RESOURCES),
+         (RESOURCES, RESOURCES, False)),
+    case("voiceManager.parallel", {"voiceManager": {"parallel": 4}},
+         lambda c: (arg(manager(c), "--parallel"), arg(init(c), "--parallel")), ("4", "4")),
+    case("voiceManager.removeAfterSeconds", {"voiceManager": {"removeAfterSeconds": 60}},
+         lambda c: arg(manager(c), "--remove-after"), "60"),
+    case("voiceManager.hfTokenSecretRef",
+         {"voiceManager": {"hfTokenSecretRef": {"name": "hf", "key": "token"}}},
+         lambda c: (env(manager(c), "HF_TOKEN"), env(init(c), "HF_TOKEN"),
+                    env(server(c), "HF_TOKEN")),
+         ({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},)
+         * 2 + (None,)),
+    case("service.type", {"service": {"type": "LoadBalancer"}},
+         lambda c: obj(c, "service")["spec"]["type"], "LoadBalancer"),
+    case("service.annotations", {"service": {"annotations": {"lb.example/internal": "true"}}},
+         lambda c: obj(c, "service")["metadata"]["annotations"], {"lb.example/internal": "true"}),
+    case("pod.annotations", {"pod": {"annotations": {"prometheus.io/scrape": "true"}}},
+         lambda c: template(c)["metadata"]["annotations"]["prometheus.io/scrape"], "true"),
+    case("pod.labels", {"pod": {"labels": {"team": "voice"}}},
+         lambda c: template(c)["metadata"]["labels"]["team"], "voice"),
+    case("pod.nodeSelector", {"pod": {"nodeSelector": {"disk": "ssd"}}},
+         lambda c: pod(c)["nodeSelector"], {"disk": "ssd"}),
+    case("pod.tolerations", {"pod": {"tolerations": [TOLERATION]}},
+         lambda c: pod(c)["tolerations"], [TOLERATION]),
+    case("pod.affinity", {"pod": {"affinity": AFFINITY}}, lambda c: pod(c)["affinity"], AFFINITY),
+    case("pod.topologySpreadConstraints", {"pod": {"topologySpreadConstraints": [SPREAD]}},
+         lambda c: pod(c)["topologySpreadConstraints"], [SPREAD]),
+    case("pod.priorityClassName", {"pod": {"priorityClassName": "high"}},
+         lambda c: pod(c)["priorityClassName"], "high"),
+    case("pod.imagePullSecrets", {"pod": {"imagePullSecrets": [{"name": "regcred"}]}},
+         lambda c: pod(c)["imagePullSecrets"], [{"name": "regcred"}]),
+]
+
+
+@pytest.mark.parametrize(("patch", "get", "expected"), SERVICE_CASES)
+def test_every_service_field_has_an_effect(patch: dict[str, Any], get: Getter,
+                                           expected: object) -> None:
+    assert get(render(patch)) == expected
+    assert attempt(get, render()) != expected, "the default already renders this"
+
+
+def _amy(children: Children) -> dict[str, Any]:
+    return manifest_voices(children)[AMY]
+
+
+URL = {"model": "https://example.org/v.onnx", "config": "https://example.org/v.onnx.json"}
+SHA = {"model": SHA_A, "config": SHA_B}
+
+VOICE_CASES = [
+    case("voice", {"voice": "en_US-amy-low"}, _names, ["en_US-amy-low", JOE]),
+    case("source.huggingFace.repo", {"source": {"huggingFace": {"repo": "me/voices"}}},
+         lambda c: _amy(c)["source"], {"huggingFace": {"repo": "me/voices", "revision": "main"}}),
+    case("source.huggingFace.revision", {"source": {"huggingFace": {"revision": "v1.0.0"}}},
+         lambda c: _amy(c)["source"]["huggingFace"]["revision"], "v1.0.0"),
+    case("source.huggingFace.path", {"source": {"huggingFace": {"path": "en/custom/amy"}}},
+         lambda c: _amy(c)["source"]["huggingFace"]["path"], "en/custom/amy"),
+    case("source.url.model", {"source": {"url": URL}, "sha256": SHA},
+         lambda c: _amy(c)["source"]["url"]["model"], URL["model"]),
+    case("source.url.config", {"source": {"url": URL}, "sha256": SHA},
+         lambda c: _amy(c)["source"]["url"]["config"], URL["config"]),
+    case("source.url.allowUnverified", {"source": {"url": {**URL, "allowUnverified": True}}},
+         lambda c: (_amy(c)["source"]["url"].get("allowUnverified"), "sha256" in _amy(c)),
+         (True, False)),
+    case("source.local.path", {"source": {"local": {"path": "/opt/voices"}}},
+         lambda c: _amy(c)["source"], {"local": {"path": "/opt/voices"}}),
+    case("sha256", {"sha256": SHA}, lambda c: _amy(c)["sha256"], SHA),
+]
+
+
+@pytest.mark.parametrize(("patch", "get", "expected"), VOICE_CASES)
+def test_every_voice_field_has_an_effect(patch: dict[str, Any], get: Getter,
+                                         expected: object) -> None:
+    assert get(render(voice_list=voices(**patch))) == expected
+    assert attempt(get, render()) != expected, "the default already renders this"
+
+
+def test_engine_is_piper_and_nothing_else() -> None:
+    assert _amy(render(voice_list=voices(engine="piper")))["engine"] == "piper"
+    assert _amy(render())["engine"] == "piper"
+    with pytest.raises(SpecError, match="engine"):
+        voice("amy", AMY, engine="kokoro")
+
+
+def _unwrap(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else annotation
+    return annotation
+
+
+def spec_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Alias paths of every field; small value objects (resources, secret refs) are leaves."""
+    paths: set[str] = set()
+    for name, info in model.model_fields.items():
+        path = prefix + (info.alias or name)
+        kind = _unwrap(info.annotation)
+        if (isinstance(kind, type) and issubclass(kind, BaseModel)
+                and kind not in (Resources, SecretKey, Hashes)):
+            paths |= spec_paths(kind, path + ".")
+        else:
+            paths.add(path)
+    return paths
+
+
+@pytest.mark.parametrize(("model", "cases", "elsewhere"), [
+    (ServiceSpec, SERVICE_CASES, set()),
+    (Voice, VOICE_CASES, {"engine"}),
+])
+def test_the_tables_cover_every_spec_field(model: type[BaseModel], cases: list[Any],
+                                           elsewhere: set[str]) -> None:
+    covered = {str(c.id).split("[")[0] for c in cases} | elsewhere
+    assert spec_paths(model) - covered == set()
+    assert covered - spec_paths(model) == set(), "a table row names no field"
+
+
+# --- the default rendering ------------------------------------------------------------
+
+
+def test_default_children_names_and_labels() -> None:
+    children = render()
+    assert {role: c and (c["kind"], c["metadata"]["name"]) for role, c in children.items()} == {
+        "configmap": ("ConfigMap", "speech-config"),
+        "pvc": ("PersistentVolumeClaim", "speech-voices"),
+        "deployment": ("Deployment", "speech"), "service": ("Service", "speech"),
+        "hpa": None, "pdb": None}
+    for child in children.values():
+        if child is not None:
+            assert child["metadata"]["namespace"] == NS
+            assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "chorus-operator"
+            assert child["metadata"]["labels"].items() >= selector_labels(NAME).items()
+    assert deployment_spec(children)["selector"] == {"matchLabels": selector_labels(NAME)}
+    assert obj(children, "service")["spec"]["selector"] == selector_labels(NAME)
+    assert template(children)["metadata"]["labels"].items() >= selector_labels(NAME).items()
+
+
+def test_pod_is_locked_down() -> None:
+    children = render()
+    spec = pod(children)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert volume(children, "tmp") == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+    for cont in (server(children), manager(children), init(children)):
+        sec = cont["securityContext"]
+        assert sec["readOnlyRootFilesystem"] is True
+        assert sec["allowPrivilegeEscalation"] is False
+        assert sec["runAsNonRoot"] is True
+        assert sec["capabilities"] == {"drop": ["ALL"]}
+        assert {"name": "tmp", "mountPath": "/tmp"} in cont["volumeMounts"]
+        assert cont["command"] == ["chorus"]
+    mounts = {m["name"]: m for m in server(children)["volumeMounts"]}
+    assert mounts["voices"]["readOnly"] is True  # only the voice manager writes voices
+    assert "readOnly" not in {m["name"]: m for m in manager(children)["volumeMounts"]}["voices"]
+
+
+def test_containers_and_probes() -> None:
+    children = render()
+    assert [c["name"] for c in pod(children)["initContainers"]] == ["voice-manager-init"]
+    assert [c["name"] for c in pod(children)["containers"]] == ["server", "voice-manager"]
+    srv = server(children)
+    assert srv["image"] == DEFAULT_SERVER_IMAGE
+    assert "imagePullPolicy" not in srv
+    assert srv["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
+    assert srv["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
+    assert srv["startupProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
+    assert srv["args"][:2] == ["serve", "--config"]
+    assert arg(srv, "--voices-dir") == "/voices"
+    assert "--no-embedded-voice" in srv["args"]
+    assert (cport(srv, "wyoming"), cport(srv, "http")) == (10200, 5000)
+    assert srv["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
+                                "limits": {"memory": "2Gi"}}
+    vm, first = manager(children), init(children)
+    assert first["args"][:2] == vm["args"][:2] == ["voices", "sync"]
+    assert "--once" in first["args"] and "--once" not in vm["args"]
+    assert "--status-port" not in first["args"]
+    assert arg(vm, "--status-port") == str(STATUS_PORT)
+    assert cport(vm, "vm-status") == STATUS_PORT
+    assert vm["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "vm-status"}
+    assert arg(vm, "--keep") == AMY
+    assert arg(vm, "--remove-after") == "3600"
+    assert env(vm, "HOME") == {"name": "HOME", "value": "/tmp"}
+    assert vm["resources"] == first["resources"] == {
+        "requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
+    assert obj(children, "service")["spec"]["type"] == "ClusterIP"
+    assert [(p["name"], p["port"], p["targetPort"])
+            for p in obj(children, "service")["spec"]["ports"]] == [
+        ("wyoming", 10200, "wyoming"), ("http", 5000, "http")]
+
+
+def test_render_settings_supply_image_and_pull_policy() -> None:
+    settings = RenderSettings(server_image="mirror.example/chorus:1",
+                              image_pull_policy="IfNotPresent")
+    children = render(settings=settings)
+    assert _images(children) == ("mirror.example/chorus:1",) * 3
+    assert _pulls(children) == ("IfNotPresent",) * 3
+    children = render({"server": {"image": "own:1", "imagePullPolicy": "Always"},
+                       "voiceManager": {"image": "vm:1"}}, settings=settings)
+    assert _images(children) == ("own:1", "vm:1", "vm:1")
+    assert _pulls(children) == ("Always",) * 3
+
+
+def test_pod_labels_and_annotations_cannot_break_selector_or_checksum() -> None:
+    children = render({"pod": {"labels": {"tts.chorus.dev/service": "other"},
+                               "annotations": {CHECKSUM_ANNOTATION: "forged"}}})
+    assert template(children)["metadata"]["labels"].items() >= selector_labels(NAME).items()
+    assert checksum(children) == checksum(render())
+
+
+@pytest.mark.parametrize(("resources", "workers"), [
+    (None, 1),  # the default request: 500m
+    ({"requests": {"cpu": "2"}}, 2),
+    ({"requests": {"cpu": "2500m"}}, 3),
+    ({"requests": {"cpu": "1"}, "limits": {"cpu": 4}}, 4),
+    ({"limits": {"cpu": "1.4"}}, 1),
+    ({"requests": {"cpu": "100m"}}, 1),
+    ({"requests": {"memory": "1Gi"}}, 1),
+])
+def test_workers_follow_the_cpu_allowance(resources: dict[str, Any] | None,
+                                          workers: int) -> None:
+    patch = {"server": {"resources": resources}} if resources else {}
+    assert settings_json(render(patch))["workers"] == workers
+
+
+def test_autoscaling_always_has_a_cpu_request() -> None:
+    children = render({"autoscaling": {"maxReplicas": 3}, **EMPTY,
+                       "server": {"resources": {"requests": {"memory": "1Gi"}}}})
+    assert server(children)["resources"] == {"requests": {"memory": "1Gi", "cpu": "500m"}}
+    children = render({"server": {"resources": {"requests": {"memory": "1Gi"}}}})
+    assert server(children)["resources"] == {"requests": {"memory": "1Gi"}}
+
+
+# --- the ConfigMap and the checksum ---------------------------------------------------------
+
+
+def test_checksum_rolls_on_settings_but_not_on_voices() -> None:
+    base = render()
+    assert checksum(base) == checksum(render())
+    for patch in ({"server": {"workers": 5}}, {"server": {"logLevel": "DEBUG"}},
+                  {"defaultVoice": JOE}, {"server": {"cache": {"maxMB": 64}}},
+                  {"server": {"http": {"openaiVoices": {"alloy": AMY}}}}):
+        assert checksum(render(patch)) != checksum(base), patch
+    for children in (render({"voices": {"names": ["amy"]}}),
+                     render({"voices": {"selector": {"matchLabels": {"tier": "home"}}}}),
+                     render(voice_list=voices(source={"huggingFace": {"revision": "v2"}}))):
+        assert manifest_voices(children) != manifest_voices(base)
+        assert checksum(children) == checksum(base)
+
+
+def test_manifest_parses_and_only_the_default_voice_is_required() -> None:
+    children = render({"voices": {"selector": {"matchLabels": {"tier": "home"}}}})
+    manifest = load_manifest(obj(children, "configmap")["data"]["manifest.json"])
+    assert [(v.name, v.required) for v in manifest.voices] == [
+        (THORSTEN, False), (AMY, True), (JOE, False)]
+    selection = select_voices(service(), voices())
+    assert build_manifest(service(), selection).voices == tuple(
+        v.spec.manifest_entry(required=v.spec.voice == AMY) for v in selection.voices)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CHORUS_* variable of the developer's shell may leak into option resolution."""
+    for key in list(os.environ):
+        if key.startswith("CHORUS_"):
+            monkeypatch.delenv(key)
+
+
+def _serve_values(children: Children, tmp_path: Path) -> dict[str, Any]:
+    """The server container's command line resolved exactly as ``chorus serve`` does."""
+    path = tmp_path / "server.json"
+    path.write_text(obj(children, "configmap")["data"]["server.json"])
+    serve_options = server_cli.SERVE_OPTIONS + server_cli.VOICE_OPTIONS
+    # Strict: every key of server.json must be a `chorus serve` option.
+    resolve_options(argparse.Namespace(), serve_options, {}, load_config_file(path))
+    args = [str(path) if a == "/etc/chorus/server.json" else a for a in server(children)["args"]]
+    namespace = build_parser().parse_args(args)
+    assert namespace.command == "serve"
+    values: dict[str, Any] = server_cli._resolve(namespace, serve_options)
+    server_cli._settings(values)  # the ServerSettings the server would run with
+    return values
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_server_json_and_args_are_accepted_by_chorus_serve(tmp_path: Path) -> None:
+    values = _serve_values(render({"server": {
+        "workers": 3, "threadsPerWorker": 2, "maxRequests": 9, "voiceMemoryMB": 300,
+        "maxTextChars": 400, "lengthScale": 1.2, "noiseScale": 0.3, "noiseWScale": 0.4,
+        "sentenceSilence": 0.5, "logLevel": "WARNING",
+        "http": {"port": 8080, "openaiVoices": {"alloy": AMY}}, "cache": {"maxMB": 64},
+        "wyoming": {"port": 10300}}}), tmp_path)
+    assert values["default_voice"] == AMY
+    assert (values["workers"], values["threads_per_worker"], values["max_requests"]) == (3, 2, 9)
+    assert (values["voice_memory_mb"], values["max_text_chars"]) == (300, 400)
+    assert (values["length_scale"], values["noise_scale"], values["noise_w_scale"]) == (
+        1.2, 0.3, 0.4)
+    assert (values["sentence_silence"], values["log_level"]) == (0.5, "WARNING")
+    assert values["openai_voice"] == [("alloy", AMY)]
+    assert values["cache_max_mb"] == 64
+    assert values["cache_dir"] == Path("/var/cache/chorus")
+    assert not values["no_cache"] and not values["no_http"]
+    assert (values["http_host"], values["http_port"]) == ("0.0.0.0", 8080)  # noqa: S104
+    assert values["wyoming_uri"] == "tcp://0.0.0.0:10300"
+    assert values["voices_dir"] == [Path("/voices")]
+    assert values["no_embedded_voice"] is True
+
+    values = _serve_values(render({"server": {"http": {"enabled": False}}}), tmp_path)
+    assert values["no_http"] is True and values["no_cache"] is True
+
+    values = _serve_values(render(), tmp_path)
+    assert values["workers"] == 1 and values["cache_max_mb"] == 256
+
+
+def test_an_unknown_server_json_key_would_be_refused(tmp_path: Path) -> None:
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps({**settings_json(render()), "max-voices": 3}))
+    with pytest.raises(OptionError, match="max_voices"):
+        resolve_options(argparse.Namespace(),
+                        server_cli.SERVE_OPTIONS + server_cli.VOICE_OPTIONS, {},
+                        load_config_file(path))
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize("which", ["voice-manager-init", "voice-manager"])
+def test_voice_manager_args_are_accepted_by_chorus_voices_sync(which: str) -> None:
+    children = render({"voiceManager": {"parallel": 3, "removeAfterSeconds": 10}})
+    namespace = build_parser().parse_args(container(children, which)["args"])
+    assert (namespace.command, namespace.voices_command) == ("voices", "sync")
+
+
+# --- voice selection -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("selector", "labels", "matches"), [
+    ({"matchLabels": {"a": "1"}}, {"a": "1", "b": "2"}, True),
+    ({"matchLabels": {"a": "1"}}, {"a": "2"}, False),
+    ({"matchLabels": {"a": "1"}}, {}, False),
+    ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1", "2"]}]}, {"a": "2"},
+     True),
+    ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1"]}]}, {"a": "3"}, False),
+    ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1"]}]}, {}, False),
+    ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]}, {"a": "2"}, True),
+    ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]}, {}, True),
+    ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]}, {"a": "1"},
+     False),
+    ({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {"a": ""}, True),
+    ({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {"b": "1"}, False),
+    ({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {"b": "1"}, True),
+    ({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {"a": "1"}, False),
+    ({"matchLabels": {"a": "1"}, "matchExpressions": [{"key": "b", "operator": "Exists"}]},
+     {"a": "1"}, False),
+    ({}, {"anything": "x"}, True),
+])
+def test_label_selector_semantics(selector: dict[str, Any], labels: dict[str, str],
+                                  matches: bool) -> None:
+    assert LabelSelector.model_validate(selector).matches(labels) is matches
+
+
+def test_selection_is_the_union_of_names_and_selector() -> None:
+    spec = service({"voices": {"names": ["joe", "ghost"],
+                               "selector": {"matchLabels": {"tier": "home"}}}})
+    selection = select_voices(spec, voices())
+    assert selection.keys == (THORSTEN, AMY, JOE)  # sorted by voice key
+    assert [v.name for v in selection.voices] == ["thorsten", "amy", "joe"]
+    assert selection.missing == ("ghost",)
+    assert selection.conflicts == ()
+    assert selection.invalid == {}
+
+
+def test_same_voice_key_same_spec_is_one_entry() -> None:
+    twin = voice("amy-copy", AMY, {"tier": "home"})
+    spec = service({"voices": {"names": ["amy"], "selector": {"matchLabels": {"tier": "home"}}}})
+    selection = select_voices(spec, [*voices(), twin])
+    assert selection.keys == (THORSTEN, AMY)
+    assert selection.conflicts == ()
+    assert len(manifest_voices(render(spec.model_dump(by_alias=True, exclude_none=True),
+                                      [*voices(), twin]))) == 2
+
+
+def test_same_voice_key_different_spec_is_a_conflict() -> None:
+    rival = voice("amy-rival", AMY, {"tier": "home"},
+                  source={"huggingFace": {"revision": "other"}})
+    spec = service({"voices": {"names": ["amy", "joe"],
+                               "selector": {"matchLabels": {"tier": "home"}}}})
+    selection = select_voices(spec, [*voices(), rival])
+    assert selection.conflicts == (AMY,)
+    assert AMY not in selection.keys  # neither is used
+    assert selection.keys == (THORSTEN, JOE)
+    # a rival the service does not select is no conflict
+    assert select_voices(service(), [*voices(), rival]).conflicts == ()
+
+
+def test_invalid_voices_are_reported_only_when_named() -> None:
+    spec = service({"voices": {"names": ["amy", "broken"]}})
+    selection = select_voices(spec, voices(), {"broken": "bad spec", "unrelated": "bad too"})
+    assert selection.invalid == {"broken": "bad spec"}
+    assert selection.missing == ()  # it exists, it is just invalid
+    assert selection.keys == (AMY,)
+
+
+# --- invalid specs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"replicas": 2, "autoscaling": {"maxReplicas": 3}, **EMPTY},
+     "set replicas or autoscaling, not both"),
+    ({"replicas": 2}, "ReadWriteOnce"),
+    ({"replicas": 2, "storage": {"accessModes": ["ReadWriteOncePod"]}}, "ReadWriteOnce"),
+    ({"autoscaling": {"maxReplicas": 3}}, "ReadWriteOnce"),
+    ({"autoscaling": {"minReplicas": 4, "maxReplicas": 3}, **EMPTY},
+     "autoscaling.minReplicas must not exceed maxReplicas"),
+    ({"autoscaling": {"minReplicas": 2}, **EMPTY}, r"autoscaling\.maxReplicas: Field required"),
+    ({"server": {"http": {"port": 10200}}},
+     "server.http.port and server.wyoming.port must differ"),
+    ({"server": {"http": {"port": 7000}, "wyoming": {"port": 7000}}},
+     "server.http.port and server.wyoming.port must differ"),
+    ({"defaultVoice": "../x"}, "defaultVoice: unsafe voice key"),
+    ({"defaultVoice": "a..b"}, "defaultVoice: unsafe voice key"),
+    ({"defaultVoice": "a/b"}, "defaultVoice: unsafe voice key"),
+    ({"voices": {"names": []}}, "voices needs names, a selector, or both"),
+    ({"replicas": -1}, "replicas"),
+    ({"replicas": 101, **EMPTY}, "replicas"),
+    ({"storage": {"type": "HostPath"}}, r"storage\.type"),
+    ({"storage": {"size": "lots"}}, r"storage\.size"),
+    ({"storage": {"accessModes": ["ReadOnlyMany"]}}, r"storage\.accessModes"),
+    ({"server": {"workers": 0}}, r"server\.workers"),
+    ({"server": {"wyoming": {"port": 70000}}}, r"server\.wyoming\.port"),
+    ({"server": {"logLevel": "TRACE"}}, r"server\.logLevel"),
+    ({"server": {"bogus": 1}}, r"server\.bogus"),
+    ({"voices": {"names": ["amy"], "selector": {"matchExpressions": [
+        {"key": "a", "operator": "Near"}]}}}, "operator"),
+    ({"service": {"type": "ExternalName"}}, r"service\.type"),
+])
+def test_invalid_service_specs_name_the_field(patch: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message) as err:
+        service(patch)
+    assert str(err.value).startswith("invalid TTSService spec: ")
+
+
+def test_missing_service_fields() -> None:
+    with pytest.raises(SpecError, match="defaultVoice: Field required"):
+        parse_service({"spec": {"voices": {"names": ["amy"]}}})
+    with pytest.raises(SpecError, match="voices: Field required"):
+        parse_service({"spec": {"defaultVoice": AMY}})
+
+
+def test_http_disabled_allows_the_wyoming_port_number() -> None:
+    spec = service({"server": {"http": {"enabled": False, "port": 10200}}})
+    assert not spec.server.http.enabled
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"voice": "../x", "source": {"huggingFace": {}}}, "voice: unsafe voice key"),
+    ({"voice": "a..b", "source": {"huggingFace": {}}}, "voice: unsafe voice key"),
+    ({"voice": "x" * 200, "source": {"huggingFace": {}}}, "voice: unsafe voice key"),
+    ({"voice": "x", "source": {"url": URL}}, "URL sources need sha256"),
+    ({"voice": "x", "source": {"huggingFace": {}, "local": {"path": "/v"}}},
+     "source needs exactly one of huggingFace, url, local"),
+    ({"voice": "x", "source": {}}, "source needs exactly one of huggingFace, url, local"),
+    ({"voice": "x"}, "source: Field required"),
+    ({"source": {"huggingFace": {}}}, "voice: Field required"),
+    ({"voice": "x", "source": {"local": {"path": "relative"}}}, r"source\.local\.path"),
+    ({"voice": "x", "source": {"huggingFace": {"path": "../../etc"}}},
+     r"source\.huggingFace\.path"),
+    ({"voice": "x", "source": {"huggingFace": {"repo": "no-slash"}}},
+     r"source\.huggingFace\.repo"),
+    ({"voice": "x", "source": {"huggingFace": {"revision": "a..b"}}},
+     r"source\.huggingFace\.revision"),
+    ({"voice": "x", "source": {"url": {"model": "ftp://a", "config": "https://b"}},
+      "sha256": SHA}, r"source\.url\.model"),
+    ({"voice": "x", "source": {"huggingFace": {}}, "sha256": {"model": "zz", "config": SHA_B}},
+     r"sha256\.model"),
+    ({"voice": "x", "source": {"huggingFace": {}}, "sha256": {"model": SHA_A}},
+     r"sha256\.config"),
+    ({"voice": "x", "engine": "kokoro", "source": {"huggingFace": {}}}, "engine"),
+    ({"voice": "x", "source": {"huggingFace": {"branch": "main"}}}, "branch"),
+])
+def test_invalid_voice_specs_name_the_field(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message) as err:
+        parse_voice({"metadata": {"name": "v", "namespace": NS}, "spec": spec})
+    assert str(err.value).startswith("invalid TTSVoice spec: ")
+
+
+def test_parse_voice_keeps_identity_and_labels() -> None:
+    parsed = voice("amy", AMY, {"tier": "home"})
+    assert (parsed.name, parsed.namespace, parsed.labels) == ("amy", NS, {"tier": "home"})
+    assert parsed.spec.source.hugging_face is not None
+    assert parsed.spec.source.hugging_face.repo == "rhasspy/piper-voices"
+    assert parse_voice(voice_body("u", "x", source={"url": {**URL, "allowUnverified": True}}))
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    ("speech", True), ("a", True), ("tts-1", True), ("a" * 56, True),
+    ("a" * 57, False), ("Speech", False), ("1speech", False), ("speech-", False),
+    ("spe_ech", False), ("spe.ech", False), ("", False),
+])
+def test_service_names_must_leave_room_for_child_names(name: str, ok: bool) -> None:
+    spec = service()
+    selection = select_voices(spec, voices())
+    if ok:
+        check_service_name(name)
+        children = build_children(name, NS, spec, selection, RenderSettings())
+        assert all(len(c["metadata"]["name"]) <= 63 for c in children.values() if c)
+    else:
+        with pytest.raises(ValueError, match="must be a DNS label"):
+            build_children(name, NS, spec, selection, RenderSettings())
+
+
+# --- topology: replicas, HPA, PDB, strategy, storage ------------------------------------------
+
+
+def test_fixed_replicas_without_autoscaling() -> None:
+    children = render()
+    assert deployment_spec(children)["replicas"] == 1
+    assert children["hpa"] is None and children["pdb"] is None
+    assert deployment_spec(children)["strategy"] == {"type": "Recreate"}
+    assert volume(children, "voices") == {
+        "name": "voices", "persistentVolumeClaim": {"claimName": "speech-voices"}}
+    assert obj(children, "pvc")["spec"] == {"accessModes": ["ReadWriteOnce"],
+                                            "resources": {"requests": {"storage": "2Gi"}}}
+    zero = render({"replicas": 0})
+    assert deployment_spec(zero)["replicas"] == 0 and zero["pdb"] is None
+
+
+def test_autoscaling_replaces_replicas_with_an_hpa() -> None:
+    children = render({"autoscaling": {"minReplicas": 2, "maxReplicas": 5}, **EMPTY})
+    assert "replicas" not in deployment_spec(children)
+    assert obj(children, "hpa") == {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": obj(children, "hpa")["metadata"],
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "name": "speech"},
+                 "minReplicas": 2, "maxReplicas": 5,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                     "type": "Utilization", "averageUtilization": 70}}}]}}
+    assert obj(children, "pdb")["spec"] == {"maxUnavailable": 1,
+                                            "selector": {"matchLabels": selector_labels(NAME)}}
+    assert deployment_spec(children)["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+@pytest.mark.parametrize(("patch", "pdb"), [
+    ({}, False),
+    ({"replicas": 1}, False),
+    ({"replicas": 0}, False),
+    ({"replicas": 2, **EMPTY}, True),
+    ({"replicas": 2, "storage": {"accessModes": ["ReadWriteMany"]}}, True),
+    ({"autoscaling": {"maxReplicas": 1}, **EMPTY}, False),
+    ({"autoscaling": {"maxReplicas": 2}, **EMPTY}, True),
+])
+def test_pdb_only_when_more_than_one_replica_is_possible(patch: dict[str, Any],
+                                                         pdb: bool) -> None:
+    assert (render(patch)["pdb"] is not None) is pdb
+
+
+@pytest.mark.parametrize(("storage", "strategy"), [
+    ({}, "Recreate"),
+    ({"accessModes": ["ReadWriteOncePod"]}, "Recreate"),
+    ({"accessModes": ["ReadWriteOnce", "ReadWriteMany"]}, "RollingUpdate"),
+    ({"type": "EmptyDir"}, "RollingUpdate"),
+])
+def test_update_strategy_follows_the_claim(storage: dict[str, Any], strategy: str) -> None:
+    assert deployment_spec(render({"storage": storage}))["strategy"]["type"] == strategy
+
+
+def test_autoscaling_with_rwo_is_refused() -> None:
+    with pytest.raises(SpecError, match="ReadWriteOnce"):
+        service({"autoscaling": {"maxReplicas": 2}})
+
+
+def test_empty_dir_storage() -> None:
+    children = render({"storage": {"type": "EmptyDir", "size": "3Gi",
+                                   "storageClassName": "ignored"}})
+    assert children["pvc"] is None
+    assert volume(children, "voices") == {"name": "voices", "emptyDir": {"sizeLimit": "3Gi"}}
+
+
+def test_http_disabled() -> None:
+    children = render({"server": {"http": {
+        "enabled": False, "apiKeySecretRef": {"name": "k", "key": "k"},
+        "openaiVoices": {"alloy": AMY}}}})
+    srv = server(children)
+    assert "--no-http" in srv["args"] and "--http-port" not in srv["args"]
+    assert cport(srv, "http") is None
+    assert [p["name"] for p in obj(children, "service")["spec"]["ports"]] == ["wyoming"]
+    healthcheck = {"exec": {"command": ["python", "-m", "chorus.server.healthcheck"]}}
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert {k: v for k, v in srv[probe].items() if k == "exec"} == healthcheck
+        assert "httpGet" not in srv[probe]
+    assert env(srv, "CHORUS_HEALTHCHECK_URI") == {"name": "CHORUS_HEALTHCHECK_URI",
+                                                  "value": "tcp://127.0.0.1:10200"}
+    assert env(srv, "CHORUS_API_KEY") is None
+    assert "--no-cache" in srv["args"]
+    assert "cache" not in [v["name"] for v in pod(children)["volumes"]]
+    assert "openai-voice" not in settings_json(children)
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def report(pod_name: str, **states: VoiceStatus) -> PodReport:
+    return PodReport(pod_name, VolumeStatus(dict(states)))
+
+
+def installed(size: int = 63_200_000) -> VoiceStatus:
+    return VoiceStatus("installed", bytes=size, sha256_model=SHA_A, sha256_config=SHA_B)
+
+
+def observe(**changes: Any) -> ServiceObservation:
+    spec = service()
+    fields: dict[str, Any] = {
+        "name": NAME, "namespace": NS, "generation": 4, "default_voice": AMY,
+        "http_port": 5000, "selection": select_voices(spec, voices()),
+        "deployment": {"metadata": {"generation": 2}, "spec": {"replicas": 2},
+                       "status": {"observedGeneration": 2, "readyReplicas": 2,
+                                  "updatedReplicas": 2}}}
+    fields.update(changes)
+    return ServiceObservation(**fields)
+
+
+def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def brief(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {t: (c["status"], c["reason"]) for t, c in conds(status).items()}
+
+
+def test_status_invalid_spec() -> None:
+    status = service_status(observe(spec_error="invalid TTSService spec: replicas: bad"))
+    assert brief(status) == {"Ready": ("False", "InvalidSpec"),
+                             "VoicesReady": ("Unknown", "InvalidSpec"),
+                             "Progressing": ("False", "InvalidSpec"),
+                             "Degraded": ("True", "InvalidSpec")}
+    assert conds(status)["Degraded"]["message"] == "invalid TTSService spec: replicas: bad"
+    assert status["observedGeneration"] == 4
+    assert all(c["observedGeneration"] == 4 for c in status["conditions"])
+
+
+def test_status_all_installed_and_ready() -> None:
+    status = service_status(observe(reports=(report("p1", **{AMY: installed(), JOE: installed()}),
+                                             report("p2", **{AMY: installed(), JOE: installed()}))))
+    assert brief(status) == {"Ready": ("True", "Available"),
+                             "VoicesReady": ("True", "AllVoicesInstalled"),
+                             "Progressing": ("False", "Stable"),
+                             "Degraded": ("False", "AsExpected")}
+    assert conds(status)["Ready"]["message"] == "2/2 pods ready"
+    assert (status["replicas"], status["readyReplicas"], status["replicasReady"],
+            status["voicesReady"]) == (2, 2, "2/2", "2/2")
+    assert status["endpoint"] == "tcp://speech.tts.svc:10200"
+    assert status["httpEndpoint"] == "http://speech.tts.svc:5000"
+    assert status["voices"] == [
+        {"name": AMY, "resource": "amy", "ready": True, "state": "installed", "pods": "2/2"},
+        {"name": JOE, "resource": "joe", "ready": True, "state": "installed", "pods": "2/2"}]
+
+
+def test_status_without_reports_is_unknown() -> None:
+    status = service_status(observe())
+    assert brief(status)["VoicesReady"] == ("Unknown", "NoReports")
+    assert conds(status)["VoicesReady"]["message"] == "no running pod has reported yet"
+    assert [r["state"] for r in status["voices"]] == ["unknown", "unknown"]
+    status = service_status(observe(reports=(PodReport("p1", error="connection refused"),)))
+    assert brief(status)["VoicesReady"] == ("Unknown", "NoReports")
+    assert conds(status)["VoicesReady"]["message"] == "p1: connection refused"
+
+
+def test_status_failed_voice_is_degraded() -> None:
+    failed = VoiceStatus("failed", required=False, error="404 from the hub")
+    status = service_status(observe(reports=(report("p1", **{AMY: installed(), JOE: failed}),)))
+    assert brief(status)["VoicesReady"] == ("False", "VoiceFailed")
+    assert conds(status)["VoicesReady"]["message"] == f"{JOE}: 404 from the hub"
+    assert brief(status)["Degraded"] == ("True", "Problems")
+    assert "404 from the hub" in conds(status)["Degraded"]["message"]
+    assert status["voices"][1] == {"name": JOE, "resource": "joe", "ready": False,
+                                   "state": "failed", "pods": "0/1",
+                                   "message": "404 from the hub"}
+    assert status["voicesReady"] == "1/2"
+
+
+def test_status_voices_syncing() -> None:
+    status = service_status(observe(reports=(
+        report("p1", **{AMY: installed(), JOE: VoiceStatus("downloading")}),
+        report("p2", **{AMY: installed()}))))
+    assert brief(status)["VoicesReady"] == ("False", "VoicesSyncing")
+    assert conds(status)["VoicesReady"]["message"] == (
+        f"waiting for {JOE} (downloading, 0/2 pods)")
+    assert brief(status)["Degraded"] == ("False", "AsExpected")
+
+
+def test_status_default_voice_not_selected() -> None:
+    spec = service({"defaultVoice": THORSTEN})
+    status = service_status(observe(default_voice=THORSTEN,
+                                    selection=select_voices(spec, voices())))
+    assert brief(status)["VoicesReady"] == ("False", "DefaultVoiceNotSelected")
+    assert THORSTEN in conds(status)["VoicesReady"]["message"]
+    assert brief(status)["Degraded"] == ("True", "Problems")
+
+
+def test_status_selection_problems() -> None:
+    selection = Selection(tuple(select_voices(service(), voices()).voices),
+                          missing=("ghost",), conflicts=("x",), invalid={"bad": "why"})
+    status = service_status(observe(selection=selection))
+    assert brief(status)["VoicesReady"] == ("False", "VoiceNotFound")
+    message = conds(status)["VoicesReady"]["message"]
+    assert "no TTSVoice named ghost" in message
+    assert "bad: why" in message
+    assert "different specs claim voice x" in message
+    status = service_status(observe(selection=Selection(), default_voice=None))
+    assert brief(status)["VoicesReady"] == ("False", "NoVoices")
+
+
+@pytest.mark.parametrize(("deployment", "ready", "progressing"), [
+    (None, ("False", "NotDeployed"), ("False", "Stable")),
+    ({"spec": {"replicas": 0}, "status": {}}, ("False", "ScaledToZero"), ("False", "Stable")),
+    ({"metadata": {"generation": 1}, "spec": {"replicas": 2},
+      "status": {"observedGeneration": 1, "readyReplicas": 0, "updatedReplicas": 2}},
+     ("False", "NoReadyPods"), ("True", "RollingOut")),
+    ({"metadata": {"generation": 3}, "spec": {"replicas": 2},
+      "status": {"observedGeneration": 3, "readyReplicas": 1, "updatedReplicas": 1}},
+     ("True", "Available"), ("True", "RollingOut")),
+    ({"metadata": {"generation": 3}, "spec": {"replicas": 2},
+      "status": {"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2}},
+     ("True", "Available"), ("True", "RollingOut")),
+])
+def test_status_follows_the_deployment(deployment: dict[str, Any] | None,
+                                       ready: tuple[str, str],
+                                       progressing: tuple[str, str]) -> None:
+    status = service_status(observe(deployment=deployment))
+    assert brief(status)["Ready"] == ready
+    assert brief(status)["Progressing"] == progressing
+
+
+def test_status_with_hpa_reads_the_deployment_replicas() -> None:
+    deployment = {"spec": {}, "status": {"readyReplicas": 1, "updatedReplicas": 1}}
+    status = service_status(observe(deployment=deployment, desired_replicas=3))
+    assert status["replicasReady"] == "1/3"
+
+
+def test_status_rollout_failure_is_degraded() -> None:
+    deployment = {"spec": {"replicas": 1}, "status": {"readyReplicas": 0, "conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+         "message": "ReplicaSet speech-abc has timed out progressing."}]}}
+    status = service_status(observe(deployment=deployment))
+    assert brief(status)["Degraded"] == ("True", "Problems")
+    assert "timed out progressing" in conds(status)["Degraded"]["message"]
+
+
+def test_status_without_http_has_no_http_endpoint() -> None:
+    status = service_status(observe(http_port=None, wyoming_port=10300))
+    assert "httpEndpoint" not in status
+    assert status["endpoint"] == "tcp://speech.tts.svc:10300"
+
+
+def test_last_transition_time_moves_only_with_the_status() -> None:
+    reports = (report("p1", **{AMY: installed(), JOE: installed()}),)
+    first = service_status(observe(reports=reports))
+    previous = {"conditions": [{**c, "lastTransitionTime": OLD} for c in first["conditions"]]}
+    same = service_status(observe(reports=reports), previous)
+    assert all(c["lastTransitionTime"] == OLD for c in same["conditions"])
+    changed = service_status(observe(reports=reports, deployment=None), previous)
+    times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
+    assert times["Ready"] != OLD  # True -> False
+    assert times["VoicesReady"] == OLD  # still True
+    assert condition(previous["conditions"], "Ready", True, "r", "m")["lastTransitionTime"] == OLD
+    assert "observedGeneration" not in condition([], "Ready", True, "r", "m")
+
+
+def test_voice_status_phases() -> None:
+    ready = voice_status(AMY, 2, ["speech", "other"], [report("p1", **{AMY: installed()}),
+                                                       report("p2", **{AMY: installed()})])
+    assert (ready["phase"], ready["bytes"], ready["size"]) == ("Ready", 63_200_000, "63.2 MB")
+    assert ready["sha256"] == {"model": SHA_A, "config": SHA_B}
+    assert ready["services"] == ["other", "speech"]
+    assert ready["observedGeneration"] == 2
+    assert brief(ready) == {"Ready": ("True", "Installed")}
+
+    syncing = voice_status(AMY, 2, ["speech"], [report("p1", **{AMY: installed()}),
+                                                report("p2", **{AMY: VoiceStatus("pending")})])
+    assert (syncing["phase"], syncing["message"]) == ("Syncing", "installed on 1/2 pod(s)")
+
+    failed = voice_status(AMY, 2, ["speech"], [
+        report("p1", **{AMY: VoiceStatus("failed", error="sha256 mismatch")})])
+    assert (failed["phase"], failed["message"]) == ("Failed", "p1: sha256 mismatch")
+    assert brief(failed) == {"Ready": ("False", "SyncFailed")}
+
+    pending = voice_status(AMY, 2, ["speech"], [PodReport("p1", error="timeout")])
+    assert (pending["phase"], brief(pending)) == ("Pending", {"Ready": ("False", "NoReports")})
+
+    unused = voice_status(AMY, 2, [], [])
+    assert (unused["phase"], brief(unused)) == ("Unused", {"Ready": ("False", "Unused")})
+
+    invalid = voice_status(AMY, 2, ["speech"], [], spec_error="invalid TTSVoice spec: x")
+    assert (invalid["phase"], invalid["message"]) == ("Failed", "invalid TTSVoice spec: x")
+    assert brief(invalid) == {"Ready": ("False", "InvalidSpec")}
+
+    again = voice_status(AMY, 3, ["speech"], [report("p1", **{AMY: installed()})],
+                         previous={"conditions": [{**ready["conditions"][0],
+                                                   "lastTransitionTime": OLD}]})
+    assert again["conditions"][0]["lastTransitionTime"] == OLD
+
+
+@pytest.mark.parametrize(("size", "text"), [(0, "0.0 kB"), (999_999, "1000.0 kB"),
+                                            (1_000_000, "1.0 MB"), (63_201_294, "63.2 MB")])
+def test_human_size(size: int, text: str) -> None:
+    assert human_size(size) == text
+
+
+# --- chorus render ------------------------------------------------------------------------------
+
+
+def _render_cli(capsys: pytest.CaptureFixture[str], *files: str) -> tuple[int, list[Any], str]:
+    argv = ["render", "--namespace", "voices"]
+    for name in files:
+        argv += ["-f", str(EXAMPLES / name)]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, [d for d in yaml.safe_load_all(out) if d is not None], err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_chorus_render_multilingual(capsys: pytest.CaptureFixture[str]) -> None:
+    code, docs, err = _render_cli(capsys, "service-multilingual.yaml")
+    assert (code, err) == (0, "")
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Deployment", "Service",
+                                         "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    assert {d["metadata"]["namespace"] for d in docs} == {"voices"}
+    manifest = load_manifest(docs[0]["data"]["manifest.json"])
+    assert {v.name: v.required for v in manifest.voices} == {
+        THORSTEN: False, "en_US-joe-medium": True, "fr_FR-siwis-medium": False}
+    assert json.loads(docs[0]["data"]["server.json"])["openai-voice"] == [
+        f"alloy={JOE}", f"nova={THORSTEN}"]
+    assert docs[3]["spec"]["minReplicas"] == 2 and docs[3]["spec"]["maxReplicas"] == 5
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_chorus_render_needs_the_voices(capsys: pytest.CaptureFixture[str]) -> None:
+    code, docs, err = _render_cli(capsys, "service-simple.yaml")
+    assert code == 1
+    assert docs == []
+    assert "no TTSVoice named en-us-amy-medium" in err
+    assert "defaultVoice 'en_US-amy-medium' is not among the selected voices" in err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_chorus_render_simple_with_its_voice(capsys: pytest.CaptureFixture[str]) -> None:
+    code, docs, err = _render_cli(capsys, "service-simple.yaml", "voice-amy.yaml")
+    assert (code, err) == (0, "")
+    assert [d["kind"] for d in docs] == ["ConfigMap", "PersistentVolumeClaim", "Deployment",
+                                         "Service"]
+
+
+def test_render_files_reports_bad_objects(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump_all([
+        {"apiVersion": "tts.chorus.dev/v1alpha1", "kind": "TTSService",
+         "metadata": {"name": "Bad_Name"}, "spec": BASE_SPEC},
+        {"apiVersion": "tts.chorus.dev/v1alpha1", "kind": "TTSVoice",
+         "metadata": {"name": "broken"}, "spec": {"voice": "../x", "source": {"local": {
+             "path": "/v"}}}},
+    ]))
+    out, problems = render_files([path], "default", RenderSettings())
+    assert out == ""
+    assert any("TTSService default/Bad_Name" in p and "DNS label" in p for p in problems)
+    assert any("TTSVoice default/broken" in p and "unsafe voice key" in p for p in problems)
+    out, problems = render_files([EXAMPLES / "voice-amy.yaml"], "default", RenderSettings())
+    assert problems == ["no TTSService in the given files"]
+
+
+# --- is_subset -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("desired", "actual", "subset"), [
+    ({"a": 1}, {"a": 1, "b": 2}, True),
+    ({"a": 1, "b": 2}, {"a": 1}, False),
+    ({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}, True),
+    ({"a": {"b": 1}}, {"a": {"b": 2}}, False),
+    ({"a": {"b": 1}}, {"a": "x"}, False),
+    ([{"a": 1}], [{"a": 1, "z": 0}], True),
+    ([{"a": 1}], [{"a": 1}, {"a": 2}], False),
+    ([1, 2], [2, 1], False),
+    ([1], {"0": 1}, False),
+    (True, True, True),
+    (True, 1, False),
+    (1, True, False),
+    (False, 0, False),
+    (1, 1.0, True),
+    (2, 2.5, False),
+    ("1", 1, True),  # quantities the API echoes as strings
+    ({"cpu": 2}, {"cpu": "2"}, True),
+    (None, None, True),
+    ("a", "b", False),
+    ({}, {"anything": 1}, True),
+])
+def test_is_subset(desired: Any, actual: Any, subset: bool) -> None:
+    assert is_subset(desired, actual) is subset
+
+
+def test_rendered_objects_are_subsets_of_what_the_api_returns() -> None:
+    children = render({"autoscaling": {"maxReplicas": 3}, **EMPTY})
+    for child in children.values():
+        if child is None:
+            continue
+        returned = json.loads(json.dumps(child))
+        returned["metadata"].update({"uid": "u", "resourceVersion": "1", "generation": 1})
+        returned["status"] = {}
+        if child["kind"] == "Deployment":
+            spec = returned["spec"]["template"]["spec"]
+            for cont in spec["containers"] + spec["initContainers"]:
+                cont.update({"terminationMessagePath": "/dev/termination-log",
+                             "terminationMessagePolicy": "File"})
+            spec.update({"restartPolicy": "Always", "dnsPolicy": "ClusterFirst"})
+            returned["spec"]["replicas"] = 3  # the HPA's choice
+        assert is_subset(child, returned), child["kind"]
+    drifted = json.loads(json.dumps(obj(children, "deployment")))
+    drifted["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
+    assert not is_subset(obj(children, "deployment"), drifted)
