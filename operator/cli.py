@@ -96,7 +96,7 @@ def _run_operator(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from .handlers import build_registry
+    from .handlers import build_registry, configure
     from .reconciler import OperatorConfig
 
     namespaces = tuple(values.get("namespace") or ())
@@ -104,7 +104,11 @@ def _run_operator(args: argparse.Namespace) -> int:
                             resync_interval=values["resync_interval"],
                             poll_timeout=values["poll_timeout"])
     registry = build_registry(config)
-    asyncio.run(kopf.operator(registry=registry, standalone=True,
+    settings = configure(kopf.OperatorSettings())
+    settings.watching.server_timeout = 300  # re-list now and then, well before proxies cut
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    asyncio.run(kopf.operator(registry=registry, settings=settings, standalone=True,
                               clusterwide=not namespaces, namespaces=list(namespaces),
                               liveness_endpoint=values["liveness"] or None))
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from .kube import ApiError, KubeClient
+from .kube import ApiError, KubeClient, login
 from .models import GROUP, VERSION
 from .reconciler import InvalidSpecError, OperatorConfig, Reconciler, voice_fingerprint
 from .render import MANAGED_BY, SERVICE_LABEL
@@ -30,15 +30,16 @@ log = logging.getLogger(__name__)
 _TRANSIENT = (aiohttp.ClientError, OSError, TimeoutError)
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
-    """Operator settings: progress in our own annotations, quiet events, quick shutdown."""
+def configure(settings: kopf.OperatorSettings) -> kopf.OperatorSettings:
+    """Where kopf keeps its state: our own annotations (the CRD status schemas are
+    structural, so kopf's default ``status.kopf`` would be pruned), and only warnings and
+    errors become Kubernetes events."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.networking.request_timeout = 30
+    return settings
 
 
 async def _guard(what: str, call: Callable[[], Awaitable[Any]], *, permanent: bool) -> None:
@@ -78,14 +79,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         rec: Reconciler = state["reconciler"]
         return rec
 
-    @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure(settings)
+    kopf.on.login(id="login", registry=registry)(login)
+
+    @kopf.on.startup(id="start", registry=registry)
+    async def startup(**_: Any) -> None:
         rec = Reconciler(KubeClient(), config)
         state["reconciler"] = rec
         state["resync"] = asyncio.create_task(_resync_forever(rec, config.resync_interval))
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="stop", registry=registry)
     async def cleanup(**_: Any) -> None:
         task = state.pop("resync", None)
         if task is not None:
@@ -96,15 +98,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if rec is not None:
             await rec.client.close()
 
-    @kopf.on.resume(GROUP, VERSION, "ttsservices", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "ttsservices", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "ttsservices", registry=registry)
+    @kopf.on.resume(GROUP, VERSION, "ttsservices", id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "ttsservices", id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "ttsservices", id="reconcile", registry=registry)
     async def service_changed(namespace: str | None, name: str, **_: Any) -> None:
         namespace = _namespaced(namespace)
         await _guard(f"TTSService {namespace}/{name}",
                      lambda: reconciler().sync_service(namespace, name), permanent=True)
 
-    @kopf.on.event(GROUP, VERSION, "ttsvoices", registry=registry)
+    @kopf.on.event(GROUP, VERSION, "ttsvoices", id="voice-changed", registry=registry)
     async def voice_event(type: str, namespace: str | None, name: str, body: kopf.Body,
                           **_: Any) -> None:
         namespace = _namespaced(namespace)
@@ -129,7 +131,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
         await _guard(f"TTSVoice {namespace}/{name}", resync, permanent=False)
 
-    @kopf.on.event("apps", "v1", "deployments", registry=registry,
+    @kopf.on.event("apps", "v1", "deployments", id="deployment-changed", registry=registry,
                    labels={"app.kubernetes.io/managed-by": MANAGED_BY, SERVICE_LABEL: kopf.PRESENT})
     async def deployment_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
         """Readiness changes and hand edits of a Deployment: re-check its TTSService."""

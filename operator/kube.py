@@ -20,7 +20,7 @@ from typing import Any, Self
 import aiohttp
 import kopf
 
-__all__ = ["ApiError", "KubeClient", "resource_path"]
+__all__ = ["ApiError", "KubeClient", "login", "resource_path"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,12 @@ def resource_path(api_version: str, kind: str, namespace: str | None,
     return path
 
 
-def _login() -> kopf.ConnectionInfo:
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Credentials: the pod's service account, else ``$KUBECONFIG``/``~/.kube/config``.
+
+    Registered as the operator's kopf login handler too, so kopf's watches and this
+    client always talk to the same cluster as the same user.
+    """
     settings = kopf.OperatorSettings()
     info = (kopf.login_with_service_account(settings=settings)
             or kopf.login_with_kubeconfig(settings=settings))
@@ -98,7 +103,7 @@ class KubeClient:
     """Create/get/patch/delete/list on plain dicts; re-reads credentials after a 401."""
 
     def __init__(self, info: kopf.ConnectionInfo | None = None, timeout: float = 30.0) -> None:
-        self._info = info or _login()
+        self._info = info or login()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -132,7 +137,7 @@ class KubeClient:
                 if resp.status == 401 and attempt == 1:
                     log.info("API answered 401; reading credentials again")
                     await self.close()
-                    self._info = _login()
+                    self._info = login()
                     continue
                 body = await resp.json(content_type=None) if resp.content_length != 0 else {}
                 if resp.status >= 400:

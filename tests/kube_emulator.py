@@ -27,7 +27,8 @@ rendering, fetching, request log and DSL reactions (``emulator['get /x'] << 404`
   and ``/api/v1/namespaces[/name]`` works at all (kmock's URL parser takes it for a prefix).
 
 Known simplifications: the garbage collector runs synchronously inside the DELETE (a client
-cannot tell it from a fast background collector), ``Foreground`` propagation behaves as
+cannot tell it from a fast background collector; objects created with owners already gone
+are collected 50 ms after their create), ``Foreground`` propagation behaves as
 ``Background``; namespaces need not exist and deleting one deletes nothing else; PUT does not
 demand a resourceVersion; subresources other than ``status`` (``scale``) are not writable.
 """
@@ -236,6 +237,7 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     # The state a write produced, picked up by the response handler for that same request:
     # kmock's handlers look objects up by the URL/body name, which fails for generateName.
     _results: dict[kmock.Request, dict[str, Any]] = attrs.field(factory=dict, init=False)
+    _gc_tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -291,7 +293,29 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
                     result = self._delete_request(request)
                 if result is not None:
                     self._results[request] = result
+                if request.action == kmock.action.CREATE:
+                    self._collect_dangling_later()
         return await super(kmock.KubernetesEmulator, self)._handle(request)
+
+    def _collect_dangling_later(self) -> None:
+        """The real garbage collector also deletes objects *created* with owner references
+        to owners that are already gone (a controller racing a delete); it does so a moment
+        later, so this does too (after the create's response has been rendered)."""
+        async def collect() -> None:
+            await asyncio.sleep(0.05)
+            async with self._lock:
+                live = self._live_uids()
+                for key, obj in list(self._objects.items()):
+                    if obj.deleted:
+                        continue
+                    refs = (obj.raw.get("metadata") or {}).get("ownerReferences") or []
+                    owners = {ref.get("uid") for ref in refs if isinstance(ref, dict)}
+                    if owners and not owners & live:
+                        self._delete(key)
+
+        task = asyncio.get_running_loop().create_task(collect())
+        self._gc_tasks.add(task)
+        task.add_done_callback(self._gc_tasks.discard)
 
     def _next_rv(self) -> str:
         self._last_rv += 1
