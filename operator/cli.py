@@ -97,7 +97,14 @@ def _run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from .handlers import build_registry, configure
+    from .kube import login
     from .reconciler import OperatorConfig
+
+    try:
+        login()  # fail now, with the reason, rather than have kopf retry forever
+    except (kopf.LoginError, OSError, ValueError) as err:
+        print(f"chorus operator: error: cannot reach a cluster: {err}", file=sys.stderr)
+        return 1
 
     namespaces = tuple(values.get("namespace") or ())
     config = OperatorConfig(render=_render_settings(values), namespaces=namespaces,

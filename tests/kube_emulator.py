@@ -266,7 +266,8 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if _NAMESPACES_PATH.match(raw_request.path):
             path = raw_request.path.replace("/namespaces", f"/{_DISGUISE}", 1)
-            raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(path))
+            raw_request = raw_request.clone(
+                rel_url=raw_request.rel_url.with_path(path).with_query(raw_request.rel_url.query))
         return await super().__call__(raw_request)
 
     def _undisguise(self, request: kmock.Request) -> kmock.Request:

@@ -573,3 +573,12 @@ async def wait_until(predicate: Any, within: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the condition never held")
         await asyncio.sleep(0.02)
+
+
+async def test_namespaces_can_be_watched(kube_emulator: EmulatedCluster) -> None:
+    """kopf watches namespaces when it serves a list of them; the query must survive."""
+    await kube_emulator.create({"apiVersion": "v1", "kind": "Namespace",
+                                "metadata": {"name": "speech"}})
+    events = [e async for e in kube_emulator.watch("v1", "namespaces", timeout_seconds=0.5)]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "speech")]
