@@ -29,6 +29,8 @@ _IMAGE_OPTIONS = [
            metavar="IMAGE"),
     Option("--image-pull-policy", "pull policy when a TTSService names none",
            choices=["Always", "IfNotPresent", "Never"]),
+    Option("--hf-endpoint", "Hugging Face endpoint (a mirror) for every voice manager "
+           "(HF_ENDPOINT in their containers)", metavar="URL"),
 ]
 
 OPERATOR_OPTIONS = [
@@ -82,7 +84,8 @@ def _render_settings(values: dict[str, Any]) -> Any:
     from .render import RenderSettings
 
     return RenderSettings(server_image=values["server_image"],
-                          image_pull_policy=values.get("image_pull_policy"))
+                          image_pull_policy=values.get("image_pull_policy"),
+                          hf_endpoint=values.get("hf_endpoint"))
 
 
 def _run_operator(args: argparse.Namespace) -> int:

@@ -85,6 +85,9 @@ class RenderSettings:
 
     server_image: str = DEFAULT_SERVER_IMAGE
     image_pull_policy: str | None = None
+    hf_endpoint: str | None = None
+    """A Hugging Face mirror for every voice manager (``HF_ENDPOINT``), for clusters that
+    cannot reach huggingface.co."""
 
 
 @dataclass(frozen=True)
@@ -325,10 +328,12 @@ def _manager_args(spec: ServiceSpec, *, init: bool) -> list[str]:
             "--remove-after", str(spec.voice_manager.remove_after_seconds)]
 
 
-def _manager_container(spec: ServiceSpec, image: str, pull: str | None, *,
-                       init: bool) -> dict[str, Any]:
+def _manager_container(spec: ServiceSpec, image: str, pull: str | None,
+                       settings: RenderSettings, *, init: bool) -> dict[str, Any]:
     manager = spec.voice_manager
     env = [{"name": "HOME", "value": "/tmp"}]  # noqa: S108
+    if settings.hf_endpoint:
+        env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
     if manager.hf_token_secret_ref is not None:
         env.append(_env_secret("HF_TOKEN", manager.hf_token_secret_ref))
     container: dict[str, Any] = {
@@ -380,9 +385,11 @@ def build_deployment(name: str, namespace: str, spec: ServiceSpec,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
                             "fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch",
                             "seccompProfile": {"type": "RuntimeDefault"}},
-        "initContainers": [_manager_container(spec, manager_image, manager_pull, init=True)],
+        "initContainers": [_manager_container(spec, manager_image, manager_pull, settings,
+                                              init=True)],
         "containers": [_server_container(spec, image, pull),
-                       _manager_container(spec, manager_image, manager_pull, init=False)],
+                       _manager_container(spec, manager_image, manager_pull, settings,
+                                          init=False)],
         "volumes": _volumes(name, spec),
     }
     if pod.node_selector:

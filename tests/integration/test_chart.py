@@ -51,6 +51,7 @@ FULL_VALUES: Doc = {
     "watchNamespaces": ["speech", "lab"],
     "resyncInterval": 7.5,
     "logLevel": "DEBUG",
+    "hfEndpoint": "https://hf-mirror.example",
     "rbac": {"create": True},
     "serviceAccount": {"create": True, "name": "chorus-op",
                        "annotations": {"example.com/role": "tts"}},
@@ -302,6 +303,7 @@ def test_chart_crds_are_byte_identical_copies() -> None:
     (["--set", "watchNamespaces={speech,Not_A_Namespace}"], "watchNamespaces.1"),
     (["--set", "resyncInterval=0"], "resyncInterval"),
     (["--set", "logLevel=LOUD"], "logLevel"),
+    (["--set", "hfEndpoint=ftp://mirror"], "hfEndpoint"),
     (["--set", "image.tag=123"], "image.tag"),
     (["--set", "serverImage.tag=2"], "serverImage.tag"),
     (["--set", "image.repository=ghcr.io/x/y:1.0"], "image.repository"),
@@ -403,6 +405,7 @@ def test_full_deployment(render: Callable[..., list[Doc]]) -> None:
         "--server-image", "registry.example.com:5000/chorus/server:1.2.3-gpu",
         "--image-pull-policy", "IfNotPresent",
         "--resync-interval", "7.5", "--log-level", "DEBUG",
+        "--hf-endpoint", "https://hf-mirror.example",
         "--namespace", "speech", "--namespace", "lab"]
     assert container["resources"] == FULL_VALUES["resources"]
     template = deployment["spec"]["template"]

@@ -539,6 +539,18 @@ def test_render_settings_supply_image_and_pull_policy() -> None:
     assert _pulls(children) == ("Always",) * 3
 
 
+def test_an_hf_mirror_reaches_every_voice_manager_and_nothing_else() -> None:
+    children = render(settings=RenderSettings(hf_endpoint="https://hf-mirror.example"))
+    pod = template(children)["spec"]
+    env = {c["name"]: {e["name"]: e.get("value") for e in c.get("env", [])}
+           for c in pod["initContainers"] + pod["containers"]}
+    assert env["voice-manager-init"]["HF_ENDPOINT"] == "https://hf-mirror.example"
+    assert env["voice-manager"]["HF_ENDPOINT"] == "https://hf-mirror.example"
+    assert "HF_ENDPOINT" not in env["server"]
+    default = template(render())["spec"]["containers"]
+    assert all("HF_ENDPOINT" not in {e["name"] for e in c.get("env", [])} for c in default)
+
+
 def test_pod_labels_and_annotations_cannot_break_selector_or_checksum() -> None:
     children = render({"pod": {"labels": {"tts.chorus.dev/service": "other"},
                                "annotations": {CHECKSUM_ANNOTATION: "forged"}}})
