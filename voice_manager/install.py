@@ -131,6 +131,7 @@ def stage_chunks(dest: Path, label: str, chunks: Iterable[bytes], *,
     except OSError as err:
         raise _write_error(label, dest, err) from err
     tmp = Path(tmp_name)
+    _world_readable(fd)
     digest = hashlib.sha256()
     md5 = hashlib.md5(usedforsecurity=False)
     size = 0
@@ -203,10 +204,28 @@ def commit_voice(dest: Path, name: str, model: StagedFile, config: StagedFile) -
         raise VoiceInstallError(f"cannot install {name} in {dest}: {err}") from err
 
 
+def _read_umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+"""Read once at import (setting it is process-wide; the sync runs writer threads)."""
+
+
+def _world_readable(fd: int) -> None:
+    """mkstemp makes 0600 files; voices and their status are no secrets, and a volume may
+    be read by another uid (a second server, wyoming-piper, a baked image's runtime user),
+    so they get the usual 0644, less what the umask takes away."""
+    os.fchmod(fd, 0o644 & ~_UMASK)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new content, whole."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}-")
     try:
+        _world_readable(fd)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,12 @@ def test_disk_full_mid_write_is_a_clear_error_and_leaves_nothing(
         stage_chunks(tmp_path, "v.onnx", [b"abcd", b"efgh"])
     monkeypatch.undo()
     assert _temps(tmp_path) == []
+
+
+def test_installed_files_are_readable_by_other_users(tmp_path: Path) -> None:
+    """A volume may be read by another uid than the one that installed it."""
+    staged = stage_chunks(tmp_path, "m", [b"model"])
+    assert stat.S_IMODE(staged.path.stat().st_mode) & 0o044 == 0o044
+    target = tmp_path / "status.json"
+    write_atomic(target, b"{}")
+    assert stat.S_IMODE(target.stat().st_mode) & 0o044 == 0o044
