@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.voice_servers import VoiceServer, running_server
+
 CACHE_ON = {"CHORUS_NO_CACHE": "false"}
 
 
@@ -29,3 +31,10 @@ def _no_audio_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def voice_server() -> Iterator[VoiceServer]:
+    """A loopback HTTP server with the joe voice files, and the Hugging Face API paths."""
+    with running_server() as srv:
+        yield srv

