@@ -40,6 +40,19 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _window_sizes(text: str) -> tuple[int, ...]:
+    """``16,32,64`` -> ``(16, 32, 64)``: frames per streaming window, the last repeating."""
+    parts = [p.strip() for p in text.strip().strip("[]()").split(",") if p.strip()]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        sizes = ()
+    if not sizes or any(size < 1 or size > 100_000 for size in sizes):
+        raise argparse.ArgumentTypeError(
+            f"expected frame counts separated by commas, e.g. 16,32,64,128, got {text!r}")
+    return sizes
+
+
 def _voice_mapping(text: str) -> tuple[str, str]:
     """``alloy=en_US-joe-medium`` -> ``("alloy", "en_US-joe-medium")``."""
     name, sep, voice = text.partition("=")
@@ -67,6 +80,15 @@ VOICE_OPTIONS = [
            type=positive_int, metavar="N"),
     Option("--voice-memory-mb", "memory budget for resident voices (LRU beyond it)",
            default=_DEFAULTS.voice_memory_mb, type=positive_int, metavar="MB"),
+    Option("--stream-windows", "frames per window when streaming below sentence level "
+           "(256 samples each; the last size repeats)",
+           default=",".join(map(str, _DEFAULTS.stream_windows)), type=_window_sizes,
+           metavar="N,N,..."),
+    Option("--no-sub-sentence-streaming", "render whole sentences instead of windows "
+           "(same audio, later first sound)", kind="flag", default=False),
+    Option("--graph-cache-dir", "where voices' graph parts for streaming are cached "
+           "(default: chorus/graphs under $XDG_CACHE_HOME or ~/.cache)", type=Path,
+           metavar="DIR"),
     Option("--length-scale", "default phoneme length scale (>1 is slower speech)",
            type=positive_float, metavar="X"),
     Option("--noise-scale", "default generator noise (0 makes output deterministic)",
@@ -157,6 +179,11 @@ def _settings(values: dict[str, Any]) -> Any:
         "max_sentence_phonemes": values["max_sentence_phonemes"],
         "max_text_chars": values["max_text_chars"],
         "voice_memory_mb": values["voice_memory_mb"],
+        "stream_windows": (_window_sizes(values["stream_windows"])
+                           if isinstance(values["stream_windows"], str)
+                           else tuple(values["stream_windows"])),
+        "sub_sentence_streaming": not values["no_sub_sentence_streaming"],
+        "graph_cache_dir": values["graph_cache_dir"],
         "length_scale": values["length_scale"],
         "noise_scale": values["noise_scale"],
         "noise_w_scale": values["noise_w_scale"],

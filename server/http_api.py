@@ -7,7 +7,8 @@ whichever protocol a client speaks. Errors a client causes are answered as JSON
 ``{"error": {"code", "message"}}`` with a 4xx status (503 for busy and shutting down),
 never a 5xx for bad input.
 
-A streamed response is only started once the first sentence's audio exists: until
+A streamed response is only started once the first audio exists (the first window of
+the first sentence, or the whole sentence for a voice that does not stream): until
 then an error (unknown speaker, busy, text that cannot be phonemized) can still be
 answered with its proper status. After that an error can only cut the stream short,
 and the connection is closed so the client sees a truncated body rather than a silent
@@ -266,7 +267,7 @@ class HttpApi:
             return await self._whole(speech, record)
 
     async def synthesize_stream(self, request: web.Request) -> web.StreamResponse:
-        """Chunked audio; the first bytes leave once the first sentence is rendered."""
+        """Chunked audio; the first bytes leave once the first window is rendered."""
         with self.metrics.request("http", "") as record:
             speech = parse_native(await self._body(request))
             record.format = speech.format.name

@@ -107,6 +107,18 @@ class Metrics:
         self.rtf = Histogram(
             "chorus_real_time_factor", "Synthesis time divided by audio duration",
             ["door"], buckets=_RTF_BUCKETS, registry=self.registry)
+        self.pieces = Counter(
+            "chorus_audio_windows", "Pieces of audio made ready for clients: windows of "
+            "sentences, or whole sentences when a voice does not stream below them",
+            ["door"], registry=self.registry)
+        self.late = Counter(
+            "chorus_late_windows", "Pieces of audio (windows or whole sentences) ready "
+            "after the audio sent before them would have finished playing (playback in "
+            "real time from the first audio, resuming after a gap)", ["door"],
+            registry=self.registry)
+        for door in ("wyoming", "http"):  # exposed at 0 from the start, for alerts
+            self.pieces.labels(door)
+            self.late.labels(door)
         self._cache = _CacheCollector()
         self.registry.register(self._cache)
 
@@ -142,17 +154,35 @@ class RequestMetrics:
         self._start = time.perf_counter()
         self._first: float | None = None
         self._audio_seconds = 0.0
+        self._playback_end = 0.0
         self._failed = False
+        self.late = 0
+        """Pieces of this request that were late (see :meth:`audio`)."""
         self.cached = False
         """Answered from the cache: counted, but kept out of the synthesis histograms,
         whose latency and real-time factor would otherwise mix disk reads with renders."""
 
     def audio(self, samples: int, rate: int) -> None:
-        """Audio of ``samples`` at ``rate`` is ready to be sent."""
+        """Audio of ``samples`` at ``rate`` is ready to be sent.
+
+        Every piece after the first is checked against its deadline: a listener who
+        starts playing at the first audio runs out of sound when the audio sent so far
+        has played. A piece ready after that is late (an audible gap), and playback
+        resumes from its arrival.
+        """
+        now = time.perf_counter() - self._start
+        duration = samples / rate
+        self._metrics.pieces.labels(self.door).inc()
         if self._first is None:
-            self._first = time.perf_counter() - self._start
+            self._first = now
             self._metrics.first_audio.labels(self.door).observe(self._first)
-        self._audio_seconds += samples / rate
+            self._playback_end = now
+        elif now > self._playback_end:
+            self._metrics.late.labels(self.door).inc()
+            self.late += 1
+            self._playback_end = now
+        self._playback_end += duration
+        self._audio_seconds += duration
 
     def __enter__(self) -> RequestMetrics:
         return self

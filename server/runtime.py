@@ -39,8 +39,12 @@ class Runtime:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        engine = PiperEngine(threads_per_voice=settings.threads_per_worker,
-                             max_phonemes=settings.max_sentence_phonemes)
+        engine = PiperEngine(
+            threads_per_voice=settings.threads_per_worker,
+            max_phonemes=settings.max_sentence_phonemes,
+            stream_windows=(settings.stream_windows if settings.sub_sentence_streaming
+                            else None),
+            graph_cache_dir=settings.effective_graph_cache_dir)
         self.store = VoiceStore(
             engine,
             settings.voice_directories(),

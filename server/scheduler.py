@@ -1,12 +1,30 @@
 """The scheduler: worker threads render units; the asyncio loop only hands them out.
 
-The unit of work is a model call (a sentence, or part of an over-long one), not a
-request. Each request is a :class:`Job` whose units are rendered in order of arrival
-into it, at most ``lookahead`` ahead of what its consumer has taken, so one client
-can use every worker while a slow reader cannot pile up audio. When several jobs
-wait, a free worker takes the job that has had the fewest units started so far
-(least attained service): a new short request goes ahead of long ones already
-streaming, and long ones advance in step, so nobody starves.
+The unit of work is a model call, not a request. Each request is a :class:`Job` whose
+units (sentences, or parts of over-long ones) are started in order of arrival into it.
+A voice that streams below sentence level answers a unit's first call with the unit's
+*windows* (see :class:`~chorus.server.engines.base.Windows`); each window is then a
+work item of its own, queued ahead of the job's later units, and the worker that ran
+the first call goes straight on with window 0 (first audio should not wait in the
+queue again). Windows of one unit may render on several workers at once; their audio
+still leaves in order.
+
+At most ``lookahead`` items of a job are rendered ahead of what its consumer has taken
+(the piece the consumer waits for may always run), so one client can use every worker
+while a slow reader cannot pile up audio.
+
+When several jobs wait, a free worker takes the job whose listener has the least audio
+in hand (least attained service, counted in seconds of audio ahead of real-time
+playback: the audio a job was given, less the time since its first piece, as if played
+from then; a window's audio counts from when it starts, a whole sentence's when it is
+done; ties go to the job with fewer items started, then the older job). A new request
+has none in hand, so it goes ahead of long ones already streaming, unless one of those
+is about to run dry (:data:`PLAYING_MARGIN`); long ones advance in step, none running
+dry while another is seconds ahead. Counted in items instead, a
+request at a sentence boundary (an encoder pass and small windows: many items, little
+audio) fell behind requests in the middle of big windows, and the last of four requests
+started together ran dry (measured: 10 underruns in 12 paragraphs, gaps up to 0.7 s;
+counted in audio given but not in time played, 2-8 underruns of 0-0.14 s).
 
 The number of jobs is bounded: when it is reached, :meth:`Scheduler.open` raises
 :class:`~chorus.server.errors.Busy` at once instead of queueing without limit.
@@ -18,15 +36,56 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from .engines.base import PCM, LoadedVoice, SynthesisParams, Unit
+import numpy as np
+
+from .engines.base import PCM, LoadedVoice, SynthesisParams, Unit, Windows
 from .errors import Busy, ShuttingDown
 
-__all__ = ["Job", "Scheduler"]
+__all__ = ["Job", "Piece", "Scheduler"]
 
 _LOGGER = logging.getLogger(__name__)
+
+PLAYING_MARGIN = 0.35
+"""Seconds: a request whose listener is playing and has less audio in hand than this
+goes before new requests (which have none). Four paragraphs started together on two
+workers: with no margin the first two requests' first window (0.19 s of audio) ran out
+while the other two were encoded (gaps of 5-52 ms in 9 of 12 requests, all right after
+the first window; 0.15 s still left 5); with 0.35 s none ran dry in 16 requests, and the
+last two requests' first audio came at ~0.3 s instead of ~0.25 s."""
+
+LOOKAHEAD_PER_WORKER = 4
+"""Default lookahead in items per worker. Windows make many small items per sentence:
+with one per worker, the windows of a request's next sentence, done early, filled the
+lookahead and left a worker idle while the current sentence's windows waited (a
+199-character request took 0.95 s instead of ~0.65 s on two workers). A window is at most
+a few hundred KB of samples, so a few per worker bound a slow reader's backlog well."""
+
+
+class Piece(NamedTuple):
+    """Audio of one work item: a whole unit, or one window of it."""
+
+    unit: int
+    """Index of the unit within the job."""
+    pcm: PCM
+    last: bool
+    """The unit's last piece (silence after a sentence goes after this one)."""
+
+
+@dataclass(eq=False)
+class _Item:
+    unit: int
+    window: int
+    """-1 for the unit's first call (``voice.start``), else a window index."""
+    payload: Unit | Windows
+
+
+Result = PCM | BaseException
 
 
 class Job:
@@ -38,11 +97,21 @@ class Job:
         self.params = params
         self._scheduler = scheduler
         self._arrival = arrival
-        self._pending: deque[Unit] = deque()
+        self._pending: deque[_Item] = deque()
+        self._units = 0
         self._started = 0
+        self._service = 0.0
+        """Seconds of audio this job was given (see the module docstring)."""
+        self._first_at: float | None = None
+        """When its first piece was ready (``time.monotonic``)."""
+        self._rate = float(voice.spec.sample_rate or 1)
         self._in_flight = 0
-        self._results: dict[int, PCM | BaseException] = {}
-        self._consumed = 0
+        self._results: dict[tuple[int, int], Result] = {}
+        self._counts: dict[int, int] = {}
+        """Pieces per unit, known once its first call returned."""
+        self._unit = 0
+        self._window = 0
+        """The consumer's position: the next piece it takes."""
         self._closed = False
         self._done = False
         self._error: BaseException | None = None
@@ -53,7 +122,9 @@ class Job:
 
     def add_units(self, units: Iterable[Unit]) -> None:
         with self._scheduler._cond:
-            self._pending.extend(units)
+            for unit in units:
+                self._pending.append(_Item(self._units, -1, unit))
+                self._units += 1
             self._scheduler._cond.notify_all()
 
     def close(self) -> None:
@@ -73,39 +144,92 @@ class Job:
         """Release the job's slot (always called, also when the consumer gave up)."""
         self._scheduler._release(self)
 
-    async def audio(self) -> AsyncIterator[PCM]:
-        """Rendered units in order, as soon as each is ready."""
+    async def pieces(self) -> AsyncIterator[Piece]:
+        """Rendered pieces in order, as soon as each is ready."""
         cond = self._scheduler._cond
         while True:
+            piece: Piece | None = None
+            failure: BaseException | None = None
             with cond:
                 if self._error is not None:
                     raise self._error
-                item = self._results.pop(self._consumed, None)
+                item = self._results.pop((self._unit, self._window), None)
                 if item is not None:
-                    self._consumed += 1
+                    unit = self._unit
+                    last = self._window + 1 >= self._counts.get(unit, 1)
+                    if last:
+                        self._unit += 1
+                        self._window = 0
+                    else:
+                        self._window += 1
                     cond.notify()  # lookahead room for this job
-                elif self._closed and not self._pending and self._consumed == self._started:
+                    if isinstance(item, BaseException):
+                        failure = item
+                    else:
+                        piece = Piece(unit, item, last)
+                elif self._closed and not self._pending and self._unit >= self._units:
                     return
                 else:
                     self._wakeup.clear()
-            if item is None:
+            if failure is not None:
+                raise failure
+            if piece is None:
                 await self._wakeup.wait()
-            elif isinstance(item, BaseException):
-                raise item
             else:
-                yield item
+                yield piece
+
+    async def audio(self) -> AsyncIterator[PCM]:
+        """Rendered audio in order (whole units, or their windows), as soon as ready."""
+        async for piece in self.pieces():
+            yield piece.pcm
 
     # Called by workers, under the scheduler's lock ------------------------------------
 
     def _runnable(self, lookahead: int) -> bool:
-        buffered = self._in_flight + len(self._results)
-        return bool(self._pending) and not self._done and buffered < lookahead
+        if not self._pending or self._done:
+            return False
+        if self._in_flight + len(self._results) < lookahead:
+            return True
+        # Results of later units may fill the lookahead while the piece the consumer
+        # waits for is still queued (a short sentence finished before a long one's
+        # windows): that piece may always run, or nobody would ever take one again.
+        head = self._pending[0]
+        return (head.unit, max(head.window, 0)) == (self._unit, self._window)
 
-    def _deliver(self, index: int, result: PCM | BaseException) -> None:
+    def _deliver(self, key: tuple[int, int], result: Result) -> None:
         self._in_flight -= 1
+        if key == (0, 0) and self._first_at is None:
+            self._first_at = time.monotonic()
         if not self._done:
-            self._results[index] = result
+            self._results[key] = result
             self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _in_hand(self, now: float) -> float:
+        """Seconds of audio given and not yet played (negative: it ran dry), less
+        :data:`PLAYING_MARGIN` once its listener is playing."""
+        if self._first_at is None:
+            return self._service
+        return self._service - (now - self._first_at) - PLAYING_MARGIN
+
+    def _expand(self, item: _Item, windows: Windows) -> _Item | None:
+        """A unit's first call returned windows: queue them; the first is returned for
+        the calling worker to render at once (``None`` if the job is over)."""
+        count = len(windows)
+        self._counts[item.unit] = max(1, count)
+        if self._done or self._error is not None:
+            self._in_flight -= 1
+            return None
+        if count == 0:
+            self._deliver((item.unit, 0), np.zeros(0, dtype=np.int16))
+            return None
+        # Queued in order: after the windows of earlier units, before later units.
+        at = next((i for i, queued in enumerate(self._pending) if queued.unit > item.unit),
+                  len(self._pending))
+        for index in range(count - 1, 0, -1):
+            self._pending.insert(at, _Item(item.unit, index, windows))
+        self._started += 1
+        self._service += windows.samples(0) / self._rate
+        return _Item(item.unit, 0, windows)
 
 
 class Scheduler:
@@ -116,7 +240,7 @@ class Scheduler:
             raise ValueError("workers must be at least 1")
         self.workers = workers
         self.max_jobs = max_jobs
-        self.lookahead = lookahead or workers
+        self.lookahead = lookahead or LOOKAHEAD_PER_WORKER * workers
         self._cond = threading.Condition()
         self._jobs: list[Job] = []
         self._arrivals = itertools.count()
@@ -137,6 +261,7 @@ class Scheduler:
 
     @property
     def queued_units(self) -> int:
+        """Work items (units and windows) waiting for a worker."""
         with self._cond:
             return sum(len(job._pending) for job in self._jobs)
 
@@ -193,7 +318,19 @@ class Scheduler:
         runnable = [job for job in self._jobs if job._runnable(self.lookahead)]
         if not runnable:
             return None
-        return min(runnable, key=lambda job: (job._started, job._arrival))
+        now = time.monotonic()
+        return min(runnable, key=lambda job: (job._in_hand(now), job._started, job._arrival))
+
+    @staticmethod
+    def _render(job: Job, item: _Item) -> PCM | Windows | BaseException:
+        try:
+            if item.window < 0:
+                return job.voice.start(item.payload, job.params)  # type: ignore[arg-type]
+            windows: Windows = item.payload  # type: ignore[assignment]
+            return windows.render(item.window)
+        except Exception as err:
+            _LOGGER.exception("Rendering a unit of voice %s failed", job.voice.spec.name)
+            return err
 
     def _work(self) -> None:
         while True:
@@ -204,17 +341,26 @@ class Scheduler:
                         return
                     self._cond.wait()
                     job = self._pick()
-                unit = job._pending.popleft()
-                index = job._started
+                first = job._pending.popleft()
+                if first.window >= 0:
+                    windows: Windows = first.payload  # type: ignore[assignment]
+                    job._service += windows.samples(first.window) / job._rate
+                item: _Item | None = first
                 job._started += 1
                 job._in_flight += 1
                 self._busy += 1
-            try:
-                result: PCM | BaseException = job.voice.render(unit, job.params)
-            except Exception as err:
-                _LOGGER.exception("Rendering a unit of voice %s failed", job.voice.spec.name)
-                result = err
-            with self._cond:
-                self._busy -= 1
-                job._deliver(index, result)
-                self._cond.notify()
+            while item is not None:
+                result = self._render(job, item)
+                with self._cond:
+                    if isinstance(result, np.ndarray | BaseException):
+                        if item.window < 0:
+                            job._counts[item.unit] = 1
+                            if isinstance(result, np.ndarray):
+                                job._service += len(result) / job._rate
+                        job._deliver((item.unit, max(item.window, 0)), result)
+                        item = None
+                    else:
+                        item = job._expand(item, result)
+                    if item is None:
+                        self._busy -= 1
+                    self._cond.notify_all()

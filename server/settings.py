@@ -48,6 +48,15 @@ class ServerSettings:
     so most long sentences break where a speaker pauses anyway.
     """
     voice_memory_mb: int = 1024
+    stream_windows: tuple[int, ...] = (16, 48, 96, 384)
+    """Frames per window when streaming below sentence level (256 audio samples each);
+    the last size repeats. A small first window makes first audio early, larger ones
+    after it keep the context frames each window recomputes cheap."""
+    sub_sentence_streaming: bool = True
+    """Render sentences in windows (same audio, earlier); off renders whole sentences."""
+    graph_cache_dir: Path | None = None
+    """Where voices' graph parts are cached; ``None`` means ``chorus/graphs`` under
+    ``$XDG_CACHE_HOME`` (or ``~/.cache``)."""
     length_scale: float | None = None
     """Defaults for every request; ``None`` keeps each voice's own config value."""
     noise_scale: float | None = None
@@ -86,6 +95,13 @@ class ServerSettings:
         from .cache import default_cache_dir
 
         return default_cache_dir()
+
+    @property
+    def effective_graph_cache_dir(self) -> Path:
+        if self.graph_cache_dir is not None:
+            return self.graph_cache_dir
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "chorus" / "graphs"
 
     @property
     def worker_count(self) -> int:

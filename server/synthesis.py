@@ -108,12 +108,12 @@ class Utterance:
         self._job.fail(error)
 
     async def audio(self) -> AsyncIterator[PCM]:
-        """Audio per unit in order, sentence silence appended where a sentence ends."""
-        index = 0
-        async for pcm in self._job.audio():
-            if self._silence.size and index in self._sentence_ends:
+        """Audio in order, per unit or per window of a unit as the voice renders it;
+        sentence silence is appended to the last piece of a sentence."""
+        async for piece in self._job.pieces():
+            pcm = piece.pcm
+            if self._silence.size and piece.last and piece.unit in self._sentence_ends:
                 pcm = np.concatenate([pcm, self._silence])
-            index += 1
             yield pcm
 
     async def close(self) -> None:
@@ -154,7 +154,7 @@ class Synthesizer:
 
     async def speak(self, text: str, voice: VoiceRequest,
                     params: SynthesisParams | None = None) -> AsyncIterator[PCM]:
-        """Convenience for a whole text: audio per unit, slot released at the end."""
+        """Convenience for a whole text: audio in pieces, slot released at the end."""
         self.check_text(text)
         utterance = await self.open(voice, params)
         try:

@@ -122,6 +122,12 @@ class ServerProcess:
 
 
 @pytest.fixture(scope="session")
+def graph_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of voices' graph parts for in-process engines of the whole session."""
+    return tmp_path_factory.mktemp("graph-cache")
+
+
+@pytest.fixture(scope="session")
 def voices_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("voices")
 

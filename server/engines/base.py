@@ -1,10 +1,13 @@
 """The engine interface: what the voice store and scheduler need from any TTS engine.
 
 An engine reads a voice's metadata cheaply (for listings) and loads it into a
-:class:`LoadedVoice`. A loaded voice splits text into *units* (one model call each,
-a sentence or part of one) and renders a unit to 16-bit PCM. ``render`` is called
-from several worker threads at once and must be thread-safe; ``prepare`` is cheap
-but not free, so it also runs off the event loop.
+:class:`LoadedVoice`. A loaded voice splits text into *units* (a sentence or part of
+one) and renders a unit to 16-bit PCM. The scheduler calls :meth:`LoadedVoice.start`
+for each unit: it returns the whole unit's audio, or, for a voice that streams below
+sentence level, :class:`Windows` whose audio is rendered one window per call, each call
+a scheduler unit of its own. ``start``, ``render`` and ``Windows.render`` are called
+from several worker threads at once and must be thread-safe; ``prepare`` is cheap but
+not free, so it also runs off the event loop.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "Unit",
     "VoiceConfigError",
     "VoiceSpec",
+    "Windows",
 ]
 
 PCM = npt.NDArray[np.int16]
@@ -72,6 +76,20 @@ class SynthesisParams:
     """Seconds of silence after each sentence; added by the utterance, not the engine."""
 
 
+class Windows(Protocol):
+    """A unit's audio in consecutive windows; concatenated, they are the unit's audio."""
+
+    def __len__(self) -> int: ...
+
+    def samples(self, index: int) -> int:
+        """How many samples window ``index`` will have (known before rendering it)."""
+        ...
+
+    def render(self, index: int) -> PCM:
+        """Audio of window ``index``; windows may be rendered in any order, concurrently."""
+        ...
+
+
 class LoadedVoice(Protocol):
     """A voice whose model is resident and warmed up."""
 
@@ -88,7 +106,12 @@ class LoadedVoice(Protocol):
         ...
 
     def render(self, unit: Unit, params: SynthesisParams) -> PCM:
-        """Synthesize one unit. Thread-safe."""
+        """Synthesize one unit whole. Thread-safe."""
+        ...
+
+    def start(self, unit: Unit, params: SynthesisParams) -> PCM | Windows:
+        """The unit's first model call: its whole audio, or its windows still to render
+        (the same audio, sample for sample, in pieces). Thread-safe."""
         ...
 
 

@@ -1,31 +1,65 @@
 """The Piper engine: piper-tts for text → phoneme ids, onnxruntime for ids → audio.
 
-One ONNX session per voice is shared by all worker threads (``InferenceSession.run``
-is thread-safe). Measured on the joe voice with two workers: the same throughput as
-one session per worker (17.0 vs 17.5 audio-s/s, within noise) for ~200 MB less
-resident memory after load, because the weights exist once. Each session runs with
-``intra_op_num_threads`` threads and spinning off, so ``workers x threads`` is the
-CPU the server uses and idle workers do not burn cores.
+One ONNX session per voice (per graph part, when streaming below sentence level) is
+shared by all worker threads (``InferenceSession.run`` is thread-safe). Measured on the
+joe voice with two workers: the same throughput as one session per worker (17.0 vs 17.5
+audio-s/s, within noise) for ~200 MB less resident memory after load, because the
+weights exist once. Each session runs with ``intra_op_num_threads`` threads and spinning
+off, so ``workers x threads`` is the CPU the server uses and idle workers do not burn
+cores.
+
+**Sub-sentence streaming.** Unless turned off, each voice's graph is cut into parts
+(:mod:`chorus.server.engines.piper_split`) and a sentence is rendered as an encoder call
+followed by windows of frames, each its own scheduler unit; the audio equals
+whole-sentence synthesis sample for sample. A voice whose graph cannot be cut, or whose
+windows do not match, is rendered whole, with one log line saying why.
+
+**Loudness: a fixed gain per voice.** piper-tts divides every sentence by its own peak.
+That cannot be known before the whole sentence is decoded, so a window could never carry
+its final samples, and it makes loudness jump from sentence to sentence. Chorus instead
+multiplies the model's raw output by one gain per voice, computed at load from a fixed
+calibration text synthesized without noise (:func:`calibration_gain`): deterministic for
+a given voice file, the same for whole sentences and windows, and steady across
+sentences. Samples beyond full scale are clipped, as piper-tts clips.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime
-from piper import PiperVoice, SynthesisConfig
+from piper import PiperVoice
 from piper.config import PiperConfig
 
 from chorus.common.layout import file_fingerprint
 
 from .base import PCM, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
+from .piper_split import (
+    DEFAULT_WINDOWS,
+    Builder,
+    Sentence,
+    SplitError,
+    SplitGraph,
+    plan_windows,
+)
 
-__all__ = ["PiperEngine", "PiperLoadedVoice", "split_phonemes"]
+__all__ = [
+    "CALIBRATION_TEXT",
+    "PiperEngine",
+    "PiperLoadedVoice",
+    "PiperWindows",
+    "calibration_gain",
+    "split_phonemes",
+    "to_pcm",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,7 +67,35 @@ MEMORY_FACTOR = 2.0
 """Resident bytes per model byte: a loaded session measured ~1.4x the file, plus arena."""
 
 _CLAUSE_BREAKS = frozenset(",;:!?.\u2014\u2013")  # incl. em and en dash
-_WARMUP_TEXT = "Ready."
+
+CALIBRATION_TEXT = ("Ready. Please bring the quick brown fox a cup of tea! How loud is "
+                    "this voice when it speaks a long and ordinary sentence, with a pause?")
+"""Synthesized without noise at every load: warms the sessions and sets the gain."""
+
+CALIBRATION_PEAK = 0.7
+"""Where the calibration text's loudest sample lands: 3 dB below full scale, so a sentence
+up to 1.4x louder than the calibration's loudest is not clipped (measured on the joe
+voice: raw sentence peaks 0.32-0.75 over 24 sentences, calibration peak 0.60, gain 1.16,
+so those sentences peak at 0.37-0.87 of full scale)."""
+
+
+def calibration_gain(peak: float) -> float:
+    """The voice's gain from the raw peak of its calibration audio, rounded to three
+    significant digits so that float rounding in the peak cannot change it."""
+    if not math.isfinite(peak) or peak < 1e-4:
+        return 1.0
+    gain = CALIBRATION_PEAK / peak
+    return float(f"{gain:.3g}")
+
+
+def to_pcm(audio: npt.NDArray[Any], gain: float) -> PCM:
+    """Scale raw model output by the voice's gain and convert as piper-tts does.
+
+    Sample by sample, so a window converts exactly like the same samples of a sentence.
+    """
+    scaled = np.clip(np.asarray(audio, dtype=np.float32) * np.float32(gain), -1.0, 1.0)
+    pcm: PCM = np.clip(scaled * 32767.0, -32767.0, 32767.0).astype(np.int16)
+    return pcm
 
 
 def split_phonemes(phonemes: list[str], max_len: int) -> list[list[str]]:
@@ -77,6 +139,10 @@ class PiperEngine:
     threads_per_voice: int
     max_phonemes: int
     """Longest phoneme sequence sent to the model in one call (see ServerSettings)."""
+    stream_windows: Sequence[int] | None = field(default=DEFAULT_WINDOWS)
+    """Frames per window below sentence level; ``None`` renders whole sentences."""
+    graph_cache_dir: Path | None = None
+    """Where graph parts are cached; ``None`` builds them in memory at every load."""
     name: str = "piper"
 
     def read_spec(self, model_path: Path, config_path: Path, name: str) -> VoiceSpec:
@@ -109,7 +175,7 @@ class PiperEngine:
             fingerprint=fingerprint,
         )
 
-    def _session(self, model_path: Path) -> onnxruntime.InferenceSession:
+    def _session(self, model: bytes | str) -> onnxruntime.InferenceSession:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads_per_voice
         options.inter_op_num_threads = 1
@@ -118,39 +184,122 @@ class PiperEngine:
         # sharing few cores that costs throughput (measured: 15.8 -> 18.5+ audio-s/s).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return onnxruntime.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+            model, sess_options=options, providers=["CPUExecutionProvider"])
 
     def load(self, spec: VoiceSpec) -> PiperLoadedVoice:
         try:
             config = PiperConfig.from_dict(json.loads(spec.config_path.read_text("utf-8")))
-            session = self._session(spec.model_path)
+        except Exception as err:
+            raise VoiceConfigError(f"voice {spec.name}: cannot load config: {err}") from err
+        full: list[onnxruntime.InferenceSession] = []
+
+        def full_session() -> onnxruntime.InferenceSession:
+            if not full:
+                full.append(self._session(str(spec.model_path)))
+            return full[0]
+
+        voice = PiperLoadedVoice(spec, config, self.max_phonemes)
+        split = None
+        if self.stream_windows:
+            split = self._split(spec, voice, full_session)
+        try:
+            if split is None:
+                voice.attach_session(full_session())
+            else:
+                voice.attach_split(split, tuple(self.stream_windows or DEFAULT_WINDOWS))
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: cannot load model: {err}") from err
-        voice = PiperLoadedVoice(spec, PiperVoice(session=session, config=config),
-                                 self.max_phonemes)
+        full.clear()  # the whole graph is not kept when the parts serve
         try:
-            for unit in voice.prepare(_WARMUP_TEXT):
-                voice.render(unit, SynthesisParams())
+            voice.calibrate()
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: warm-up failed: {err}") from err
         return voice
 
+    def _split(self, spec: VoiceSpec, voice: PiperLoadedVoice,
+               full_session: Any) -> SplitGraph | None:
+        """The voice's graph parts, or ``None`` (logged) when it must render whole."""
+        builder = Builder(
+            session=self._session, threads=self.threads_per_voice,
+            windows=tuple(self.stream_windows or DEFAULT_WINDOWS),
+            cache_dir=self.graph_cache_dir, full_session=full_session,
+            calibration=lambda: [voice.feeds(u, SynthesisParams(noise_scale=0.0,
+                                                                 noise_w_scale=0.0))
+                                 for u in voice.prepare(CALIBRATION_TEXT)])
+        try:
+            split = builder.build(spec.model_path)
+        except Exception as err:  # noqa: BLE001 - onnx and onnxruntime raise assorted errors
+            reason = str(err) if isinstance(err, SplitError) else f"{type(err).__name__}: {err}"
+            _LOGGER.warning("Voice %s: sub-sentence streaming off, whole sentences only: %s",
+                            spec.name, reason)
+            return None
+        layout = split.layout
+        _LOGGER.info("Voice %s: streaming in windows of %s frames (%d parts, context "
+                     "flow %d / decoder %d frames, %s)%s", spec.name,
+                     ",".join(map(str, self.stream_windows or ())), len(layout.parts),
+                     layout.flow_context, layout.dec_context,
+                     "bit-exact" if split.exact else "not bit-exact",
+                     "; " + "; ".join(split.notes) if split.notes else "")
+        return split
+
+
+class PiperWindows:
+    """One unit's audio as windows of frames; each window is one model call (any thread)."""
+
+    def __init__(self, voice: PiperLoadedVoice, sentence: Sentence) -> None:
+        self._voice = voice
+        self._sentence = sentence
+        self.windows = sentence.windows
+
+    def __len__(self) -> int:
+        return len(self._sentence)
+
+    def samples(self, index: int) -> int:
+        start, end = self.windows[index]
+        return (end - start) * self._sentence.graph.layout.hop
+
+    def render(self, index: int) -> PCM:
+        return to_pcm(self._sentence.render(index), self._voice.gain)
+
 
 class PiperLoadedVoice:
-    """A resident Piper voice; ``render`` may run on several threads at once."""
+    """A resident Piper voice; ``render`` and ``start`` may run on several threads at once."""
 
-    def __init__(self, spec: VoiceSpec, voice: PiperVoice, max_phonemes: int) -> None:
+    def __init__(self, spec: VoiceSpec, config: PiperConfig, max_phonemes: int) -> None:
         self._spec = spec
-        self._voice = voice
+        self._config = config
         self._max_phonemes = max_phonemes
-        self._inputs = {i.name for i in voice.session.get_inputs()}
-        if spec.num_speakers > 1 and "sid" not in self._inputs:
+        self._voice = PiperVoice(session=None, config=config)  # phonemization
+        self._session: onnxruntime.InferenceSession | None = None
+        self._split: SplitGraph | None = None
+        self._windows: tuple[int, ...] = ()
+        self.gain = 1.0
+        """Raw model output x gain = audio (see the module docstring)."""
+
+    def _check_speakers(self, inputs: set[str]) -> None:
+        self._speaker_input = "sid" in inputs
+        if self._spec.num_speakers > 1 and not self._speaker_input:
             _LOGGER.warning("voice %s: config lists %d speakers but the model takes no "
-                            "speaker id; speakers will sound the same", spec.name,
-                            spec.num_speakers)
-            # piper-tts passes a speaker id whenever the config says several speakers;
-            # a model without that input would reject every call.
-            voice.config.num_speakers = 1
+                            "speaker id; speakers will sound the same", self._spec.name,
+                            self._spec.num_speakers)
+            # A model without that input would reject every call with a speaker id.
+            self._config.num_speakers = 1
+
+    def attach_session(self, session: onnxruntime.InferenceSession) -> None:
+        """Render whole sentences with the voice's whole graph."""
+        self._check_speakers({i.name for i in session.get_inputs()})
+        self._session = session
+
+    def attach_split(self, split: SplitGraph, windows: tuple[int, ...]) -> None:
+        """Render through graph parts, streaming in ``windows``."""
+        self._check_speakers(set(split.layout.part_inputs["encoder"]))
+        self._split = split
+        self._windows = windows
+
+    @property
+    def streaming(self) -> bool:
+        """Whether units are rendered in windows below sentence level."""
+        return self._split is not None
 
     @property
     def spec(self) -> VoiceSpec:
@@ -160,30 +309,64 @@ class PiperLoadedVoice:
     def memory_bytes(self) -> int:
         return int(self._spec.model_bytes * MEMORY_FACTOR)
 
+    @property
+    def piper(self) -> PiperVoice:
+        """piper-tts's voice object, used here for phonemization."""
+        return self._voice
+
+    def calibrate(self) -> None:
+        """Warm the sessions and set :attr:`gain` from the calibration text."""
+        quiet = SynthesisParams(noise_scale=0.0, noise_w_scale=0.0)
+        peak = max((float(np.max(np.abs(self.raw(unit, quiet))))
+                    for unit in self.prepare(CALIBRATION_TEXT)), default=0.0)
+        self.gain = calibration_gain(peak)
+
     def prepare(self, text: str) -> list[Unit]:
         units: list[Unit] = []
-        for phonemes in self._voice.phonemize(text):
+        for phonemes in self.piper.phonemize(text):
             for part in split_phonemes(phonemes, self._max_phonemes):
                 if any(p.strip() for p in part):
-                    units.append(self._voice.phonemes_to_ids(part))
+                    units.append(self.piper.phonemes_to_ids(part))
         return units
 
+    def feeds(self, unit: Unit, params: SynthesisParams) -> dict[str, npt.NDArray[Any]]:
+        """The model inputs for one unit, exactly as piper-tts builds them."""
+        config = self._config
+        scales = np.array([
+            config.noise_scale if params.noise_scale is None else params.noise_scale,
+            config.length_scale if params.length_scale is None else params.length_scale,
+            config.noise_w_scale if params.noise_w_scale is None else params.noise_w_scale,
+        ], dtype=np.float32)
+        ids = np.expand_dims(np.array(list(unit), dtype=np.int64), 0)
+        feeds: dict[str, npt.NDArray[Any]] = {
+            "input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
+            "scales": scales}
+        if config.num_speakers > 1:
+            speaker = params.speaker_id if params.speaker_id is not None else (
+                config.default_speaker_id or 0)
+            feeds["sid"] = np.array([speaker], dtype=np.int64)
+        return feeds
+
+    def raw(self, unit: Unit, params: SynthesisParams) -> npt.NDArray[np.float32]:
+        """The model's raw output for a whole unit (before the gain)."""
+        feeds = self.feeds(unit, params)
+        if self._split is not None:
+            return self._split.whole(feeds)
+        session = self._session
+        if session is None:
+            raise RuntimeError(f"voice {self._spec.name} has no model loaded")
+        names = [i.name for i in session.get_inputs()]
+        return np.asarray(session.run(None, {n: feeds[n] for n in names})[0]).reshape(-1)
+
     def render(self, unit: Unit, params: SynthesisParams) -> PCM:
-        speaker_id = params.speaker_id if "sid" in self._inputs else None
-        syn_config = SynthesisConfig(
-            speaker_id=speaker_id,
-            length_scale=params.length_scale,
-            noise_scale=params.noise_scale,
-            noise_w_scale=params.noise_w_scale,
-        )
-        audio = np.asarray(self._voice.phoneme_ids_to_audio(list(unit), syn_config))
-        return _to_pcm(audio)
+        return to_pcm(self.raw(unit, params), self.gain)
 
-
-def _to_pcm(audio: np.ndarray[Any, Any]) -> PCM:
-    """Peak-normalise and convert exactly as piper-tts does for its own output."""
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    audio = np.zeros_like(audio) if peak < 1e-8 else audio / peak
-    audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
-    return np.clip(audio * 32767.0, -32767.0, 32767.0).astype(np.int16)
-
+    def start(self, unit: Unit, params: SynthesisParams) -> PCM | PiperWindows:
+        """A unit's first call: its whole audio, or its encoder pass and windows."""
+        if self._split is None:
+            return self.render(unit, params)
+        encoded = self._split.encode(self.feeds(unit, params))
+        windows = plan_windows(encoded.frames, self._windows)
+        if len(windows) == 1:
+            return to_pcm(self._split.render(encoded, 0, encoded.frames), self.gain)
+        return PiperWindows(self, Sentence(self._split, encoded, windows))

@@ -5,6 +5,10 @@ All ``chorus serve`` processes of the suite would otherwise share one cache dire
 scheduler that some tests (busy, slot release, metrics) exercise on purpose. Tests of
 the cache pass ``env=CACHE_ON`` and their own ``--cache-dir``; the directory set here
 only keeps a server that enables the cache without one out of ``~/.cache``.
+
+The voices' graph parts (sub-sentence streaming) are cached in one directory for the
+whole session, out of ``~/.cache`` too: the first server cuts the joe voice, the others
+read the parts.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ CACHE_ON = {"CHORUS_NO_CACHE": "false"}
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_audio_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    names = ("CHORUS_NO_CACHE", "CHORUS_CACHE_DIR")
+    names = ("CHORUS_NO_CACHE", "CHORUS_CACHE_DIR", "CHORUS_GRAPH_CACHE_DIR")
     previous = {name: os.environ.get(name) for name in names}
     os.environ["CHORUS_NO_CACHE"] = "true"
     os.environ["CHORUS_CACHE_DIR"] = str(tmp_path_factory.mktemp("audio-cache"))
+    os.environ["CHORUS_GRAPH_CACHE_DIR"] = str(tmp_path_factory.mktemp("graph-cache"))
     yield
     for name, value in previous.items():
         if value is None:

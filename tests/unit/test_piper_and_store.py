@@ -20,8 +20,9 @@ LONG_SENTENCE = ", ".join(["the quick brown fox jumps over the lazy dog"] * 23) 
 
 
 @pytest.fixture(scope="module")
-def joe() -> PiperLoadedVoice:
-    engine = PiperEngine(threads_per_voice=1, max_phonemes=120)
+def joe(graph_cache_dir: Path) -> PiperLoadedVoice:
+    engine = PiperEngine(threads_per_voice=1, max_phonemes=120,
+                         graph_cache_dir=graph_cache_dir)
     spec = engine.read_spec(JOE_DIR / "en_US-joe-medium.onnx",
                             JOE_DIR / "en_US-joe-medium.onnx.json", "en_US-joe-medium")
     return engine.load(spec)
@@ -88,14 +89,15 @@ def _install(directory: Path, name: str, language: str) -> None:
     shutil.copyfile(JOE_DIR / "en_US-joe-medium.onnx", directory / f"{name}.onnx")
 
 
-async def test_store_selection_rules(tmp_path: Path) -> None:
+async def test_store_selection_rules(tmp_path: Path, graph_cache_dir: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
     second.mkdir()
     _install(first, "de_DE-eva-low", "de_DE")
     _install(first, "en_GB-alan-low", "en_GB")
     _install(second, "de_DE-eva-low", "de_AT")  # shadowed: the first directory wins
-    store = VoiceStore(PiperEngine(1, 150), [first, second, JOE_DIR],
+    store = VoiceStore(PiperEngine(1, 150, graph_cache_dir=graph_cache_dir),
+                       [first, second, JOE_DIR],
                        default_voice="en_US-joe-medium")
     await store.start()
     try:
@@ -115,12 +117,14 @@ async def test_store_selection_rules(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_store_evicts_least_recently_used_but_never_the_default(tmp_path: Path) -> None:
+async def test_store_evicts_least_recently_used_but_never_the_default(
+        tmp_path: Path, graph_cache_dir: Path) -> None:
     for name in ("en_US-a-low", "en_US-b-low", "en_US-c-low"):
         _install(tmp_path, name, "en_US")
     model_bytes = (JOE_DIR / "en_US-joe-medium.onnx").stat().st_size
     # room for two voices' estimated footprint
-    store = VoiceStore(PiperEngine(1, 150), [tmp_path], default_voice="en_US-a-low",
+    store = VoiceStore(PiperEngine(1, 150, graph_cache_dir=graph_cache_dir), [tmp_path],
+                       default_voice="en_US-a-low",
                        memory_budget=int(model_bytes * 2 * 2.5))
     await store.start()
     try:

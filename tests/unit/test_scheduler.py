@@ -7,6 +7,7 @@ voice goes through the same scheduler in the integration tests.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chorus.server.engines.base import PCM, SynthesisParams, Unit, VoiceSpec
+from chorus.server.engines.base import PCM, SynthesisParams, Unit, VoiceSpec, Windows
 from chorus.server.errors import Busy, ShuttingDown
 from chorus.server.scheduler import Job, Scheduler
 
@@ -23,7 +24,8 @@ SPEC = VoiceSpec("test", "test", Path("m"), Path("c"), "en_US", 16000)
 
 
 class RecordingVoice:
-    """Renders unit ``[n, delay_ms]`` to ``[n]`` after ``delay_ms``, recording the order."""
+    """Renders unit ``[n, delay_ms]`` to 0.1 s of samples ``n`` after ``delay_ms``, recording
+    the order."""
 
     spec = SPEC
     memory_bytes = 0
@@ -42,7 +44,10 @@ class RecordingVoice:
         time.sleep(delay_ms / 1000)
         with self.lock:
             self.order.append(number)
-        return np.array([number], dtype=np.int16)
+        return np.full(1600, number, dtype=np.int16)  # 0.1 s of audio at 16 kHz
+
+    def start(self, unit: Unit, params: SynthesisParams) -> PCM | Windows:
+        return self.render(unit, params)
 
 
 async def _collect(job: Job) -> list[int]:
@@ -67,10 +72,19 @@ async def test_audio_comes_out_in_order(scheduler: Scheduler) -> None:
     assert await _collect(job) == list(range(8))
 
 
+class SecondsVoice(RecordingVoice):
+    """Each unit is a whole second of audio: a listener soon has plenty in hand."""
+
+    def render(self, unit: Unit, params: SynthesisParams) -> PCM:
+        return np.repeat(super().render(unit, params), 10)
+
+
 async def test_new_short_job_goes_before_a_long_ones_remaining_units() -> None:
+    """A request whose listener has audio in hand (more than PLAYING_MARGIN) yields to a
+    new one; one about to run dry would not (see the scheduler's docstring)."""
     scheduler = Scheduler(workers=1)
     scheduler.start()
-    voice = RecordingVoice()
+    voice = SecondsVoice()
     try:
         long_job = scheduler.open(voice, SynthesisParams())
         long_job.add_units([[i, 20] for i in range(10)])
@@ -139,3 +153,166 @@ async def test_drain_refuses_new_jobs_and_waits_for_running_ones(
         scheduler.open(RecordingVoice(), SynthesisParams())
     assert await scheduler.drain(5.0)
     assert await reader == [0, 1, 2, 3]
+
+
+class _Windows:
+    def __init__(self, voice: WindowedVoice, number: int, count: int, delay_ms: int,
+                 samples: int = 1600) -> None:
+        self.voice, self.number, self.count, self.delay_ms = voice, number, count, delay_ms
+        self.size = samples
+
+    def __len__(self) -> int:
+        return self.count
+
+    def samples(self, index: int) -> int:
+        return self.size  # default 1600: 0.1 s at the test spec's 16 kHz
+
+    def render(self, index: int) -> PCM:
+        time.sleep(self.delay_ms / 1000)
+        with self.voice.lock:
+            self.voice.order.append((self.number, index))
+        return np.array([self.number * 100 + index], dtype=np.int16)
+
+
+class WindowedVoice:
+    """Unit ``[n, windows, delay_ms(, window_ms(, samples))]`` starts with an encoder call
+    taking ``delay_ms``, then renders ``windows`` windows ``[100 n + k]``, each taking
+    ``window_ms`` (default: ``delay_ms``) and announcing ``samples`` (default 1600)."""
+
+    spec = SPEC
+    memory_bytes = 0
+
+    def __init__(self) -> None:
+        self.order: list[tuple[int, int]] = []
+        self.lock = threading.Lock()
+
+    def prepare(self, text: str) -> list[Unit]:
+        return [[int(word), 3, 5] for word in text.split()]
+
+    def render(self, unit: Unit, params: SynthesisParams) -> PCM:
+        raise AssertionError("a streaming voice is started, not rendered whole")
+
+    def start(self, unit: Unit, params: SynthesisParams) -> PCM | Windows:
+        number, count, delay_ms, *rest = unit
+        time.sleep(delay_ms / 1000)
+        with self.lock:
+            self.order.append((number, -1))
+        if count == 1:
+            return np.array([number * 100], dtype=np.int16)
+        return _Windows(self, number, count, rest[0] if rest else delay_ms, *rest[1:2])
+
+
+async def test_windows_come_out_in_order_and_mark_the_end_of_their_unit(
+        scheduler: Scheduler) -> None:
+    voice = WindowedVoice()
+    job = scheduler.open(voice, SynthesisParams())
+    job.add_units([[1, 4, 5], [2, 1, 1], [3, 3, 1]])
+    job.close()
+    try:
+        pieces = [(p.unit, int(p.pcm[0]), p.last) async for p in job.pieces()]
+    finally:
+        job.finish()
+    assert pieces == [(0, 100, False), (0, 101, False), (0, 102, False), (0, 103, True),
+                      (1, 200, True), (2, 300, False), (2, 301, False), (2, 302, True)]
+    # The worker that ran a unit's first call went straight on with its first window.
+    first = voice.order.index((1, -1))
+    assert (1, 0) in voice.order[first + 1:first + 3]
+
+
+async def test_windows_of_two_long_requests_interleave() -> None:
+    scheduler = Scheduler(workers=1)
+    scheduler.start()
+    voice = WindowedVoice()
+    try:
+        jobs = [scheduler.open(voice, SynthesisParams()) for _ in range(2)]
+        for number, job in zip((1, 2), jobs, strict=True):
+            job.add_units([[number, 8, 10, 10, 16000]])  # windows of 1 s of audio
+            job.close()
+        results = await asyncio.gather(*(_collect(job) for job in jobs))
+    finally:
+        await scheduler.stop()
+    assert results == [[100 + k for k in range(8)], [200 + k for k in range(8)]]
+    owners = [number for number, _ in voice.order]
+    runs = [len(list(group)) for _, group in itertools.groupby(owners)]
+    # Least attained service alternates the two requests window by window (a request's
+    # first call and its first window run back to back), never one after the other.
+    assert max(runs) <= 2, voice.order
+
+
+async def test_a_failing_window_reaches_the_consumer_in_order(scheduler: Scheduler) -> None:
+    class Failing(WindowedVoice):
+        def start(self, unit: Unit, params: SynthesisParams) -> PCM | Windows:
+            windows = super().start(unit, params)
+            assert isinstance(windows, _Windows)
+            original = windows.render
+
+            def render(index: int) -> PCM:
+                if index == 2:
+                    raise RuntimeError("window exploded")
+                return original(index)
+
+            windows.render = render  # type: ignore[method-assign]
+            return windows
+
+    job = scheduler.open(Failing(), SynthesisParams())
+    job.add_units([[1, 4, 1]])
+    job.close()
+    audio = job.audio()
+    assert [int((await anext(audio))[0]) for _ in range(2)] == [100, 101]
+    with pytest.raises(RuntimeError, match="window exploded"):
+        await anext(audio)
+    job.finish()
+
+
+async def test_later_units_finishing_first_cannot_block_the_piece_awaited(
+        scheduler: Scheduler) -> None:
+    """A short sentence's windows, done while a long one still encodes, fill the
+    lookahead; the long one's windows must still be taken (this once deadlocked)."""
+    voice = WindowedVoice()
+    job = scheduler.open(voice, SynthesisParams())
+    # Unit 1 starts first and renders its first window slowly; unit 2 starts a little
+    # later, so its windows were once queued ahead of unit 1's remaining ones.
+    job.add_units([[1, 3, 5, 80], [2, 2, 20, 1], [3, 2, 1]])
+    job.close()
+    got = await asyncio.wait_for(_collect(job), 10)
+    assert got == [100, 101, 102, 200, 201, 300, 301]
+    assert voice.order.index((1, 1)) < voice.order.index((2, 1))
+
+
+async def test_service_is_counted_in_audio_not_in_calls() -> None:
+    """A request given one long window has had more service than one given a few short
+    ones: the short-window request catches up before the other gets its next window.
+    (A lookahead of 4 keeps the readers' pace out of the order.)"""
+    scheduler = Scheduler(workers=1, lookahead=4)
+    scheduler.start()
+    voice = WindowedVoice()
+    try:
+        long_job = scheduler.open(voice, SynthesisParams())
+        long_job.add_units([[1, 3, 1, 5, 16000]])  # 1 s of audio per window
+        long_job.close()
+        short_job = scheduler.open(voice, SynthesisParams())
+        short_job.add_units([[2, 8, 1, 5, 1600]])  # 0.1 s per window
+        short_job.close()
+        await asyncio.gather(_collect(long_job), _collect(short_job))
+    finally:
+        await scheduler.stop()
+    assert voice.order.index((1, 1)) > voice.order.index((2, 7)), voice.order
+
+
+async def test_a_request_about_to_run_dry_goes_before_a_new_one() -> None:
+    """A playing request with less audio in hand than the margin is more urgent than a
+    request that has not started (a gap is worse than a slightly later first sound);
+    one well ahead of its listener yields to the new request."""
+    scheduler = Scheduler(workers=1)  # not started: only the choice is looked at
+    voice = WindowedVoice()
+    playing = scheduler.open(voice, SynthesisParams())
+    new = scheduler.open(voice, SynthesisParams())
+    playing.add_units([[1, 3, 1]])
+    new.add_units([[2, 1, 1]])
+    playing._first_at = time.monotonic()
+    playing._service = 0.1  # given 0.1 s, playing since now
+    assert scheduler._pick() is playing
+    playing._service = 2.0
+    assert scheduler._pick() is new
+    playing.finish()
+    new.finish()
