@@ -205,7 +205,7 @@ class Catalog:
 
     def save(self, path: Path) -> None:
         """Write the catalog file atomically: readers see the old or the new one, whole."""
-        from .install import write_atomic
+        from chorus.common.files import write_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, self.to_json().encode())

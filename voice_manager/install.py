@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from chorus.common.files import fsync_dir, world_readable
 from chorus.common.layout import TEMP_PREFIX, voice_files
 
 from .errors import HashMismatchError, NotEnoughSpaceError, VoiceInstallError
@@ -44,7 +45,6 @@ __all__ = [
     "ensure_free_space",
     "hash_file",
     "stage_chunks",
-    "write_atomic",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def stage_chunks(dest: Path, label: str, chunks: Iterable[bytes], *,
     except OSError as err:
         raise _write_error(label, dest, err) from err
     tmp = Path(tmp_name)
-    _world_readable(fd)
+    world_readable(fd)
     digest = hashlib.sha256()
     md5 = hashlib.md5(usedforsecurity=False)
     size = 0
@@ -181,57 +181,16 @@ def discard(*staged: StagedFile | None) -> None:
             item.path.unlink(missing_ok=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def commit_voice(dest: Path, name: str, model: StagedFile, config: StagedFile) -> None:
     """Move a staged model and config into place as voice ``name`` (see module docstring)."""
     files = voice_files(dest, name)
     try:
         if files.model.exists():
             files.model.unlink()
-            _fsync_dir(dest)
+            fsync_dir(dest)
         os.replace(config.path, files.config)
         os.replace(model.path, files.model)
-        _fsync_dir(dest)
+        fsync_dir(dest)
     except OSError as err:
         discard(model, config)
         raise VoiceInstallError(f"cannot install {name} in {dest}: {err}") from err
-
-
-def _read_umask() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _read_umask()
-"""Read once at import (setting it is process-wide; the sync runs writer threads)."""
-
-
-def _world_readable(fd: int) -> None:
-    """mkstemp makes 0600 files; voices and their status are no secrets, and a volume may
-    be read by another uid (a second server, wyoming-piper, a baked image's runtime user),
-    so they get the usual 0644, less what the umask takes away."""
-    os.fchmod(fd, 0o644 & ~_UMASK)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new content, whole."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}-")
-    try:
-        _world_readable(fd)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)

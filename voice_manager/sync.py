@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from chorus.common.files import write_atomic
 from chorus.common.layout import voice_files
 from chorus.common.manifest import (
     HuggingFaceSource,
@@ -41,7 +42,7 @@ from chorus.common.voice_status import (
 )
 
 from .errors import VoiceInstallError
-from .install import clean_stale_temp, commit_voice, discard, hash_file, write_atomic
+from .install import clean_stale_temp, commit_voice, discard, hash_file
 from .sources import FetchSettings, StagedVoice, fetch_local, fetch_url
 
 __all__ = ["LOCK_FILE", "SyncReport", "SyncSettings", "VolumeBusyError", "VolumeSyncer"]

@@ -57,8 +57,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -68,6 +66,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime
+
+from chorus.common.files import write_atomic
 
 __all__ = [
     "CONDITIONING_INPUTS",
@@ -658,20 +658,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def verification_key(threads: int, windows: Sequence[int]) -> str:
     return (f"onnxruntime {onnxruntime.__version__}, {threads} thread(s), "
             f"windows {','.join(map(str, windows))}")
@@ -719,7 +705,7 @@ class Builder:
             try:
                 entry.mkdir(parents=True, exist_ok=True)
                 for part, blob in blobs.items():
-                    _write_atomic(entry / f"{part}.onnx", blob)
+                    write_atomic(entry / f"{part}.onnx", blob)
                 graph.notes.append(f"graph parts cached in {entry}")
             except OSError as err:
                 graph.notes.append(f"graph cache not writable ({err.strerror}); parts "
@@ -767,4 +753,4 @@ class Builder:
     def _save_meta(entry: Path, layout: SplitLayout, verified: dict[str, Any]) -> None:
         meta = {"format": FORMAT, "layout": layout.to_json(), "verified": verified}
         with contextlib.suppress(OSError):
-            _write_atomic(entry / "split.json", json.dumps(meta, indent=1).encode())
+            write_atomic(entry / "split.json", json.dumps(meta, indent=1).encode())

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from chorus.common.files import write_atomic
 from chorus.common.layout import TEMP_PREFIX, find_voice_files
 from chorus.voice_manager.errors import (
     HashMismatchError,
@@ -25,7 +26,6 @@ from chorus.voice_manager.install import (
     ensure_free_space,
     hash_file,
     stage_chunks,
-    write_atomic,
 )
 
 
