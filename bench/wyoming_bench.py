@@ -574,6 +574,17 @@ class CpuWatch:
         self._server = psutil.Process(server_pid) if server_pid is not None else None
         self._bench = psutil.Process()
 
+    def server_seconds(self) -> float:
+        """CPU seconds the server (and its children) used so far."""
+        total = 0.0
+        if self._server is None:
+            return total
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied,
+                                 psutil.ZombieProcess):
+            for process in [self._server, *self._server.children(recursive=True)]:
+                total += self._cpu(process)
+        return total
+
     def snapshot(self) -> tuple[float, float, float]:
         """(wall clock, busy CPU seconds of the whole machine, CPU seconds of bench+server)."""
         times = psutil.cpu_times()

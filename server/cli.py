@@ -81,7 +81,8 @@ VOICE_OPTIONS = [
     Option("--voice-memory-mb", "memory budget for resident voices (LRU beyond it)",
            default=_DEFAULTS.voice_memory_mb, type=positive_int, metavar="MB"),
     Option("--stream-windows", "frames per window when streaming below sentence level "
-           "(256 samples each; the last size repeats)",
+           "(256 samples each; the last size repeats; small sizes are skipped for "
+           "sentences whose listener has enough audio ahead)",
            default=",".join(map(str, _DEFAULTS.stream_windows)), type=_window_sizes,
            metavar="N,N,..."),
     Option("--no-sub-sentence-streaming", "render whole sentences instead of windows "

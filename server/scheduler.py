@@ -13,18 +13,32 @@ At most ``lookahead`` items of a job are rendered ahead of what its consumer has
 (the piece the consumer waits for may always run), so one client can use every worker
 while a slow reader cannot pile up audio.
 
-When several jobs wait, a free worker takes the job whose listener has the least audio
-in hand (least attained service, counted in seconds of audio ahead of real-time
-playback: the audio a job was given, less the time since its first piece, as if played
-from then; a window's audio counts from when it starts, a whole sentence's when it is
-done; ties go to the job with fewer items started, then the older job). A new request
-has none in hand, so it goes ahead of long ones already streaming, unless one of those
-is about to run dry (:data:`PLAYING_MARGIN`); long ones advance in step, none running
-dry while another is seconds ahead. Counted in items instead, a
-request at a sentence boundary (an encoder pass and small windows: many items, little
-audio) fell behind requests in the middle of big windows, and the last of four requests
-started together ran dry (measured: 10 underruns in 12 paragraphs, gaps up to 0.7 s;
-counted in audio given but not in time played, 2-8 underruns of 0-0.14 s).
+**Whose turn.** When several jobs wait, a free worker takes the job with the least
+*slack*: the seconds of audio its listener has in hand (the audio the job was given,
+less the time since its first piece, as if played from then; a window's audio counts
+from when it starts, a whole sentence's when it is done), less :data:`PLAYING_MARGIN`
+once it is playing, less the time its next item is expected to take (the voice's
+measured pace times the item's :meth:`~chorus.server.engines.base.Windows.cost`). Ties
+go to the job with fewer items started, then the older job. A new request has no audio
+and its first call is short, so it goes ahead of long requests already streaming,
+unless one of those would otherwise run dry; long ones advance in step.
+
+Why seconds of audio: counted in items instead, a request at a sentence boundary (an
+encoder pass and small windows: many items, little audio) fell behind requests in the
+middle of big windows, and the last of four requests started together ran dry
+(measured: 10 underruns in 12 paragraphs, gaps up to 0.7 s; counted in audio given but
+not in time played, 2-8 underruns of 0-0.14 s). Why the next item's time: without it,
+a request whose next window was big (384 frames, 4.5 s of audio) waited behind new
+requests' small items until too late to render it (four paragraphs on two workers with
+another process busy on one core: gaps of 0.1-0.4 s after the second window). Why its
+cost and not its audio: small windows cost up to 3x more per second of audio than big
+ones, and a pace counted in audio made big windows look so slow that a fourth request
+waited 1.8 s for its first audio.
+
+**Lead.** A streaming voice's unit starts only after the unit before it has answered
+its first call, and is told how much audio its first window may hold and still be
+ready in time (``lead``: the listener's audio in hand over :data:`PLAN_SAFETY` times the
+pace), so the voice skips small windows nobody is waiting for.
 
 The number of jobs is bounded: when it is reached, :meth:`Scheduler.open` raises
 :class:`~chorus.server.errors.Busy` at once instead of queueing without limit.
@@ -37,6 +51,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -53,11 +68,20 @@ _LOGGER = logging.getLogger(__name__)
 
 PLAYING_MARGIN = 0.35
 """Seconds: a request whose listener is playing and has less audio in hand than this
-goes before new requests (which have none). Four paragraphs started together on two
-workers: with no margin the first two requests' first window (0.19 s of audio) ran out
-while the other two were encoded (gaps of 5-52 ms in 9 of 12 requests, all right after
-the first window; 0.15 s still left 5); with 0.35 s none ran dry in 16 requests, and the
-last two requests' first audio came at ~0.3 s instead of ~0.25 s."""
+beyond its next item's expected time goes before new requests (which have none). Four
+paragraphs started together on two workers: with no margin the first two requests'
+first window (0.19 s of audio) ran out while the other two were encoded (gaps of 5-52 ms
+in 9 of 12 requests, all right after the first window; 0.15 s still left 5); with 0.35 s
+none ran dry in 16 requests, and the last two requests' first audio came at ~0.3 s
+instead of ~0.25 s."""
+
+PLAN_SAFETY = 3.0
+"""A unit's first window is planned to take at most a third of the time its listener has
+before it needs it: workers are shared, and the pace is a recent average, not a promise."""
+
+PACE_WEIGHT = 0.2
+"""Weight of each new observation in a voice's pace (an exponential moving average, so
+it follows the machine's load)."""
 
 LOOKAHEAD_PER_WORKER = 4
 """Default lookahead in items per worker. Windows make many small items per sentence:
@@ -65,6 +89,27 @@ with one per worker, the windows of a request's next sentence, done early, fille
 lookahead and left a worker idle while the current sentence's windows waited (a
 199-character request took 0.95 s instead of ~0.65 s on two workers). A window is at most
 a few hundred KB of samples, so a few per worker bound a slow reader's backlog well."""
+
+
+class Paces:
+    """Wall seconds of rendering per second of audio rendered whole (a window's
+    :meth:`~chorus.server.engines.base.Windows.cost`), per voice, as the workers measure
+    it (so it includes whatever else the machine is doing)."""
+
+    def __init__(self) -> None:
+        self._paces: weakref.WeakKeyDictionary[LoadedVoice, float] = (
+            weakref.WeakKeyDictionary())
+
+    def get(self, voice: LoadedVoice) -> float | None:
+        return self._paces.get(voice)
+
+    def observe(self, voice: LoadedVoice, seconds: float, audio: float) -> None:
+        if audio <= 0.0:
+            return
+        pace = seconds / audio
+        old = self._paces.get(voice)
+        self._paces[voice] = pace if old is None else (
+            (1 - PACE_WEIGHT) * old + PACE_WEIGHT * pace)
 
 
 class Piece(NamedTuple):
@@ -188,12 +233,17 @@ class Job:
     def _runnable(self, lookahead: int) -> bool:
         if not self._pending or self._done:
             return False
+        head = self._pending[0]
+        if (head.window < 0 and head.unit > 0 and head.unit - 1 not in self._counts
+                and self.voice.streaming):
+            # The unit before is still in its first call: its audio is not counted in
+            # ``ahead`` yet, and this unit would be planned as if its listener waited.
+            return False
         if self._in_flight + len(self._results) < lookahead:
             return True
         # Results of later units may fill the lookahead while the piece the consumer
         # waits for is still queued (a short sentence finished before a long one's
         # windows): that piece may always run, or nobody would ever take one again.
-        head = self._pending[0]
         return (head.unit, max(head.window, 0)) == (self._unit, self._window)
 
     def _deliver(self, key: tuple[int, int], result: Result) -> None:
@@ -204,12 +254,32 @@ class Job:
             self._results[key] = result
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
-    def _in_hand(self, now: float) -> float:
-        """Seconds of audio given and not yet played (negative: it ran dry), less
-        :data:`PLAYING_MARGIN` once its listener is playing."""
+    def _slack(self, now: float, pace: float | None) -> float:
+        """:meth:`_in_hand`, less the expected time of the next item (see the module
+        docstring; a unit's first call counts as quick)."""
+        head = self._pending[0]
+        if pace is None or head.window < 0:
+            return self._in_hand(now)
+        windows: Windows = head.payload  # type: ignore[assignment]
+        return self._in_hand(now) - pace * windows.cost(head.window)
+
+    def _lead(self, now: float, pace: float | None) -> float:
+        """Seconds of audio a unit started now may put in its first window."""
+        if pace is None or pace <= 0.0:
+            return 0.0
+        return max(0.0, self._ahead(now)) / (PLAN_SAFETY * pace)
+
+    def _ahead(self, now: float) -> float:
+        """Seconds of audio given and not yet played (negative: it ran dry)."""
         if self._first_at is None:
             return self._service
-        return self._service - (now - self._first_at) - PLAYING_MARGIN
+        return self._service - (now - self._first_at)
+
+    def _in_hand(self, now: float) -> float:
+        """:meth:`_ahead`, less :data:`PLAYING_MARGIN` once its listener is playing."""
+        if self._first_at is None:
+            return self._service
+        return self._ahead(now) - PLAYING_MARGIN
 
     def _expand(self, item: _Item, windows: Windows) -> _Item | None:
         """A unit's first call returned windows: queue them; the first is returned for
@@ -245,6 +315,7 @@ class Scheduler:
         self._jobs: list[Job] = []
         self._arrivals = itertools.count()
         self._threads: list[threading.Thread] = []
+        self.paces = Paces()
         self._busy = 0
         self._accepting = True
         self._stopping = False
@@ -319,13 +390,15 @@ class Scheduler:
         if not runnable:
             return None
         now = time.monotonic()
-        return min(runnable, key=lambda job: (job._in_hand(now), job._started, job._arrival))
+        return min(runnable, key=lambda job: (job._slack(now, self.paces.get(job.voice)),
+                                              job._started, job._arrival))
 
     @staticmethod
-    def _render(job: Job, item: _Item) -> PCM | Windows | BaseException:
+    def _render(job: Job, item: _Item, lead: float) -> PCM | Windows | BaseException:
         try:
             if item.window < 0:
-                return job.voice.start(item.payload, job.params)  # type: ignore[arg-type]
+                return job.voice.start(item.payload, job.params,  # type: ignore[arg-type]
+                                       lead)
             windows: Windows = item.payload  # type: ignore[assignment]
             return windows.render(item.window)
         except Exception as err:
@@ -346,12 +419,19 @@ class Scheduler:
                     windows: Windows = first.payload  # type: ignore[assignment]
                     job._service += windows.samples(first.window) / job._rate
                 item: _Item | None = first
+                lead = job._lead(time.monotonic(), self.paces.get(job.voice))
                 job._started += 1
                 job._in_flight += 1
                 self._busy += 1
             while item is not None:
-                result = self._render(job, item)
+                began = time.perf_counter()
+                result = self._render(job, item, lead)
+                took = time.perf_counter() - began
                 with self._cond:
+                    if isinstance(result, np.ndarray):
+                        work = (len(result) / job._rate if item.window < 0 else
+                                item.payload.cost(item.window))  # type: ignore[union-attr]
+                        self.paces.observe(job.voice, took, work)
                     if isinstance(result, np.ndarray | BaseException):
                         if item.window < 0:
                             job._counts[item.unit] = 1

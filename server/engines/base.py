@@ -85,6 +85,13 @@ class Windows(Protocol):
         """How many samples window ``index`` will have (known before rendering it)."""
         ...
 
+    def cost(self, index: int) -> float:
+        """Expected work of rendering window ``index``, in seconds of audio rendered
+        whole: the window's own audio plus what it computes again around it (context),
+        so that the scheduler's measured pace (seconds of work per such second) applies
+        to small and large windows alike."""
+        ...
+
     def render(self, index: int) -> PCM:
         """Audio of window ``index``; windows may be rendered in any order, concurrently."""
         ...
@@ -101,6 +108,13 @@ class LoadedVoice(Protocol):
         """Estimated resident memory, used by the store's LRU budget."""
         ...
 
+    @property
+    def streaming(self) -> bool:
+        """Whether :meth:`start` answers with windows after a short first call. The
+        scheduler then starts a unit only once the unit before it has answered, so that
+        its ``lead`` counts all of that unit's audio."""
+        ...
+
     def prepare(self, text: str) -> list[Unit]:
         """Split text into units, never longer than the engine's safe maximum."""
         ...
@@ -109,9 +123,15 @@ class LoadedVoice(Protocol):
         """Synthesize one unit whole. Thread-safe."""
         ...
 
-    def start(self, unit: Unit, params: SynthesisParams) -> PCM | Windows:
+    def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
+              ) -> PCM | Windows:
         """The unit's first model call: its whole audio, or its windows still to render
-        (the same audio, sample for sample, in pieces). Thread-safe."""
+        (the same audio, sample for sample, in pieces). Thread-safe.
+
+        ``lead`` is how many seconds of audio the unit's first window may hold and still
+        be ready before its listener needs it (0: the listener is waiting). Small windows
+        exist for early audio and cost extra compute; a voice skips them when the lead
+        allows."""
         ...
 
 

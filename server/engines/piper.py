@@ -21,6 +21,14 @@ multiplies the model's raw output by one gain per voice, computed at load from a
 calibration text synthesized without noise (:func:`calibration_gain`): deterministic for
 a given voice file, the same for whole sentences and windows, and steady across
 sentences. Samples beyond full scale are clipped, as piper-tts clips.
+
+**Small windows only where a listener waits.** The window plan's small first windows
+buy early audio with extra compute (each window decodes its context frames again, and
+small model calls cost more per frame). The scheduler tells each unit's first call how
+much audio its first window may hold and still be ready in time (``lead``, from the
+audio its listener has yet to hear and the voice's measured pace); :meth:`plan` then
+starts the plan at the largest size that fits, so a paragraph's later sentences are
+usually one window each and cost what whole-sentence synthesis costs.
 """
 
 from __future__ import annotations
@@ -258,6 +266,10 @@ class PiperWindows:
         start, end = self.windows[index]
         return (end - start) * self._sentence.graph.layout.hop
 
+    def cost(self, index: int) -> float:
+        hop = self._sentence.graph.layout.hop
+        return self._sentence.cost(index) * hop / (self._voice.spec.sample_rate or 1)
+
     def render(self, index: int) -> PCM:
         return to_pcm(self._sentence.render(index), self._voice.gain)
 
@@ -361,12 +373,29 @@ class PiperLoadedVoice:
     def render(self, unit: Unit, params: SynthesisParams) -> PCM:
         return to_pcm(self.raw(unit, params), self.gain)
 
-    def start(self, unit: Unit, params: SynthesisParams) -> PCM | PiperWindows:
-        """A unit's first call: its whole audio, or its encoder pass and windows."""
+    def plan(self, frames: int, lead: float) -> list[tuple[int, int]]:
+        """Windows for a unit of ``frames`` whose first window may hold ``lead`` seconds
+        of audio: the window plan from its largest size whose first window fits, else
+        from its first size."""
+        sizes = self._windows
+        hop = self._split.layout.hop if self._split is not None else 256
+        rate = self._spec.sample_rate or 1
+        for skip in range(len(sizes) - 1, 0, -1):
+            windows = plan_windows(frames, sizes[skip:])
+            start, end = windows[0]
+            if (end - start) * hop / rate <= lead:
+                return windows
+        return plan_windows(frames, sizes)
+
+    def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
+              ) -> PCM | PiperWindows:
+        """A unit's first call: its whole audio, or its encoder pass and windows (also
+        a single one: the call stays short, so the scheduler can start the next unit)."""
         if self._split is None:
             return self.render(unit, params)
         encoded = self._split.encode(self.feeds(unit, params))
-        windows = plan_windows(encoded.frames, self._windows)
-        if len(windows) == 1:
-            return to_pcm(self._split.render(encoded, 0, encoded.frames), self.gain)
+        windows = self.plan(encoded.frames, lead)
+        _LOGGER.debug("Voice %s: unit of %d frames, first window up to %.2f s: windows %s",
+                      self._spec.name, encoded.frames, lead,
+                      [end - start for start, end in windows])
         return PiperWindows(self, Sentence(self._split, encoded, windows))

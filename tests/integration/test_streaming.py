@@ -147,7 +147,9 @@ async def test_window_metrics(servers: tuple[ServerProcess, ServerProcess]) -> N
 
     units = pieces("whole")  # one piece per unit: the sentence is split at its comma
     assert units >= 1
-    assert pieces("streaming") >= 3 * units
+    # The first unit, which its listener waits for, in at least four windows; later
+    # ones in as few as the audio ahead of them allows (one, here).
+    assert pieces("streaming") >= units + 3
     late = ("chorus_late_windows_total", "wyoming")
     assert late in after["streaming"] and late in after["whole"]
     assert ("chorus_time_to_first_audio_seconds_count", "wyoming") in after["streaming"]

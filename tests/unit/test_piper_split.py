@@ -87,8 +87,9 @@ def _reference(voice: PiperLoadedVoice, session: Any, unit: Unit,
     return to_pcm(raw, voice.gain)
 
 
-def _streamed(voice: PiperLoadedVoice, unit: Unit, params: SynthesisParams) -> list[PCM]:
-    started = voice.start(unit, params)
+def _streamed(voice: PiperLoadedVoice, unit: Unit, params: SynthesisParams,
+              lead: float = 0.0) -> list[PCM]:
+    started = voice.start(unit, params, lead)
     if isinstance(started, np.ndarray):
         return [started]
     assert isinstance(started, PiperWindows)
@@ -153,6 +154,39 @@ def test_first_window_of_a_long_sentence_is_a_small_part_of_it(joe: PiperLoadedV
     assert len(pieces) >= 4
     assert len(pieces[0]) == 16 * 256  # the first window: 16 frames of 256 samples
     assert len(pieces[0]) < sum(len(p) for p in pieces) / 10
+
+
+def test_small_windows_are_skipped_when_the_first_window_may_hold_more(
+        joe: PiperLoadedVoice) -> None:
+    """Same samples whatever the plan: the plan starts at its largest size whose first
+    window fits in the lead (seconds of audio), a short unit is then one window."""
+    unit = joe.prepare(SENTENCE_199)[0]
+    params = _quiet()
+    waiting = _streamed(joe, unit, params, lead=0.0)
+    relaxed = _streamed(joe, unit, params, lead=60.0)
+    sizes = [len(p) // 256 for p in waiting]
+    assert len(sizes) >= 4 and sizes[0] == 16
+    assert len(relaxed) == 1  # shorter than 2 x 384 frames: one window, the whole unit
+    assert np.array_equal(np.concatenate(waiting), np.concatenate(relaxed))
+    frame = 256 / joe.spec.sample_rate
+    assert joe.plan(1000, 0.0) == plan_windows(1000, (16, 48, 96, 384))
+    assert joe.plan(1000, 47.9 * frame) == plan_windows(1000, (16, 48, 96, 384))
+    assert joe.plan(1000, 48 * frame) == plan_windows(1000, (48, 96, 384))
+    assert joe.plan(1000, 100 * frame) == plan_windows(1000, (96, 384))
+    assert joe.plan(1000, 383 * frame) == plan_windows(1000, (96, 384))
+    assert joe.plan(1000, 384 * frame) == [(0, 384), (384, 1000)]
+    assert joe.plan(300, 300 * frame) == [(0, 300)]
+
+
+def test_a_windows_cost_counts_the_context_it_decodes_again(joe: PiperLoadedVoice) -> None:
+    """Small windows cost more per second of audio than big ones: what the scheduler's
+    pace is multiplied by must say so, or big windows look slower than they are."""
+    windows = joe.start(joe.prepare(SENTENCE_199)[0], _quiet())
+    assert isinstance(windows, PiperWindows) and len(windows) >= 4
+    rate = joe.spec.sample_rate
+    per_second = [windows.cost(i) / (windows.samples(i) / rate) for i in range(len(windows))]
+    assert all(c >= 1.0 for c in per_second), per_second
+    assert per_second[0] > 2.0 * per_second[-1], per_second
 
 
 def test_noise_is_drawn_once_per_sentence(joe: PiperLoadedVoice) -> None:

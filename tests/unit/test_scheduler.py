@@ -18,7 +18,7 @@ import pytest
 
 from chorus.server.engines.base import PCM, SynthesisParams, Unit, VoiceSpec, Windows
 from chorus.server.errors import Busy, ShuttingDown
-from chorus.server.scheduler import Job, Scheduler
+from chorus.server.scheduler import PLAN_SAFETY, Job, Paces, Scheduler, _Item
 
 SPEC = VoiceSpec("test", "test", Path("m"), Path("c"), "en_US", 16000)
 
@@ -29,6 +29,7 @@ class RecordingVoice:
 
     spec = SPEC
     memory_bytes = 0
+    streaming = False
 
     def __init__(self) -> None:
         self.order: list[int] = []
@@ -46,7 +47,8 @@ class RecordingVoice:
             self.order.append(number)
         return np.full(1600, number, dtype=np.int16)  # 0.1 s of audio at 16 kHz
 
-    def start(self, unit: Unit, params: SynthesisParams) -> PCM | Windows:
+    def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
+              ) -> PCM | Windows:
         return self.render(unit, params)
 
 
@@ -167,11 +169,14 @@ class _Windows:
     def samples(self, index: int) -> int:
         return self.size  # default 1600: 0.1 s at the test spec's 16 kHz
 
+    def cost(self, index: int) -> float:
+        return self.size / 16000
+
     def render(self, index: int) -> PCM:
         time.sleep(self.delay_ms / 1000)
         with self.voice.lock:
             self.voice.order.append((self.number, index))
-        return np.array([self.number * 100 + index], dtype=np.int16)
+        return np.full(self.size, self.number * 100 + index, dtype=np.int16)
 
 
 class WindowedVoice:
@@ -181,10 +186,13 @@ class WindowedVoice:
 
     spec = SPEC
     memory_bytes = 0
+    streaming = True
 
     def __init__(self) -> None:
         self.order: list[tuple[int, int]] = []
         self.lock = threading.Lock()
+        self.leads: dict[int, float] = {}
+        """Unit number -> the ``lead`` its first call was given."""
 
     def prepare(self, text: str) -> list[Unit]:
         return [[int(word), 3, 5] for word in text.split()]
@@ -192,13 +200,16 @@ class WindowedVoice:
     def render(self, unit: Unit, params: SynthesisParams) -> PCM:
         raise AssertionError("a streaming voice is started, not rendered whole")
 
-    def start(self, unit: Unit, params: SynthesisParams) -> PCM | Windows:
+    def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
+              ) -> PCM | Windows:
         number, count, delay_ms, *rest = unit
+        with self.lock:
+            self.leads[number] = lead
         time.sleep(delay_ms / 1000)
         with self.lock:
             self.order.append((number, -1))
         if count == 1:
-            return np.array([number * 100], dtype=np.int16)
+            return np.full(1600, number * 100, dtype=np.int16)
         return _Windows(self, number, count, rest[0] if rest else delay_ms, *rest[1:2])
 
 
@@ -241,7 +252,8 @@ async def test_windows_of_two_long_requests_interleave() -> None:
 
 async def test_a_failing_window_reaches_the_consumer_in_order(scheduler: Scheduler) -> None:
     class Failing(WindowedVoice):
-        def start(self, unit: Unit, params: SynthesisParams) -> PCM | Windows:
+        def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
+                  ) -> PCM | Windows:
             windows = super().start(unit, params)
             assert isinstance(windows, _Windows)
             original = windows.render
@@ -316,3 +328,71 @@ async def test_a_request_about_to_run_dry_goes_before_a_new_one() -> None:
     assert scheduler._pick() is new
     playing.finish()
     new.finish()
+
+
+async def test_a_unit_is_told_how_much_audio_its_first_window_may_hold(
+        scheduler: Scheduler) -> None:
+    """A streaming voice's unit starts once the unit before it has answered, so its lead
+    counts all of that unit's audio: here 4 windows of 1 s, each rendered in >= 20 ms, so
+    the pace is >= 0.02 and the lead at most 4 s / (3 x 0.02)."""
+    voice = WindowedVoice()
+    job = scheduler.open(voice, SynthesisParams())
+    job.add_units([[1, 4, 30, 20, 16000], [2, 2, 1, 20, 16000], [3, 1, 1]])
+    job.close()
+    await asyncio.wait_for(_collect(job), 10)
+    assert voice.leads[1] == 0.0  # nothing in hand, and no pace measured yet
+    assert 3.0 / (PLAN_SAFETY * 0.5) < voice.leads[2] <= 4.0 / (PLAN_SAFETY * 0.02)
+    assert 5.0 / (PLAN_SAFETY * 0.5) < voice.leads[3] <= 6.0 / (PLAN_SAFETY * 0.02)
+    assert voice.order.index((1, -1)) < voice.order.index((2, -1))
+    assert scheduler.paces.get(voice) is not None
+
+
+def test_pace_is_a_moving_average_per_voice() -> None:
+    paces = Paces()
+    one, two = WindowedVoice(), WindowedVoice()
+    assert paces.get(one) is None
+    paces.observe(one, 0.1, 1.0)
+    paces.observe(one, 0.6, 1.0)
+    paces.observe(two, 0.3, 2.0)
+    paces.observe(two, 5.0, 0.0)  # no audio: ignored
+    assert paces.get(one) == pytest.approx(0.8 * 0.1 + 0.2 * 0.6)
+    assert paces.get(two) == pytest.approx(0.15)
+
+
+async def test_a_playing_request_whose_next_window_takes_long_goes_first() -> None:
+    """Slack counts the next item's expected time: 2 s in hand are plenty before a small
+    window, too little before a window that takes 1.8 s at the voice's pace."""
+    scheduler = Scheduler(workers=1)  # not started: only the choice is looked at
+    voice = WindowedVoice()
+    scheduler.paces.observe(voice, 0.1, 1.0)  # 0.1 s of work per second of audio
+    playing = scheduler.open(voice, SynthesisParams())
+    new = scheduler.open(voice, SynthesisParams())
+    playing.add_units([[1, 3, 1]])
+    new.add_units([[2, 1, 1]])
+    windows = _Windows(voice, 1, 3, 1, samples=16000)  # 1 s of audio per window
+    playing._pending.clear()
+    playing._pending.append(_Item(0, 1, windows))
+    playing._first_at = time.monotonic()
+    playing._service = 2.0
+    assert scheduler._pick() is new
+    windows.size = 16000 * 18  # the next window: 18 s of audio, ~1.8 s of work
+    assert scheduler._pick() is playing
+    playing.finish()
+    new.finish()
+
+
+async def test_whole_sentence_voices_still_start_units_side_by_side(
+        scheduler: Scheduler) -> None:
+    """Without windows a unit's first call is the whole sentence: waiting for it would
+    leave the second worker idle, so units of one request render at the same time."""
+    both = threading.Barrier(2, timeout=5)
+
+    class Parallel(RecordingVoice):
+        def render(self, unit: Unit, params: SynthesisParams) -> PCM:
+            both.wait()  # raises BrokenBarrierError unless two units render at once
+            return super().render(unit, params)
+
+    job = scheduler.open(Parallel(), SynthesisParams())
+    job.add_units([[1, 0], [2, 0]])
+    job.close()
+    assert await asyncio.wait_for(_collect(job), 10) == [1, 2]
