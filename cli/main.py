@@ -9,6 +9,7 @@ serve`` never loads kopf.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
@@ -29,8 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from chorus.common.options import CommandError, OptionError
+
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except (CommandError, OptionError) as err:
+        print(f"{args.prog}: error: {err}", file=sys.stderr)
+        return err.code if isinstance(err, CommandError) else 2
     return code
 
 

@@ -20,10 +20,13 @@ from typing import Any, Literal
 
 __all__ = [
     "ENV_PREFIX",
+    "CommandError",
     "Option",
     "OptionError",
+    "add_config",
     "add_options",
     "bounded_float",
+    "command",
     "non_negative_float",
     "non_negative_int",
     "port",
@@ -41,6 +44,29 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 class OptionError(ValueError):
     """An option value from the environment or config file could not be used."""
+
+
+class CommandError(Exception):
+    """A subcommand cannot go on. ``chorus`` prints ``<command>: error: <message>`` (as
+    argparse does for bad flags) and exits with ``code``: 2 for bad usage or input, 1
+    when the work itself failed. Option errors are printed the same way, with 2."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def command(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], int],
+            ) -> None:
+    """Route a subcommand to ``handler``, under its full name (``chorus voices sync``)
+    for error messages."""
+    parser.set_defaults(handler=handler, prog=parser.prog)
+
+
+def add_config(parser: argparse.ArgumentParser) -> None:
+    """The ``--config FILE`` flag every subcommand takes (see :func:`resolve_command`)."""
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML or JSON file of options [env CHORUS_CONFIG]")
 
 
 @dataclass(frozen=True)

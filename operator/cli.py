@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from chorus.common.options import (
+    CommandError,
     Option,
-    OptionError,
+    add_config,
     add_options,
+    command,
     positive_float,
     resolve_command,
     setup_logging,
@@ -57,17 +59,12 @@ RENDER_OPTIONS = [
 _ALL = OPERATOR_OPTIONS + RENDER_OPTIONS
 
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="TOML or JSON file of options [env CHORUS_CONFIG]")
-
-
 def register(subparsers: Any) -> None:
     """Add ``operator`` and ``render`` to the ``chorus`` command."""
     operator = subparsers.add_parser("operator", help="run the Kubernetes operator (kopf)")
-    _add_config(operator)
+    add_config(operator)
     add_options(operator, OPERATOR_OPTIONS)
-    operator.set_defaults(handler=_run_operator)
+    command(operator, _run_operator)
 
     render = subparsers.add_parser("render", help="print the objects the operator would "
                                    "apply for TTSService/TTSVoice files (no cluster)")
@@ -75,9 +72,9 @@ def register(subparsers: Any) -> None:
                         required=True, metavar="FILE",
                         help="YAML with TTSService and TTSVoice objects ('-' for stdin); "
                         "repeatable")
-    _add_config(render)
+    add_config(render)
     add_options(render, RENDER_OPTIONS)
-    render.set_defaults(handler=_run_render)
+    command(render, _run_render)
 
 
 def _render_settings(values: dict[str, Any]) -> Any:
@@ -89,11 +86,7 @@ def _render_settings(values: dict[str, Any]) -> Any:
 
 
 def _run_operator(args: argparse.Namespace) -> int:
-    try:
-        values = resolve_command(args, OPERATOR_OPTIONS, _ALL)
-    except OptionError as err:
-        print(f"chorus operator: error: {err}", file=sys.stderr)
-        return 2
+    values = resolve_command(args, OPERATOR_OPTIONS, _ALL)
     setup_logging(values["log_level"])
     import asyncio
 
@@ -106,8 +99,7 @@ def _run_operator(args: argparse.Namespace) -> int:
     try:
         login()  # fail now, with the reason, rather than have kopf retry forever
     except (kopf.LoginError, OSError, ValueError) as err:
-        print(f"chorus operator: error: cannot reach a cluster: {err}", file=sys.stderr)
-        return 1
+        raise CommandError(f"cannot reach a cluster: {err}", code=1) from err
 
     namespaces = tuple(values.get("namespace") or ())
     config = OperatorConfig(render=_render_settings(values), namespaces=namespaces,
@@ -125,19 +117,14 @@ def _run_operator(args: argparse.Namespace) -> int:
 
 
 def _run_render(args: argparse.Namespace) -> int:
-    try:
-        values = resolve_command(args, RENDER_OPTIONS, _ALL)
-    except OptionError as err:
-        print(f"chorus render: error: {err}", file=sys.stderr)
-        return 2
+    values = resolve_command(args, RENDER_OPTIONS, _ALL)
     from .render_files import render_files
 
     namespace = (values.get("namespace") or ["default"])[-1]
     try:
         documents, problems = render_files(args.files, namespace, _render_settings(values))
     except (OSError, ValueError) as err:
-        print(f"chorus render: error: {err}", file=sys.stderr)
-        return 1
+        raise CommandError(str(err), code=1) from err
     sys.stdout.write(documents)
     for problem in problems:
         print(f"chorus render: {problem}", file=sys.stderr)

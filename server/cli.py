@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from chorus.common.options import (
+    CommandError,
     Option,
-    OptionError,
+    add_config,
     add_options,
     bounded_float,
+    command,
     port,
     positive_float,
     positive_int,
@@ -149,19 +151,17 @@ SAY_OPTIONS = [
 def register(subparsers: Any) -> None:
     """Add ``serve`` and ``say`` to the ``chorus`` command."""
     serve = subparsers.add_parser("serve", help="run the speech server (Wyoming and HTTP)")
-    serve.add_argument("--config", type=Path, metavar="FILE",
-                       help="TOML or JSON file of options [env CHORUS_CONFIG]")
+    add_config(serve)
     add_options(serve, SERVE_OPTIONS + VOICE_OPTIONS)
-    serve.set_defaults(handler=_run_serve)
+    command(serve, _run_serve)
 
     say = subparsers.add_parser("say", help="synthesize TEXT once and write a WAV file")
     say.add_argument("text", metavar="TEXT", help="text to speak ('-' reads stdin)")
     say.add_argument("-o", "--output", default="-", metavar="FILE",
                      help="WAV file to write ('-' for stdout, the default)")
-    say.add_argument("--config", type=Path, metavar="FILE",
-                     help="TOML or JSON file of options [env CHORUS_CONFIG]")
+    add_config(say)
     add_options(say, SAY_OPTIONS + VOICE_OPTIONS)
-    say.set_defaults(handler=_run_say)
+    command(say, _run_say)
 
 
 def _resolve(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
@@ -207,11 +207,7 @@ def _settings(values: dict[str, Any]) -> Any:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    try:
-        values = _resolve(args, SERVE_OPTIONS + VOICE_OPTIONS)
-    except OptionError as err:
-        print(f"chorus serve: error: {err}", file=sys.stderr)
-        return 2
+    values = _resolve(args, SERVE_OPTIONS + VOICE_OPTIONS)
     setup_logging(values["log_level"])
     from .errors import ChorusError
     from .runtime import serve
@@ -219,23 +215,16 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(_settings(values)))
     except (ChorusError, ValueError, OSError) as err:
-        print(f"chorus serve: error: {err}", file=sys.stderr)
-        return 2
+        raise CommandError(str(err)) from err
     return 0
 
 
 def _run_say(args: argparse.Namespace) -> int:
-    try:
-        values = _resolve(args, SAY_OPTIONS + VOICE_OPTIONS)
-    except OptionError as err:
-        print(f"chorus say: error: {err}", file=sys.stderr)
-        return 2
+    values = _resolve(args, SAY_OPTIONS + VOICE_OPTIONS)
     setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
     text = sys.stdin.read() if args.text == "-" else args.text
     if args.output == "-" and sys.stdout.isatty():
-        print("chorus say: error: refusing to write audio to a terminal; use -o FILE",
-              file=sys.stderr)
-        return 2
+        raise CommandError("refusing to write audio to a terminal; use -o FILE")
     from .errors import ChorusError
     from .say import say
 
@@ -243,6 +232,5 @@ def _run_say(args: argparse.Namespace) -> int:
         asyncio.run(say(_settings(values), text, values["voice"], values["speaker"],
                         args.output))
     except (ChorusError, OSError) as err:
-        print(f"chorus say: error: {getattr(err, 'message', err)}", file=sys.stderr)
-        return 2
+        raise CommandError(str(getattr(err, "message", err))) from err
     return 0

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from chorus.common.options import (
+    CommandError,
     Option,
-    OptionError,
+    add_config,
     add_options,
+    command,
     non_negative_float,
     non_negative_int,
     port,
@@ -105,57 +107,51 @@ REFRESH_OPTIONS = [
 _ALL = COMMON_OPTIONS + SYNC_OPTIONS + PULL_OPTIONS + LIST_OPTIONS + REFRESH_OPTIONS
 
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="TOML or JSON file of options [env CHORUS_CONFIG]")
-
-
 def register(subparsers: Any) -> None:
     """Add ``voices`` (``sync``, ``pull``, ``list``, ``catalog refresh``) to ``chorus``."""
     voices = subparsers.add_parser("voices", help="install and list voices (voice manager)")
     commands = voices.add_subparsers(dest="voices_command", required=True, metavar="COMMAND")
 
     sync = commands.add_parser("sync", help="converge a voices directory to a manifest")
-    _add_config(sync)
+    add_config(sync)
     add_options(sync, SYNC_OPTIONS + COMMON_OPTIONS)
-    sync.set_defaults(handler=_run_sync)
+    command(sync, _run_sync)
 
     pull = commands.add_parser("pull", help="download Piper voices from Hugging Face")
     pull.add_argument("names", nargs="+", metavar="NAME", help="Piper voice key, e.g. "
                       "en_US-amy-medium")
-    _add_config(pull)
+    add_config(pull)
     add_options(pull, PULL_OPTIONS + COMMON_OPTIONS)
-    pull.set_defaults(handler=_run_pull)
+    command(pull, _run_pull)
 
     listing = commands.add_parser("list", help="list known hub voices (the catalog) and "
                                   "what a directory holds")
-    _add_config(listing)
+    add_config(listing)
     add_options(listing, LIST_OPTIONS)
-    listing.set_defaults(handler=_run_list)
+    command(listing, _run_list)
 
     catalog = commands.add_parser("catalog", help="the catalog of known hub voices")
     catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True,
                                               metavar="COMMAND")
     refresh = catalog_commands.add_parser(
         "refresh", help="download the hub's voices.json and make it the catalog")
-    _add_config(refresh)
+    add_config(refresh)
     add_options(refresh, REFRESH_OPTIONS + COMMON_OPTIONS)
-    refresh.set_defaults(handler=_run_refresh)
+    command(refresh, _run_refresh)
 
 
 def _resolve(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
     return resolve_command(args, options, _ALL)
 
 
-def _load_catalog(values: dict[str, Any], command: str) -> Any:
-    """The catalog the command reads, or None after printing why it cannot be read."""
+def _load_catalog(values: dict[str, Any]) -> Any:
+    """The catalog the command reads."""
     from .catalog import CatalogError, load_catalog
 
     try:
         return load_catalog(values["catalog"])
     except CatalogError as err:
-        print(f"chorus voices {command}: error: {err}", file=sys.stderr)
-        return None
+        raise CommandError(str(err)) from err
 
 
 def _sync_settings(values: dict[str, Any], catalog: Any, progress: Any = None) -> Any:
@@ -171,17 +167,11 @@ def _sync_settings(values: dict[str, Any], catalog: Any, progress: Any = None) -
 
 
 def _run_sync(args: argparse.Namespace) -> int:
-    try:
-        values = _resolve(args, SYNC_OPTIONS + COMMON_OPTIONS)
-    except OptionError as err:
-        print(f"chorus voices sync: error: {err}", file=sys.stderr)
-        return 2
+    values = _resolve(args, SYNC_OPTIONS + COMMON_OPTIONS)
     if values["only_required"] and not values["once"]:
-        print("chorus voices sync: error: --only-required needs --once", file=sys.stderr)
-        return 2
+        raise CommandError("--only-required needs --once")
     if values["manifest"] is None or values["dest"] is None:
-        print("chorus voices sync: error: --manifest and --dest are required", file=sys.stderr)
-        return 2
+        raise CommandError("--manifest and --dest are required")
     setup_logging(values["log_level"])
     import logging
     import os
@@ -193,21 +183,17 @@ def _run_sync(args: argparse.Namespace) -> int:
     from .sync import VolumeSyncer
     from .watch import ManifestWatcher, read_manifest
 
-    catalog = _load_catalog(values, "sync")
-    if catalog is None:
-        return 2
+    catalog = _load_catalog(values)
     try:
         syncer = VolumeSyncer(values["dest"], _sync_settings(values, catalog))
     except OSError as err:
-        print(f"chorus voices sync: error: {values['dest']}: {err}", file=sys.stderr)
-        return 2
+        raise CommandError(f"{values['dest']}: {err}") from err
     if values["once"]:
         try:
             _, manifest = read_manifest(values["manifest"])
         except ManifestError as err:
             syncer.set_manifest_error(str(err))
-            print(f"chorus voices sync: error: {err}", file=sys.stderr)
-            return 2
+            raise CommandError(str(err)) from err
         syncer.set_manifest_error(None)
         report = syncer.converge(manifest, required_only=values["only_required"])
         for name in report.failed:
@@ -241,8 +227,7 @@ def _run_sync(args: argparse.Namespace) -> int:
         try:
             status_server = StatusServer(watcher, values["status_host"], values["status_port"])
         except OSError as err:
-            print(f"chorus voices sync: error: status port: {err}", file=sys.stderr)
-            return 2
+            raise CommandError(f"status port: {err}") from err
         status_server.start()
         logging.getLogger(__name__).info("status on http://%s:%d/", values["status_host"],
                                          status_server.port)
@@ -262,19 +247,13 @@ def _tqdm_progress(label: str, total: int | None) -> Any:
 
 
 def _run_pull(args: argparse.Namespace) -> int:
-    try:
-        values = _resolve(args, PULL_OPTIONS + COMMON_OPTIONS)
-    except OptionError as err:
-        print(f"chorus voices pull: error: {err}", file=sys.stderr)
-        return 2
+    values = _resolve(args, PULL_OPTIONS + COMMON_OPTIONS)
     setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
     from chorus.common.manifest import ManifestError, parse_manifest
 
     from .sync import VolumeSyncer
 
-    catalog = _load_catalog(values, "pull")
-    if catalog is None:
-        return 2
+    catalog = _load_catalog(values)
     if not _known_to_catalog(catalog, values["repo"], args.names):
         return 2
     source = {"huggingFace": {"repo": values["repo"], "revision": values["revision"]}}
@@ -282,13 +261,11 @@ def _run_pull(args: argparse.Namespace) -> int:
         manifest = parse_manifest({"version": 1, "voices": [
             {"name": name, "source": source} for name in args.names]})
     except ManifestError as err:
-        print(f"chorus voices pull: error: {err}", file=sys.stderr)
-        return 2
+        raise CommandError(str(err)) from err
     try:
         syncer = VolumeSyncer(values["dest"], _sync_settings(values, catalog, _tqdm_progress))
     except OSError as err:
-        print(f"chorus voices pull: error: {values['dest']}: {err}", file=sys.stderr)
-        return 2
+        raise CommandError(f"{values['dest']}: {err}") from err
     report = syncer.converge(manifest)
     for name, status in report.voices.items():
         if status.state == "installed":
@@ -319,17 +296,11 @@ def _known_to_catalog(catalog: Any, repo: str, names: list[str]) -> bool:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    try:
-        values = _resolve(args, LIST_OPTIONS)
-    except OptionError as err:
-        print(f"chorus voices list: error: {err}", file=sys.stderr)
-        return 2
+    values = _resolve(args, LIST_OPTIONS)
     from .catalog import known_languages
     from .listing import format_table, voice_rows
 
-    catalog = _load_catalog(values, "list")
-    if catalog is None:
-        return 2
+    catalog = _load_catalog(values)
     installed_only = bool(values["installed"])
     rows = voice_rows(catalog, values["dest"], language=values["language"],
                       installed_only=installed_only)
@@ -353,11 +324,7 @@ def _run_list(args: argparse.Namespace) -> int:
 
 
 def _run_refresh(args: argparse.Namespace) -> int:
-    try:
-        values = _resolve(args, REFRESH_OPTIONS + COMMON_OPTIONS)
-    except OptionError as err:
-        print(f"chorus voices catalog refresh: error: {err}", file=sys.stderr)
-        return 2
+    values = _resolve(args, REFRESH_OPTIONS + COMMON_OPTIONS)
     setup_logging(values["log_level"] if values["log_level"] != "INFO" else "WARNING")
     from .catalog import CatalogError, default_cache_path
     from .refresh import refresh_catalog
@@ -367,14 +334,11 @@ def _run_refresh(args: argparse.Namespace) -> int:
     try:
         target = values["catalog"] or default_cache_path()
     except CatalogError as err:
-        print(f"chorus voices catalog refresh: error: {err}", file=sys.stderr)
-        return 2
+        raise CommandError(str(err)) from err
     try:
         catalog = refresh_catalog(target, values["repo"], values["revision"], settings,
                                   retries=values["retries"], backoff_s=values["backoff"])
     except CatalogError as err:
-        print(f"chorus voices catalog refresh: error: {err}; {target} is unchanged",
-              file=sys.stderr)
-        return 1
+        raise CommandError(f"{err}; {target} is unchanged", code=1) from err
     print(f"catalog: {catalog.describe()}", file=sys.stderr)
     return 0

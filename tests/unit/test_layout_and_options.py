@@ -95,3 +95,22 @@ def test_config_files(tmp_path: Path) -> None:
         load_config_file(broken)
     with pytest.raises(OptionError, match="cannot read"):
         load_config_file(tmp_path / "missing.toml")
+
+
+def test_subcommand_errors_are_reported_in_one_place(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every subcommand's refusal reads ``<full command>: error: <why>``, like argparse's
+    own, with exit code 2 for bad usage or input and 1 when the work itself failed."""
+    from chorus.cli.main import main
+
+    assert main(["voices", "sync", "--only-required", "--manifest", "m", "--dest", "d"]) == 2
+    assert capsys.readouterr().err == ("chorus voices sync: error: --only-required needs "
+                                       "--once\n")
+    monkeypatch.setenv("CHORUS_RESYNC_INTERVAL", "soon")
+    assert main(["operator"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "chorus operator: error: environment variable CHORUS_RESYNC_INTERVAL")
+    assert main(["render", "-f", str(tmp_path / "missing.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("chorus render: error: ") and "missing.yaml" in err
