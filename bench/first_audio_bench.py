@@ -64,8 +64,8 @@ from bench.wyoming_bench import (
     connected,
     environment,
     link_joe_voice,
+    measure_server,
     median,
-    running,
     wait_ready,
     wyoming_piper_spec,
 )
@@ -212,18 +212,12 @@ async def run_suite(server: Any, cfg: Config, problems: Problems,
 
 
 def bench_server(spec: ServerSpec, cfg: Config, log_path: Path) -> ServerResult:
-    print(f"\n== {spec.name}", flush=True)
-    problems = Problems()
     result = ServerResult(spec.name, log=str(log_path))
-    with running(spec, log_path) as server:
-        try:
-            asyncio.run(run_suite(server, cfg, problems, result))
-        except RequestFailed as err:
-            problems.add("suite", f"aborted: {err}")
+    server, problems = measure_server(
+        spec, log_path, lambda running_server, problems: run_suite(running_server, cfg,
+                                                                   problems, result))
     result.exit_code = server.exit_code
     result.peak_rss_mib = server.sampler.peak / 2**20 if server.sampler.peak else None
-    if server.exit_code != 0:
-        problems.add("stop", f"exit code {server.exit_code} after SIGTERM")
     result.failures = problems.failures()
     result.problems = problems.lines()
     return result

@@ -68,11 +68,11 @@ from bench.wyoming_bench import (
     fmt,
     fmt_ratio,
     free_port,
+    measure_server,
     median,
     ms,
     percentile,
     ratio,
-    running,
     venv_bin,
 )
 
@@ -487,19 +487,13 @@ async def run_suite(bench: Bench) -> None:
 
 def bench_server(http: HttpServer, cfg: Config, log_path: Path) -> Result:
     """Start, measure, stop; whatever happens, the result says how far it got."""
-    print(f"\n== {http.spec.name}", flush=True)
-    problems = Problems()
     result = Result(http.spec.name, log=str(log_path))
-    with running(http.spec, log_path) as server:
-        bench = Bench(server, http, cfg, problems, result)
-        try:
-            asyncio.run(run_suite(bench))
-        except RequestFailed as err:
-            print(f"\n  aborted: {err}", flush=True)
-            problems.add("suite", f"aborted: {err}")
+    server, problems = measure_server(
+        http.spec, log_path,
+        lambda running_server, problems: run_suite(Bench(running_server, http, cfg,
+                                                         problems, result)),
+        http.stop_codes)
     result.exit_code, result.stop_s = server.exit_code, server.stop_s
-    if server.exit_code not in http.stop_codes:
-        problems.add("stop", f"exit code {server.exit_code} after SIGTERM")
     result.rss_peak_mib = server.sampler.peak / MIB
     result.failures = problems.failures()
     result.problems = problems.lines()

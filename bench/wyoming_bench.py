@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -858,20 +858,33 @@ async def run_suite(server: RunningServer, cfg: Config, problems: Problems,
     result.foreign_cpu_avg_cores = CpuWatch.foreign_cores(before, server.cpu.snapshot())
 
 
-def bench_server(spec: ServerSpec, cfg: Config, log_path: Path) -> ServerResult:
-    """Start, measure, stop; whatever happens, the result says how far it got."""
+def measure_server(spec: ServerSpec, log_path: Path,
+                   suite: Callable[[RunningServer, Problems], Coroutine[Any, Any, None]],
+                   stop_codes: Sequence[int | None] = (0,),
+                   ) -> tuple[RunningServer, Problems]:
+    """Start the server, run ``suite`` against it, stop it. A request that aborts the
+    suite and an exit code outside ``stop_codes`` become problems, so the caller's
+    result says how far it got whatever happens. Every bench uses this."""
     print(f"\n== {spec.name}", flush=True)
     problems = Problems()
-    result = ServerResult(spec.name, log=str(log_path))
     with running(spec, log_path) as server:
         try:
-            asyncio.run(run_suite(server, cfg, problems, result))
+            asyncio.run(suite(server, problems))
         except RequestFailed as err:
             print(f"\n  aborted: {err}", flush=True)
             problems.add("suite", f"aborted: {err}")
-    result.exit_code, result.stop_s = server.exit_code, server.stop_s
-    if server.exit_code != 0:
+    if server.exit_code not in stop_codes:
         problems.add("stop", f"exit code {server.exit_code} after SIGTERM")
+    return server, problems
+
+
+def bench_server(spec: ServerSpec, cfg: Config, log_path: Path) -> ServerResult:
+    """Start, measure, stop; whatever happens, the result says how far it got."""
+    result = ServerResult(spec.name, log=str(log_path))
+    server, problems = measure_server(
+        spec, log_path, lambda running_server, problems: run_suite(running_server, cfg,
+                                                                   problems, result))
+    result.exit_code, result.stop_s = server.exit_code, server.stop_s
     result.rss_peak_mib = server.sampler.peak / MIB
     result.rss_samples = server.sampler.samples
     result.failures = problems.failures()

@@ -277,9 +277,8 @@ class Job:
 
     def _in_hand(self, now: float) -> float:
         """:meth:`_ahead`, less :data:`PLAYING_MARGIN` once its listener is playing."""
-        if self._first_at is None:
-            return self._service
-        return self._ahead(now) - PLAYING_MARGIN
+        margin = 0.0 if self._first_at is None else PLAYING_MARGIN
+        return self._ahead(now) - margin
 
     def _expand(self, item: _Item, windows: Windows) -> _Item | None:
         """A unit's first call returned windows: queue them; the first is returned for
