@@ -1,72 +1,210 @@
 """Create-or-patch of rendered children: make the cluster match, touch nothing that does.
 
-Level-based and idempotent: the desired object is compared with what the API holds and
-only a real difference is patched (a JSON merge patch of the desired fields, so fields
-the API server defaults or other controllers own, e.g. an HPA's replica count or a
-Service's clusterIP, stay as they are). A create that races another create (409) falls
-back to the patch path, so a restarted operator converges without duplicates.
+Level-based and idempotent, and a three-way merge like ``kubectl apply``: each child
+carries the object it was last rendered as (annotation :data:`LAST_APPLIED`). The patch
+(a JSON merge patch) is
+
+* ``null`` for every field that was in the last rendered object but is not in the new
+  one, so that removing a setting from a TTSService removes it from the child;
+* the desired value wherever the live object differs (hand edits are undone);
+* nothing else: fields the API server defaults or other controllers own (an HPA's
+  replica count, a Service's clusterIP) stay as they are.
+
+A pass where nothing differs sends no write at all. Resource quantities compare by
+value (``0.5`` equals ``500m``), since the API server rewrites them to canonical form.
+A create that races another create (409) falls back to the patch path, so a restarted
+operator converges without duplicates. A name held by an object this TTSService does
+not own is never adopted or touched (:class:`NotOwnedError`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
 import kopf
 
 from .kube import ApiError, KubeClient
 
-__all__ = ["Outcome", "apply_child", "delete_child", "is_subset"]
+__all__ = ["LAST_APPLIED", "NotOwnedError", "Outcome", "apply_child", "delete_child",
+           "is_subset", "merge_patch_for", "quantity"]
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["created", "patched", "unchanged", "deleted", "absent"]
 
+LAST_APPLIED = "tts.chorus.dev/last-applied"
+"""Annotation holding the child as last rendered (JSON): the base of the three-way merge."""
 
-def is_subset(desired: Any, actual: Any) -> bool:
-    """True when every field of ``desired`` is present and equal in ``actual``.
+_QUANTITY_KEYS = frozenset({"requests", "limits"})
+"""Maps whose values are resource quantities (containers' and claims' ``resources``)."""
 
-    Lists compare element by element (same length): the API server adds defaults
-    inside list items (a container's ``terminationMessagePath``, a port's ``protocol``)
-    that must not count as drift.
-    """
-    if isinstance(desired, Mapping):
-        return isinstance(actual, Mapping) and all(
-            k in actual and is_subset(v, actual[k]) for k, v in desired.items())
-    if isinstance(desired, list):
-        return (isinstance(actual, list) and len(desired) == len(actual)
-                and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True)))
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+_SUFFIX = {"": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+           "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"),
+           "T": Decimal("1e12"), "P": Decimal("1e15"), "E": Decimal("1e18"),
+           **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti",
+                                                                  "Pi", "Ei"))}}
+
+
+class NotOwnedError(Exception):
+    """A child's name is taken by an object this TTSService does not own."""
+
+
+def quantity(text: Any) -> Decimal | None:
+    """The value of a Kubernetes quantity (``500m``, ``1Gi``, ``1e3``); ``None`` if not one."""
+    match = _QUANTITY.match(str(text).strip())
+    if match is None:
+        return None
+    number, suffix = match.group(1), match.group(2) or ""
+    try:
+        value = Decimal(number)
+    except InvalidOperation:
+        return None
+    if suffix[:1] in ("e", "E"):
+        return value * Decimal(10) ** int(suffix[1:])
+    return value * _SUFFIX[suffix]
+
+
+def _same_scalar(desired: Any, actual: Any, as_quantity: bool) -> bool:
     if isinstance(desired, bool) or isinstance(actual, bool):
         return desired is actual
     if isinstance(desired, int | float) and isinstance(actual, int | float):
         return desired == actual
-    return str(desired) == str(actual)
+    if str(desired) == str(actual):
+        return True
+    if as_quantity:
+        want, have = quantity(desired), quantity(actual)
+        return want is not None and want == have
+    return False
 
 
-def _pvc_patch(desired: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
-    """A claim's spec is immutable except for growing its size: patch only that."""
-    patch: dict[str, Any] = {"metadata": {k: desired["metadata"][k] for k in
-                                          ("labels", "ownerReferences") if k in
-                                          desired["metadata"]}}
-    want = desired["spec"]["resources"]["requests"]["storage"]
-    have = (actual.get("spec") or {}).get("resources", {}).get("requests", {}).get("storage")
-    if have != want:
-        patch["spec"] = {"resources": {"requests": {"storage": want}}}
+def is_subset(desired: Any, actual: Any, *, as_quantity: bool = False) -> bool:
+    """True when every field of ``desired`` is present and equal in ``actual``.
+
+    Lists compare element by element (same length): the API server adds defaults
+    inside list items (a container's ``terminationMessagePath``, a port's ``protocol``)
+    that must not count as drift. Values under ``requests``/``limits`` compare as
+    quantities.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(
+            k in actual and is_subset(v, actual[k], as_quantity=k in _QUANTITY_KEYS)
+            for k, v in desired.items())
+    if isinstance(desired, list):
+        return (isinstance(actual, list) and len(desired) == len(actual)
+                and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True)))
+    return _same_scalar(desired, actual, as_quantity)
+
+
+def merge_patch_for(last: Any, desired: Any, live: Any, *,
+                    as_quantity: bool = False) -> Any:
+    """The three-way merge patch taking ``live`` to ``desired`` (``None``: no change).
+
+    Maps recurse; a key of ``last`` that ``desired`` dropped becomes ``null`` (when
+    ``live`` still has it). Lists are replaced whole (as merge patches do) when they
+    differ from ``live`` or from ``last``: an item that lost a field (a container's
+    memory limit) is then written without it.
+    """
+    if isinstance(desired, Mapping) and isinstance(live, Mapping):
+        base = last if isinstance(last, Mapping) else {}
+        patch: dict[str, Any] = {}
+        for key, value in desired.items():
+            if key not in live:
+                patch[key] = value
+                continue
+            sub = merge_patch_for(base.get(key), value, live[key],
+                                  as_quantity=key in _QUANTITY_KEYS)
+            if sub is not None:
+                patch[key] = sub
+        for key in base.keys() - desired.keys():
+            if key in live:
+                patch[key] = None
+        return patch or None
+    if isinstance(desired, list) and isinstance(live, list):
+        same_as_last = last is not None and is_subset(desired, last) and is_subset(last, desired)
+        unchanged = is_subset(desired, live) and (last is None or same_as_last)
+        return None if unchanged else desired
+    if isinstance(desired, Mapping):
+        return desired
+    return None if _same_scalar(desired, live, as_quantity) else desired
+
+
+def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any] | None) -> bool:
+    if owner is None:
+        return True
+    uid = (owner.get("metadata") or {}).get("uid")
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+def _last_applied(actual: Mapping[str, Any]) -> Any:
+    text = ((actual.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        log.warning("ignoring an unreadable %s annotation", LAST_APPLIED)
+        return None
+
+
+def _applied_form(desired: Mapping[str, Any]) -> dict[str, Any]:
+    """What of ``desired`` is ours to write: a claim's spec is immutable except for
+    growing its size, so for claims only that (and metadata)."""
+    if desired["kind"] != "PersistentVolumeClaim":
+        return dict(desired)
+    meta = desired["metadata"]
+    return {"apiVersion": desired["apiVersion"], "kind": desired["kind"],
+            "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations",
+                                              "ownerReferences") if k in meta},
+            "spec": {"resources": {"requests": {
+                "storage": desired["spec"]["resources"]["requests"]["storage"]}}}}
+
+
+def _with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
+    record = json.dumps(desired, sort_keys=True, separators=(",", ":"))
+    meta = dict(desired["metadata"])
+    meta["annotations"] = {**(meta.get("annotations") or {}), LAST_APPLIED: record}
+    return {**desired, "metadata": meta}
+
+
+def _strategy_fix(desired: Mapping[str, Any], live: Mapping[str, Any],
+                  patch: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``Recreate`` forbids ``rollingUpdate``, which the API server defaults for
+    ``RollingUpdate`` Deployments even when no one wrote it: null it when switching."""
+    if desired["kind"] != "Deployment":
+        return patch
+    want = (desired.get("spec") or {}).get("strategy") or {}
+    have = (live.get("spec") or {}).get("strategy") or {}
+    if want.get("type") == "Recreate" and "rollingUpdate" not in want and "rollingUpdate" in have:
+        patch = patch or {}
+        strategy = patch.setdefault("spec", {}).setdefault("strategy", {})
+        strategy["rollingUpdate"] = None
+        strategy["type"] = "Recreate"
     return patch
 
 
 async def apply_child(client: KubeClient, desired: dict[str, Any],
                       owner: Mapping[str, Any] | None) -> Outcome:
-    """Make one child match ``desired`` (owned by ``owner`` when given)."""
+    """Make one child match ``desired`` (owned by ``owner`` when given).
+
+    Raises :class:`NotOwnedError` when the name is held by an object ``owner`` does
+    not own: that object is the user's, and is left exactly as it is.
+    """
     if owner is not None:
         kopf.append_owner_reference(desired, owner=kopf.Body(cast(kopf.RawBody, dict(owner))))
     api, kind = desired["apiVersion"], desired["kind"]
     meta = desired["metadata"]
+    applied = _applied_form(desired)
     actual = await client.get(api, kind, meta["namespace"], meta["name"])
     if actual is None:
         try:
-            await client.create(desired)
+            await client.create(_with_last_applied(desired))
         except ApiError as err:
             if err.status != 409:
                 raise
@@ -76,8 +214,12 @@ async def apply_child(client: KubeClient, desired: dict[str, Any],
         else:
             log.info("created %s %s/%s", kind, meta["namespace"], meta["name"])
             return "created"
-    patch = _pvc_patch(desired, actual) if kind == "PersistentVolumeClaim" else desired
-    if is_subset(patch, actual):
+    if not _owned_by(actual, owner):
+        raise NotOwnedError(f"{kind} {meta['name']!r} exists and is not owned by this "
+                            "TTSService; rename or delete it")
+    patch = merge_patch_for(_last_applied(actual), _with_last_applied(applied), actual)
+    patch = _strategy_fix(desired, actual, patch)
+    if patch is None:
         return "unchanged"
     await client.patch(api, kind, meta["namespace"], meta["name"], patch)
     log.info("patched %s %s/%s back to the rendered state", kind, meta["namespace"],

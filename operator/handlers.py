@@ -117,10 +117,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             await _guard(f"TTSVoice {namespace}/{name}",
                          lambda: rec.sync_voice(namespace, name), permanent=False)
             return  # a status-only change (often our own): nothing to re-render
-        if fingerprint is None:
-            fingerprints.pop(key, None)
-        else:
-            fingerprints[key] = fingerprint
+        # Forget the old fingerprint first and remember the new one only once the
+        # resync went through: a failed run must not make kopf's retry (or the next
+        # event) look like a status-only change.
+        fingerprints.pop(key, None)
 
         async def resync() -> None:
             for service in await rec.services_affected_by(namespace, name):
@@ -128,8 +128,23 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                     await rec.sync_service(namespace, service)
             if fingerprint is not None:
                 await rec.sync_voice(namespace, name)
+                fingerprints[key] = fingerprint
 
         await _guard(f"TTSVoice {namespace}/{name}", resync, permanent=False)
+
+    @kopf.on.event(GROUP, VERSION, "ttsservices", id="service-deleted", registry=registry)
+    async def service_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+        """A deleted TTSService leaves the operator's memory and its voices' status."""
+        if type != "DELETED":
+            return
+        namespace = _namespaced(namespace)
+        rec = reconciler()
+
+        async def forget() -> None:
+            for voice in rec.forget_service(namespace, name):
+                await rec.sync_voice(namespace, voice)
+
+        await _guard(f"TTSService {namespace}/{name}", forget, permanent=False)
 
     @kopf.on.event("apps", "v1", "deployments", id="deployment-changed", registry=registry,
                    labels={"app.kubernetes.io/managed-by": MANAGED_BY, SERVICE_LABEL: kopf.PRESENT})

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .apply import apply_child, delete_child
+from .apply import NotOwnedError, apply_child, delete_child
 from .kube import ApiError, KubeClient
 from .models import GROUP, VERSION, SpecError, VoiceResource, parse_service, parse_voice
 from .render import (
@@ -115,8 +115,7 @@ class Reconciler:
         async with self._locks[(namespace, name)]:
             body = await self.client.get(API, "TTSService", namespace, name)
             if body is None:
-                self.reports.pop((namespace, name), None)
-                self.selections.pop((namespace, name), None)
+                self.forget_service(namespace, name)
                 return None
             meta = body.get("metadata") or {}
             generation = int(meta.get("generation") or 0)
@@ -132,10 +131,11 @@ class Reconciler:
             voices, invalid = await self._voices(namespace)
             selection = select_voices(spec, voices, invalid)
             self.selections[(namespace, name)] = frozenset(v.name for v in selection.voices)
+            apply_errors: tuple[tuple[str, str], ...] = ()
             if apply and spec.default_voice in selection.keys:
                 # Without its default voice the init container would wait forever; keep
                 # what runs and say why in status instead.
-                await self._apply(name, namespace, body, spec, selection)
+                apply_errors = await self._apply(name, namespace, body, spec, selection)
             deployment = await self.client.get("apps/v1", "Deployment", namespace,
                                                child_names(name)["deployment"])
             if poll:
@@ -150,22 +150,46 @@ class Reconciler:
                 selection=selection, deployment=deployment,
                 reports=self.reports.get((namespace, name), ()),
                 desired_replicas=spec.replicas if spec.autoscaling is None
-                else spec.autoscaling.min_replicas)
+                else spec.autoscaling.min_replicas, apply_errors=apply_errors)
             await self._write_status("TTSService", namespace, name, body.get("status"),
                                      service_status(obs, body.get("status")))
             return selection
 
     async def _apply(self, name: str, namespace: str, owner: dict[str, Any], spec: Any,
-                     selection: Selection) -> None:
+                     selection: Selection) -> tuple[tuple[str, str], ...]:
+        """Apply every child; (reason, message) of each one that could not be.
+
+        A refused child does not stop the others (a Service the user owns must not keep
+        the Deployment from updating); transient trouble (5xx, network) propagates so
+        the caller retries.
+        """
         children = build_children(name, namespace, spec, selection, self.config.render)
         owner_uid = (owner.get("metadata") or {}).get("uid")
+        errors: list[tuple[str, str]] = []
         for role, desired in children.items():
             api, kind = _CHILD_KINDS[role]
-            if desired is None:
-                await delete_child(self.client, api, kind, namespace,
-                                   child_names(name)[role], owner_uid)
-            else:
-                await apply_child(self.client, desired, owner)
+            try:
+                if desired is None:
+                    await delete_child(self.client, api, kind, namespace,
+                                       child_names(name)[role], owner_uid)
+                else:
+                    await apply_child(self.client, desired, owner)
+            except NotOwnedError as err:
+                log.warning("TTSService %s/%s: %s", namespace, name, err)
+                errors.append(("NameTaken", str(err)))
+            except ApiError as err:
+                if err.status >= 500 or err.status in (409, 429):
+                    raise
+                log.warning("TTSService %s/%s: the API refused %s %s: %s", namespace, name,
+                            kind, child_names(name)[role], err)
+                errors.append(("ApplyFailed", f"{kind} {child_names(name)[role]}: {err}"))
+        return tuple(errors)
+
+    def forget_service(self, namespace: str, name: str) -> frozenset[str]:
+        """Drop what is known of a deleted service; the TTSVoices it had selected."""
+        self.reports.pop((namespace, name), None)
+        self._locks.pop((namespace, name), None)
+        return self.selections.pop((namespace, name), frozenset())
 
     async def services_in(self, namespace: str | None) -> list[tuple[str, str]]:
         """(namespace, name) of every TTSService in ``namespace`` (``None``: all watched)."""
@@ -212,7 +236,10 @@ class Reconciler:
     async def resync_all(self) -> None:
         """The periodic level-based pass: every service (polling its pods), then voices."""
         spaces = set()
-        for namespace, name in await self.services_in(None):
+        services = await self.services_in(None)
+        for gone in set(self.selections) - set(services):
+            self.forget_service(*gone)  # deleted while no event reached us
+        for namespace, name in services:
             spaces.add(namespace)
             try:
                 await self.sync_service(namespace, name, apply=True, poll=True)

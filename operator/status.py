@@ -51,6 +51,9 @@ class ServiceObservation:
     deployment: Mapping[str, Any] | None = None
     reports: tuple[PodReport, ...] = ()
     desired_replicas: int | None = None
+    apply_errors: tuple[tuple[str, str], ...] = ()
+    """(reason, message) of each child the API refused or that belongs to someone else:
+    while there are any, this generation has not converged."""
 
 
 def condition(previous: Iterable[Mapping[str, Any]], type_: str, status: bool | None,
@@ -203,12 +206,18 @@ def service_status(obs: ServiceObservation,
         f"voice {r['name']} failed: {r.get('message', '')}" for r in failed]
     if failure:
         degraded_reasons.append(failure)
-    degraded = condition(prev, "Degraded", bool(degraded_reasons),
-                         "Problems" if degraded_reasons else "AsExpected",
+    degraded_reasons[:0] = [m for _, m in obs.apply_errors]
+    reason = (obs.apply_errors[0][0] if obs.apply_errors
+              else "Problems" if degraded_reasons else "AsExpected")
+    degraded = condition(prev, "Degraded", bool(degraded_reasons), reason,
                          "; ".join(degraded_reasons) or "no known problem", gen)
 
+    # observedGeneration says the operator made the cluster match that generation; a
+    # refused write means it did not, so the last converged one stays.
+    observed = (gen if not obs.apply_errors
+                else (previous or {}).get("observedGeneration"))
     status: dict[str, Any] = {
-        "observedGeneration": gen, "replicas": desired, "readyReplicas": ready,
+        "observedGeneration": observed, "replicas": desired, "readyReplicas": ready,
         "replicasReady": f"{ready}/{desired}",
         "voicesReady": f"{sum(1 for r in rows if r['ready'])}/{len(rows)}",
         "endpoint": f"tcp://{obs.name}.{obs.namespace}.svc:{obs.wyoming_port}",

@@ -25,6 +25,8 @@ rendering, fetching, request log and DSL reactions (``emulator['get /x'] << 404`
   ``sendInitialEvents`` and ends after ``timeoutSeconds``.
 * POST on a namespaced URL puts the URL's namespace into the object, ``generateName`` works,
   and ``/api/v1/namespaces[/name]`` works at all (kmock's URL parser takes it for a prefix).
+* with ``start_emulator(tls=ca)``: HTTPS with a certificate of that CA, and authentication
+  as an API server does it (a client certificate of the CA or a known bearer token).
 
 Known simplifications: the garbage collector runs synchronously inside the DELETE (a client
 cannot tell it from a fast background collector; objects created with owners already gone
@@ -41,10 +43,12 @@ import collections
 import contextlib
 import copy
 import datetime
+import decimal
 import http.client
 import json
 import random
 import re
+import ssl
 import string
 import tempfile
 import threading
@@ -55,10 +59,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
+import aiohttp.test_utils
 import aiohttp.web
 import attrs
 import jsonpatch
 import kmock
+import trustme
 import yaml
 from kmock._internal.rendering import Response  # exported by kmock, but not in its __all__
 
@@ -112,6 +118,97 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+
+# --- validation and canonical forms (what the API server does to our kinds on writes) --------
+
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+                       r"(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+_BINARY = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+_DECIMAL = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+
+
+def canonical_quantity(text: Any, field: str) -> str:
+    """A resource quantity in the canonical form the API server stores (``Quantity`` in
+    k8s.io/apimachinery/pkg/api/resource: "0.5" -> "500m", "1024Mi" -> "1Gi",
+    "1.5Gi" -> "1536Mi", "1000m" -> "1"): binary suffixes stay binary when the value is a
+    whole number of bytes of at least 1024, else the value is written with the largest
+    decimal SI suffix (or ``eN`` exponent, for values written that way) that keeps the
+    number whole; precision is capped at nano (rounded up). Anything else is refused
+    with 422, as the API server does."""
+    match = _QUANTITY.match(str(text))
+    if match is None:
+        raise _error(422, "Invalid", f"{field}: Invalid value: {json.dumps(text)}: quantities "
+                     "must match the regular expression "
+                     "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+    number, suffix = decimal.Decimal(match.group(1)), match.group(2) or ""
+    exponential = suffix[:1] in ("e", "E")
+    if exponential:
+        value, binary = number.scaleb(int(suffix[1:])), False
+    elif suffix and suffix in _BINARY:
+        value, binary = number * 1024 ** _BINARY.index(suffix), True
+    else:
+        exponent = next(e for e, s in _DECIMAL.items() if s == suffix)
+        value, binary = number.scaleb(exponent), False
+    value = (value.scaleb(9).to_integral_value(decimal.ROUND_CEILING)).scaleb(-9)
+    if binary and abs(value) >= 1024 and value == value.to_integral_value():
+        power = 0
+        while power < 6 and value % 1024 ** (power + 1) == 0:
+            power += 1
+        return f"{int(value / 1024 ** power)}{_BINARY[power]}"
+    if value == 0:
+        return "0"
+    for exponent in sorted(_DECIMAL, reverse=True):
+        scaled = value.scaleb(-exponent)
+        if scaled == scaled.to_integral_value():
+            unit = (f"e{exponent}" if exponent else "") if exponential else _DECIMAL[exponent]
+            return f"{int(scaled)}{unit}"
+    raise AssertionError("unreachable: values are whole numbers of nano units")
+
+
+def _canonical_resources(resources: Any, field: str) -> None:
+    if not isinstance(resources, dict):
+        return
+    for part in ("requests", "limits"):
+        values = resources.get(part)
+        if isinstance(values, dict):
+            for name, value in values.items():
+                values[name] = canonical_quantity(value, f"{field}.{part}[{name}]")
+
+
+def _pod_spec_of(kind: str, obj: Mapping[str, Any]) -> Any:
+    spec = obj.get("spec") or {}
+    if kind == "Pod":
+        return spec
+    if kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"):
+        return ((spec.get("template") or {}).get("spec")) if isinstance(spec, dict) else None
+    return None
+
+
+def canonicalize_and_validate(kind: str, obj: dict[str, Any]) -> None:
+    """The API server's decoding and validation of a written object, for the kinds and
+    fields the operator writes: quantities in container resources and claims come back in
+    canonical form, and a Deployment may not combine ``strategy.type: Recreate`` with
+    ``strategy.rollingUpdate`` (apps/v1 validation: "may not be specified when strategy
+    `type` is 'Recreate'", answered with 422)."""
+    pod_spec = _pod_spec_of(kind, obj)
+    prefix = "spec.template.spec" if kind != "Pod" else "spec"
+    if isinstance(pod_spec, dict):
+        for group in ("initContainers", "containers"):
+            for index, container in enumerate(pod_spec.get(group) or []):
+                if isinstance(container, dict):
+                    _canonical_resources(container.get("resources"),
+                                         f"{prefix}.{group}[{index}].resources")
+    if kind == "PersistentVolumeClaim":
+        _canonical_resources((obj.get("spec") or {}).get("resources"), "spec.resources")
+    if kind == "Deployment":
+        strategy = (obj.get("spec") or {}).get("strategy") or {}
+        if strategy.get("type") == "Recreate" and strategy.get("rollingUpdate") is not None:
+            name = (obj.get("metadata") or {}).get("name")
+            raise _error(422, "Invalid", f'Deployment.apps "{name}" is invalid: '
+                         "spec.strategy.rollingUpdate: Forbidden: may not be specified when "
+                         "strategy `type` is 'Recreate'")
 
 
 # --- selectors -------------------------------------------------------------------------------
@@ -250,8 +347,18 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     kubeconfig's token (the operator's) must be allowed by; others are answered 403
     Forbidden, as an API server would for a service account. Requests without that token
     (the test's own client) stay unrestricted."""
+    writes: list[str] = attrs.field(factory=list, init=False)
+    """``METHOD path`` of every write request (POST, PUT, PATCH, DELETE) received, kept
+    whole (kmock's own request log is kept short, see ``_forget_old_requests``)."""
     denied: list[str] = attrs.field(factory=list, init=False)
     """``verb group/resource`` of every request refused by ``rbac_rules``."""
+    accepted_tokens: frozenset[str] | None = attrs.field(default=None)
+    """When set: authentication as an API server without anonymous access does it
+    (``--anonymous-auth=false``): a request needs a client certificate that TLS verified
+    against the client CA, or ``Authorization: Bearer`` with one of these tokens; any
+    other request is answered 401 Unauthorized."""
+    authenticated: list[str] = attrs.field(factory=list, init=False)
+    """How each accepted request proved its identity: ``cert:<CN>`` or ``token:<token>``."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -274,11 +381,35 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     # plural kmock parses as such) that _handle() takes off again.
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if self.accepted_tokens is not None:
+            identity = self._authenticate(raw_request)
+            if identity is None:
+                return aiohttp.web.json_response(
+                    {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                     "status": "Failure", "message": "Unauthorized",
+                     "reason": "Unauthorized", "code": 401}, status=401)
+            self.authenticated.append(identity)
         if _NAMESPACES_PATH.match(raw_request.path):
             path = raw_request.path.replace("/namespaces", f"/{_DISGUISE}", 1)
             raw_request = raw_request.clone(
                 rel_url=raw_request.rel_url.with_path(path).with_query(raw_request.rel_url.query))
         return await super().__call__(raw_request)
+
+    def _authenticate(self, raw_request: aiohttp.web.BaseRequest) -> str | None:
+        """``cert:<CN>`` or ``token:<token>`` for a known client, else ``None``.
+
+        A presented certificate was already verified by the TLS handshake (the server's
+        context trusts only the client CA), so its presence is proof enough here.
+        """
+        transport = raw_request.transport
+        peer = transport.get_extra_info("peercert") if transport is not None else None
+        if peer:
+            subject = dict(item[0] for item in peer.get("subject", ()))
+            return f"cert:{subject.get('commonName', '')}"
+        scheme, _, token = raw_request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token in (self.accepted_tokens or ()):
+            return f"token:{token}"
+        return None
 
     def _undisguise(self, request: kmock.Request) -> kmock.Request:
         real = attrs.evolve(request, resource=kmock.resource("", "v1", "namespaces"),
@@ -300,6 +431,9 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
         # dict, stamps nothing and has no PUT; so the state changes are done here instead, and
         # the rendering goes to the grandparent, skipping KubernetesEmulator's own changes.
         if request.resource is not None:
+            method = str(getattr(request.method, "value", request.method)).upper()
+            if method in ("POST", "PUT", "PATCH", "DELETE"):
+                self.writes.append(f"{method} {request.url.path}")
             async with self._lock:
                 result: dict[str, Any] | None = None
                 if request.action == kmock.action.CREATE:
@@ -438,6 +572,7 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
             obj.pop("status", None)  # status only through /status, as Kubernetes does
         for field in _SERVER_OWNED:
             meta.pop(field, None)
+        canonicalize_and_validate(info.kind or "", obj)
         meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1,
                     resourceVersion=self._next_rv())
         if namespace is not None:
@@ -490,6 +625,8 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
                 if "status" in old:
                     new["status"] = old["status"]
         _omit_empty(new_meta)
+        if not to_status:
+            canonicalize_and_validate(info.kind or "", new)
 
         if old_meta.get("deletionTimestamp") and (
                 set(new_meta.get("finalizers", [])) - set(old_meta.get("finalizers", []))):
@@ -808,13 +945,22 @@ class RunningEmulator(NamedTuple):
     kubeconfig: Path
 
 
-def write_kubeconfig(path: Path, url: str, *, namespace: str = "default") -> Path:
-    """A kubeconfig for plain HTTP on ``url`` with a dummy bearer token."""
+def write_kubeconfig(path: Path, url: str, *, namespace: str = "default",
+                     ca: trustme.CA | None = None) -> Path:
+    """A kubeconfig for ``url`` with the emulator's bearer token.
+
+    With ``ca`` (an HTTPS emulator), it trusts that CA through
+    ``certificate-authority-data``; without, it skips TLS verification (plain HTTP).
+    """
+    cluster: dict[str, Any] = {"server": url}
+    if ca is None:
+        cluster["insecure-skip-tls-verify"] = True
+    else:
+        cluster["certificate-authority-data"] = base64.b64encode(ca.cert_pem.bytes()).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "emulator",
-                      "cluster": {"server": url, "insecure-skip-tls-verify": True}}],
+        "clusters": [{"name": "emulator", "cluster": cluster}],
         "users": [{"name": "emulator", "user": {"token": KUBECONFIG_TOKEN}}],
         "contexts": [{"name": "emulator", "context": {
             "cluster": "emulator", "user": "emulator", "namespace": namespace}}],
@@ -824,24 +970,52 @@ def write_kubeconfig(path: Path, url: str, *, namespace: str = "default") -> Pat
     return path
 
 
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """The HTTPS side of an emulator: a certificate of ``ca`` for 127.0.0.1/localhost, and
+    client certificates of ``ca`` verified when presented (optional, as tokens also do)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+class _TLSServer(aiohttp.test_utils.RawTestServer):
+    """kmock's server class serving HTTPS with a given context."""
+
+    context: ssl.SSLContext | None = None
+
+    async def start_server(self, **kwargs: Any) -> None:  # type: ignore[override]
+        await super().start_server(ssl=self.context, **kwargs)
+
+
 @contextlib.asynccontextmanager
-async def start_emulator(kubeconfig: Path | None = None) -> AsyncIterator[RunningEmulator]:
+async def start_emulator(kubeconfig: Path | None = None, *, tls: trustme.CA | None = None,
+                         tokens: Iterable[str] = (KUBECONFIG_TOKEN,),
+                         ) -> AsyncIterator[RunningEmulator]:
     """Serve a fresh emulator with all resources declared on 127.0.0.1, on a free port.
 
     Writes the kubeconfig to ``kubeconfig`` (default: a temporary file removed afterwards)::
 
         async with start_emulator(tmp_path / "kubeconfig") as (emulator, url, kubeconfig):
             ...
+
+    With ``tls`` (a ``trustme.CA``) it serves HTTPS with a certificate of that CA and
+    authenticates every request (``accepted_tokens=tokens`` or a client certificate of
+    the CA); plain HTTP otherwise, with no authentication.
     """
-    emulator = ChorusKubeEmulator()
+    emulator = ChorusKubeEmulator(accepted_tokens=None if tls is None else frozenset(tokens))
     declare_resources(emulator)
+    server_cls: type[aiohttp.test_utils.RawTestServer] = aiohttp.test_utils.RawTestServer
+    if tls is not None:
+        server_cls = type("TLSServer", (_TLSServer,), {"context": server_tls(tls)})
     with contextlib.ExitStack() as stack:
         if kubeconfig is None:
             tmpdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="kube-emulator-"))
             kubeconfig = Path(tmpdir) / "kubeconfig"
-        async with emulator, kmock.Server(emulator) as server:
+        async with emulator, kmock.Server(emulator, server_cls=server_cls) as server:
             url = str(server.url).rstrip("/")
-            write_kubeconfig(kubeconfig, url)
+            write_kubeconfig(kubeconfig, url, ca=tls)
             try:
                 yield RunningEmulator(emulator, url, kubeconfig)
             finally:
@@ -951,6 +1125,7 @@ __all__ = [
     "parse_field_selector",
     "parse_label_selector",
     "resource_path",
+    "server_tls",
     "start_emulator",
     "write_kubeconfig",
 ]

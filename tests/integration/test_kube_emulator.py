@@ -23,6 +23,7 @@ from tests.integration.operator_fixtures import (
 from tests.kube_emulator import (
     STRATEGIC_MERGE_PATCH,
     ThreadedEmulator,
+    canonical_quantity,
     merge_patch,
     parse_label_selector,
     resource_path,
@@ -582,3 +583,62 @@ async def test_namespaces_can_be_watched(kube_emulator: EmulatedCluster) -> None
     events = [e async for e in kube_emulator.watch("v1", "namespaces", timeout_seconds=0.5)]
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
         ("ADDED", "speech")]
+
+
+# Kubernetes' canonical quantity form (k8s.io/apimachinery/pkg/api/resource, Quantity's
+# String()/CanonicalizeBytes): the API server stores what it decoded, re-serialized.
+@pytest.mark.parametrize(("given", "stored"), [
+    ("0.5", "500m"), ("1000m", "1"), ("1500m", "1500m"), ("1024Mi", "1Gi"),
+    ("1.5Gi", "1536Mi"), ("2048", "2048"), ("1e3", "1e3"), ("1500e-3", "1500e-3"), ("100M", "100M"),
+    ("0.5Ki", "512"), ("1000000", "1M"), ("0", "0"), ("0.0000000001", "1n")])
+def test_quantities_are_stored_in_canonical_form(given: str, stored: str) -> None:
+    assert canonical_quantity(given, "x") == stored
+
+
+def strategy_deployment(name: str, strategy: dict[str, Any], cpu: str = "0.5") -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "strategy": strategy,
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                         "containers": [{"name": "c", "image": "i", "resources": {
+                             "requests": {"cpu": cpu, "memory": "1024Mi"}}}]}}}}
+
+
+async def test_container_and_claim_quantities_are_canonicalized_on_write(
+        kube_emulator: EmulatedCluster) -> None:
+    created = await kube_emulator.create(strategy_deployment("q", {"type": "Recreate"}))
+    requests = created["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    assert requests == {"cpu": "500m", "memory": "1Gi"}
+    # a patch to the same value in another spelling is a no-op: no new resourceVersion
+    same = await kube_emulator.patch("apps/v1", "deployments", "default", "q", {
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i", "resources": {
+            "requests": {"cpu": "500m", "memory": "1Gi"}}}]}}}})
+    assert same["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    claim = await kube_emulator.create({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "c", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "2048Mi"}}}})
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    with pytest.raises(KubeAPIError) as bad:
+        await kube_emulator.create(strategy_deployment("bad", {"type": "Recreate"}, cpu="lots"))
+    assert bad.value.status == 422 and "quantities must match" in bad.value.body["message"]
+
+
+async def test_recreate_with_rolling_update_is_refused(kube_emulator: EmulatedCluster) -> None:
+    """apps/v1 validation (ValidateDeploymentStrategy): rollingUpdate is forbidden with
+    Recreate, on create and on update alike, and nulling it in the same patch is fine."""
+    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    with pytest.raises(KubeAPIError) as refused:
+        await kube_emulator.create(strategy_deployment("r", {**rolling, "type": "Recreate"}))
+    assert refused.value.status == 422
+    assert ("spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy "
+            "`type` is 'Recreate'") in refused.value.body["message"]
+    await kube_emulator.create(strategy_deployment("r", rolling))
+    with pytest.raises(KubeAPIError) as refused:
+        await kube_emulator.patch("apps/v1", "deployments", "default", "r",
+                                  {"spec": {"strategy": {"type": "Recreate"}}})
+    assert refused.value.status == 422
+    done = await kube_emulator.patch("apps/v1", "deployments", "default", "r", {
+        "spec": {"strategy": {"type": "Recreate", "rollingUpdate": None}}})
+    assert done["spec"]["strategy"] == {"type": "Recreate"}
