@@ -93,7 +93,8 @@ def is_subset(desired: Any, actual: Any, *, as_quantity: bool = False) -> bool:
     """
     if isinstance(desired, Mapping):
         return isinstance(actual, Mapping) and all(
-            k in actual and is_subset(v, actual[k], as_quantity=k in _QUANTITY_KEYS)
+            k in actual and is_subset(v, actual[k],
+                                      as_quantity=as_quantity or k in _QUANTITY_KEYS)
             for k, v in desired.items())
     if isinstance(desired, list):
         return (isinstance(actual, list) and len(desired) == len(actual)
@@ -118,7 +119,7 @@ def merge_patch_for(last: Any, desired: Any, live: Any, *,
                 patch[key] = value
                 continue
             sub = merge_patch_for(base.get(key), value, live[key],
-                                  as_quantity=key in _QUANTITY_KEYS)
+                                  as_quantity=as_quantity or key in _QUANTITY_KEYS)
             if sub is not None:
                 patch[key] = sub
         for key in base.keys() - desired.keys():
@@ -221,6 +222,7 @@ async def apply_child(client: KubeClient, desired: dict[str, Any],
     patch = _strategy_fix(desired, actual, patch)
     if patch is None:
         return "unchanged"
+    log.debug("patch for %s %s/%s: %s", kind, meta["namespace"], meta["name"], patch)
     await client.patch(api, kind, meta["namespace"], meta["name"], patch)
     log.info("patched %s %s/%s back to the rendered state", kind, meta["namespace"],
              meta["name"])

@@ -1,0 +1,214 @@
+"""The reconciler's apply against the API emulator: removals remove, no-op passes write
+nothing, a refused or foreign-owned child shows in status, and the claim round trip works
+on an API server that validates Deployment strategies.
+
+These drive :class:`Reconciler` directly (the same code every kopf handler calls) over
+real HTTP, so each pass is one deterministic reconcile.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kopf
+import pytest
+
+from chorus.operator.apply import LAST_APPLIED
+from chorus.operator.kube import KubeClient
+from chorus.operator.models import parse_service
+from chorus.operator.reconciler import OperatorConfig, Reconciler
+from chorus.operator.render import build_children, child_names
+from tests.conftest import JOE
+from tests.integration.operator_fixtures import EmulatedCluster
+from tests.kube_emulator import canonicalize_and_validate
+
+pytest_plugins = ["tests.integration.operator_fixtures"]
+
+TTS = "tts.chorus.dev/v1alpha1"
+NS = "default"
+PLURALS = {"configmap": ("v1", "configmaps"), "pvc": ("v1", "persistentvolumeclaims"),
+           "deployment": ("apps/v1", "deployments"), "service": ("v1", "services"),
+           "hpa": ("autoscaling/v2", "horizontalpodautoscalers"),
+           "pdb": ("policy/v1", "poddisruptionbudgets")}
+BASE: dict[str, Any] = {"defaultVoice": JOE, "voices": {"names": ["joe"]},
+                        "storage": {"type": "EmptyDir"}}
+
+
+@pytest.fixture
+async def rec(kube_emulator: EmulatedCluster) -> AsyncIterator[Reconciler]:
+    info = kopf.ConnectionInfo(server=kube_emulator.url, insecure=True, scheme="Bearer",
+                               token="x")  # noqa: S106 - the emulator's test client
+    async with KubeClient(info) as client:
+        await kube_emulator.create({
+            "apiVersion": TTS, "kind": "TTSVoice",
+            "metadata": {"name": "joe", "namespace": NS},
+            "spec": {"voice": JOE, "source": {"huggingFace": {}}}})
+        yield Reconciler(client, OperatorConfig())
+
+
+async def put_service(kube: EmulatedCluster, spec: dict[str, Any]) -> dict[str, Any]:
+    body = {"apiVersion": TTS, "kind": "TTSService",
+            "metadata": {"name": "tts", "namespace": NS}, "spec": spec}
+    if await kube.exists(TTS, "ttsservices", NS, "tts"):
+        return await kube.replace(TTS, "ttsservices", NS, "tts", body)
+    return await kube.create(body)
+
+
+async def assert_children_match_render(kube: EmulatedCluster, rec: Reconciler) -> None:
+    """Every child equals the current spec's render, modulo what the server sets."""
+    body = await kube.get(TTS, "ttsservices", NS, "tts")
+    selection = await rec.sync_service(NS, "tts")
+    assert selection is not None
+    rendered = build_children("tts", NS, parse_service(body), selection, rec.config.render)
+    for role, want in rendered.items():
+        api, plural = PLURALS[role]
+        if want is None:
+            assert not await kube.exists(api, plural, NS, child_names("tts")[role]), role
+            continue
+        live = await kube.get(api, plural, NS, want["metadata"]["name"])
+        want = copy.deepcopy(want)
+        canonicalize_and_validate(want["kind"], want)  # the server's canonical quantities
+        if role == "pvc":  # immutable but for its size: compared where it is ours
+            assert live["spec"]["resources"] == want["spec"]["resources"]
+        else:
+            body_of = {k: v for k, v in want.items() if k != "metadata"}
+            assert {k: live.get(k) for k in body_of} == body_of, role
+        annotations = dict(live["metadata"].get("annotations") or {})
+        annotations.pop(LAST_APPLIED)
+        assert annotations == (want["metadata"].get("annotations") or {}), role
+        assert live["metadata"].get("labels") == want["metadata"].get("labels"), role
+
+
+REMOVABLE: dict[str, dict[str, Any]] = {
+    "nodeSelector": {"pod": {"nodeSelector": {"disk": "ssd"}}},
+    "tolerations": {"pod": {"tolerations": [{"key": "gpu", "operator": "Exists",
+                                             "effect": "NoSchedule"}]}},
+    "affinity": {"pod": {"affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}},
+    "pod annotations": {"pod": {"annotations": {"team": "voice"}}},
+    "pod labels": {"pod": {"labels": {"team": "voice"}}},
+    "priorityClassName": {"pod": {"priorityClassName": "high"}},
+    "topologySpreadConstraints": {"pod": {"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}]}},
+    "imagePullSecrets": {"pod": {"imagePullSecrets": [{"name": "registry"}]}},
+    "resource limit": {"server": {"resources": {"requests": {"cpu": "250m"},
+                                                "limits": {"memory": "1Gi"}}}},
+    "imagePullPolicy": {"server": {"imagePullPolicy": "Always"},
+                        "voiceManager": {"imagePullPolicy": "Never"}},
+    "Service annotations": {"service": {"annotations": {"lb.example/internal": "true"}}},
+}
+
+
+@pytest.mark.parametrize("setting", sorted(REMOVABLE))
+async def test_a_removed_setting_leaves_the_children(kube_emulator: EmulatedCluster,
+                                                     rec: Reconciler, setting: str) -> None:
+    with_it = {**BASE, **REMOVABLE[setting]}
+    if setting == "resource limit":  # the limit goes, the request stays
+        without: dict[str, Any] = {**BASE, "server": {"resources": {
+            "requests": {"cpu": "250m"}}}}
+    else:
+        without = BASE
+    await put_service(kube_emulator, with_it)
+    await assert_children_match_render(kube_emulator, rec)
+    before = [await kube_emulator.get(api, plural, NS, "tts") for api, plural in
+              (PLURALS["deployment"], PLURALS["service"])]
+    await put_service(kube_emulator, without)
+    await assert_children_match_render(kube_emulator, rec)
+    after = [await kube_emulator.get(api, plural, NS, "tts") for api, plural in
+             (PLURALS["deployment"], PLURALS["service"])]
+    assert [o["spec"] for o in after] != [o["spec"] for o in before] or [
+        o["metadata"].get("annotations") for o in after] != [
+        o["metadata"].get("annotations") for o in before]  # the setting was there to remove
+
+
+async def test_a_pass_with_nothing_to_change_writes_nothing(kube_emulator: EmulatedCluster,
+                                                            rec: Reconciler) -> None:
+    """Quantities in a non-canonical spelling included: the server stores ``500m`` and
+    ``1Gi`` for ``0.5`` and ``1024Mi``, and that is no difference."""
+    await put_service(kube_emulator, {**BASE, "server": {"resources": {
+        "requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"memory": "2048Mi"}}}})
+    await rec.sync_service(NS, "tts")
+    await rec.sync_service(NS, "tts")  # status settles
+    live = await kube_emulator.get("apps/v1", "deployments", NS, "tts")
+    server = live["spec"]["template"]["spec"]["containers"][0]
+    assert server["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+    before = list(kube_emulator.emulator.writes)
+    await rec.sync_service(NS, "tts")
+    await rec.sync_service(NS, "tts", poll=True)
+    assert kube_emulator.emulator.writes == before
+    # while a hand edit is a difference, undone by one write
+    await kube_emulator.patch("apps/v1", "deployments", NS, "tts",
+                              {"spec": {"revisionHistoryLimit": 9}})
+    before = list(kube_emulator.emulator.writes)
+    await rec.sync_service(NS, "tts")
+    assert kube_emulator.emulator.writes == [
+        *before, f"PATCH /apis/apps/v1/namespaces/{NS}/deployments/tts"]
+    live = await kube_emulator.get("apps/v1", "deployments", NS, "tts")
+    assert live["spec"]["revisionHistoryLimit"] == 3
+
+
+async def test_emptydir_to_claim_and_back_passes_strategy_validation(
+        kube_emulator: EmulatedCluster, rec: Reconciler) -> None:
+    await put_service(kube_emulator, BASE)
+    await assert_children_match_render(kube_emulator, rec)
+    await put_service(kube_emulator, {**BASE, "storage": {"type": "PersistentVolumeClaim",
+                                                          "accessModes": ["ReadWriteOnce"]}})
+    await assert_children_match_render(kube_emulator, rec)
+    live = await kube_emulator.get("apps/v1", "deployments", NS, "tts")
+    assert live["spec"]["strategy"] == {"type": "Recreate"}
+    await put_service(kube_emulator, BASE)
+    await assert_children_match_render(kube_emulator, rec)
+    status = (await kube_emulator.get(TTS, "ttsservices", NS, "tts"))["status"]
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] != "ApplyFailed"
+
+
+def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == type_)
+
+
+async def test_a_refused_apply_is_degraded_and_not_observed(kube_emulator: EmulatedCluster,
+                                                            rec: Reconciler) -> None:
+    """The CRD takes any string as a quantity; the API server refuses the Deployment."""
+    first = await put_service(kube_emulator, BASE)
+    await rec.sync_service(NS, "tts")
+    good_generation = first["metadata"]["generation"]
+    bad = await put_service(kube_emulator, {**BASE, "server": {"resources": {
+        "requests": {"cpu": "lots"}}}})
+    assert bad["metadata"]["generation"] > good_generation
+    await rec.sync_service(NS, "tts")
+    body = await kube_emulator.get(TTS, "ttsservices", NS, "tts")
+    degraded = condition(body, "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "ApplyFailed"
+    assert "quantities must match" in degraded["message"]
+    assert "Deployment tts" in degraded["message"]
+    assert body["status"]["observedGeneration"] == good_generation
+    fixed = await put_service(kube_emulator, BASE)
+    await rec.sync_service(NS, "tts")
+    body = await kube_emulator.get(TTS, "ttsservices", NS, "tts")
+    assert condition(body, "Degraded")["reason"] != "ApplyFailed"
+    assert body["status"]["observedGeneration"] == fixed["metadata"]["generation"]
+
+
+async def test_a_name_held_by_the_users_object_is_not_adopted(kube_emulator: EmulatedCluster,
+                                                              rec: Reconciler) -> None:
+    mine = {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "tts", "namespace": NS, "labels": {"owner": "me"}},
+            "spec": {"type": "ClusterIP", "selector": {"app": "mine"},
+                     "ports": [{"name": "web", "port": 80, "protocol": "TCP"}]}}
+    created = await kube_emulator.create(mine)
+    await put_service(kube_emulator, BASE)
+    await rec.sync_service(NS, "tts")
+    live = await kube_emulator.get("v1", "services", NS, "tts")
+    assert live == created  # untouched: same resourceVersion, no owner reference
+    assert await kube_emulator.exists("apps/v1", "deployments", NS, "tts")  # the rest goes on
+    body = await kube_emulator.get(TTS, "ttsservices", NS, "tts")
+    degraded = condition(body, "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "NameTaken"
+    assert "Service 'tts'" in degraded["message"]
+    await kube_emulator.delete(TTS, "ttsservices", NS, "tts")
+    assert not await kube_emulator.exists("apps/v1", "deployments", NS, "tts")
+    assert await kube_emulator.get("v1", "services", NS, "tts") == created
