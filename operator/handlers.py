@@ -62,6 +62,31 @@ async def _guard(what: str, call: Callable[[], Awaitable[Any]], *, permanent: bo
         raise kopf.TemporaryError(f"{what}: {err or type(err).__name__}", delay=10) from err
 
 
+async def _retrying(what: str, call: Callable[[], Awaitable[Any]], patience: float) -> None:
+    """Run ``call`` until it succeeds, retrying transient failures (5xx, network) with
+    a short backoff for up to ``patience`` seconds (then the periodic resync takes over).
+
+    kopf does not retry event handlers, and the event that failed will not come again:
+    without this, a change made during a brief API outage would wait for the resync.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    delay = 0.25
+    while True:
+        try:
+            await _guard(what, call, permanent=False)
+            return
+        except kopf.TemporaryError as err:
+            cause = err.__cause__
+            transient = not isinstance(cause, ApiError) or cause.status >= 500 or (
+                cause.status in (409, 429))
+            if not transient or loop.time() + delay > deadline:
+                raise
+            log.info("%s; retrying in %.2f s", err, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 def _namespaced(namespace: str | None) -> str:
     """Every resource handled here is namespaced; kopf types allow cluster scope too."""
     if namespace is None:
@@ -130,7 +155,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 await rec.sync_voice(namespace, name)
                 fingerprints[key] = fingerprint
 
-        await _guard(f"TTSVoice {namespace}/{name}", resync, permanent=False)
+        await _retrying(f"TTSVoice {namespace}/{name}", resync, config.resync_interval)
 
     @kopf.on.event(GROUP, VERSION, "ttsservices", id="service-deleted", registry=registry)
     async def service_event(type: str, namespace: str | None, name: str, **_: Any) -> None:

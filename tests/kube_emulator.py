@@ -347,6 +347,10 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     kubeconfig's token (the operator's) must be allowed by; others are answered 403
     Forbidden, as an API server would for a service account. Requests without that token
     (the test's own client) stay unrestricted."""
+    outage: int | None = attrs.field(default=None)
+    """When set: every request made with the kubeconfig's token (the operator's), watches
+    excepted, is answered with this status (e.g. 500), as by an API server that is
+    briefly unwell (etcd leader election, an overloaded apiserver)."""
     writes: list[str] = attrs.field(factory=list, init=False)
     """``METHOD path`` of every write request (POST, PUT, PATCH, DELETE) received, kept
     whole (kmock's own request log is kept short, see ``_forget_old_requests``)."""
@@ -423,6 +427,11 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and request.resource.plural == _DISGUISE:
             request = self._undisguise(request)
+        if (self.outage is not None and request.resource is not None
+                and request.params.get("watch") not in ("true", "1")
+                and _header(request, "Authorization") == f"Bearer {KUBECONFIG_TOKEN}"):
+            raise _error(self.outage, "InternalError", "the server is currently unable to "
+                         "handle the request")
         if (self.rbac_rules is not None and request.resource is not None
                 and request.resource.plural  # discovery is open to every user
                 and _header(request, "Authorization") == f"Bearer {KUBECONFIG_TOKEN}"):

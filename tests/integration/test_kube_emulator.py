@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import kopf
 import pytest
 
@@ -21,6 +22,7 @@ from tests.integration.operator_fixtures import (
     running_operator,
 )
 from tests.kube_emulator import (
+    KUBECONFIG_TOKEN,
     STRATEGIC_MERGE_PATCH,
     ThreadedEmulator,
     canonical_quantity,
@@ -642,3 +644,19 @@ async def test_recreate_with_rolling_update_is_refused(kube_emulator: EmulatedCl
     done = await kube_emulator.patch("apps/v1", "deployments", "default", "r", {
         "spec": {"strategy": {"type": "Recreate", "rollingUpdate": None}}})
     assert done["spec"]["strategy"] == {"type": "Recreate"}
+
+
+async def test_an_outage_answers_the_operators_requests_but_not_its_watches(
+        kube_emulator: EmulatedCluster) -> None:
+    """Failure injection: with ``outage`` set, the operator's token gets that status."""
+    kube_emulator.emulator.outage = 500
+    path = resource_path("v1", "configmaps", "default")
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {KUBECONFIG_TOKEN}"}
+        async with session.get(kube_emulator.url + path, headers=headers) as answer:
+            assert answer.status == 500
+        async with session.get(kube_emulator.url + path, headers=headers,
+                               params={"watch": "true", "timeoutSeconds": "1"}) as answer:
+            assert answer.status == 200
+    assert (await kube_emulator.list("v1", "configmaps", "default"))["items"] == []
+    kube_emulator.emulator.outage = None

@@ -417,3 +417,32 @@ async def test_voice_status_comes_from_the_pods_voice_manager(
                          {"spec": {"voices": {"names": ["joe"]}}})
         await wait_obj(kube, TTS, "ttsvoices", "gone",
                        lambda o: (o.get("status") or {}).get("phase") == "Unused")
+
+
+async def test_a_voice_relabelled_during_an_api_outage_is_applied_soon_after(
+        kubeconfig_env: EmulatedCluster) -> None:
+    """The API answers 500 to the operator while a voice is relabelled into a service's
+    selector: the change lands within seconds of recovery, long before the resync."""
+    kube = kubeconfig_env
+    async with operator(resync=60.0):
+        await kube.create(voice("joe", JOE))
+        await kube.create(voice("amy", "en_US-amy-medium"))
+        await kube.create(service("speech", BASE))
+        cm = await wait_obj(kube, "v1", "configmaps", "speech-config")
+        assert manifest_names(cm) == [JOE]
+        kube.emulator.outage = 500
+        await kube.patch(TTS, "ttsvoices", NS, "amy", {"metadata": {"labels": {"tier": "home"}}})
+        await asyncio.sleep(2.0)
+        assert manifest_names(await kube.get("v1", "configmaps", NS, "speech-config")) == [JOE]
+        kube.emulator.outage = None
+        await wait_obj(kube, "v1", "configmaps", "speech-config",
+                       lambda c: "en_US-amy-medium" in manifest_names(c), within=5.0)
+        amy = await wait_obj(kube, TTS, "ttsvoices", "amy",
+                             lambda o: (o.get("status") or {}).get("services") == ["speech"],
+                             within=5.0)
+        # a deleted service is forgotten: its voices no longer list it
+        await kube.delete(TTS, "ttsservices", NS, "speech")
+        amy = await wait_obj(kube, TTS, "ttsvoices", "amy",
+                             lambda o: (o.get("status") or {}).get("services") == [],
+                             within=5.0)
+        assert amy["status"]["phase"] == "Unused"
