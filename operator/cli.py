@@ -8,6 +8,7 @@ the operator would apply for the given files, so a GitOps review needs no cluste
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,13 +94,10 @@ def _run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from .handlers import build_registry, configure
-    from .kube import login
     from .reconciler import OperatorConfig
 
-    try:
-        login()  # fail now, with the reason, rather than have kopf retry forever
-    except (kopf.LoginError, OSError, ValueError) as err:
-        raise CommandError(f"cannot reach a cluster: {err}", code=1) from err
+    # fail now, with the reason, rather than have kopf retry forever
+    asyncio.run(_check_cluster())
 
     namespaces = tuple(values.get("namespace") or ())
     config = OperatorConfig(render=_render_settings(values), namespaces=namespaces,
@@ -114,6 +112,30 @@ def _run_operator(args: argparse.Namespace) -> int:
                               clusterwide=not namespaces, namespaces=list(namespaces),
                               liveness_endpoint=values["liveness"] or None))
     return 0
+
+
+async def _check_cluster() -> None:
+    """Log in and make one authenticated request (``GET /version``) with those credentials.
+
+    A wrong CA, a refused certificate or token, or an unreachable server ends the command
+    with exit 1 and the reason here, before kopf would retry it forever.
+    """
+    import aiohttp
+    import kopf
+
+    from .kube import ApiError, KubeClient, login
+
+    try:
+        info = login()
+        async with KubeClient(info, timeout=15.0) as client:
+            version = await client.request("GET", "/version")
+    except (kopf.LoginError, ApiError, aiohttp.ClientError, OSError, ValueError,
+            TimeoutError) as err:
+        raise CommandError(f"cannot reach a cluster: {type(err).__name__}: {err}",
+                           code=1) from err
+    logging.getLogger(__name__).info("Cluster %s answers (version %s)", info.server,
+                                     version.get("gitVersion", "unknown")
+                                     if isinstance(version, dict) else "unknown")
 
 
 def _run_render(args: argparse.Namespace) -> int:

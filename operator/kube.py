@@ -4,8 +4,15 @@ kopf brings the watches and status patches of the objects it handles, but its AP
 client is private; the operator also creates, patches and deletes children and lists
 pods. The generated clients are large and choose patch content types by body shape in
 ways that are easy to get wrong, and we need five verbs on plain dicts, so this is a
-thin layer over aiohttp (already kopf's transport) using kopf's own login functions
-for credentials: in a pod the service account, elsewhere ``$KUBECONFIG``.
+thin layer over aiohttp (already kopf's transport).
+
+Credentials come from the official ``kubernetes`` client's config loaders (in a pod the
+service account, elsewhere ``$KUBECONFIG``/``~/.kube/config``): they decode the
+``*-data`` fields, read the file forms and ``tokenFile``, run ``exec`` credential
+plugins and honour ``insecure-skip-tls-verify`` and ``proxy-url``. The same
+:func:`login` is kopf's login handler, so kopf's watches and this client talk to the
+same cluster as the same user, and both log in again after a 401 (an ``exec`` plugin
+then runs again and hands out a fresh token).
 """
 
 from __future__ import annotations
@@ -13,14 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import tempfile
 from collections.abc import Mapping
 from typing import Any, Self
 
 import aiohttp
 import kopf
 
-__all__ = ["ApiError", "KubeClient", "login", "resource_path"]
+__all__ = ["ApiError", "KubeClient", "login", "resource_path", "ssl_context"]
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +62,45 @@ def resource_path(api_version: str, kind: str, namespace: str | None,
 def login(**_: Any) -> kopf.ConnectionInfo:
     """Credentials: the pod's service account, else ``$KUBECONFIG``/``~/.kube/config``.
 
-    Registered as the operator's kopf login handler too, so kopf's watches and this
-    client always talk to the same cluster as the same user.
+    Registered as the operator's kopf login handler too. Each call loads the
+    configuration afresh (a rotated service-account token, a new ``exec`` token).
     """
-    settings = kopf.OperatorSettings()
-    info = (kopf.login_with_service_account(settings=settings)
-            or kopf.login_with_kubeconfig(settings=settings))
-    if info is None:
-        raise kopf.LoginError("no credentials: neither a service account nor $KUBECONFIG")
-    return info
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        try:
+            # the library reads $KUBECONFIG once, at import: pass today's value
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG") or "~/.kube/config",
+                client_configuration=configuration)
+        except (config.ConfigException, OSError, ValueError, KeyError) as err:
+            raise kopf.LoginError(f"no usable credentials: not in a pod, and the kubeconfig "
+                                  f"($KUBECONFIG or ~/.kube/config) failed: {err}") from err
+    header = (configuration.get_api_key_with_prefix("BearerToken")
+              or configuration.get_api_key_with_prefix("authorization"))
+    # a tokenFile often ends with a newline; client-go trims it, the library does not
+    scheme, _space, token = header.strip().partition(" ") if header else ("", "", "")
+    token = token.strip()
+    if scheme and not token:  # a bare token without a scheme
+        scheme, token = "Bearer", scheme
+    return kopf.ConnectionInfo(
+        server=configuration.host, ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None, password=configuration.password or None,
+        scheme=scheme or None, token=token or None,
+        certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
+        proxy_url=configuration.proxy or None)
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    """The TLS side of ``info``: its CA (or none, when insecure) and client certificate.
+
+    The loaders hand every PEM over as a file (``*-data`` fields decoded into temporary
+    files), so only the path forms occur here.
+    """
     if not info.server.startswith("https"):
         return False
     if info.insecure:
@@ -75,28 +108,13 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     else:
-        ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
-        ctx = ssl.create_default_context(cafile=os.fsdecode(info.ca_path) if info.ca_path
-                                         else None, cadata=ca_data)
-    if info.certificate_path or info.certificate_data:
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = _pem_file(tmp, "cert", info.certificate_path, info.certificate_data), \
-                _pem_file(tmp, "key", info.private_key_path, info.private_key_data)
-            if cert is None:
-                raise kopf.LoginError("a client key without a client certificate")
-            ctx.load_cert_chain(cert, key)
+        ctx = ssl.create_default_context(
+            cafile=os.fsdecode(info.ca_path) if info.ca_path else None)
+    if info.certificate_path:
+        ctx.load_cert_chain(os.fsdecode(info.certificate_path),
+                            os.fsdecode(info.private_key_path) if info.private_key_path
+                            else None)
     return ctx
-
-
-def _pem_file(tmp: str, name: str, path: Any, data: str | bytes | None) -> str | None:
-    if path:
-        return os.fsdecode(path)
-    if data is None:
-        return None
-    target = os.path.join(tmp, name)
-    with open(target, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    return target
 
 
 class KubeClient:
@@ -123,7 +141,7 @@ class KubeClient:
             self._session = aiohttp.ClientSession(
                 base_url=self._info.server.rstrip("/"), timeout=self._timeout,
                 headers=self._info.as_http_headers(),
-                connector=aiohttp.TCPConnector(ssl=_ssl_context(self._info)))
+                connector=aiohttp.TCPConnector(ssl=ssl_context(self._info)))
         return self._session
 
     async def request(self, method: str, path: str, *, json: Any = None,
@@ -133,7 +151,7 @@ class KubeClient:
             session = self._open()
             headers = {"Content-Type": content_type} if json is not None else {}
             async with session.request(method, path, json=json, headers=headers,
-                                       params=params) as resp:
+                                       params=params, proxy=self._info.proxy_url) as resp:
                 if resp.status == 401 and attempt == 1:
                     log.info("API answered 401; reading credentials again")
                     await self.close()
