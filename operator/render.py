@@ -267,8 +267,12 @@ def build_pvc(name: str, namespace: str, spec: ServiceSpec) -> dict[str, Any] | 
 # --- the pod -----------------------------------------------------------------------------
 
 
-_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                       "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+# Security-relevant fields are written out even where they equal the API's defaults: the
+# apply then undoes a hand edit of them (``privileged: true``, ``hostNetwork: true``, another
+# service account) within one resync, instead of leaving it because no rendered field differs.
+_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "privileged": False,
+                       "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                       "capabilities": {"drop": ["ALL"]}}
 
 
 def _env_secret(env_name: str, ref: Any) -> dict[str, Any]:
@@ -379,7 +383,9 @@ def build_deployment(name: str, namespace: str, spec: ServiceSpec,
     manager_pull = spec.voice_manager.image_pull_policy or pull
     pod = spec.pod
     pod_spec: dict[str, Any] = {
+        "serviceAccountName": "default",  # the pods need no API access (no token either)
         "automountServiceAccountToken": False,
+        "hostNetwork": False, "hostPID": False, "hostIPC": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,

@@ -212,3 +212,21 @@ async def test_a_name_held_by_the_users_object_is_not_adopted(kube_emulator: Emu
     await kube_emulator.delete(TTS, "ttsservices", NS, "tts")
     assert not await kube_emulator.exists("apps/v1", "deployments", NS, "tts")
     assert await kube_emulator.get("v1", "services", NS, "tts") == created
+
+
+async def test_hand_edits_of_security_fields_are_undone_in_one_pass(
+        kube_emulator: EmulatedCluster, rec: Reconciler) -> None:
+    await put_service(kube_emulator, BASE)
+    await rec.sync_service(NS, "tts")
+    live = await kube_emulator.get("apps/v1", "deployments", NS, "tts")
+    pod = live["spec"]["template"]["spec"]
+    pod["containers"][0]["securityContext"]["privileged"] = True
+    await kube_emulator.patch("apps/v1", "deployments", NS, "tts", {"spec": {"template": {
+        "spec": {"hostNetwork": True, "automountServiceAccountToken": True,
+                 "serviceAccountName": "admin", "containers": pod["containers"]}}}})
+    await rec.sync_service(NS, "tts")
+    pod = (await kube_emulator.get("apps/v1", "deployments", NS, "tts"))["spec"]["template"][
+        "spec"]
+    assert pod["hostNetwork"] is False and pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "default"
+    assert pod["containers"][0]["securityContext"]["privileged"] is False

@@ -477,6 +477,11 @@ def test_pod_is_locked_down() -> None:
     children = render()
     spec = pod(children)
     assert spec["automountServiceAccountToken"] is False
+    # written out although they are the API's defaults, so that hand edits are undone
+    assert (spec["hostNetwork"], spec["hostPID"], spec["hostIPC"]) == (False, False, False)
+    assert spec["serviceAccountName"] == "default"
+    assert all(c["securityContext"]["privileged"] is False
+               for c in (server(children), manager(children), init(children)))
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert volume(children, "tmp") == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
