@@ -17,6 +17,7 @@ then runs again and hands out a fresh token).
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import ssl
@@ -66,16 +67,22 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     configuration afresh (a rotated service-account token, a new ``exec`` token).
     """
     from kubernetes import client, config
+    from kubernetes.config import kube_config
 
     configuration = client.Configuration()
+    expiration: datetime.datetime | None = None
     try:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
         try:
-            # the library reads $KUBECONFIG once, at import: pass today's value
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=os.environ.get("KUBECONFIG") or "~/.kube/config",
-                client_configuration=configuration)
+            # load_kube_config() would read $KUBECONFIG as it was at import and write
+            # refreshed tokens back into the user's file; its loader is used directly to
+            # avoid both and to learn an exec token's expiry.
+            loader = kube_config._get_kube_config_loader(  # type: ignore[no-untyped-call]
+                filename=os.environ.get("KUBECONFIG") or "~/.kube/config",
+                persist_config=False)
+            loader.load_and_set(configuration)
+            expiration = getattr(loader, "expiry", None)
         except (config.ConfigException, OSError, ValueError, KeyError) as err:
             raise kopf.LoginError(f"no usable credentials: not in a pod, and the kubeconfig "
                                   f"($KUBECONFIG or ~/.kube/config) failed: {err}") from err
@@ -92,7 +99,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
         username=configuration.username or None, password=configuration.password or None,
         scheme=scheme or None, token=token or None,
         certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
-        proxy_url=configuration.proxy or None)
+        proxy_url=configuration.proxy or None, expiration=expiration)
 
 
 def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -117,8 +124,16 @@ def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     return ctx
 
 
+def _expired(expiration: datetime.datetime) -> bool:
+    """Past the expiry (a naive time means UTC, as kopf reads it), with 10 s to spare."""
+    if expiration.tzinfo is None:
+        expiration = expiration.replace(tzinfo=datetime.UTC)
+    return datetime.datetime.now(datetime.UTC) >= expiration - datetime.timedelta(seconds=10)
+
+
 class KubeClient:
-    """Create/get/patch/delete/list on plain dicts; re-reads credentials after a 401."""
+    """Create/get/patch/delete/list on plain dicts; logs in again after a 401 or once the
+    credentials expire (an ``exec`` token's ``expirationTimestamp``)."""
 
     def __init__(self, info: kopf.ConnectionInfo | None = None, timeout: float = 30.0) -> None:
         self._info = info or login()
@@ -147,6 +162,10 @@ class KubeClient:
     async def request(self, method: str, path: str, *, json: Any = None,
                       content_type: str = "application/json",
                       params: Mapping[str, str] | None = None) -> Any:
+        if self._info.expiration is not None and _expired(self._info.expiration):
+            log.info("Credentials expired; logging in again")
+            await self.close()
+            self._info = login()
         for attempt in (1, 2):
             session = self._open()
             headers = {"Content-Type": content_type} if json is not None else {}
