@@ -24,7 +24,7 @@ from chorus.cli.main import build_parser, main
 from chorus.common.manifest import load_manifest
 from chorus.common.options import OptionError, load_config_file, resolve_options
 from chorus.common.voice_status import VoiceStatus, VolumeStatus
-from chorus.operator.apply import is_subset
+from chorus.operator.apply import is_subset, merge_patch_for
 from chorus.operator.models import (
     Hashes,
     LabelSelector,
@@ -1269,3 +1269,40 @@ def test_rendered_objects_are_subsets_of_what_the_api_returns() -> None:
     drifted = json.loads(json.dumps(obj(children, "deployment")))
     drifted["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
     assert not is_subset(obj(children, "deployment"), drifted)
+
+
+def test_status_apply_failure_holds_observed_generation_back() -> None:
+    refused = ("ApplyFailed", "Deployment speech: 422 Invalid: quantities must match")
+    status = service_status(observe(apply_errors=(refused,)), {"observedGeneration": 3})
+    assert status["observedGeneration"] == 3
+    degraded = conds(status)["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "ApplyFailed")
+    assert refused[1] in degraded["message"]
+    assert service_status(observe(), {"observedGeneration": 3})["observedGeneration"] == 4
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    ("0.5", "500m", True), ("1Gi", "1024Mi", True), ("1e3", "1k", True), ("2", "2000m", True),
+    ("1G", "1Gi", False), ("100m", "0.2", False), ("lots", "lots", True), ("lots", "x", False)])
+def test_quantities_compare_by_value_under_requests_and_limits(a: str, b: str,
+                                                                same: bool) -> None:
+    assert is_subset({"limits": {"cpu": a}}, {"limits": {"cpu": b}}) is same
+    assert is_subset({"image": "0.5"}, {"image": "500m"}) is False  # elsewhere: text
+
+
+def test_three_way_patch_removes_only_what_the_last_render_had() -> None:
+    last = {"spec": {"nodeSelector": {"disk": "ssd"}, "replicas": 1,
+                     "containers": [{"name": "c", "resources": {"limits": {"memory": "1Gi"}}}]}}
+    desired = {"spec": {"replicas": 1, "containers": [{"name": "c", "resources": {}}]}}
+    live = {"spec": {"nodeSelector": {"disk": "ssd"}, "replicas": 1, "clusterIP": "10.0.0.1",
+                     "containers": [{"name": "c", "terminationMessagePath": "/dev/x",
+                                     "resources": {"limits": {"memory": "1024Mi"}}}]}}
+    assert merge_patch_for(last, desired, live) == {"spec": {
+        "nodeSelector": None, "containers": [{"name": "c", "resources": {}}]}}
+    # nothing changed since the last render and live agrees (server defaults aside): no patch
+    live_now = {"spec": {"replicas": 1, "clusterIP": "10.0.0.1", "containers": [
+        {"name": "c", "terminationMessagePath": "/dev/x", "resources": {}}]}}
+    assert merge_patch_for(desired, desired, live_now) is None
+    # a hand edit is put back, and nothing but it is sent
+    assert merge_patch_for(desired, desired, {"spec": {**live_now["spec"], "replicas": 5}}) == {
+        "spec": {"replicas": 1}}
