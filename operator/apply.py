@@ -218,7 +218,13 @@ async def apply_child(client: KubeClient, desired: dict[str, Any],
     if not _owned_by(actual, owner):
         raise NotOwnedError(f"{kind} {meta['name']!r} exists and is not owned by this "
                             "TTSService; rename or delete it")
-    patch = merge_patch_for(_last_applied(actual), _with_last_applied(applied), actual)
+    last = _last_applied(actual)
+    if (kind == "Deployment" and isinstance(last, dict) and isinstance(last.get("spec"), dict)
+            and "replicas" not in desired["spec"]):
+        # Left out because an HPA now sets it: handed over, not removed (a null would
+        # snap the Deployment back to one replica until the HPA's next pass).
+        last = {**last, "spec": {k: v for k, v in last["spec"].items() if k != "replicas"}}
+    patch = merge_patch_for(last, _with_last_applied(applied), actual)
     patch = _strategy_fix(desired, actual, patch)
     if patch is None:
         return "unchanged"

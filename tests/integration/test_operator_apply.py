@@ -230,3 +230,18 @@ async def test_hand_edits_of_security_fields_are_undone_in_one_pass(
     assert pod["hostNetwork"] is False and pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == "default"
     assert pod["containers"][0]["securityContext"]["privileged"] is False
+
+
+async def test_turning_autoscaling_on_hands_the_replica_count_over(
+        kube_emulator: EmulatedCluster, rec: Reconciler) -> None:
+    await put_service(kube_emulator, {**BASE, "replicas": 3})
+    await rec.sync_service(NS, "tts")
+    await put_service(kube_emulator, {**BASE, "autoscaling": {"minReplicas": 2,
+                                                             "maxReplicas": 5}})
+    await rec.sync_service(NS, "tts")
+    live = await kube_emulator.get("apps/v1", "deployments", NS, "tts")
+    assert live["spec"]["replicas"] == 3  # not nulled: the HPA takes it from here
+    await kube_emulator.patch("apps/v1", "deployments", NS, "tts", {"spec": {"replicas": 4}})
+    await rec.sync_service(NS, "tts")
+    assert (await kube_emulator.get("apps/v1", "deployments", NS, "tts"))["spec"][
+        "replicas"] == 4
