@@ -23,6 +23,12 @@ rendering, fetching, request log and DSL reactions (``emulator['get /x'] << 404`
 * a watch subscribes before it takes its snapshot, resumes from ``?resourceVersion=`` by
   replaying the retained event history (``410 Gone`` once compacted), supports
   ``sendInitialEvents`` and ends after ``timeoutSeconds``.
+* writes are decoded and validated as the API server does for the fields the operator
+  writes: container and claim resource quantities are stored in canonical form (``0.5`` ->
+  ``500m``, invalid ones answer 422), and a Deployment with ``strategy.type: Recreate`` and
+  ``strategy.rollingUpdate`` answers 422 (see ``canonicalize_and_validate``);
+* ``writes`` logs every write request whole, and ``outage = 500`` answers the operator's
+  non-watch requests with that status until cleared (failure injection);
 * POST on a namespaced URL puts the URL's namespace into the object, ``generateName`` works,
   and ``/api/v1/namespaces[/name]`` works at all (kmock's URL parser takes it for a prefix).
 * with ``start_emulator(tls=ca)``: HTTPS with a certificate of that CA, and authentication
