@@ -190,6 +190,44 @@ def _strategy_fix(desired: Mapping[str, Any], live: Mapping[str, Any],
     return patch
 
 
+_WHOLLY_OURS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "ConfigMap": (("data",), ("binaryData",)),
+    "Service": (("spec", "selector"), ("spec", "externalIPs")),
+}
+"""Fields of a child that only the operator writes: anything else found in them (a key
+added by hand, a Service's ``externalIPs``) is removed, not just what an earlier render
+put there. Everything else that the render leaves out is left to defaults and others."""
+
+
+def _drop_strays(desired: Mapping[str, Any], live: Mapping[str, Any],
+                 patch: dict[str, Any] | None) -> dict[str, Any] | None:
+    for path in _WHOLLY_OURS.get(str(desired["kind"]), ()):
+        want: Any = desired
+        have: Any = live
+        for key in path:
+            want = want.get(key) if isinstance(want, Mapping) else None
+            have = have.get(key) if isinstance(have, Mapping) else None
+        if have is None:
+            continue
+        if want is None:
+            strays: Any = None  # the whole field goes
+        elif isinstance(want, Mapping) and isinstance(have, Mapping):
+            strays = dict.fromkeys(have.keys() - want.keys())
+            if not strays:
+                continue
+        else:
+            continue
+        patch = patch or {}
+        node = patch
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        if strays is None or node.get(path[-1]) is None:
+            node[path[-1]] = strays
+        else:
+            node[path[-1]].update(strays)
+    return patch
+
+
 async def apply_child(client: KubeClient, desired: dict[str, Any],
                       owner: Mapping[str, Any] | None) -> Outcome:
     """Make one child match ``desired`` (owned by ``owner`` when given).
@@ -226,6 +264,7 @@ async def apply_child(client: KubeClient, desired: dict[str, Any],
         last = {**last, "spec": {k: v for k, v in last["spec"].items() if k != "replicas"}}
     patch = merge_patch_for(last, _with_last_applied(applied), actual)
     patch = _strategy_fix(desired, actual, patch)
+    patch = _drop_strays(desired, actual, patch)
     if patch is None:
         return "unchanged"
     log.debug("patch for %s %s/%s: %s", kind, meta["namespace"], meta["name"], patch)

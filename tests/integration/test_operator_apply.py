@@ -245,3 +245,19 @@ async def test_turning_autoscaling_on_hands_the_replica_count_over(
     await rec.sync_service(NS, "tts")
     assert (await kube_emulator.get("apps/v1", "deployments", NS, "tts"))["spec"][
         "replicas"] == 4
+
+
+async def test_hand_additions_to_fields_only_the_operator_writes_are_removed(
+        kube_emulator: EmulatedCluster, rec: Reconciler) -> None:
+    await put_service(kube_emulator, BASE)
+    await rec.sync_service(NS, "tts")
+    await kube_emulator.patch("v1", "services", NS, "tts", {"spec": {
+        "selector": {"extra": "key"}, "externalIPs": ["203.0.113.7"]}})
+    await kube_emulator.patch("v1", "configmaps", NS, "tts-config",
+                              {"data": {"extra.json": "{}"}})
+    await rec.sync_service(NS, "tts")
+    await assert_children_match_render(kube_emulator, rec)
+    svc = await kube_emulator.get("v1", "services", NS, "tts")
+    assert "extra" not in svc["spec"]["selector"] and "externalIPs" not in svc["spec"]
+    cm = await kube_emulator.get("v1", "configmaps", NS, "tts-config")
+    assert "extra.json" not in cm["data"]
