@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wyoming.event import Event
+from wyoming.event import Event, async_read_event
 from wyoming.tts import (
     Synthesize,
     SynthesizeChunk,
@@ -119,6 +119,32 @@ async def test_protocol_garbage_closes_only_that_connection(
         assert any(line.get("type") == "error" for line in lines), said[:300]
         info = await describe(bystander)  # everyone else is still served
     assert info.tts
+
+
+_DEEP = b"[" * 2000 + b"]" * 2000
+_DEEP_DATA = b'{"nested": ' + _DEEP + b"}"
+_SURROGATE_DATA = b'{"text": "\\ud800 alone"}'
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"type": "ping", "deep": ' + _DEEP + b"}\n",
+    b'{"type": "ping", "data_length": %d}\n' % len(_DEEP_DATA) + _DEEP_DATA,
+    b'{"type": "ping", "data": {"text": "\\udc00"}}\n',
+    b'{"type": "ping", "data_length": %d}\n' % len(_SURROGATE_DATA) + _SURROGATE_DATA,
+], ids=["deep-header", "deep-data", "surrogate-header", "surrogate-data"])
+async def test_hostile_json_is_a_protocol_error_without_traceback(
+        server: ServerProcess, payload: bytes) -> None:
+    logged = len(server.output())
+    said = await _raw(server, payload)  # returns at EOF: the server closed
+    reader = asyncio.StreamReader()
+    reader.feed_data(said)
+    reader.feed_eof()
+    error = await async_read_event(reader)
+    assert error is not None and error.type == "error", said[:300]
+    assert error.data["code"] == "protocol-error"
+    assert await async_read_event(reader) is None
+    await asyncio.sleep(0.2)
+    assert "Traceback" not in server.output()[logged:]
 
 
 async def test_busy_is_answered_at_once(tmp_path: Path) -> None:
