@@ -7,8 +7,9 @@ already playing, and a ``describe`` is answered at once even mid-request. Every
 request gets exactly one ``audio-start`` … ``audio-stop`` span in one audio format
 (Home Assistant takes the format from the first ``audio-start``); a stream ends with
 ``synthesize-stopped`` after its audio, and the connection accepts the next request.
-Errors a client causes are answered with an ``error`` event carrying a code; only a
-stream of bytes that is not Wyoming closes the connection.
+Errors a client causes are answered with an ``error`` event carrying a code. Inside a
+stream the connection stays open (``synthesize-stopped`` still follows); after a plain
+``synthesize`` fails, or a stream of bytes that is not Wyoming, it is closed.
 """
 
 from __future__ import annotations
@@ -169,7 +170,13 @@ class WyomingHandler:
                 try:
                     await self.handle_event(event)
                 except ChorusError as err:
+                    plain = Synthesize.is_type(event.type) and self._stream is None
+                    if plain:
+                        await self.drain()  # earlier requests are answered first
                     await self.write_event(Error(err.message, err.code).event())
+                    if plain:
+                        self._hang_up()
+                        return
         except ConnectionError:
             _LOGGER.debug("Wyoming client went away")
         finally:
@@ -264,6 +271,19 @@ class WyomingHandler:
         if streaming:
             await stream.stopped.wait()  # after a failure too: answer synthesize-stop
             await self.write_event(SynthesizeStopped().event())
+        elif stream.failed:
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        """End the connection after a failed plain ``synthesize``, as wyoming-piper does.
+
+        Home Assistant up to 2025.6 ignores ``error`` and waits for audio with no time
+        limit; the end of the connection is what ends its wait. The half-close goes out
+        before the close so the error is read before the end, not reset away.
+        """
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+        self.writer.transport.close()  # the reader sees EOF: run() ends and cleans up
 
     async def _speak(self, voice: VoiceRequest, stream: _Stream, always_frame: bool) -> None:
         with self.metrics.request("wyoming", "pcm") as record:

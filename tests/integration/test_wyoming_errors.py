@@ -18,20 +18,55 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from tests.conftest import JOE, ServerProcess, describe, pcm_of, read_until
+from tests.conftest import JOE, ServerProcess, describe, pcm_of, read_until, tcp_client
 
 
 async def _error_for(server: ServerProcess, *events: Event) -> Event:
+    """The error answering ``events``; a failed plain ``synthesize`` then ends the
+    connection (Home Assistant up to 2025.6 waits for that), any other keeps it."""
     async with server.client() as client:
         for event in events:
             await client.write_event(event)
         *_, last = await read_until(client, "audio-stop", "synthesize-stopped")
         assert last.type == "error", last
+        if events[-1].type == "synthesize":
+            assert await asyncio.wait_for(client.read_event(), 1.0) is None
+            return last
         # The connection survives a request error and serves the next request.
         await client.write_event(Synthesize("Still here.").event())
         after = await read_until(client, "audio-stop")
         assert after[-1].type == "audio-stop" and pcm_of(after)
         return last
+
+
+async def test_plain_request_error_then_end_of_connection_within_a_second(
+        server: ServerProcess) -> None:
+    """What Home Assistant's wyoming integration sees (AsyncTcpClient, one request)."""
+    async with tcp_client(server.port) as client:
+        await client.write_event(Synthesize(
+            "Hi.", voice=SynthesizeVoice(name="no-such-voice")).event())
+        error = await asyncio.wait_for(client.read_event(), 10)
+        assert error is not None and error.type == "error", error
+        assert error.data["code"] == "unknown-voice"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await asyncio.wait_for(client.read_event(), 1.0) is None
+        assert loop.time() - started < 1.0
+
+
+async def test_stream_error_keeps_the_connection(server: ServerProcess) -> None:
+    async with server.client() as client:
+        await client.write_event(SynthesizeStart(
+            voice=SynthesizeVoice(name="no-such-voice")).event())
+        await client.write_event(SynthesizeChunk("Hi there.").event())
+        await client.write_event(SynthesizeStop().event())
+        events = await read_until(client, "synthesize-stopped")
+        assert events[-1].type == "error" and events[-1].data["code"] == "unknown-voice"
+        events = await read_until(client, "synthesize-stopped")
+        assert events[-1].type == "synthesize-stopped"
+        await client.write_event(Synthesize("Still here.").event())
+        after = await read_until(client, "audio-stop")
+        assert after[-1].type == "audio-stop" and pcm_of(after)
 
 
 async def test_unknown_voice_names_close_matches(server: ServerProcess) -> None:
@@ -160,10 +195,12 @@ async def test_busy_is_answered_at_once(tmp_path: Path) -> None:
             [error] = await read_until(second, "audio-stop")
             assert error.type == "error" and error.data["code"] == "busy"
             assert loop.time() - sent < 1.0
+            assert await asyncio.wait_for(second.read_event(), 1.0) is None  # then closed
             rest = await read_until(first, "audio-stop", limit=120)
             assert rest[-1].type == "audio-stop"
-            await second.write_event(Synthesize("Me too.").event())
-            assert (await read_until(second, "audio-stop"))[-1].type == "audio-stop"
+        async with server.client() as again:
+            await again.write_event(Synthesize("Me too.").event())
+            assert (await read_until(again, "audio-stop"))[-1].type == "audio-stop"
     finally:
         assert server.terminate() == 0
 
