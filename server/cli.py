@@ -140,6 +140,8 @@ SERVE_OPTIONS = [
     Option("--max-requests-per-client", "HTTP requests one client (address, or API key) "
            "may have in progress; more get 429", default=_DEFAULTS.max_requests_per_client,
            type=positive_int, metavar="N"),
+    Option("--strict-speakers", "refuse an unknown speaker instead of speaking with "
+           "speaker 0 and logging a warning", kind="flag", default=False),
 ]
 
 SAY_OPTIONS = [
@@ -199,6 +201,8 @@ def _settings(values: dict[str, Any]) -> Any:
         fields["http"] = not values["no_http"]
     if "no_cache" in values:
         fields["cache"] = not values["no_cache"]
+    if "strict_speakers" in values:
+        fields["strict_speakers"] = values["strict_speakers"]
     if "cors_origin" in values:
         fields["cors_origins"] = tuple(values["cors_origin"] or ())
     if "openai_voice" in values:

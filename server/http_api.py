@@ -311,10 +311,9 @@ class HttpApi:
         fingerprint (mtime, size) makes a replaced voice miss instead of serving stale
         audio.
         """
-        store = self.synthesizer.store
         # The very merge Synthesizer.open applies, so the key describes what is rendered.
         params = merge_params(self.synthesizer.defaults, speech.params,
-                        store.speaker_id(spec, speech.voice.speaker))
+                        self.synthesizer.speaker_id(spec, speech.voice.speaker))
         fmt = speech.format
         return cache_key(
             engine=spec.engine, voice=spec.name, fingerprint=list(spec.fingerprint),

@@ -125,7 +125,8 @@ def _native_body(formats: list[str], max_text: int | None, streaming: bool) -> d
             "Installed voice name (`GET /voices`); empty or absent: the voice for "
             "`language`, else the default voice. Unknown: 404 with close names.")}),
         "speaker": {"type": ["string", "integer", "null"], "description": (
-            "Speaker name or numeric id of a multi-speaker voice; unknown: 404.")},
+            "Speaker name or numeric id of a multi-speaker voice; an unknown one is "
+            "spoken by speaker 0 (a warning is logged), or 404 with --strict-speakers.")},
         "language": _nullable({"type": "string", "description": (
             "Language code (`en_US`, `en`) used to pick a voice when `voice` is not "
             "given; no installed voice speaks it: 404.")}),

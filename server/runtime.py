@@ -58,7 +58,7 @@ class Runtime:
                                    noise_w_scale=settings.noise_w_scale,
                                    sentence_silence=settings.sentence_silence)
         self.synthesizer = Synthesizer(self.store, self.scheduler, settings.max_text_chars,
-                                       defaults)
+                                       defaults, strict_speakers=settings.strict_speakers)
         self.metrics = Metrics()
         self.metrics.watch(self.scheduler, self.store)
         self._wyoming: asyncio.Server | None = None

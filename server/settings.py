@@ -87,6 +87,10 @@ class ServerSettings:
     """Seconds an entry is served after it was written."""
     max_requests_per_client: int = 4
     """HTTP requests one client (address, or API key) may have in progress at once."""
+    strict_speakers: bool = False
+    """Refuse an unknown speaker (``unknown-speaker``) instead of speaking with speaker 0
+    and logging a warning, which is what wyoming-piper does and clients migrating from it
+    expect."""
 
     @property
     def effective_cache_dir(self) -> Path:

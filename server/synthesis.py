@@ -20,7 +20,7 @@ import numpy as np
 from sentence_stream import SentenceBoundaryDetector
 
 from .engines.base import PCM, LoadedVoice, SynthesisParams, VoiceSpec
-from .errors import BadRequest, EmptyText, TextTooLong
+from .errors import BadRequest, EmptyText, TextTooLong, UnknownSpeaker
 from .scheduler import Job, Scheduler
 from .voices import VoiceStore
 
@@ -129,11 +129,25 @@ class Synthesizer:
     """Voice selection, limits and scheduling shared by all front doors."""
 
     def __init__(self, store: VoiceStore, scheduler: Scheduler, max_chars: int,
-                 defaults: SynthesisParams | None = None) -> None:
+                 defaults: SynthesisParams | None = None, *,
+                 strict_speakers: bool = False) -> None:
         self.store = store
         self.scheduler = scheduler
         self.max_chars = max_chars
         self.defaults = defaults or SynthesisParams()
+        self.strict_speakers = strict_speakers
+
+    def speaker_id(self, spec: VoiceSpec, speaker: str | None) -> int | None:
+        """The speaker to render; an unknown one is speaker 0 with a warning, as in
+        wyoming-piper (Home Assistant setups keep their speaker when the voice changes),
+        unless ``strict_speakers`` makes it an ``unknown-speaker`` error."""
+        try:
+            return self.store.speaker_id(spec, speaker)
+        except UnknownSpeaker as err:
+            if self.strict_speakers:
+                raise
+            _LOGGER.warning("%s; speaking with speaker 0", err.message)
+            return 0
 
     def check_text(self, text: str) -> None:
         """Limits for a whole text known up front."""
@@ -146,7 +160,7 @@ class Synthesizer:
                    ) -> Utterance:
         """Resolve and load the voice, then take a scheduler slot (or raise Busy)."""
         spec = self.store.resolve(voice.name, voice.language)
-        speaker_id = self.store.speaker_id(spec, voice.speaker)
+        speaker_id = self.speaker_id(spec, voice.speaker)
         params = merge_params(self.defaults, params or SynthesisParams(), speaker_id)
         loaded = await self.store.acquire(spec)
         job = self.scheduler.open(loaded, params)

@@ -191,6 +191,11 @@ class PiperEngine:
         # Spinning threads burn a core while waiting for work; with several workers
         # sharing few cores that costs throughput (measured: 15.8 -> 18.5+ audio-s/s).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The CPU arena keeps every block it ever grew, per session, for the life of
+        # the session: a long sentence raised RSS for good, and an evicted voice's
+        # memory went back to the arena's malloc heap, not to the system. Plain malloc
+        # lets freed tensors go (see the README's memory figures for its cost).
+        options.enable_cpu_mem_arena = False
         return onnxruntime.InferenceSession(
             model, sess_options=options, providers=["CPUExecutionProvider"])
 
