@@ -52,8 +52,8 @@ _ERROR_CODES = {
          "`stream_format: sse`) (`bad-request`)",
     401: "an API key is configured and the request has no valid "
          "`Authorization: Bearer <key>` (`unauthorized`)",
-    404: "unknown voice (the message lists close names), speaker or language "
-         "(`unknown-voice`, `unknown-speaker`)",
+    404: "unknown voice (the message lists close names) or language, or an unknown "
+         "speaker with --strict-speakers (`unknown-voice`, `unknown-speaker`)",
     413: "the text is longer than the server's limit, or the body larger than the "
          "request size limit (`text-too-long`)",
     422: "a field has the wrong type or value, an unknown field, or empty text "

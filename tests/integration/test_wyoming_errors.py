@@ -76,10 +76,26 @@ async def test_unknown_voice_names_close_matches(server: ServerProcess) -> None:
     assert JOE in error.data["text"]
 
 
-async def test_unknown_speaker(server: ServerProcess) -> None:
-    error = await _error_for(server, Synthesize(
-        "Hi.", voice=SynthesizeVoice(name=JOE, speaker="nobody")).event())
-    assert error.data["code"] == "unknown-speaker"
+async def test_unknown_speaker_speaks_with_speaker_0_and_warns(
+        server: ServerProcess) -> None:
+    logged = len(server.output())
+    async with server.client() as client:
+        await client.write_event(Synthesize(
+            "Hi.", voice=SynthesizeVoice(name=JOE, speaker="nobody")).event())
+        events = await read_until(client, "audio-stop")
+    assert events[-1].type == "audio-stop" and pcm_of(events)
+    log = server.output()[logged:]
+    assert "WARNING" in log and "'nobody'" in log and "speaker 0" in log
+
+
+async def test_unknown_speaker_is_refused_with_strict_speakers(tmp_path: Path) -> None:
+    server = ServerProcess(["--strict-speakers", "--no-http"], tmp_path / "log")
+    try:
+        error = await _error_for(server, Synthesize(
+            "Hi.", voice=SynthesizeVoice(name=JOE, speaker="nobody")).event())
+        assert error.data["code"] == "unknown-speaker"
+    finally:
+        assert server.terminate() == 0
 
 
 async def test_empty_text(server: ServerProcess) -> None:
