@@ -118,6 +118,19 @@ SERVE_OPTIONS = [
            "dropped", default=_DEFAULTS.client_timeout, type=positive_float, metavar="S"),
     Option("--stream-idle-timeout", "seconds an open stream may go without text before it "
            "is dropped", default=_DEFAULTS.stream_idle_timeout, type=positive_float, metavar="S"),
+    Option("--idle-timeout", "seconds a Wyoming connection with no request in progress may "
+           "send nothing before it is closed", default=_DEFAULTS.idle_timeout,
+           type=positive_float, metavar="S"),
+    Option("--max-connections", "open Wyoming connections; more are refused as busy",
+           default=_DEFAULTS.max_connections, type=positive_int, metavar="N"),
+    Option("--max-pipelined", "events a Wyoming connection may queue behind its request "
+           "in progress; one more is refused as busy and the connection closed",
+           default=_DEFAULTS.max_pipelined, type=positive_int, metavar="N"),
+    Option("--http-keepalive-timeout", "seconds an HTTP connection may stay idle or take "
+           "to send its request headers", default=_DEFAULTS.http_keepalive_timeout,
+           type=positive_float, metavar="S"),
+    Option("--http-body-timeout", "seconds an HTTP client may take to send a request body",
+           default=_DEFAULTS.http_body_timeout, type=positive_float, metavar="S"),
     Option("--http-host", "address the HTTP API listens on",
            default=_DEFAULTS.http_host, metavar="HOST"),
     Option("--http-port", "port of the HTTP API", default=_DEFAULTS.http_port, type=port,
@@ -193,8 +206,10 @@ def _settings(values: dict[str, Any]) -> Any:
         "sentence_silence": values["sentence_silence"],
     }
     for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace",
-                "client_timeout", "stream_idle_timeout", "http_host", "http_port", "api_key",
-                "cache_dir", "cache_max_mb", "cache_ttl", "max_requests_per_client"):
+                "client_timeout", "stream_idle_timeout", "idle_timeout", "max_connections",
+                "max_pipelined", "http_keepalive_timeout", "http_body_timeout", "http_host",
+                "http_port", "api_key", "cache_dir", "cache_max_mb", "cache_ttl",
+                "max_requests_per_client"):
         if key in values:
             fields[key] = values[key]
     if "no_http" in values:

@@ -69,6 +69,16 @@ class ServerSettings:
     """Seconds a client may leave audio unread before it is dropped."""
     stream_idle_timeout: float = 120.0
     """Seconds an open stream may go without text before it is dropped."""
+    idle_timeout: float = 60.0
+    """Seconds a Wyoming connection with no request in progress may send nothing."""
+    max_connections: int = 256
+    """Open Wyoming connections; more are answered ``busy`` and closed at once."""
+    max_pipelined: int = 16
+    """Events a Wyoming connection may queue behind its request in progress."""
+    http_keepalive_timeout: float = 15.0
+    """Seconds an HTTP connection may sit idle or take to send a request's headers."""
+    http_body_timeout: float = 30.0
+    """Seconds an HTTP client may take to send a request body."""
     http: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = 5000
