@@ -144,7 +144,8 @@ class HttpApi:
             web.delete("/cache", self.cache_clear),
         ])
         add_web_routes(app)
-        add_doc_routes(app, build_openapi(self.synthesizer.max_chars))
+        add_doc_routes(app, build_openapi(self.synthesizer.max_chars,
+                                          auth=self._api_key is not None))
         return app
 
     async def start(self, host: str, port: int, shutdown_timeout: float = 5.0,

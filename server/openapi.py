@@ -415,8 +415,9 @@ def _version() -> str:
 
 
 def build_openapi(max_text_chars: int | None = None,
-                  server_url: str | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.1 document; ``max_text_chars`` is the server's text limit."""
+                  server_url: str | None = None, *, auth: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 document; ``max_text_chars`` is the server's text limit, ``auth``
+    whether it has an API key (without one, generated clients must not send a token)."""
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -437,7 +438,23 @@ def build_openapi(max_text_chars: int | None = None,
     }
     if server_url is not None:
         document["servers"] = [{"url": server_url}]
+    if not auth:
+        _drop_auth(document)
     return document
+
+
+def _drop_auth(document: dict[str, Any]) -> None:
+    """An open server: no security requirement, scheme or 401 answer anywhere."""
+    del document["security"]
+    components = document["components"]
+    del components["securitySchemes"]
+    components["responses"].pop("E401", None)
+    for item in document["paths"].values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue  # path-level parameters
+            operation.pop("security", None)
+            operation["responses"].pop("401", None)
 
 
 def add_doc_routes(app: web.Application, document: dict[str, Any]) -> None:
