@@ -18,8 +18,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import difflib
+import errno
 import gc
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,6 +84,7 @@ class VoiceStore:
         self._installed: dict[str, VoiceSpec] = {}
         self._spec_cache: dict[Path, tuple[tuple[int, ...], VoiceSpec | None]] = {}
         self._broken: dict[str, tuple[int, ...]] = {}
+        self._unreadable: dict[Path, str] = {}
         self._resident: OrderedDict[str, LoadedVoice] = OrderedDict()
         self._loading: dict[str, asyncio.Future[LoadedVoice]] = {}
         self._watch_task: asyncio.Task[None] | None = None
@@ -93,6 +96,8 @@ class VoiceStore:
         """Read the directories (runs in a worker thread: it touches the filesystem)."""
         found: dict[str, VoiceSpec] = {}
         for directory in self._directories:
+            if not self._readable(directory):
+                continue
             for files in find_voice_files(directory):
                 if files.name in found:
                     continue  # an earlier directory wins
@@ -106,13 +111,39 @@ class VoiceStore:
                         spec: VoiceSpec | None = self._engine.read_spec(
                             files.model, files.config, files.name)
                     except VoiceConfigError as err:
-                        _LOGGER.warning("Skipping voice: %s", err)
+                        # Once per change of its files: the result is cached by fingerprint.
+                        _LOGGER.error("Voice not offered: %s", err)
                         spec = None
                     cached = (key, spec)
                     self._spec_cache[files.config] = cached
                 if cached[1] is not None:
                     found[files.name] = cached[1]
         return found
+
+    def _readable(self, directory: Path) -> bool:
+        """Whether ``directory`` can be listed; an ERROR (once) naming the errno if not.
+
+        A missing directory is not an error: a volume may still be being mounted.
+        """
+        try:
+            with os.scandir(directory):
+                problem = None
+        except FileNotFoundError:
+            problem = None
+        except OSError as err:
+            code = errno.errorcode.get(err.errno or 0, str(err.errno))
+            problem = f"{code} ({err.strerror})"
+        previous = self._unreadable.get(directory)
+        if problem is None:
+            if previous is not None:
+                _LOGGER.info("Voices directory %s is readable again", directory)
+                del self._unreadable[directory]
+            return True
+        if problem != previous:
+            _LOGGER.error("Voices directory %s cannot be read: %s; its voices are not "
+                          "offered", directory, problem)
+            self._unreadable[directory] = problem
+        return False
 
     async def refresh(self) -> None:
         """Rescan the directories and forget resident voices whose files changed."""
