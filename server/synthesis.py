@@ -52,6 +52,16 @@ def merge_params(defaults: SynthesisParams, request: SynthesisParams,
     return SynthesisParams(**merged)
 
 
+def _check_characters(text: str) -> None:
+    """JSON lets a client send half a surrogate pair (``"\\ud800"``); it is no character,
+    cannot be spoken, and breaks everything that encodes the text (cache keys, logs)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadRequest(f"text has an unpaired UTF-16 surrogate at character {err.start}, "
+                         "which is not a character") from err
+
+
 class Utterance:
     """One request in progress: feed text, read audio, always :meth:`close`."""
 
@@ -75,6 +85,7 @@ class Utterance:
 
     def add_text(self, text: str) -> None:
         """Add text; complete sentences are scheduled at once."""
+        _check_characters(text)
         self._chars += len(text)
         if self._chars > self._max_chars:
             raise TextTooLong(f"text is longer than the limit of {self._max_chars} characters")
@@ -151,6 +162,7 @@ class Synthesizer:
 
     def check_text(self, text: str) -> None:
         """Limits for a whole text known up front."""
+        _check_characters(text)
         if not _CONTROL.sub("", text).strip():
             raise EmptyText("text is empty")
         if len(text) > self.max_chars:

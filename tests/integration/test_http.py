@@ -213,6 +213,7 @@ async def test_stream_sends_first_audio_before_the_paragraph_is_rendered(
     ({"text": "a" * 10_001}, 413, "text-too-long", "10000"),
     ({"text": "hi", "voice": "en_US-joe-mediun"}, 404, "unknown-voice", JOE),
     ({"text": "hi", "language": "tlh"}, 404, "unknown-voice", "tlh"),
+    (b'{"text": "hi \\ud800 there"}', 422, "bad-request", "surrogate"),  # cache on
 ])
 @pytest.mark.parametrize("path", ["/synthesize", "/synthesize/stream"])
 async def test_bad_requests_get_a_clear_4xx(http: aiohttp.ClientSession, path: str,
