@@ -222,6 +222,11 @@ class WyomingHandler:
                         return
         except ConnectionError:
             _LOGGER.debug("Wyoming client went away")
+        except asyncio.CancelledError:
+            # Shutdown cancels connections still open. run() is the top of the connection
+            # task, so it ends normally: Python 3.11's stream callback logs a cancelled
+            # connection task as an ERROR with a traceback.
+            _LOGGER.debug("Wyoming connection closed by shutdown")
         finally:
             await self._cancel_requests()
             self.writer.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,17 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from tests.conftest import JOE, ServerProcess, describe, pcm_of, read_until, tcp_client
+from chorus.server.runtime import Runtime
+from chorus.server.settings import ServerSettings
+from tests.conftest import (
+    JOE,
+    ServerProcess,
+    describe,
+    free_port,
+    pcm_of,
+    read_until,
+    tcp_client,
+)
 
 
 async def _error_for(server: ServerProcess, *events: Event) -> Event:
@@ -304,3 +315,23 @@ async def test_odd_texts_get_audio_or_a_clear_error(server: ServerProcess, text:
 async def test_control_characters_only_is_empty_text(server: ServerProcess) -> None:
     error = await _error_for(server, Synthesize("\x00\x07\x1b").event())
     assert error.data["code"] == "empty-text"
+
+
+async def test_stopping_with_an_idle_connection_logs_no_error(
+        caplog: pytest.LogCaptureFixture, graph_cache_dir: Path) -> None:
+    """In process, so the loop's own error log (asyncio's stream callback) is seen."""
+    port = free_port()
+    runtime = Runtime(ServerSettings(wyoming_uri=f"tcp://127.0.0.1:{port}", http=False,
+                                     graph_cache_dir=graph_cache_dir))
+    await runtime.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await asyncio.sleep(0.2)  # the connection is served and waits for an event
+        with caplog.at_level(logging.DEBUG):
+            await runtime.stop()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, politely
+            await asyncio.sleep(0.1)  # callbacks of the finished connection task run
+    finally:
+        writer.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
