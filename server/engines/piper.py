@@ -211,7 +211,8 @@ class PiperEngine:
         # The CPU arena keeps every block it ever grew, per session, for the life of
         # the session: a long sentence raised RSS for good, and an evicted voice's
         # memory went back to the arena's malloc heap, not to the system. Plain malloc
-        # lets freed tensors go (see the README's memory figures for its cost).
+        # lets freed tensors go; measured on the joe voice, three long paragraphs took
+        # RSS +419 MiB with the arena, +156 MiB without, at no measurable speed cost.
         options.enable_cpu_mem_arena = False
         return onnxruntime.InferenceSession(
             model, sess_options=options, providers=["CPUExecutionProvider"])
