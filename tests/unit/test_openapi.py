@@ -94,6 +94,30 @@ async def test_docs_page_and_document_are_served() -> None:
     assert "://" not in page.replace("http://www.w3.org", "")  # nothing from elsewhere
 
 
+def _auth_mentions(document: dict[str, Any]) -> list[str]:
+    """Where a document asks for credentials: requirements, schemes, 401 answers."""
+    found = ["security"] if "security" in document else []
+    found += list(document["components"].get("securitySchemes", {}))
+    found += [f"{method} {path}" for (method, path), operation in operations(document).items()
+              if "security" in operation or "401" in operation["responses"]]
+    return found
+
+
+@pytest.mark.parametrize("key", [None, KEY])
+async def test_bearer_auth_is_declared_only_with_an_api_key(key: str | None) -> None:
+    async with TestClient(TestServer(api(key).app)) as client, \
+            client.get("/openapi.json") as response:
+        document = await response.json()
+    assert document == build_openapi(100, auth=key is not None)
+    schemathesis.openapi.from_dict(document).validate()
+    mentions = _auth_mentions(document)
+    if key is None:
+        assert mentions == []
+    else:
+        assert document["security"] == [{"bearer": []}]
+        assert "POST /synthesize" in mentions and "bearer" in mentions
+
+
 def schema_of(document: dict[str, Any], name: str) -> dict[str, Any]:
     schema: dict[str, Any] = document["components"]["schemas"][name]
     return schema

@@ -134,3 +134,67 @@ async def test_store_evicts_least_recently_used_but_never_the_default(
         assert sorted(v.spec.name for v in store.resident()) == ["en_US-a-low", "en_US-c-low"]
     finally:
         await store.close()
+
+
+def test_an_espeak_voice_espeak_ng_lacks_is_refused_when_read(tmp_path: Path) -> None:
+    config = json.loads((JOE_DIR / "en_US-joe-medium.onnx.json").read_text())
+    config["espeak"] = {"voice": "xx-nowhere"}
+    (tmp_path / "v.onnx.json").write_text(json.dumps(config))
+    (tmp_path / "v.onnx").write_bytes(b"model")
+    with pytest.raises(VoiceConfigError, match="espeak voice 'xx-nowhere'"):
+        PiperEngine(1, 150).read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
+
+
+async def test_voices_piper_would_refuse_are_not_offered_and_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _install(tmp_path, "en_US-good-low", "en_US")
+    _install(tmp_path, "en_US-espeak-low", "en_US")
+    config_path = tmp_path / "en_US-espeak-low.onnx.json"
+    config = json.loads(config_path.read_text())
+    config["espeak"] = {"voice": "xx-nowhere"}
+    config_path.write_text(json.dumps(config))
+    (tmp_path / "en_US-json-low.onnx").write_bytes(b"model")
+    (tmp_path / "en_US-json-low.onnx.json").write_text('{"audio": ')
+    (tmp_path / "en_US-fields-low.onnx").write_bytes(b"model")
+    (tmp_path / "en_US-fields-low.onnx.json").write_text('{"audio": {}}')
+    store = VoiceStore(PiperEngine(1, 150), [tmp_path])
+    caplog.set_level("INFO", logger="chorus.server.voices")
+    await store.refresh()
+    await store.refresh()  # nothing changed: nothing logged again
+    assert [s.name for s in store.installed()] == ["en_US-good-low"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 3, errors
+    for name, reason in (("espeak", "xx-nowhere"), ("json", "Expecting value"),
+                         ("fields", "")):
+        assert sum(f"en_US-{name}-low.onnx.json" in e and reason in e for e in errors) == 1
+    config["espeak"] = {"voice": "en-us"}  # repaired: offered at the next scan
+    config_path.write_text(json.dumps(config) + " ")
+    await store.refresh()
+    assert [s.name for s in store.installed()] == ["en_US-espeak-low", "en_US-good-low"]
+
+
+async def test_an_unreadable_voices_directory_is_an_error_naming_the_errno(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "voices"
+    directory.mkdir()
+    _install(directory, "en_US-good-low", "en_US")
+    store = VoiceStore(PiperEngine(1, 150), [directory, tmp_path / "not-mounted-yet"])
+    caplog.set_level("INFO", logger="chorus.server.voices")
+    await store.refresh()
+    assert [r.levelname for r in caplog.records] == ["INFO"]  # "Voices added"
+    assert [s.name for s in store.installed()] == ["en_US-good-low"]
+    # Listing a directory fails with ENOTDIR when a file replaced it (EACCES, EIO
+    # take the same path; a test as root cannot be denied access).
+    shutil.move(directory, tmp_path / "moved")
+    directory.write_text("not a directory")
+    await store.refresh()
+    await store.refresh()
+    assert store.installed() == []
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"Voices directory {directory} cannot be read: ENOTDIR (Not a "
+                      "directory); its voices are not offered"]
+    directory.unlink()
+    shutil.move(tmp_path / "moved", directory)
+    await store.refresh()
+    assert [s.name for s in store.installed()] == ["en_US-good-low"]
+    assert any("readable again" in r.getMessage() for r in caplog.records)

@@ -115,6 +115,21 @@ async def test_busy_when_the_job_limit_is_reached(scheduler: Scheduler) -> None:
     assert scheduler.active_jobs == 0
 
 
+async def test_reservations_count_against_the_job_limit(scheduler: Scheduler) -> None:
+    job = scheduler.open(RecordingVoice(), SynthesisParams())
+    scheduler.reserve()
+    scheduler.reserve()
+    with pytest.raises(Busy, match="limit 3"):
+        scheduler.open(RecordingVoice(), SynthesisParams())
+    with pytest.raises(Busy, match="limit 3"):
+        scheduler.reserve()
+    scheduler.unreserve()  # a queued request starts: its reservation becomes a job
+    scheduler.open(RecordingVoice(), SynthesisParams()).finish()
+    scheduler.unreserve()
+    job.finish()
+    assert (scheduler.active_jobs, scheduler.reserved) == (0, 0)
+
+
 async def test_a_render_failure_reaches_the_consumer(scheduler: Scheduler) -> None:
     job = scheduler.open(RecordingVoice(), SynthesisParams())
     job.add_units([[1, 0], [-1, 0], [3, 0]])
