@@ -23,10 +23,14 @@ rendering, fetching, request log and DSL reactions (``emulator['get /x'] << 404`
 * a watch subscribes before it takes its snapshot, resumes from ``?resourceVersion=`` by
   replaying the retained event history (``410 Gone`` once compacted), supports
   ``sendInitialEvents`` and ends after ``timeoutSeconds``.
-* writes are decoded and validated as the API server does for the fields the operator
-  writes: container and claim resource quantities are stored in canonical form (``0.5`` ->
-  ``500m``, invalid ones answer 422), and a Deployment with ``strategy.type: Recreate`` and
-  ``strategy.rollingUpdate`` answers 422 (see ``canonicalize_and_validate``);
+* writes are decoded, defaulted and validated as the API server does for the kinds the
+  operator writes: Deployments and Services get apps/v1 and core/v1 defaults (a
+  ``RollingUpdate`` strategy of 25 %/25 %, ``protocol: TCP``, ...), container and claim
+  resource quantities are stored in canonical form (``0.5`` -> ``500m``, invalid ones answer
+  422), and a Deployment with ``strategy.type: Recreate`` and ``strategy.rollingUpdate``
+  answers 422 (see ``canonicalize_and_validate``);
+* Services get a cluster IP and node ports allocated, ``spec.clusterIP`` is immutable, and
+  a type change away from ``NodePort`` drops the node ports (see ``ServiceAllocator``);
 * ``writes`` logs every write request whole, and ``outage = 500`` answers the operator's
   non-watch requests with that status until cleared (failure injection);
 * POST on a namespaced URL puts the URL's namespace into the object, ``generateName`` works,
@@ -192,12 +196,56 @@ def _pod_spec_of(kind: str, obj: Mapping[str, Any]) -> Any:
     return None
 
 
+def _default_deployment(spec: dict[str, Any]) -> None:
+    """apps/v1 ``SetDefaults_Deployment``: one replica, a rolling update of 25 %/25 %, ten
+    old ReplicaSets kept, a 600 s progress deadline. Defaulting runs on every decoded write,
+    so a patch that switches ``strategy.type`` to ``Recreate`` still finds the defaulted
+    ``rollingUpdate`` beside it (and the validation below refuses the pair)."""
+    spec.setdefault("replicas", 1)
+    strategy = spec.setdefault("strategy", {})
+    if isinstance(strategy, dict):
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.get("rollingUpdate")
+            if not isinstance(rolling, dict):
+                rolling = strategy["rollingUpdate"] = {}
+            rolling.setdefault("maxUnavailable", "25%")
+            rolling.setdefault("maxSurge", "25%")
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+
+
+def _default_service(spec: dict[str, Any]) -> None:
+    """core/v1 ``SetDefaults_Service`` for the fields a Chorus Service can reach: type
+    ``ClusterIP``, ``sessionAffinity: None``, ``internalTrafficPolicy: Cluster``,
+    ``externalTrafficPolicy: Cluster`` where node ports exist, and per port ``protocol:
+    TCP`` and ``targetPort`` = ``port``."""
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    if spec["type"] in _NODE_PORT_TYPES:
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+
+
+_NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
+
+
 def canonicalize_and_validate(kind: str, obj: dict[str, Any]) -> None:
-    """The API server's decoding and validation of a written object, for the kinds and
-    fields the operator writes: quantities in container resources and claims come back in
-    canonical form, and a Deployment may not combine ``strategy.type: Recreate`` with
-    ``strategy.rollingUpdate`` (apps/v1 validation: "may not be specified when strategy
-    `type` is 'Recreate'", answered with 422)."""
+    """The API server's decoding, defaulting and validation of a written object, for the
+    kinds and fields the operator writes: Deployments and Services get their defaults (see
+    ``_default_deployment``, ``_default_service``), quantities in container resources and
+    claims come back in canonical form, and a Deployment may not combine ``strategy.type:
+    Recreate`` with ``strategy.rollingUpdate`` (apps/v1 validation: "may not be specified
+    when strategy `type` is 'Recreate'", answered with 422)."""
+    spec = obj.get("spec")
+    if kind == "Deployment" and isinstance(spec, dict):
+        _default_deployment(spec)
+    if kind == "Service" and isinstance(spec, dict):
+        _default_service(spec)
     pod_spec = _pod_spec_of(kind, obj)
     prefix = "spec.template.spec" if kind != "Pod" else "spec"
     if isinstance(pod_spec, dict):
@@ -215,6 +263,76 @@ def canonicalize_and_validate(kind: str, obj: dict[str, Any]) -> None:
             raise _error(422, "Invalid", f'Deployment.apps "{name}" is invalid: '
                          "spec.strategy.rollingUpdate: Forbidden: may not be specified when "
                          "strategy `type` is 'Recreate'")
+
+
+class ServiceAllocator:
+    """What the API server's Service registry adds and keeps: a cluster IP (from
+    ``10.96.0.0/12``, the kubeadm default) and node ports (``30000-32767``) allocated on
+    create, ``spec.clusterIP`` immutable afterwards, an update that leaves either out
+    keeping the allocated value (``patchAllocatedValues``), and node ports dropped when
+    the type changes to one without them and the update did not change them
+    (``dropTypeDependentFields``, Kubernetes 1.20+), or refused when it did."""
+
+    def __init__(self) -> None:
+        self._next_ip = 1
+        self._next_node_port = 30000
+
+    def on_create(self, obj: dict[str, Any]) -> None:
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        if spec.get("clusterIP") in (None, ""):
+            host = self._next_ip
+            self._next_ip += 1
+            spec["clusterIP"] = f"10.96.{host >> 8 & 255}.{host & 255}"
+        if spec["clusterIP"] != "None":
+            spec["clusterIPs"] = [spec["clusterIP"]]
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+        self._node_ports(obj, spec)
+
+    def on_update(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        old_spec, spec = old.get("spec") or {}, new.get("spec")
+        if not isinstance(spec, dict):
+            return
+        name = (new.get("metadata") or {}).get("name")
+        if spec.get("clusterIP") in (None, "") and old_spec.get("clusterIP"):
+            for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+                if field in old_spec:
+                    spec[field] = copy.deepcopy(old_spec[field])
+        elif spec.get("clusterIP") != old_spec.get("clusterIP"):
+            raise _error(422, "Invalid", f'Service "{name}" is invalid: spec.clusterIP: '
+                         f'Invalid value: "{spec.get("clusterIP")}": field is immutable')
+        old_ports = {(p.get("port"), p.get("protocol")): p.get("nodePort")
+                     for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+        if spec.get("type") in _NODE_PORT_TYPES:
+            for port in spec.get("ports") or []:
+                if isinstance(port, dict) and port.get("nodePort") is None:
+                    kept = old_ports.get((port.get("port"), port.get("protocol")))
+                    if kept is not None:
+                        port["nodePort"] = kept
+        elif old_spec.get("type") in _NODE_PORT_TYPES:
+            for port in spec.get("ports") or []:
+                if (isinstance(port, dict) and port.get("nodePort") is not None
+                        and port["nodePort"] == old_ports.get((port.get("port"),
+                                                               port.get("protocol")))):
+                    del port["nodePort"]
+            spec.pop("externalTrafficPolicy", None)
+        self._node_ports(new, spec)
+
+    def _node_ports(self, obj: dict[str, Any], spec: dict[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        for index, port in enumerate(spec.get("ports") or []):
+            if not isinstance(port, dict):
+                continue
+            if spec.get("type") in _NODE_PORT_TYPES:
+                if port.get("nodePort") is None:
+                    port["nodePort"] = self._next_node_port
+                    self._next_node_port += 1
+            elif port.get("nodePort") is not None:
+                raise _error(422, "Invalid", f'Service "{name}" is invalid: '
+                             f"spec.ports[{index}].nodePort: Forbidden: may not be used when "
+                             f"`type` is '{spec.get('type')}'")
 
 
 # --- selectors -------------------------------------------------------------------------------
@@ -348,6 +466,7 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     # kmock's handlers look objects up by the URL/body name, which fails for generateName.
     _results: dict[kmock.Request, dict[str, Any]] = attrs.field(factory=dict, init=False)
     _gc_tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
+    _services: ServiceAllocator = attrs.field(factory=lambda: ServiceAllocator(), init=False)
     rbac_rules: list[dict[str, Any]] | None = attrs.field(default=None)
     """When set: RBAC ``rules`` (as in a ClusterRole) that every request made with the
     kubeconfig's token (the operator's) must be allowed by; others are answered 403
@@ -588,6 +707,8 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
         for field in _SERVER_OWNED:
             meta.pop(field, None)
         canonicalize_and_validate(info.kind or "", obj)
+        if info.kind == "Service":
+            self._services.on_create(obj)
         meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1,
                     resourceVersion=self._next_rv())
         if namespace is not None:
@@ -642,6 +763,8 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
         _omit_empty(new_meta)
         if not to_status:
             canonicalize_and_validate(info.kind or "", new)
+            if info.kind == "Service":
+                self._services.on_update(old, new)
 
         if old_meta.get("deletionTimestamp") and (
                 set(new_meta.get("finalizers", [])) - set(old_meta.get("finalizers", []))):
@@ -728,9 +851,30 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
         self._objects[key].delete()
         self._emit(key[0], WatchEvent("DELETED", final))
         uid = final["metadata"].get("uid")
-        if uid and not orphan:
+        if uid and orphan:
+            self._orphan_dependents(uid)
+        elif uid:
             self._collect_garbage(uid)
         return final
+
+    def _orphan_dependents(self, owner_uid: str) -> None:
+        """``propagationPolicy: Orphan``: the garbage collector takes the owner's reference
+        out of each dependent (a write of its own), so nothing collects them later."""
+        for key, obj in list(self._objects.items()):
+            if obj.deleted:
+                continue
+            old = copy.deepcopy(obj.raw)
+            refs = (old.get("metadata") or {}).get("ownerReferences") or []
+            kept = [ref for ref in refs if not (isinstance(ref, dict)
+                                                and ref.get("uid") == owner_uid)]
+            if len(kept) == len(refs):
+                continue
+            new = copy.deepcopy(old)
+            new["metadata"]["ownerReferences"] = kept
+            _omit_empty(new["metadata"])
+            new["metadata"]["resourceVersion"] = self._next_rv()
+            self._store(key, new)
+            self._emit(key[0], WatchEvent("MODIFIED", new, old))
 
     def _collect_garbage(self, owner_uid: str) -> None:
         for key, obj in list(self._objects.items()):

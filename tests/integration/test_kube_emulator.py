@@ -313,11 +313,15 @@ async def test_deleting_an_owner_collects_its_dependents(kube_emulator: Emulated
 
 
 async def test_orphan_propagation_keeps_dependents(kube_emulator: EmulatedCluster) -> None:
+    """The garbage collector orphans dependents by removing the owner's reference from
+    them, so they outlive the owner for good (also past the collection of dangling ones)."""
     kube = kube_emulator
     owner = await kube.create(tts_service("svc"))
     await kube.create(owned(deployment("child"), owner))
     await kube.delete(TTS, "ttsservices", "default", "svc", propagation_policy="Orphan")
-    assert await kube.exists("apps/v1", "deployments", "default", "child")
+    await asyncio.sleep(0.2)  # longer than the collector's delay for dangling references
+    child = await kube.get("apps/v1", "deployments", "default", "child")
+    assert "ownerReferences" not in child["metadata"]
 
 
 # --- 6. PUT and merge patches -----------------------------------------------------------------
@@ -644,6 +648,88 @@ async def test_recreate_with_rolling_update_is_refused(kube_emulator: EmulatedCl
     done = await kube_emulator.patch("apps/v1", "deployments", "default", "r", {
         "spec": {"strategy": {"type": "Recreate", "rollingUpdate": None}}})
     assert done["spec"]["strategy"] == {"type": "Recreate"}
+
+
+async def test_deployments_get_the_apps_v1_defaults(kube_emulator: EmulatedCluster) -> None:
+    """apps/v1 SetDefaults_Deployment: replicas 1, a RollingUpdate strategy with 25 %
+    maxUnavailable and maxSurge, revisionHistoryLimit 10, progressDeadlineSeconds 600.
+    Defaulting runs on the patched object too, so switching ``type`` alone to Recreate
+    meets the defaulted ``rollingUpdate`` and is refused, as on a real cluster."""
+    body = strategy_deployment("d", {})
+    del body["spec"]["strategy"]
+    created = await kube_emulator.create(body)
+    assert created["spec"]["replicas"] == 1
+    assert created["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+    assert created["spec"]["revisionHistoryLimit"] == 10
+    assert created["spec"]["progressDeadlineSeconds"] == 600
+    with pytest.raises(KubeAPIError) as refused:
+        await kube_emulator.patch("apps/v1", "deployments", "default", "d",
+                                  {"spec": {"strategy": {"type": "Recreate"}}})
+    assert refused.value.status == 422
+    partial = await kube_emulator.patch("apps/v1", "deployments", "default", "d", {
+        "spec": {"strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": None}}}})
+    assert partial["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1,
+                                                            "maxUnavailable": "25%"}
+
+
+def service(name: str, type_: str = "ClusterIP", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": type_, "selector": {"app": name},
+                     "ports": [{"name": "wyoming", "port": 10200}], **spec}}
+
+
+async def test_services_get_defaults_and_a_cluster_ip_that_cannot_change(
+        kube_emulator: EmulatedCluster) -> None:
+    """core/v1 SetDefaults_Service (protocol TCP, targetPort = port, sessionAffinity None,
+    internalTrafficPolicy Cluster) and the Service registry: a cluster IP is allocated on
+    create; ``spec.clusterIP`` is immutable ("field is immutable", 422); an update that
+    leaves it out or nulls it keeps the allocated one (patchAllocatedValues)."""
+    kube = kube_emulator
+    created = await kube.create(service("s"))
+    spec = created["spec"]
+    assert spec["ports"] == [{"name": "wyoming", "port": 10200, "protocol": "TCP",
+                              "targetPort": 10200}]
+    assert spec["sessionAffinity"] == "None" and spec["internalTrafficPolicy"] == "Cluster"
+    assert re.fullmatch(r"10\.(9[6-9]|10[0-9]|11[01])\.\d+\.\d+", spec["clusterIP"])
+    assert spec["clusterIPs"] == [spec["clusterIP"]]
+    assert "nodePort" not in spec["ports"][0]
+    with pytest.raises(KubeAPIError) as refused:
+        await kube.patch("v1", "services", "default", "s", {"spec": {"clusterIP": "10.96.9.9"}})
+    assert refused.value.status == 422
+    assert "spec.clusterIP: Invalid value" in refused.value.body["message"]
+    assert "field is immutable" in refused.value.body["message"]
+    nulled = await kube.patch("v1", "services", "default", "s", {"spec": {"clusterIP": None}})
+    assert nulled["spec"]["clusterIP"] == spec["clusterIP"]
+    replaced = await kube.replace("v1", "services", "default", "s", service("s"))
+    assert replaced["spec"]["clusterIP"] == spec["clusterIP"]
+    other = await kube.create(service("t"))
+    assert other["spec"]["clusterIP"] != spec["clusterIP"]
+
+
+async def test_node_ports_are_allocated_kept_and_dropped_with_the_type(
+        kube_emulator: EmulatedCluster) -> None:
+    """NodePort and LoadBalancer Services get a node port (30000-32767) per port and
+    ``externalTrafficPolicy: Cluster``; an update that leaves a node port out keeps it;
+    switching the type to ClusterIP with the node ports untouched drops them
+    (dropTypeDependentFields, Kubernetes 1.20+); a ClusterIP Service that names a node
+    port is refused ("may not be used when `type` is 'ClusterIP'")."""
+    kube = kube_emulator
+    created = await kube.create(service("n", "NodePort"))
+    node_port = created["spec"]["ports"][0]["nodePort"]
+    assert 30000 <= node_port <= 32767
+    assert created["spec"]["externalTrafficPolicy"] == "Cluster"
+    kept = await kube.patch("v1", "services", "default", "n",
+                            {"spec": {"ports": [{"name": "wyoming", "port": 10200}]}})
+    assert kept["spec"]["ports"][0]["nodePort"] == node_port
+    back = await kube.patch("v1", "services", "default", "n", {"spec": {"type": "ClusterIP"}})
+    assert "nodePort" not in back["spec"]["ports"][0]
+    assert "externalTrafficPolicy" not in back["spec"]
+    with pytest.raises(KubeAPIError) as refused:
+        await kube.create(service("bad", ports=[{"port": 1, "nodePort": 30500}]))
+    assert refused.value.status == 422
+    assert "spec.ports[0].nodePort: Forbidden" in refused.value.body["message"]
 
 
 async def test_an_outage_answers_the_operators_requests_but_not_its_watches(

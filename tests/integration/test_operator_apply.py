@@ -69,7 +69,13 @@ async def assert_children_match_render(kube: EmulatedCluster, rec: Reconciler) -
             continue
         live = await kube.get(api, plural, NS, want["metadata"]["name"])
         want = copy.deepcopy(want)
-        canonicalize_and_validate(want["kind"], want)  # the server's canonical quantities
+        canonicalize_and_validate(want["kind"], want)  # the server's defaults and quantities
+        if role == "service":  # allocated by the server, never rendered
+            live = copy.deepcopy(live)
+            for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+                live["spec"].pop(field, None)
+            for port in live["spec"]["ports"]:
+                port.pop("nodePort", None)
         if role == "pvc":  # immutable but for its size: compared where it is ours
             assert live["spec"]["resources"] == want["spec"]["resources"]
         else:
@@ -261,3 +267,44 @@ async def test_hand_additions_to_fields_only_the_operator_writes_are_removed(
     assert "extra" not in svc["spec"]["selector"] and "externalIPs" not in svc["spec"]
     cm = await kube_emulator.get("v1", "configmaps", NS, "tts-config")
     assert "extra.json" not in cm["data"]
+
+
+async def test_recreate_on_a_deployment_without_last_applied_state(
+        kube_emulator: EmulatedCluster, rec: Reconciler) -> None:
+    """A Deployment written before the operator kept its last-applied annotation (or with
+    it stripped by hand) has the server's defaulted ``rollingUpdate``, which the three-way
+    merge knows nothing of: switching to a claim must still pass strategy validation."""
+    await put_service(kube_emulator, BASE)
+    await rec.sync_service(NS, "tts")
+    await kube_emulator.patch("apps/v1", "deployments", NS, "tts", {
+        "metadata": {"annotations": {LAST_APPLIED: None}},
+        "spec": {"strategy": {"rollingUpdate": None}}})  # type stays RollingUpdate: defaulted
+    live = await kube_emulator.get("apps/v1", "deployments", NS, "tts")
+    assert live["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%",
+                                                         "maxUnavailable": "25%"}
+    await put_service(kube_emulator, {**BASE, "storage": {"type": "PersistentVolumeClaim",
+                                                          "accessModes": ["ReadWriteOnce"]}})
+    await assert_children_match_render(kube_emulator, rec)
+    live = await kube_emulator.get("apps/v1", "deployments", NS, "tts")
+    assert live["spec"]["strategy"] == {"type": "Recreate"}
+
+
+async def test_service_type_round_trip_keeps_the_cluster_ip(
+        kube_emulator: EmulatedCluster, rec: Reconciler) -> None:
+    """ClusterIP -> NodePort -> ClusterIP through the operator on an API server that
+    allocates cluster IPs and node ports: no write touches the immutable ``clusterIP``,
+    node ports come and go with the type, and each pass converges to the render."""
+    await put_service(kube_emulator, BASE)
+    await assert_children_match_render(kube_emulator, rec)
+    first = await kube_emulator.get("v1", "services", NS, "tts")
+    await put_service(kube_emulator, {**BASE, "service": {"type": "NodePort"}})
+    await assert_children_match_render(kube_emulator, rec)
+    node = await kube_emulator.get("v1", "services", NS, "tts")
+    assert all(30000 <= port["nodePort"] <= 32767 for port in node["spec"]["ports"])
+    await put_service(kube_emulator, BASE)
+    await assert_children_match_render(kube_emulator, rec)
+    back = await kube_emulator.get("v1", "services", NS, "tts")
+    assert back["spec"]["clusterIP"] == first["spec"]["clusterIP"]
+    assert all("nodePort" not in port for port in back["spec"]["ports"])
+    body = await kube_emulator.get(TTS, "ttsservices", NS, "tts")
+    assert condition(body, "Degraded")["reason"] != "ApplyFailed", body["status"]
