@@ -169,44 +169,49 @@ async def test_kill_9_mid_stream_then_restart_serves_and_never_serves_a_torn_ent
 
 @pytest.mark.reliability
 @RELIABILITY
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 async def test_kill_9_mid_cache_write_repeatedly(tmp_path: Path, graphs: Path) -> None:
-    """Kill as soon as a cache temp file appears; restart; check; until 5 such kills."""
+    """Kill as soon as a cache temp file appears; restart; check; until 5 kills have
+    left a temp file behind (the process died mid-write)."""
     copy_joe(tmp_path / "voices", "en_US-joe-medium")
     cache = tmp_path / "cache"
     caught = tries = 0
-    texts = [f"{PARAGRAPH} Take {n}." for n in range(40)]
+    half = " ".join(PARAGRAPH_SENTENCES[:6])
+    texts: list[str] = []
+    left_behind = False
     while caught < 5 and tries < 30:
         tries += 1
         server = _cached_server(tmp_path, graphs, cache, f"run{tries}", "--workers", "2")
         try:
-            assert _check_entries(cache) >= 0  # the restarted server cleaned up
-            requests = [asyncio.create_task(_post(server.http_url, text))
-                        for text in texts[tries % 10 * 4: tries % 10 * 4 + 4]]
-            deadline = time.monotonic() + 120
+            _check_entries(cache)  # whole entries only, temp files gone
+            if left_behind:
+                assert "Removed unfinished cache entry" in server.output()
+            texts = [f"{half} Take {tries}.{n}." for n in range(4)]
+            requests = [asyncio.create_task(_post(server.http_url, text)) for text in texts]
+            deadline = time.monotonic() + 300
             while time.monotonic() < deadline and not all(r.done() for r in requests):
                 if any(p.name.startswith(".tmp-") for p in cache.iterdir()):
                     _kill(server)
-                    caught += 1
                     break
                 await asyncio.sleep(0.0005)
             for request in requests:
                 with contextlib.suppress(aiohttp.ClientError):
                     await request
-            if any(p.name.startswith(".tmp-") for p in cache.iterdir()):
-                assert server.proc.poll() is not None
+            left_behind = any(p.name.startswith(".tmp-") for p in cache.iterdir())
+            caught += left_behind
         finally:
             if server.proc.poll() is None:
                 assert server.terminate() == 0, server.output()
-    print(f"kills during a cache write: {caught} of {tries} runs")
+    print(f"kills that left a cache write unfinished: {caught} in {tries} runs")
     assert caught >= 5, f"only {caught} kills landed during a cache write in {tries} runs"
     final = _cached_server(tmp_path, graphs, cache, "final")
     try:
+        assert "Removed unfinished cache entry" in final.output()
         entries = _check_entries(cache)
-        for text in texts:
+        for text in texts:  # the last run's: cached whole, or rendered again
             status, headers, body = await _post(final.http_url, text)
-            assert status == 200 and _wav_seconds(body) > 20, headers
-        print(f"entries after the kills: {entries}")
+            assert status == 200 and _wav_seconds(body) > 10, headers
+        print(f"whole entries after the kills: {entries}")
     finally:
         assert final.terminate() == 0, final.output()
 
