@@ -158,7 +158,7 @@ async def test_a_30000_character_answer_is_spoken_in_full(tmp_path_factory: pyte
                                                           TempPathFactory) -> None:
     """At the default limits (10,000 per request): a long LLM answer, streamed."""
     server = ServerProcess(["--noise-scale", "0", "--noise-w-scale", "0"],
-                           tmp_path_factory.mktemp("long") / "server.log")
+                           tmp_path_factory.mktemp("long") / "server.log", ready_timeout=240)
     try:
         sentences: list[str] = []
         while sum(len(s) + 1 for s in sentences) < 30_000:

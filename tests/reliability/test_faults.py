@@ -102,9 +102,11 @@ def _server(root: Path, graphs: Path, name: str, *args: str,
             cache: Path | None = None) -> ServerProcess:
     """A server on ``root/voices``; the audio cache only where ``cache`` is given."""
     caching = ["--cache-dir", str(cache)] if cache is not None else []
+    # The module's first server cuts the voice's graph parts: a minute or more on a
+    # busy 2-core machine, on top of the usual start.
     return ServerProcess([*caching, "--graph-cache-dir", str(graphs), "--voices-dir",
                           str(root / "voices"), *args], root / f"{name}.log",
-                         env=CACHE_ON if cache is not None else NO_CACHE)
+                         env=CACHE_ON if cache is not None else NO_CACHE, ready_timeout=240)
 
 
 def _cached_server(root: Path, graphs: Path, cache: Path, name: str,
