@@ -3,7 +3,9 @@
 Requests on a connection are answered in order, but reading never waits for
 synthesis: a streaming request (``synthesize-start`` → ``synthesize-chunk``* →
 ``synthesize`` → ``synthesize-stop``) keeps receiving text while earlier sentences are
-already playing, and a ``describe`` is answered at once even mid-request. Every
+already playing, and a ``describe`` is answered at once even mid-request (only a
+stream whose text runs more than ``--max-text-chars`` ahead of its speech is read no
+further until the speech catches up: bounded buffering, with no total). Every
 request gets exactly one ``audio-start`` … ``audio-stop`` span in one audio format
 (Home Assistant takes the format from the first ``audio-start``); a stream ends with
 ``synthesize-stopped`` after its audio, and the connection accepts the next request.
