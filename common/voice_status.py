@@ -10,8 +10,12 @@ Format (version 1)::
      "voices": {"en_US-amy-medium": {"state": "installed", "required": true,
                 "bytes": 63201294, "sha256": {"model": "...", "config": "..."},
                 "error": null, "attempts": 1, "fingerprint": "...",
-                "updatedAt": "...", "installedAt": "...", "unwantedSince": null}}}
+                "updatedAt": "...", "installedAt": "...", "unwantedSince": null,
+                "servingPrevious": false}}}
 
+``servingPrevious`` is true while a voice is ``failed`` (or ``downloading`` again) but
+the copy installed before the failed update is still in the volume, whole, and so
+still served; ``bytes``, ``sha256`` and ``installedAt`` then describe that copy.
 ``unwantedSince`` is set while a voice the manager installed is no longer in the
 manifest; the voice is removed (and its entry dropped) once the grace period has passed.
 """
@@ -60,7 +64,8 @@ class VoiceStatus:
 
     ``fingerprint`` is the canonical manifest entry the installed files came from; a
     voice whose manifest entry changes no longer matches it and is installed again.
-    ``error`` keeps the last failure even while an older good copy stays installed.
+    ``error`` keeps the last failure even while an older good copy stays installed;
+    ``serving_previous`` says that one does.
     """
 
     state: VoiceState
@@ -74,6 +79,7 @@ class VoiceStatus:
     updated_at: str = field(default_factory=utc_now)
     installed_at: str | None = None
     unwanted_since: str | None = None
+    serving_previous: bool = False
 
     def with_(self, **changes: Any) -> VoiceStatus:
         """A copy with ``changes`` and a fresh ``updated_at``."""
@@ -85,7 +91,8 @@ class VoiceStatus:
         return {"state": self.state, "required": self.required, "bytes": self.bytes,
                 "sha256": sha, "error": self.error, "attempts": self.attempts,
                 "fingerprint": self.fingerprint, "updatedAt": self.updated_at,
-                "installedAt": self.installed_at, "unwantedSince": self.unwanted_since}
+                "installedAt": self.installed_at, "unwantedSince": self.unwanted_since,
+                "servingPrevious": self.serving_previous}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VoiceStatus:
@@ -99,7 +106,8 @@ class VoiceStatus:
                    attempts=int(data.get("attempts", 0)), fingerprint=data.get("fingerprint"),
                    updated_at=str(data.get("updatedAt") or utc_now()),
                    installed_at=data.get("installedAt"),
-                   unwanted_since=data.get("unwantedSince"))
+                   unwanted_since=data.get("unwantedSince"),
+                   serving_previous=bool(data.get("servingPrevious", False)))
 
 
 @dataclass(frozen=True)

@@ -253,8 +253,10 @@ def voice_status(key: str, generation: int, services: list[str],
         if first.sha256_model:
             base["sha256"] = {"model": first.sha256_model, "config": first.sha256_config or ""}
     if failed:
+        # The voice manager's error already says when the previous copy is still served.
         message = "; ".join(f"{pod}: {s.error}" for pod, s in failed)
-        phase, ready, reason = "Failed", False, "SyncFailed"
+        serving = all(s.serving_previous for _, s in failed)
+        phase, ready, reason = "Failed", False, "UpdateFailed" if serving else "SyncFailed"
     elif states and len(installed) == len(states):
         message = f"installed on {len(installed)} pod(s)"
         phase, ready, reason = "Ready", True, "Installed"

@@ -18,6 +18,11 @@ Recency lives in an in-memory index rebuilt from the directory at start (file at
 which a hit sets explicitly so it survives ``relatime`` mounts and restarts); expiry
 uses the file's mtime, the moment it was written. All disk I/O runs in threads, off
 the event loop.
+
+A cache that cannot write (a full disk, a read-only volume) only stops caching: the
+response is answered all the same, one WARNING says why when writes start failing
+(not one per request, which would flood the log of a busy server) and one INFO when
+they succeed again. An entry that reads back damaged is never served, and is deleted.
 """
 
 from __future__ import annotations
@@ -109,6 +114,9 @@ class AudioCache:
         self._hot_bytes = 0
         self._hot_max_bytes = min(HOT_MAX_BYTES, max_bytes)
         self._touches: set[asyncio.Task[None]] = set()
+        self._write_error: str | None = None
+        """Why the last write failed, while writes fail; ``None`` when they work."""
+        self.write_errors = 0
 
     @property
     def entries(self) -> int:
@@ -221,7 +229,9 @@ class AudioCache:
             return CacheEntry(body, str(header["content_type"]), float(header["duration"]),
                               int(header["sample_rate"]), str(header["voice"]))
         except (ValueError, KeyError, TypeError, struct.error) as err:
-            _LOGGER.warning("Ignoring damaged cache entry %s: %s", path.name, err)
+            _LOGGER.warning("Deleting damaged cache entry %s: %s", path.name, err)
+            with contextlib.suppress(OSError):
+                path.unlink()
             return None
 
     # -- writes ---------------------------------------------------------------------------
@@ -237,14 +247,28 @@ class AudioCache:
         try:
             created = await asyncio.to_thread(self._write, key, data)
         except OSError as err:  # a full disk must not fail the request that was served
-            _LOGGER.warning("Cannot write cache entry: %s", err)
+            self._write_failed(err)
             return
+        if self._write_error is not None:
+            _LOGGER.info("Audio cache %s: writes succeed again (%d failed meanwhile)",
+                         self.directory, self.write_errors)
+            self._write_error = None
         if key in self._index:
             self._forget(key)
         self._index[key] = _Slot(len(data), created)
         self.bytes += len(data)
         self._remember(key, entry)
         await self._evict()
+
+    def _write_failed(self, err: OSError) -> None:
+        self.write_errors += 1
+        reason = err.strerror or str(err)
+        if self._write_error is None:
+            _LOGGER.warning("Cannot write to the audio cache %s: %s; answering without "
+                            "caching until writes succeed again", self.directory, reason)
+        else:
+            _LOGGER.debug("Audio cache write failed again: %s", reason)
+        self._write_error = reason
 
     def _write(self, key: str, data: bytes) -> float:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -77,9 +77,13 @@ VOICE_OPTIONS = [
            type=positive_int, metavar="N"),
     Option("--max-sentence-phonemes", "split sentences longer than this many phonemes",
            default=_DEFAULTS.max_sentence_phonemes, type=positive_int, metavar="N"),
-    Option("--max-text-chars", "longest text accepted in one request",
+    Option("--max-text-chars", "longest text accepted in one request; a Wyoming stream "
+           "has no total and may run this far ahead of the speech",
            default=_DEFAULTS.max_text_chars,
            type=positive_int, metavar="N"),
+    Option("--max-sentence-chars", "longest text spoken as one sentence (text with no "
+           "sentence end is broken at a space)",
+           default=_DEFAULTS.max_sentence_chars, type=positive_int, metavar="N"),
     Option("--voice-memory-mb", "memory budget for resident voices (LRU beyond it)",
            default=_DEFAULTS.voice_memory_mb, type=positive_int, metavar="MB"),
     Option("--stream-windows", "frames per window when streaming below sentence level "
@@ -194,6 +198,7 @@ def _settings(values: dict[str, Any]) -> Any:
         "threads_per_worker": values["threads_per_worker"],
         "max_sentence_phonemes": values["max_sentence_phonemes"],
         "max_text_chars": values["max_text_chars"],
+        "max_sentence_chars": values["max_sentence_chars"],
         "voice_memory_mb": values["voice_memory_mb"],
         "stream_windows": (_window_sizes(values["stream_windows"])
                            if isinstance(values["stream_windows"], str)

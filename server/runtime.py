@@ -27,7 +27,7 @@ from .http_api import HttpApi
 from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import ServerSettings
-from .synthesis import Synthesizer
+from .synthesis import Synthesizer, TextLimits
 from .voices import VoiceStore
 from .wyoming_handler import WyomingHandler
 from .wyoming_protocol import listen
@@ -60,7 +60,8 @@ class Runtime:
                                    noise_scale=settings.noise_scale,
                                    noise_w_scale=settings.noise_w_scale,
                                    sentence_silence=settings.sentence_silence)
-        self.synthesizer = Synthesizer(self.store, self.scheduler, settings.max_text_chars,
+        limits = TextLimits(settings.max_text_chars, settings.max_sentence_chars)
+        self.synthesizer = Synthesizer(self.store, self.scheduler, limits,
                                        defaults, strict_speakers=settings.strict_speakers)
         self.metrics = Metrics()
         self.metrics.watch(self.scheduler, self.store)

@@ -39,6 +39,11 @@ class ServerSettings:
     """onnxruntime threads per call; workers x threads should not exceed the CPUs."""
     max_requests: int = 64
     max_text_chars: int = 10_000
+    """Longest whole text (plain ``synthesize``, HTTP); for a Wyoming stream, which has no
+    total, how far its text may run ahead of the speech (see ``synthesis.TextLimits``)."""
+    max_sentence_chars: int = 1_000
+    """Longest text spoken as one sentence; text with no sentence end is broken at a
+    space before this length, so a stream that never ends a sentence stays bounded."""
     max_sentence_phonemes: int = 150
     """Longest phoneme sequence in one model call; longer sentences are split.
 

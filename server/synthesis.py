@@ -24,7 +24,7 @@ from .errors import BadRequest, EmptyText, TextTooLong, UnknownSpeaker
 from .scheduler import Job, Scheduler
 from .voices import VoiceStore
 
-__all__ = ["Synthesizer", "Utterance", "VoiceRequest", "merge_params"]
+__all__ = ["Synthesizer", "TextLimits", "Utterance", "VoiceRequest", "merge_params"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,19 +62,54 @@ def _check_characters(text: str) -> None:
                          "which is not a character") from err
 
 
-class Utterance:
-    """One request in progress: feed text, read audio, always :meth:`close`."""
+@dataclass(frozen=True)
+class TextLimits:
+    """How much text a request may hold, and where.
 
-    def __init__(self, voice: LoadedVoice, job: Job, max_chars: int,
-                 sentence_silence: float = 0.0) -> None:
+    ``max_chars`` bounds a whole text known up front (plain ``synthesize``, HTTP). A
+    Wyoming stream has no total, since its text is spoken as it arrives (a long LLM
+    answer must not be cut off); ``max_chars`` then bounds how far its text may run
+    ahead of the speech, and the stream's reader waits (TCP backpressure) rather than
+    buffering more. ``max_unit_chars`` bounds one unit: text with no sentence end in
+    it is cut at the last space before that length (or at it), so a stream that
+    never ends a sentence neither grows a buffer without end nor rescans it on every
+    chunk.
+    """
+
+    max_chars: int = 10_000
+    max_unit_chars: int = 1_000
+
+
+def _cut(text: str, limit: int) -> int:
+    """Where to break ``text`` (longer than ``limit``): after the last whitespace in the
+    second half of the limit, else at the limit."""
+    space = max(text.rfind(" ", limit // 2, limit), text.rfind("\n", limit // 2, limit))
+    return space + 1 if space >= 0 else limit
+
+
+class Utterance:
+    """One request in progress: feed text, read audio, always :meth:`close`.
+
+    ``stream`` lifts the total (see :class:`TextLimits`); its feeder waits for
+    :meth:`room` instead.
+    """
+
+    def __init__(self, voice: LoadedVoice, job: Job, limits: TextLimits,
+                 sentence_silence: float = 0.0, *, stream: bool = False) -> None:
         self.voice = voice
         self._job = job
-        self._max_chars = max_chars
+        self._limits = limits
+        self._stream = stream
         self._chars = 0
+        self._ahead = 0
+        """Characters of sentences handed on but not yet spoken to the end."""
+        self._room = asyncio.Event()
+        self._room.set()
         self._silence = np.zeros(round(sentence_silence * voice.spec.sample_rate), np.int16)
         self._units = 0
-        self._sentence_ends: set[int] = set()
-        """Indices of the units that end a sentence: silence follows them."""
+        self._sentence_ends: dict[int, int] = {}
+        """Unit index ending a sentence -> that sentence's length: silence follows it,
+        and once it is played its characters no longer count as ahead."""
         self._detector = SentenceBoundaryDetector()
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self._feeder = asyncio.create_task(self._feed(), name="utterance-feeder")
@@ -84,52 +119,88 @@ class Utterance:
         return self.voice.spec
 
     def add_text(self, text: str) -> None:
-        """Add text; complete sentences are scheduled at once."""
+        """Add text; complete sentences (and over-long units) are scheduled at once."""
         _check_characters(text)
         self._chars += len(text)
-        if self._chars > self._max_chars:
-            raise TextTooLong(f"text is longer than the limit of {self._max_chars} characters")
+        if not self._stream and self._chars > self._limits.max_chars:
+            raise TextTooLong(f"text is longer than the limit of {self._limits.max_chars} "
+                              "characters")
         for sentence in self._detector.add_chunk(_CONTROL.sub(" ", text)):
-            self._sentences.put_nowait(sentence)
+            self._queue(sentence)
+        self._cut_long_unit()
+
+    def _cut_long_unit(self) -> None:
+        detector, limit = self._detector, self._limits.max_unit_chars
+        while len(pending := detector.current_sentence + detector.remaining_text) > limit:
+            at = _cut(pending, limit)
+            self._queue(pending[:at].strip())
+            self._detector = detector = SentenceBoundaryDetector()
+            for sentence in detector.add_chunk(pending[at:]):
+                self._queue(sentence)
+
+    def _queue(self, sentence: str) -> None:
+        if not sentence:
+            return
+        self._ahead += len(sentence)
+        if self._ahead >= self._limits.max_chars:
+            self._room.clear()
+        self._sentences.put_nowait(sentence)
+
+    def _spoken(self, chars: int) -> None:
+        self._ahead -= chars
+        if self._ahead < self._limits.max_chars:
+            self._room.set()
+
+    async def room(self) -> None:
+        """Wait until the text ahead of the speech is below ``max_chars`` (streams)."""
+        await self._room.wait()
 
     def end_text(self) -> None:
         """No more text: the rest is the last sentence."""
-        last = self._detector.finish()
-        if last:
-            self._sentences.put_nowait(last)
+        self._queue(self._detector.finish())
         self._sentences.put_nowait(None)
 
     async def _feed(self) -> None:
-        while (sentence := await self._sentences.get()) is not None:
-            try:
-                units = await asyncio.to_thread(self.voice.prepare, sentence)
-            except Exception as err:  # noqa: BLE001 - reported to the reader of audio()
-                _LOGGER.warning("Voice %s cannot phonemize %r: %s", self.spec.name,
-                                sentence[:80], err)
-                self._job.fail(BadRequest(f"text could not be turned into speech: {err}"))
-                return
-            if units:
-                self._units += len(units)
-                self._sentence_ends.add(self._units - 1)
-                self._job.add_units(units)
-        self._job.close()
+        try:
+            while (sentence := await self._sentences.get()) is not None:
+                try:
+                    units = await asyncio.to_thread(self.voice.prepare, sentence)
+                except Exception as err:  # noqa: BLE001 - reported to the reader of audio()
+                    _LOGGER.warning("Voice %s cannot phonemize %r: %s", self.spec.name,
+                                    sentence[:80], err)
+                    self._job.fail(BadRequest(f"text could not be turned into speech: {err}"))
+                    return
+                if units:
+                    self._units += len(units)
+                    self._sentence_ends[self._units - 1] = len(sentence)
+                    self._job.add_units(units)
+                else:
+                    self._spoken(len(sentence))
+            self._job.close()
+        finally:
+            self._room.set()  # nothing more will be spoken by this feeder: never block
 
     def fail(self, error: BaseException) -> None:
         """Abort: the reader of :meth:`audio` raises ``error``."""
         self._job.fail(error)
+        self._room.set()
 
     async def audio(self) -> AsyncIterator[PCM]:
         """Audio in order, per unit or per window of a unit as the voice renders it;
         sentence silence is appended to the last piece of a sentence."""
         async for piece in self._job.pieces():
             pcm = piece.pcm
-            if self._silence.size and piece.last and piece.unit in self._sentence_ends:
+            ended = piece.last and piece.unit in self._sentence_ends
+            if self._silence.size and ended:
                 pcm = np.concatenate([pcm, self._silence])
             yield pcm
+            if ended:
+                self._spoken(self._sentence_ends.pop(piece.unit))
 
     async def close(self) -> None:
         """Give the scheduler slot back, whether or not all audio was read."""
         self._job.finish()
+        self._room.set()
         if not self._feeder.done():
             self._feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,12 +210,12 @@ class Utterance:
 class Synthesizer:
     """Voice selection, limits and scheduling shared by all front doors."""
 
-    def __init__(self, store: VoiceStore, scheduler: Scheduler, max_chars: int,
+    def __init__(self, store: VoiceStore, scheduler: Scheduler, limits: TextLimits,
                  defaults: SynthesisParams | None = None, *,
                  strict_speakers: bool = False) -> None:
         self.store = store
         self.scheduler = scheduler
-        self.max_chars = max_chars
+        self.limits = limits
         self.defaults = defaults or SynthesisParams()
         self.strict_speakers = strict_speakers
 
@@ -168,15 +239,24 @@ class Synthesizer:
         if len(text) > self.max_chars:
             raise TextTooLong(f"text has {len(text)} characters; the limit is {self.max_chars}")
 
+    @property
+    def max_chars(self) -> int:
+        """The longest whole text a request may send."""
+        return self.limits.max_chars
+
     async def open(self, voice: VoiceRequest, params: SynthesisParams | None = None,
-                   ) -> Utterance:
-        """Resolve and load the voice, then take a scheduler slot (or raise Busy)."""
+                   *, stream: bool = False) -> Utterance:
+        """Resolve and load the voice, then take a scheduler slot (or raise Busy).
+
+        ``stream``: text arrives while it is spoken, with no total (see :class:`TextLimits`).
+        """
         spec = self.store.resolve(voice.name, voice.language)
         speaker_id = self.speaker_id(spec, voice.speaker)
         params = merge_params(self.defaults, params or SynthesisParams(), speaker_id)
         loaded = await self.store.acquire(spec)
         job = self.scheduler.open(loaded, params)
-        return Utterance(loaded, job, self.max_chars, params.sentence_silence or 0.0)
+        return Utterance(loaded, job, self.limits, params.sentence_silence or 0.0,
+                         stream=stream)
 
     async def speak(self, text: str, voice: VoiceRequest,
                     params: SynthesisParams | None = None) -> AsyncIterator[PCM]:

@@ -3,7 +3,9 @@
 Requests on a connection are answered in order, but reading never waits for
 synthesis: a streaming request (``synthesize-start`` → ``synthesize-chunk``* →
 ``synthesize`` → ``synthesize-stop``) keeps receiving text while earlier sentences are
-already playing, and a ``describe`` is answered at once even mid-request. Every
+already playing, and a ``describe`` is answered at once even mid-request (only a
+stream whose text runs more than ``--max-text-chars`` ahead of its speech is read no
+further until the speech catches up: bounded buffering, with no total). Every
 request gets exactly one ``audio-start`` … ``audio-stop`` span in one audio format
 (Home Assistant takes the format from the first ``audio-start``); a stream ends with
 ``synthesize-stopped`` after its audio, and the connection accepts the next request.
@@ -105,13 +107,51 @@ def _text(data: dict[str, Any], event_type: str) -> str:
     return text
 
 
+def _open_gate() -> asyncio.Event:
+    gate = asyncio.Event()
+    gate.set()
+    return gate
+
+
 @dataclass
 class _Stream:
-    """Text of one streaming request on its way to the response task."""
+    """Text of one streaming request on its way to the response task.
 
+    Text waiting here is bounded like text inside the utterance: past ``limit``
+    characters the connection's reader waits for :meth:`room` (TCP backpressure on a
+    client that writes faster than it is spoken to) until the response takes some, or
+    ends.
+    """
+
+    limit: int
     texts: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     failed: bool = False
+    queued_chars: int = 0
+    _room: asyncio.Event = field(default_factory=_open_gate)
+    _released: bool = False
+
+    def put(self, text: str) -> None:
+        self.texts.put_nowait(text)
+        self.queued_chars += len(text)
+        if self.queued_chars >= self.limit and not self._released:
+            self._room.clear()
+
+    async def take(self) -> str | None:
+        text = await self.texts.get()
+        if text is not None:
+            self.queued_chars -= len(text)
+            if self.queued_chars < self.limit:
+                self._room.set()
+        return text
+
+    async def room(self) -> None:
+        await self._room.wait()
+
+    def release(self) -> None:
+        """The response is over: nobody will take text any more, so never wait for it."""
+        self._released = True
+        self._room.set()
 
     def stop(self) -> None:
         self.texts.put_nowait(None)
@@ -308,8 +348,8 @@ class WyomingHandler:
             text = _text(data, event.type)
             voice = _voice_request(data)
             self.synthesizer.check_text(text)
-            whole = _Stream()
-            whole.texts.put_nowait(text)
+            whole = _Stream(self.synthesizer.max_chars)
+            whole.put(text)
             whole.stop()
             self._start_response(voice, whole, streaming=False)
         elif SynthesizeStart.is_type(event.type):
@@ -317,7 +357,7 @@ class WyomingHandler:
                 raise BadRequest("synthesize-start while a stream is open; "
                                  "send synthesize-stop first")
             voice = _voice_request(data)
-            self._stream = _Stream()
+            self._stream = _Stream(self.synthesizer.max_chars)
             self._start_response(voice, self._stream, streaming=True)
         elif SynthesizeChunk.is_type(event.type):
             text = _text(data, event.type)
@@ -326,7 +366,8 @@ class WyomingHandler:
             if not self._stream.failed:
                 if self._backlog and self._backlog[-1].stream is self._stream:
                     self._check_backlog()  # its request has not started: the text waits
-                self._stream.texts.put_nowait(text)
+                self._stream.put(text)
+                await self._stream.room()  # no total for a stream, but bounded buffering
         elif SynthesizeStop.is_type(event.type):
             if self._stream is None:
                 raise BadRequest("synthesize-stop outside a stream")
@@ -378,7 +419,7 @@ class WyomingHandler:
         try:
             if request.refused is not None:
                 raise request.refused
-            await self._speak(voice, stream, always_frame=not streaming)
+            await self._speak(voice, stream, streaming)
         except ChorusError as err:
             stream.failed = True
             await self.write_event(Error(err.message, err.code).event())
@@ -388,6 +429,8 @@ class WyomingHandler:
             _LOGGER.exception("Synthesis failed")
             stream.failed = True
             await self.write_event(Error(f"synthesis failed: {err}", "internal").event())
+        finally:
+            stream.release()
         if streaming:
             await stream.stopped.wait()  # after a failure too: answer synthesize-stop
             await self.write_event(SynthesizeStopped().event())
@@ -405,13 +448,14 @@ class WyomingHandler:
             self.writer.write_eof()
         self.writer.transport.close()  # the reader sees EOF: run() ends and cleans up
 
-    async def _speak(self, voice: VoiceRequest, stream: _Stream, always_frame: bool) -> None:
+    async def _speak(self, voice: VoiceRequest, stream: _Stream, streaming: bool) -> None:
         with self.metrics.request("wyoming", "pcm") as record:
-            await self._speak_recorded(voice, stream, always_frame, record)
+            await self._speak_recorded(voice, stream, streaming, record)
 
-    async def _speak_recorded(self, voice: VoiceRequest, stream: _Stream, always_frame: bool,
+    async def _speak_recorded(self, voice: VoiceRequest, stream: _Stream, streaming: bool,
                               record: RequestMetrics) -> None:
-        utterance = await self.synthesizer.open(voice)
+        always_frame = not streaming
+        utterance = await self.synthesizer.open(voice, stream=streaming)
         rate = utterance.spec.sample_rate
         record.voice = utterance.spec.name
         pump = asyncio.create_task(self._pump(stream, utterance))
@@ -443,7 +487,10 @@ class WyomingHandler:
     async def _pump(stream: _Stream, utterance: Utterance) -> None:
         """Move a stream's text into the utterance until synthesize-stop."""
         try:
-            while (text := await stream.texts.get()) is not None:
+            while True:
+                await utterance.room()
+                if (text := await stream.take()) is None:
+                    break
                 utterance.add_text(text)
             utterance.end_text()
         except ChorusError as err:

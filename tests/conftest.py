@@ -66,7 +66,7 @@ class ServerProcess:
     """
 
     def __init__(self, args: list[str], log: Path, uri: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, ready_timeout: float = 60.0) -> None:
         self.port = free_port()
         self.uri = uri or f"tcp://127.0.0.1:{self.port}"
         self.http_port: int | None = None
@@ -84,7 +84,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [*CHORUS, "serve", "--wyoming-uri", self.uri, *args],
             stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        self._wait_ready()
+        self._wait_ready(ready_timeout)
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -23,6 +23,7 @@ from chorus.common.manifest import LocalSource, UrlSource, VoiceSpec
 from .catalog import Catalog
 from .errors import VoiceInstallError
 from .install import CHUNK, Progress, StagedFile, discard, ensure_free_space, stage_chunks
+from .integrity import check_config, check_model
 
 __all__ = ["FetchSettings", "ProgressFactory", "StagedVoice", "fetch_local", "fetch_url",
            "stage_url"]
@@ -58,6 +59,20 @@ class StagedVoice:
         return self.model.size + self.config.size
 
 
+def _check_unverified(spec: VoiceSpec, staged: StagedVoice) -> StagedVoice:
+    """Without a sha256, a file cut short can look finished: refuse what is not whole
+    (see :mod:`.integrity`), and leave nothing staged behind."""
+    if spec.sha256 is not None:
+        return staged
+    try:
+        check_model(staged.model.path, f"{spec.name}{MODEL_SUFFIX}")
+        check_config(staged.config.path, f"{spec.name}{CONFIG_SUFFIX}")
+    except BaseException:
+        discard(staged.model, staged.config)
+        raise
+    return staged
+
+
 def _read_chunks(stream: BinaryIO) -> Iterator[bytes]:
     while chunk := stream.read(CHUNK):
         yield chunk
@@ -91,7 +106,7 @@ def fetch_local(spec: VoiceSpec, source: LocalSource, dest: Path,
     except BaseException:
         discard(*staged)
         raise
-    return StagedVoice(staged[0], staged[1])
+    return _check_unverified(spec, StagedVoice(staged[0], staged[1]))
 
 
 def _content_length(response: http.client.HTTPResponse) -> int | None:
@@ -136,7 +151,8 @@ def stage_url(url: str, label: str, dest: Path, expected_sha256: str | None,
 
 def fetch_url(spec: VoiceSpec, source: UrlSource, dest: Path,
               settings: FetchSettings) -> StagedVoice:
-    """Download model and config from their URLs, verifying sha256 when the manifest has it."""
+    """Download model and config from their URLs, verifying sha256 when the manifest has
+    it, else that both files are whole."""
     if spec.sha256 is None and not source.allow_unverified:
         raise VoiceInstallError(f"{spec.name}: URL source without sha256 needs allowUnverified")
     model = stage_url(source.model, f"{spec.name}{MODEL_SUFFIX}", dest,
@@ -147,4 +163,4 @@ def fetch_url(spec: VoiceSpec, source: UrlSource, dest: Path,
     except BaseException:
         discard(model)
         raise
-    return StagedVoice(model, config)
+    return _check_unverified(spec, StagedVoice(model, config))

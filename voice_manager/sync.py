@@ -214,21 +214,28 @@ class VolumeSyncer:
         if self._is_current(spec):
             current = self.status.voices[spec.name]
             if (current.required != spec.required or current.error is not None
-                    or current.unwanted_since is not None):
+                    or current.unwanted_since is not None or current.serving_previous):
                 self._set(spec.name, current.with_(required=spec.required, error=None,
-                                                   state="installed", unwanted_since=None))
+                                                   state="installed", unwanted_since=None,
+                                                   serving_previous=False))
             return self.status.voices[spec.name]
         base = (previous or VoiceStatus("pending", spec.required)).with_(unwanted_since=None)
         attempts = 0
         delay = self.settings.backoff_s
         while True:
             attempts += 1
+            kept = self._keeps_previous(spec.name, base)
             self._set(spec.name, base.with_(state="downloading", required=spec.required,
-                                            attempts=attempts))
+                                            attempts=attempts, serving_previous=kept))
             outcome = self._attempt(spec, attempts)
             if isinstance(outcome, VoiceInstallError):
-                failed = base.with_(state="failed", required=spec.required,
-                                    error=outcome.message, attempts=attempts)
+                kept = self._keeps_previous(spec.name, base)
+                message = outcome.message
+                if kept:
+                    message += (f"; the copy installed at {base.installed_at} stays "
+                                "installed and is still served")
+                failed = base.with_(state="failed", required=spec.required, error=message,
+                                    attempts=attempts, serving_previous=kept)
                 self._set(spec.name, failed)
                 if not outcome.transient or attempts > self.settings.retries:
                     return failed
@@ -238,6 +245,20 @@ class VolumeSyncer:
             self._set(spec.name, outcome)
             log.info("voice %s installed (%d bytes)", spec.name, outcome.bytes or 0)
             return outcome
+
+    def _keeps_previous(self, name: str, known: VoiceStatus) -> bool:
+        """True when the copy ``known`` records is still in the volume, whole by size.
+
+        A failed update leaves it in place (install.py commits nothing until both new
+        files are verified), but a commit that failed half-way or a hand edit may not.
+        """
+        if known.installed_at is None or known.bytes is None:
+            return False
+        files = voice_files(self.dest, name)
+        try:
+            return files.model.stat().st_size + files.config.stat().st_size == known.bytes
+        except OSError:
+            return False
 
     def _attempt(self, spec: VoiceSpec, attempts: int) -> VoiceStatus | VoiceInstallError:
         """One try; every failure comes back as a value so the caller can retry or record."""

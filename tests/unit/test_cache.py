@@ -135,3 +135,34 @@ async def test_recent_hits_are_served_from_memory(tmp_path: Path) -> None:
     assert reads == ["k"]
     await restarted.clear()
     assert await restarted.get("k") is None  # clearing empties the memory tier too
+
+
+async def test_write_failures_warn_once_and_recovery_is_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "cache"
+    cache = await make(directory)
+    directory.rmdir()
+    directory.write_bytes(b"")  # the directory is now a file: every write fails
+    caplog.set_level("DEBUG", logger="chorus.server.cache")
+    for n in range(3):
+        await cache.put(f"k{n}", entry(100))
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "Cannot write to the audio cache" in warnings[0].message
+    assert (cache.entries, cache.write_errors) == (0, 3)
+    directory.unlink()
+    await cache.put("k", entry(100))
+    assert await cache.get("k") == entry(100)
+    assert "writes succeed again (3 failed meanwhile)" in caplog.text
+    await cache.put("k2", entry(100))
+    assert caplog.text.count("writes succeed again (") == 1
+
+
+async def test_a_damaged_entry_is_deleted_not_served(tmp_path: Path) -> None:
+    cache = await make(tmp_path)
+    await cache.put("k", entry(1000))
+    path = tmp_path / "k.audio"
+    path.write_bytes(path.read_bytes()[:-10])  # torn: shorter than its header says
+    restarted = await make(tmp_path)
+    assert restarted.entries == 1
+    assert await restarted.get("k") is None
+    assert not path.exists() and restarted.entries == 0

@@ -1138,6 +1138,13 @@ def test_voice_status_phases() -> None:
     assert (failed["phase"], failed["message"]) == ("Failed", "p1: sha256 mismatch")
     assert brief(failed) == {"Ready": ("False", "SyncFailed")}
 
+    kept = ("HTTP 500; the copy installed at 2026-01-01T00:00:00Z stays installed and is "
+            "still served")
+    update = voice_status(AMY, 2, ["speech"], [
+        report("p1", **{AMY: VoiceStatus("failed", error=kept, serving_previous=True)})])
+    assert (update["phase"], update["message"]) == ("Failed", f"p1: {kept}")
+    assert brief(update) == {"Ready": ("False", "UpdateFailed")}
+
     pending = voice_status(AMY, 2, ["speech"], [PodReport("p1", error="timeout")])
     assert (pending["phase"], brief(pending)) == ("Pending", {"Ready": ("False", "NoReports")})
 
