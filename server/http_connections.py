@@ -191,7 +191,7 @@ class HttpConnections:
         try:
             return await handler(request)
         except ConnectionResetError:
-            if not counted.closed():
+            if request.transport is not None:
                 raise
             _LOGGER.debug("HTTP connection closed before its request body arrived")
             return web.Response(status=408, text="connection closed before the request "
