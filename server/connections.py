@@ -17,13 +17,19 @@ from typing import Protocol
 
 from .metrics import Metrics
 
-__all__ = ["FD_RESERVE", "Connection", "ConnectionCap", "raise_open_file_limit"]
+__all__ = ["FD_RESERVE", "LISTEN_BACKLOG", "Connection", "ConnectionCap",
+           "raise_open_file_limit"]
 
 _LOGGER = logging.getLogger(__name__)
 
 FD_RESERVE = 128
 """Descriptors kept for everything but client connections: listeners, voice and cache
 files, onnxruntime's threads, log files, the event loop's own."""
+
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues for a door's listener before they are accepted.
+asyncio's default of 100 overflows in a burst, and a dropped connection attempt is
+retried after a second or more: a newcomer arriving with a flood would wait that long."""
 
 
 class Connection(Protocol):

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from .audio_formats import STREAMABLE, AudioEncoder, encode, output_rate
 from .cache import AudioCache, CacheEntry, cache_key
+from .connections import LISTEN_BACKLOG
 from .engines.base import VoiceSpec
 from .errors import BadRequest, ChorusError, TextTooLong
 from .http_connections import HttpConnections
@@ -164,7 +165,8 @@ class HttpApi:
         await self._runner.setup()
         self.connections.server = self._runner.server
         self._listener = await asyncio.get_running_loop().create_server(
-            self.connections.protocol, host, port, reuse_address=True, backlog=1024)
+            self.connections.protocol, host, port, reuse_address=True,
+            backlog=LISTEN_BACKLOG)
 
     async def stop_listening(self) -> None:
         """Refuse new connections; requests in progress carry on (graceful shutdown)."""
