@@ -125,8 +125,13 @@ SERVE_OPTIONS = [
     Option("--idle-timeout", "seconds a Wyoming connection with no request in progress may "
            "send nothing before it is closed", default=_DEFAULTS.idle_timeout,
            type=positive_float, metavar="S"),
-    Option("--max-connections", "open Wyoming connections; more are refused as busy",
-           default=_DEFAULTS.max_connections, type=positive_int, metavar="N"),
+    Option("--max-connections", "open Wyoming connections; at the limit the longest-idle "
+           "one is closed to admit a new one, and a newcomer is refused as busy only when "
+           "all are busy", default=_DEFAULTS.max_connections, type=positive_int,
+           metavar="N"),
+    Option("--max-http-connections", "open HTTP connections, with the same policy as "
+           "--max-connections (503 when all are busy)",
+           default=_DEFAULTS.max_http_connections, type=positive_int, metavar="N"),
     Option("--max-pipelined", "events a Wyoming connection may queue behind its request "
            "in progress; one more is refused as busy and the connection closed",
            default=_DEFAULTS.max_pipelined, type=positive_int, metavar="N"),
@@ -212,9 +217,9 @@ def _settings(values: dict[str, Any]) -> Any:
     }
     for key in ("wyoming_uri", "max_requests", "rescan_interval", "shutdown_grace",
                 "client_timeout", "stream_idle_timeout", "idle_timeout", "max_connections",
-                "max_pipelined", "http_keepalive_timeout", "http_body_timeout", "http_host",
-                "http_port", "api_key", "cache_dir", "cache_max_mb", "cache_ttl",
-                "max_requests_per_client"):
+                "max_http_connections", "max_pipelined", "http_keepalive_timeout",
+                "http_body_timeout", "http_host", "http_port", "api_key", "cache_dir",
+                "cache_max_mb", "cache_ttl", "max_requests_per_client"):
         if key in values:
             fields[key] = values[key]
     if "no_http" in values:

@@ -36,8 +36,10 @@ from aiohttp import web
 
 from .audio_formats import STREAMABLE, AudioEncoder, encode, output_rate
 from .cache import AudioCache, CacheEntry, cache_key
+from .connections import LISTEN_BACKLOG
 from .engines.base import VoiceSpec
 from .errors import BadRequest, ChorusError, TextTooLong
+from .http_connections import HttpConnections
 from .http_requests import (
     OPENAI_VOICES,
     MalformedBody,
@@ -104,7 +106,7 @@ class HttpApi:
                  openai_voices: tuple[tuple[str, str], ...] = (),
                  write_timeout: float = 30.0, cache: AudioCache | None = None,
                  max_requests_per_client: int | None = None,
-                 body_timeout: float = 30.0) -> None:
+                 body_timeout: float = 30.0, max_connections: int = 512) -> None:
         self.synthesizer = synthesizer
         self.metrics = metrics
         self._ready = ready
@@ -119,14 +121,16 @@ class HttpApi:
         self.cache = cache
         self._limiter = (ClientLimiter(max_requests_per_client)
                          if max_requests_per_client else None)
+        self.connections = HttpConnections(max_connections, metrics)
         self.app = self._build()
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._listener: asyncio.Server | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def _build(self) -> web.Application:
-        app = web.Application(middlewares=[self._cors_middleware, self._error_middleware,
+        app = web.Application(middlewares=[self.connections.middleware,
+                                           self._cors_middleware, self._error_middleware,
                                            self._auth_middleware, self._limit_middleware])
         app.on_response_prepare.append(self._add_cors_headers)
         app.add_routes([
@@ -151,18 +155,24 @@ class HttpApi:
     async def start(self, host: str, port: int, shutdown_timeout: float = 5.0,
                     keepalive_timeout: float = 15.0) -> None:
         """Listen; ``keepalive_timeout`` also bounds how long a new connection may take to
-        send its first request headers (aiohttp starts that clock at connect)."""
+        send its first request headers (aiohttp starts that clock at connect).
+
+        The listener is opened here rather than by an aiohttp site so that every
+        connection passes through the connection cap (:mod:`.http_connections`).
+        """
         self._runner = web.AppRunner(self.app, shutdown_timeout=shutdown_timeout,
                                      keepalive_timeout=keepalive_timeout)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host, port)
-        await self._site.start()
+        self.connections.server = self._runner.server
+        self._listener = await asyncio.get_running_loop().create_server(
+            self.connections.protocol, host, port, reuse_address=True,
+            backlog=LISTEN_BACKLOG)
 
     async def stop_listening(self) -> None:
         """Refuse new connections; requests in progress carry on (graceful shutdown)."""
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     async def close(self) -> None:
         """Wait (up to the shutdown timeout) for open responses, then close everything."""
@@ -276,6 +286,13 @@ class HttpApi:
         except web.HTTPRequestEntityTooLarge as err:
             raise TextTooLong(f"request body is larger than {request.client_max_size} "
                               "bytes") from err
+        except (ConnectionResetError, RuntimeError) as err:
+            if request.transport is not None:
+                raise
+            # aiohttp says "Connection closed." with a RuntimeError when the connection
+            # went first; either way nobody is left to answer (see http_connections).
+            raise ConnectionResetError("connection closed before the request body "
+                                       "arrived") from err
         return load_json(raw)
 
     async def synthesize(self, request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -87,6 +87,21 @@ class _CacheCollector(Collector):
                                 value=cache.entries if cache else 0)
 
 
+class _ConnectionCollector(Collector):
+    """Open connections per front door, counted at scrape time."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, Callable[[], int]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("chorus_open_connections",
+                                   "Client connections open now, by front door",
+                                   labels=["door"])
+        for door, count in sorted(self.counters.items()):
+            family.add_metric([door], count())
+        yield family
+
+
 class Metrics:
     """The server's metrics; one instance shared by all front doors."""
 
@@ -121,6 +136,17 @@ class Metrics:
             self.late.labels(door)
         self._cache = _CacheCollector()
         self.registry.register(self._cache)
+        self.evicted = Counter(
+            "chorus_connections_evicted", "Idle connections closed to admit a new one "
+            "at the connection cap", ["door"], registry=self.registry)
+        self.refused = Counter(
+            "chorus_connections_refused", "Connections refused at the connection cap "
+            "because every open one was busy", ["door"], registry=self.registry)
+        for door in ("wyoming", "http"):
+            self.evicted.labels(door)
+            self.refused.labels(door)
+        self._connections = _ConnectionCollector()
+        self.registry.register(self._connections)
 
     def watch(self, scheduler: Scheduler, store: VoiceStore) -> None:
         """Expose the live state of a running server's scheduler and store."""
@@ -129,6 +155,10 @@ class Metrics:
     def watch_cache(self, cache: AudioCache) -> None:
         """Expose the audio cache's hits, misses and size."""
         self._cache.cache = cache
+
+    def watch_connections(self, door: str, count: Callable[[], int]) -> None:
+        """Expose a front door's open connections (``count`` is read at scrape time)."""
+        self._connections.counters[door] = count
 
     def request(self, door: str, fmt: str) -> RequestMetrics:
         """A recorder for one request; use it as a context manager around the request."""

@@ -21,6 +21,7 @@ from wyoming.error import Error
 from wyoming.event import async_write_event
 
 from .cache import AudioCache
+from .connections import ConnectionCap, raise_open_file_limit
 from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
 from .http_api import HttpApi
@@ -71,6 +72,7 @@ class Runtime:
         self._started = False
         self._stopping = False
         self._handlers: set[WyomingHandler] = set()
+        self._wyoming_cap = ConnectionCap("wyoming", settings.max_connections, self.metrics)
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, wyoming: bool = True) -> None:
@@ -82,6 +84,9 @@ class Runtime:
         await self.store.start()
         doors = ""
         if wyoming:
+            raise_open_file_limit(self.settings.max_connections
+                                  + (self.settings.max_http_connections
+                                     if self.settings.http else 0))
             self._wyoming = await listen(self.settings.wyoming_uri, self._on_connection)
             doors += f", Wyoming on {self.settings.wyoming_uri}"
             if self.settings.http:
@@ -106,7 +111,8 @@ class Runtime:
                              openai_voices=settings.openai_voices,
                              write_timeout=settings.client_timeout, cache=self.cache,
                              max_requests_per_client=settings.max_requests_per_client,
-                             body_timeout=settings.http_body_timeout)
+                             body_timeout=settings.http_body_timeout,
+                             max_connections=settings.max_http_connections)
         await self._http.start(settings.http_host, settings.http_port,
                                keepalive_timeout=settings.http_keepalive_timeout)
 
@@ -122,7 +128,7 @@ class Runtime:
 
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
-        if len(self._handlers) >= self.settings.max_connections:
+        if not self._wyoming_cap.make_room():
             await self._turn_away(writer)
             return
         handler = WyomingHandler(reader, writer, self.synthesizer, metrics=self.metrics,
@@ -134,22 +140,23 @@ class Runtime:
         if task is None:
             raise RuntimeError("connection callback outside a task")
         self._handlers.add(handler)
+        self._wyoming_cap.add(handler)
         self._connections.add(task)
         try:
             await handler.run()
         finally:
             self._handlers.discard(handler)
+            self._wyoming_cap.discard(handler)
             self._connections.discard(task)
 
     async def _turn_away(self, writer: asyncio.StreamWriter) -> None:
-        """One connection too many: say ``busy`` and close, keeping the fd budget."""
+        """Every connection busy at the cap: say ``busy`` and close, keeping the fd
+        budget."""
         limit = self.settings.max_connections
-        _LOGGER.warning("Refusing a Wyoming connection: %d already open (limit %d)",
-                        len(self._handlers), limit)
         with contextlib.suppress(ConnectionError, TimeoutError):
             await asyncio.wait_for(async_write_event(Error(
-                f"too many open connections (limit {limit}); retry shortly", "busy").event(),
-                writer), 1.0)
+                f"all {limit} connections are busy (the limit); retry shortly", "busy"
+            ).event(), writer), 1.0)
         writer.close()
         with contextlib.suppress(ConnectionError, TimeoutError):
             await asyncio.wait_for(writer.wait_closed(), 1.0)

@@ -77,7 +77,10 @@ class ServerSettings:
     idle_timeout: float = 60.0
     """Seconds a Wyoming connection with no request in progress may send nothing."""
     max_connections: int = 256
-    """Open Wyoming connections; more are answered ``busy`` and closed at once."""
+    """Open Wyoming connections. At the cap the longest-idle one is closed to admit a
+    new one; only when all are busy is the newcomer answered ``busy`` and closed."""
+    max_http_connections: int = 512
+    """Open HTTP connections, with the same policy (503 when all are busy)."""
     max_pipelined: int = 16
     """Events a Wyoming connection may queue behind its request in progress."""
     http_keepalive_timeout: float = 15.0

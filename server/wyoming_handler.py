@@ -210,6 +210,21 @@ class WyomingHandler:
         self._settled.set()
         self._worker: asyncio.Task[None] | None = None
         self._last_activity = asyncio.get_running_loop().time()
+        self._ended = False
+
+    def idle_since(self) -> float | None:
+        """When it last finished something, while nothing is in progress or queued
+        (the connection cap closes the longest-idle connection to admit a new one)."""
+        if self._stream is not None or self._current is not None or self._backlog:
+            return None
+        return self._last_activity
+
+    def closed(self) -> bool:
+        return self._ended
+
+    def close_idle(self) -> None:
+        """Make room at the connection cap: the reader sees the end and run() returns."""
+        self.writer.transport.close()
 
     async def write_event(self, event: Event) -> None:
         async with self._write_lock:
@@ -268,6 +283,7 @@ class WyomingHandler:
             # connection task as an ERROR with a traceback.
             _LOGGER.debug("Wyoming connection closed by shutdown")
         finally:
+            self._ended = True
             await self._cancel_requests()
             self.writer.close()
             with contextlib.suppress(ConnectionError):

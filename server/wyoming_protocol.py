@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 
 from wyoming.event import Event
 
+from .connections import LISTEN_BACKLOG
+
 __all__ = ["MAX_DATA_BYTES", "MAX_LINE_BYTES", "MAX_PAYLOAD_BYTES", "ProtocolError",
            "listen", "read_event"]
 
@@ -111,10 +113,11 @@ async def listen(uri: str, callback: Callback) -> asyncio.Server:
         if parsed.hostname is None or parsed.port is None:
             raise ValueError(f"{uri!r}: a tcp:// URI needs a host and a port")
         return await asyncio.start_server(callback, parsed.hostname, parsed.port,
-                                          limit=MAX_LINE_BYTES)
+                                          limit=MAX_LINE_BYTES, backlog=LISTEN_BACKLOG)
     if parsed.scheme == "unix":
         if not parsed.path:
             raise ValueError(f"{uri!r}: a unix:// URI needs a path")
         _remove_stale_socket(Path(parsed.path))
-        return await asyncio.start_unix_server(callback, parsed.path, limit=MAX_LINE_BYTES)
+        return await asyncio.start_unix_server(callback, parsed.path, limit=MAX_LINE_BYTES,
+                                               backlog=LISTEN_BACKLOG)
     raise ValueError(f"{uri!r}: only tcp:// and unix:// URIs are supported")

@@ -1,4 +1,4 @@
-"""Bounds of the front doors: pipelining, idle connections, the connection cap and slow
+"""Bounds of the front doors: pipelining, idle connections, the connection caps and slow
 HTTP clients, against one server with short limits (real sockets, real clients)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 from wyoming.client import AsyncTcpClient
-from wyoming.tts import Synthesize
+from wyoming.tts import Synthesize, SynthesizeStart
 
 from tests.conftest import ServerProcess, describe, read_until
 
@@ -27,7 +27,8 @@ LONG = "This sentence takes a little while to say out loud. " * 20
 def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("bounds") / "server.log"
     server = ServerProcess(["--workers", "1", "--idle-timeout", str(IDLE),
-                            "--max-connections", str(CAP), "--max-pipelined", str(BACKLOG),
+                            "--max-connections", str(CAP), "--max-http-connections", str(CAP),
+                            "--max-pipelined", str(BACKLOG),
                             "--max-requests", str(MAX_REQUESTS),
                             "--http-keepalive-timeout", "1", "--http-body-timeout", "1"], log)
     yield server
@@ -51,6 +52,10 @@ def _pipeline(port: int, count: int) -> socket.socket:
     line = json.dumps({"type": "synthesize", "data": {"text": LONG}}).encode() + b"\n"
     sock.sendall(line * count)
     return sock
+
+
+async def _counter(server: ServerProcess, name: str, door: str) -> float:
+    return await _gauge(server, f'{name}{{door="{door}"}}')
 
 
 async def _wait_for_zero(server: ServerProcess, within: float) -> float:
@@ -132,22 +137,100 @@ async def test_a_request_in_progress_is_not_idle(bounded: ServerProcess) -> None
         assert await describe(client)  # and the connection is still open
 
 
-async def test_connections_beyond_the_cap_are_refused_until_some_close(
+async def _still_open(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.5) != b""
+    except TimeoutError:
+        return True
+    except ConnectionError:
+        return False
+
+
+async def test_at_the_cap_the_longest_idle_connection_makes_room(
         bounded: ServerProcess) -> None:
     held = [await asyncio.open_connection("127.0.0.1", bounded.port) for _ in range(CAP)]
     try:
+        await asyncio.sleep(0.2)
+        async with bounded.client() as fresh:
+            assert await describe(fresh)
+        assert not await _still_open(held[0][0])  # the oldest went to make room
+        assert await _still_open(held[-1][0])  # the newest did not
+        assert await _counter(bounded, "chorus_connections_evicted_total",
+                              "wyoming") >= 1
+    finally:
+        for _, writer in held:
+            writer.close()
+
+
+async def test_when_every_connection_is_busy_a_newcomer_is_refused(
+        bounded: ServerProcess) -> None:
+    streams = []
+    try:
+        for _ in range(CAP):  # an open stream is a request in progress
+            client = bounded.client()
+            await client.connect()
+            await client.write_event(SynthesizeStart().event())
+            streams.append(client)
+        await asyncio.sleep(0.3)
         async with bounded.client() as extra:
             error = await asyncio.wait_for(extra.read_event(), 5)
             assert error is not None and error.type == "error", error
             assert error.data["code"] == "busy"
             assert await asyncio.wait_for(extra.read_event(), 5) is None
-        for reader, _ in held:  # the idle timeout frees the slots
-            assert await asyncio.wait_for(reader.read(), 10) == b""
+        await streams.pop(0).disconnect()  # one leaves: room again
+        await asyncio.sleep(0.3)
         async with bounded.client() as fresh:
             assert await describe(fresh)
     finally:
+        for client in streams:
+            await client.disconnect()
+    assert await _counter(bounded, "chorus_connections_refused_total", "wyoming") >= 1
+
+
+async def test_http_at_the_cap_the_longest_idle_connection_makes_room(
+        bounded: ServerProcess) -> None:
+    assert bounded.http_port is not None
+    held = [await asyncio.open_connection("127.0.0.1", bounded.http_port)
+            for _ in range(CAP)]
+    try:
+        await asyncio.sleep(0.2)
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{bounded.http_url}/health/live") as response:
+            assert response.status == 200
+        assert not await _still_open(held[0][0])
+        assert await _still_open(held[-1][0])
+    finally:
         for _, writer in held:
             writer.close()
+
+
+async def test_http_when_every_connection_is_busy_a_newcomer_gets_503(
+        bounded: ServerProcess) -> None:
+    assert bounded.http_port is not None
+    body = json.dumps({"text": " ".join([LONG[:52]] * 3), "use_cache": False}).encode()
+    busy = []
+    for n in range(CAP):  # from several addresses: the per-client limit stays out of it
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", bounded.http_port, local_addr=(f"127.0.0.{n + 2}", 0))
+        writer.write(b"POST /synthesize HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        busy.append((reader, writer))
+    try:
+        await asyncio.sleep(0.5)
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{bounded.http_url}/health/live") as response:
+            assert response.status == 503, await response.text()
+            assert response.headers["Retry-After"] == "1"
+            assert (await response.json())["error"]["code"] == "busy"
+        for reader, _ in busy:  # and the requests in progress are answered in full
+            assert (await asyncio.wait_for(reader.readline(), 60)).startswith(
+                b"HTTP/1.1 200")
+    finally:
+        for _, writer in busy:
+            writer.close()
+    await _wait_for_zero(bounded, within=30.0)
+    assert await _counter(bounded, "chorus_connections_refused_total", "http") >= 1
 
 
 async def test_a_slowloris_http_client_is_cut_off(bounded: ServerProcess) -> None:
