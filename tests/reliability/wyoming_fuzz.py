@@ -324,6 +324,8 @@ def speak_cases(draw: st.DrawFn) -> Case:
 
 CASES = st.one_of([event_cases()] * 12 + [framing_cases()] * 7 + [speak_cases()])
 """Weights: one case in twenty speaks (a synthesis: the costly part)."""
+NO_SPEAKING = st.one_of([event_cases()] * 12 + [framing_cases()] * 7)
+"""Framing and event cases only: milliseconds each, whatever the machine's load."""
 
 
 # --- running cases -------------------------------------------------------------------
@@ -484,7 +486,7 @@ async def health_check(port: int) -> str | None:
 
 
 def run(server: ServerProcess, cases: int, seed: int, health_every: int = 200,
-        report: Path | None = None) -> Summary:
+        report: Path | None = None, strategy: st.SearchStrategy[Case] = CASES) -> Summary:
     """Send ``cases`` generated cases to ``server``; hypothesis in batches of ``BATCH``.
 
     ``report``: a JSON file of the figures so far, rewritten at each health check.
@@ -525,7 +527,7 @@ def run(server: ServerProcess, cases: int, seed: int, health_every: int = 200,
         while summary.cases < cases and not summary.crashes:
             test = settings(max_examples=min(BATCH, cases - summary.cases), database=None,
                             deadline=None, phases=[Phase.generate],
-                            suppress_health_check=list(HealthCheck))(given(CASES)(one))
+                            suppress_health_check=list(HealthCheck))(given(strategy)(one))
             try:
                 hypothesis_seed(seed * 1_000_003 + batch)(test)()
             except Exception as err:  # noqa: BLE001 - the engine's own, seen in 6.170
