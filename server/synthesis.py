@@ -10,7 +10,6 @@ voice selection behave the same on every front door.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -203,8 +202,8 @@ class Utterance:
         self._room.set()
         if not self._feeder.done():
             self._feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._feeder
+            # gather, not a suppressed await: a cancellation of the caller must go on.
+            await asyncio.gather(self._feeder, return_exceptions=True)
 
 
 class Synthesizer:

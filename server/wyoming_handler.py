@@ -318,8 +318,8 @@ class WyomingHandler:
         finally:
             if not read.done():
                 read.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await read
+                # gather, not a suppressed await: a cancellation of this task must go on.
+                await asyncio.gather(read, return_exceptions=True)
 
     async def _cancel_requests(self) -> None:
         """Drop every queued request and cancel the one in progress, all at once."""
@@ -337,7 +337,7 @@ class WyomingHandler:
         Closing with unread input makes the kernel answer with a reset, which can destroy
         the error event before the peer reads it.
         """
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(OSError):  # ENOTCONN from write_eof: the peer is gone
             await self.write_event(Error(str(err), "protocol-error").event())
             if self.writer.can_write_eof():
                 self.writer.write_eof()
@@ -461,7 +461,8 @@ class WyomingHandler:
         before the close so the error is read before the end, not reset away.
         """
         if self.writer.can_write_eof():
-            self.writer.write_eof()
+            with contextlib.suppress(OSError):  # ENOTCONN: the peer is already gone
+                self.writer.write_eof()
         self.writer.transport.close()  # the reader sees EOF: run() ends and cleans up
 
     async def _speak(self, voice: VoiceRequest, stream: _Stream, streaming: bool) -> None:
@@ -495,9 +496,12 @@ class WyomingHandler:
                 await self.write_event(AudioStop().event())
         finally:
             pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-            await utterance.close()
+            try:
+                # Not a suppressed await: that would swallow the cancellation of this
+                # task (a departed client), and the connection would never close.
+                await asyncio.gather(pump, return_exceptions=True)
+            finally:
+                await utterance.close()
 
     @staticmethod
     async def _pump(stream: _Stream, utterance: Utterance) -> None:

@@ -50,7 +50,13 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        # Decoded here, strictly: json.loads(bytes) lets a raw lone surrogate through
+        # ("surrogatepass"), and the first answer or log line that carries it fails.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ProtocolError(f"{what} is not UTF-8") from err
+    try:
+        value = json.loads(text)
     except ValueError as err:
         raise ProtocolError(f"{what} is not valid JSON") from err
     except RecursionError as err:

@@ -10,16 +10,19 @@ which the document carries as ``maxLength``) so that generated texts synthesize 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from chorus.server.openapi import build_openapi
 from tests.conftest import ServerProcess
@@ -32,10 +35,11 @@ derandomized) hunt."""
 DERANDOMIZE = "CHORUS_FUZZ_EXAMPLES" not in os.environ
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("fuzz") / "server.log"
-    proc = ServerProcess(["--max-text-chars", str(MAX_TEXT)], log,
+@contextlib.contextmanager
+def fuzzed_server(log: Path, max_text: int = MAX_TEXT,
+                  args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
+    """A server to fuzz; on the way out it must stop cleanly, with no traceback logged."""
+    proc = ServerProcess(["--max-text-chars", str(max_text), *args], log,
                          env={"CHORUS_API_KEY": KEY})
     yield proc
     output = proc.output()
@@ -43,13 +47,32 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     assert "Traceback" not in output, output
 
 
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with fuzzed_server(tmp_path_factory.mktemp("fuzz") / "server.log") as proc:
+        yield proc
+
+
 DOCUMENT = build_openapi(MAX_TEXT)
 REJECTED = [400, 401, 404, 405, 413, 422]
 """Statuses that refuse a request; 413 is what a text over ``maxLength`` gets."""
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=SchemathesisConfig.from_dict(
-    {"checks": {"negative_data_rejection": {"expected-statuses": REJECTED}}}))
-"""Built here, not loaded from the server (pytest 9 breaks schemathesis's lazy fixture
-loader); the first test checks that the server serves this very document."""
+
+
+def fuzz_schema(seed: int | None = None, max_text: int = MAX_TEXT) -> OpenApiSchema:
+    """The served document as schemathesis sees it, with the statuses that refuse.
+
+    Built here, not loaded from the server (pytest 9 breaks schemathesis's lazy fixture
+    loader); the first test checks that the server serves this very document.
+    """
+    config: dict[str, Any] = {
+        "checks": {"negative_data_rejection": {"expected-statuses": REJECTED}}}
+    if seed is not None:
+        config["seed"] = seed
+    return schemathesis.openapi.from_dict(build_openapi(max_text),
+                                          config=SchemathesisConfig.from_dict(config))
+
+
+schema = fuzz_schema()
 
 
 def test_server_serves_the_fuzzed_document(fuzz_server: ServerProcess) -> None:

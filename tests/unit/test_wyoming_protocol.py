@@ -42,6 +42,8 @@ async def test_clean_end_of_stream() -> None:
     b'{"type": "x", "payload_length": 10}\nshort',
     b'{"type": "x"',
     b"y" * (MAX_LINE_BYTES + 10) + b"\n",
+    b'{"type": "ping", "data": {"text": "\xed\xa0\x80"}}\n',  # a raw lone surrogate
+    b'{"type": "ping", "data": {"text": "\xff"}}\n',
 ])
 async def test_malformed_input_is_a_protocol_error(raw: bytes) -> None:
     with pytest.raises(ProtocolError):

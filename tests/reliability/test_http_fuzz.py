@@ -1,0 +1,107 @@
+"""The long schemathesis hunt: ≥ 50,000 generated HTTP requests against one server.
+
+The same checks as :mod:`tests.integration.test_openapi_fuzz` (no 5xx, every answer
+conforms to ``/openapi.json``, no traceback in the server log, a clean stop, a 30 s
+bound on each answer), with a random seed and enough examples per operation that the
+requests actually sent add up to the target; the last test counts them. The text limit
+is short (``MAX_TEXT``): a speakable text costs a synthesis of up to a second on a busy
+two-core machine, and the hunt is for the server's handling of requests, not for speech.
+
+Opt-in with ``CHORUS_RELIABILITY=1``; ``CHORUS_HTTP_FUZZ_EXAMPLES`` (per operation),
+``CHORUS_HTTP_FUZZ_SEED`` and ``CHORUS_HTTP_FUZZ_REPORT`` (a JSON file of the figures,
+rewritten as the run goes) change the run. The operations that synthesize run first
+(the costly part, so a cut-short run has covered them); 13 others x 3,000 and 3 that
+synthesize x 4,000 make about 51,000 requests; the count is of what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+from tests.conftest import ServerProcess
+from tests.integration.test_openapi_fuzz import KEY, fuzz_schema, fuzzed_server
+
+pytestmark = [
+    pytest.mark.reliability,
+    pytest.mark.skipif(os.environ.get("CHORUS_RELIABILITY") != "1",
+                       reason="reliability tier: set CHORUS_RELIABILITY=1 to run it"),
+]
+
+TARGET_CASES = 50_000
+MAX_TEXT = 8
+SPEECH = "synthesize|speech"
+"""Operations that synthesize: about a second each here, so they get fewer examples."""
+EXAMPLES = int(os.environ.get("CHORUS_HTTP_FUZZ_EXAMPLES", "3000"))
+SPEECH_EXAMPLES = int(os.environ.get("CHORUS_HTTP_FUZZ_SPEECH_EXAMPLES", "4000"))
+SEED = int(os.environ.get("CHORUS_HTTP_FUZZ_SEED") or random.SystemRandom().getrandbits(32))
+REPORT = os.environ.get("CHORUS_HTTP_FUZZ_REPORT")
+schema = fuzz_schema(SEED, MAX_TEXT)
+_SENT: dict[str, int] = {}
+_STARTED = time.monotonic()
+
+
+def _figures() -> dict[str, Any]:
+    return {"seed": SEED, "examples_per_operation": EXAMPLES,
+            "examples_per_speech_operation": SPEECH_EXAMPLES, "max_text_chars": MAX_TEXT,
+            "cases": sum(_SENT.values()),
+            "seconds": round(time.monotonic() - _STARTED, 1), "per_operation": _SENT}
+
+
+def _report() -> None:
+    if REPORT:
+        Path(REPORT).write_text(json.dumps(_figures(), indent=1))
+
+
+@pytest.fixture(scope="module")
+def long_fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``--length-scale 0.1``: a tenth of the audio, so a synthesis costs less."""
+    with fuzzed_server(tmp_path_factory.mktemp("fuzz") / "server.log", MAX_TEXT,
+                       ("--length-scale", "0.1")) as proc:
+        yield proc
+
+
+def _send(case: Any, server: ServerProcess) -> None:
+    key = f"{case.method} {case.path}"
+    _SENT[key] = _SENT.get(key, 0) + 1
+    if sum(_SENT.values()) % 500 == 0:
+        _report()
+    case.call_and_validate(base_url=server.http_url, timeout=30,
+                           headers={"Authorization": f"Bearer {KEY}"})
+
+
+_SETTINGS: dict[str, Any] = {
+    "deadline": None, "database": None, "suppress_health_check": list(HealthCheck),
+    "phases": [Phase.explicit, Phase.generate]}
+
+
+@schema.include(path_regex=SPEECH).parametrize()
+@settings(max_examples=SPEECH_EXAMPLES, **_SETTINGS)
+@pytest.mark.timeout(4 * 3600)
+def test_speech_conforms_to_its_schema_long(case: Any,
+                                            long_fuzz_server: ServerProcess) -> None:
+    _send(case, long_fuzz_server)
+
+
+@schema.exclude(path_regex=SPEECH).parametrize()
+@settings(max_examples=EXAMPLES, **_SETTINGS)
+@pytest.mark.timeout(4 * 3600)
+def test_api_conforms_to_its_schema_long(case: Any, long_fuzz_server: ServerProcess) -> None:
+    _send(case, long_fuzz_server)
+
+
+def test_enough_requests_were_sent(long_fuzz_server: ServerProcess) -> None:
+    """Runs after the hunt (file order): the figures, and the target they must reach."""
+    _report()
+    figures = _figures()
+    print(json.dumps(figures, indent=1))
+    assert long_fuzz_server.proc.poll() is None, "the server died"
+    assert figures["cases"] >= TARGET_CASES, f"only {figures['cases']} requests sent"
