@@ -49,6 +49,9 @@ HTTP_FORMATS = ("wav", "mp3", "opus", "flac", "pcm", "aac")
 OPENAI_FORMATS = ("mp3", "opus", "wav", "flac", "pcm", "aac")
 READ_LIMIT = 300.0
 """Seconds one exchange may take before it counts as a hang (two busy cores, 8+ clients)."""
+THINK = (0.5, 3.0)
+"""Seconds a client pauses between exchanges, as a listener would: the soak measures a
+busy steady state, not an overload."""
 
 
 @dataclass
@@ -152,7 +155,7 @@ async def wyoming_client(server: ServerProcess, index: int, until: float,
             kind = "wyoming_stream" if roll < 0.45 else (
                 "wyoming_describe" if roll < 0.5 else "wyoming_plain")
             voice = rng.choice([None, JOE, SECOND_VOICE])
-            text = text_of(rng, index * 100_000 + serial, 12 if kind == "wyoming_stream" else 6)
+            text = text_of(rng, index * 100_000 + serial, 6 if kind == "wyoming_stream" else 4)
             try:
                 if client is None:
                     client = server.client()
@@ -172,6 +175,7 @@ async def wyoming_client(server: ServerProcess, index: int, until: float,
             if not reuse_now and client is not None:
                 await client.disconnect()
                 client = None
+            await asyncio.sleep(rng.uniform(*THINK))
     finally:
         if client is not None:
             await client.disconnect()
@@ -199,7 +203,7 @@ async def http_client(server: ServerProcess, index: int, until: float, tally: Ta
         while time.monotonic() < until:
             serial += 1
             repeat = rng.random() < 0.35
-            text = text_of(rng, rng.randrange(20) if repeat else index * 100_000 + serial, 4)
+            text = text_of(rng, rng.randrange(20) if repeat else index * 100_000 + serial, 3)
             voice = rng.choice([JOE, SECOND_VOICE])
             roll = rng.random()
             if roll < 0.5:
@@ -213,12 +217,14 @@ async def http_client(server: ServerProcess, index: int, until: float, tally: Ta
                 await _http_exchange(http, "http_openai", "/v1/audio/speech", {
                     "model": "tts-1", "input": text, "voice": voice,
                     "response_format": rng.choice(OPENAI_FORMATS)}, tally)
+            await asyncio.sleep(rng.uniform(*THINK))
 
 
 async def sampler(proc: psutil.Process, start: float, every: float,
                   into: list[Sample]) -> None:
     while True:
         into.append(sample(proc, start))
+        print(json.dumps(into[-1].__dict__), file=sys.stderr, flush=True)  # progress
         await asyncio.sleep(every)
 
 
