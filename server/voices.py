@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import difflib
 import errno
-import gc
 import logging
 import os
 from collections import OrderedDict
@@ -29,36 +26,12 @@ from pathlib import Path
 from chorus.common.layout import file_fingerprint, find_voice_files
 
 from .engines.base import Engine, LoadedVoice, VoiceConfigError, VoiceSpec
+from .engines.native_memory import release_memory
 from .errors import UnknownSpeaker, UnknownVoice, VoiceUnavailable
 
 __all__ = ["VoiceStore"]
 
 _LOGGER = logging.getLogger(__name__)
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
-
-
-_LIBC = _load_libc()
-
-
-def release_memory() -> None:
-    """Hand the memory of voices that left the store back to the system.
-
-    A voice's sessions hold their weights in many malloc'd blocks; once freed, glibc
-    keeps them in its per-thread heaps (worker threads each have one) and RSS does not
-    fall. ``malloc_trim(0)`` returns the free pages of every heap. A no-op where the C
-    library is not glibc.
-    """
-    gc.collect()  # sessions caught in reference cycles go now, not at some later GC
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
 
 
 def _normalize_language(code: str) -> str:
