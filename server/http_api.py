@@ -279,7 +279,8 @@ class HttpApi:
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
-            raw = await asyncio.wait_for(request.read(), self._body_timeout)
+            async with asyncio.timeout(self._body_timeout):  # see _write on wait_for
+                raw = await request.read()
         except TimeoutError as err:
             raise BodyTimeout(f"request body not received within {self._body_timeout:g} s"
                               ) from err
@@ -458,8 +459,12 @@ class HttpApi:
         return response
 
     async def _write(self, response: web.StreamResponse, data: bytes) -> None:
-        """Send, dropping a client that leaves audio unread (it holds a scheduler slot)."""
-        await asyncio.wait_for(response.write(data), self._write_timeout)
+        """Send, dropping a client that leaves audio unread (it holds a scheduler slot).
+
+        asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation (a
+        departed client) that arrives as the write completes, and rendering goes on."""
+        async with asyncio.timeout(self._write_timeout):
+            await response.write(data)
 
     # -- voices -------------------------------------------------------------------------
 

@@ -229,8 +229,10 @@ class WyomingHandler:
     async def write_event(self, event: Event) -> None:
         async with self._write_lock:
             try:
-                await asyncio.wait_for(async_write_event(event, self.writer),
-                                       self.write_timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
+                # that arrives as the write completes, and the cancelled response goes on.
+                async with asyncio.timeout(self.write_timeout):
+                    await async_write_event(event, self.writer)
             except TimeoutError as err:
                 _LOGGER.warning("Dropping Wyoming client: it left audio unread for %g s",
                                 self.write_timeout)
@@ -328,8 +330,12 @@ class WyomingHandler:
                 self.synthesizer.scheduler.unreserve()
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            self._wake.set()  # a worker between requests sees the end and returns
+            while not worker.done():  # a cancellation some library lost is sent again
+                worker.cancel()
+                await asyncio.wait({worker}, timeout=1.0)
+            if not worker.cancelled():
+                worker.exception()  # retrieved: it ended as it should
 
     async def _refuse(self, err: ProtocolError) -> None:
         """Say why, then close politely: half-close and discard what the peer still sends.
@@ -342,7 +348,8 @@ class WyomingHandler:
             if self.writer.can_write_eof():
                 self.writer.write_eof()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._discard_input(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._discard_input()
 
     async def _discard_input(self, limit: int = 1 << 20) -> None:
         while limit > 0 and (chunk := await self.reader.read(65536)):
@@ -414,9 +421,11 @@ class WyomingHandler:
 
     async def _serve_backlog(self) -> None:
         """The connection's one response slot: requests in arrival order, one at a time."""
-        while True:
+        while not self._ended:
             while not self._backlog:
                 self._settled.set()
+                if self._ended:
+                    return
                 self._wake.clear()
                 await self._wake.wait()
             request = self._current = self._backlog.popleft()

@@ -66,7 +66,7 @@ class ServerProcess:
     """
 
     def __init__(self, args: list[str], log: Path, uri: str | None = None,
-                 env: dict[str, str] | None = None, ready_timeout: float = 60.0) -> None:
+                 env: dict[str, str] | None = None, ready_timeout: float = 120.0) -> None:
         self.port = free_port()
         self.uri = uri or f"tcp://127.0.0.1:{self.port}"
         self.http_port: int | None = None
@@ -86,7 +86,7 @@ class ServerProcess:
             stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         self._wait_ready(ready_timeout)
 
-    def _wait_ready(self, timeout: float = 60.0) -> None:
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -94,6 +94,9 @@ class ServerProcess:
             if "Chorus ready" in self.output():
                 return
             time.sleep(0.1)
+        self.proc.kill()  # not left behind for the rest of the run
+        self.proc.wait()
+        self._log_file.close()
         raise RuntimeError(f"server not ready in {timeout} s:\n{self.output()}")
 
     @property
