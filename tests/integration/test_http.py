@@ -524,7 +524,8 @@ def test_no_http_leaves_the_port_closed(tmp_path: Path) -> None:
 
 async def test_shutdown_turns_ready_off_and_lets_streams_finish(tmp_path: Path) -> None:
     """SIGTERM: listeners close, a keep-alive connection sees 503s, the stream completes."""
-    server = ServerProcess(["--workers", "1"], tmp_path / "log")
+    # A grace long enough for a loaded machine to render the whole text on one worker.
+    server = ServerProcess(["--workers", "1", "--shutdown-grace", "120"], tmp_path / "log")
     try:
         async with aiohttp.ClientSession(server.http_url) as session:
             # ~90 s of wav: rendering takes seconds on one worker, and the unread body
@@ -552,7 +553,7 @@ async def test_shutdown_turns_ready_off_and_lets_streams_finish(tmp_path: Path) 
                 body = first + await long.read()
             assert decode(body)[1] > 60  # the whole text, not cut at SIGTERM
         # A second SIGTERM while the process is already exiting would kill it.
-        assert await asyncio.to_thread(server.proc.wait, 30) == 0, server.output()
+        assert await asyncio.to_thread(server.proc.wait, 120) == 0, server.output()
     finally:
         assert server.terminate() == 0, server.output()
 
