@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import ssl
 import sys
@@ -262,3 +263,71 @@ async def test_the_operator_reconciles_a_service_over_tls(
                     await asyncio.sleep(0.2)
         assert set(emulator.authenticated) == {f"token:{KUBECONFIG_TOKEN}"}
         assert len(emulator.authenticated) > 5  # kopf's lists and watches, our writes
+
+
+class ConnectProxy:
+    """An HTTP proxy that tunnels ``CONNECT host:port`` (RFC 9110 §9.3.6) and nothing
+    else, as the corporate proxies behind a kubeconfig's ``proxy-url`` do for HTTPS."""
+
+    def __init__(self) -> None:
+        self.tunnels: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+            if method != "CONNECT":
+                writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            host, port = target.rsplit(":", 1)
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            self.tunnels.append(target)
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(ConnectionError):
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_requests_go_through_the_kubeconfigs_proxy_url(
+        ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``proxy-url`` in the cluster entry: HTTPS to the API server is tunnelled through
+    that proxy (CONNECT), and with the proxy gone the request fails instead of going
+    around it."""
+    proxy = ConnectProxy()
+    proxy_url = await proxy.start()
+    async with start_emulator(tls=ca) as (emulator, url, _):
+        cluster, user, identity = styles(tmp_path, ca)["token"]
+        monkeypatch.setenv("KUBECONFIG", str(write_config(
+            tmp_path / "kc", url, {**cluster, "proxy-url": proxy_url}, user)))
+        info = login()
+        assert info.proxy_url == proxy_url
+        async with KubeClient(info) as client:
+            assert "gitVersion" in await client.request("GET", "/version")
+        assert proxy.tunnels == [url.removeprefix("https://")]
+        assert emulator.authenticated == [identity]
+        await proxy.close()
+        async with KubeClient(login()) as client:
+            with pytest.raises(aiohttp.ClientError):
+                await client.request("GET", "/version")
+        assert emulator.authenticated == [identity]
