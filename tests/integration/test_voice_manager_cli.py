@@ -232,7 +232,9 @@ def test_sigkill_mid_download_then_restart(tmp_path: Path, voice_server: VoiceSe
     proc = subprocess.Popen([*CHORUS, "voices", *args, "--timeout", "120"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: any(p.name.startswith(TEMP_PREFIX) for p in dest.iterdir()))
+        # The model's staging file, not the status file's own atomic-write temp.
+        _wait_for(lambda: any(p.name.startswith(TEMP_PREFIX) and STATUS_FILE not in p.name
+                              for p in dest.iterdir()))
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
