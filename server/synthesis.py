@@ -21,6 +21,7 @@ from sentence_stream import SentenceBoundaryDetector
 from .engines.base import PCM, LoadedVoice, SynthesisParams, VoiceSpec
 from .errors import BadRequest, EmptyText, TextTooLong, UnknownSpeaker
 from .scheduler import Job, Scheduler
+from .text_budget import TextBudget
 from .voices import VoiceStore
 
 __all__ = ["Synthesizer", "TextLimits", "Utterance", "VoiceRequest", "merge_params"]
@@ -100,10 +101,8 @@ class Utterance:
         self._limits = limits
         self._stream = stream
         self._chars = 0
-        self._ahead = 0
+        self._ahead = TextBudget(limits.max_chars)
         """Characters of sentences handed on but not yet spoken to the end."""
-        self._room = asyncio.Event()
-        self._room.set()
         self._silence = np.zeros(round(sentence_silence * voice.spec.sample_rate), np.int16)
         self._units = 0
         self._sentence_ends: dict[int, int] = {}
@@ -140,19 +139,12 @@ class Utterance:
     def _queue(self, sentence: str) -> None:
         if not sentence:
             return
-        self._ahead += len(sentence)
-        if self._ahead >= self._limits.max_chars:
-            self._room.clear()
+        self._ahead.hold(len(sentence))
         self._sentences.put_nowait(sentence)
-
-    def _spoken(self, chars: int) -> None:
-        self._ahead -= chars
-        if self._ahead < self._limits.max_chars:
-            self._room.set()
 
     async def room(self) -> None:
         """Wait until the text ahead of the speech is below ``max_chars`` (streams)."""
-        await self._room.wait()
+        await self._ahead.room()
 
     def end_text(self) -> None:
         """No more text: the rest is the last sentence."""
@@ -174,15 +166,15 @@ class Utterance:
                     self._sentence_ends[self._units - 1] = len(sentence)
                     self._job.add_units(units)
                 else:
-                    self._spoken(len(sentence))
+                    self._ahead.free(len(sentence))
             self._job.close()
         finally:
-            self._room.set()  # nothing more will be spoken by this feeder: never block
+            self._ahead.release()  # nothing more will be spoken by this feeder: never block
 
     def fail(self, error: BaseException) -> None:
         """Abort: the reader of :meth:`audio` raises ``error``."""
         self._job.fail(error)
-        self._room.set()
+        self._ahead.release()
 
     async def audio(self) -> AsyncIterator[PCM]:
         """Audio in order, per unit or per window of a unit as the voice renders it;
@@ -194,12 +186,12 @@ class Utterance:
                 pcm = np.concatenate([pcm, self._silence])
             yield pcm
             if ended:
-                self._spoken(self._sentence_ends.pop(piece.unit))
+                self._ahead.free(self._sentence_ends.pop(piece.unit))
 
     async def close(self) -> None:
         """Give the scheduler slot back, whether or not all audio was read."""
         self._job.finish()
-        self._room.set()
+        self._ahead.release()
         if not self._feeder.done():
             self._feeder.cancel()
             # gather, not a suppressed await: a cancellation of the caller must go on.

@@ -41,6 +41,7 @@ from .engines.base import VoiceSpec
 from .errors import BadRequest, Busy, ChorusError
 from .metrics import Metrics, RequestMetrics
 from .synthesis import Synthesizer, Utterance, VoiceRequest
+from .text_budget import TextBudget
 from .wyoming_protocol import ProtocolError, read_event
 
 __all__ = ["SAMPLES_PER_CHUNK", "WyomingHandler", "build_info"]
@@ -107,51 +108,36 @@ def _text(data: dict[str, Any], event_type: str) -> str:
     return text
 
 
-def _open_gate() -> asyncio.Event:
-    gate = asyncio.Event()
-    gate.set()
-    return gate
-
-
 @dataclass
 class _Stream:
     """Text of one streaming request on its way to the response task.
 
-    Text waiting here is bounded like text inside the utterance: past ``limit``
-    characters the connection's reader waits for :meth:`room` (TCP backpressure on a
-    client that writes faster than it is spoken to) until the response takes some, or
-    ends.
+    Text waiting here is bounded like text inside the utterance: past the budget's
+    limit the connection's reader waits for :meth:`room` until the response takes some,
+    or ends.
     """
 
-    limit: int
+    budget: TextBudget
     texts: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     failed: bool = False
-    queued_chars: int = 0
-    _room: asyncio.Event = field(default_factory=_open_gate)
-    _released: bool = False
 
     def put(self, text: str) -> None:
         self.texts.put_nowait(text)
-        self.queued_chars += len(text)
-        if self.queued_chars >= self.limit and not self._released:
-            self._room.clear()
+        self.budget.hold(len(text))
 
     async def take(self) -> str | None:
         text = await self.texts.get()
         if text is not None:
-            self.queued_chars -= len(text)
-            if self.queued_chars < self.limit:
-                self._room.set()
+            self.budget.free(len(text))
         return text
 
     async def room(self) -> None:
-        await self._room.wait()
+        await self.budget.room()
 
     def release(self) -> None:
-        """The response is over: nobody will take text any more, so never wait for it."""
-        self._released = True
-        self._room.set()
+        """The response is over: nobody will take text any more."""
+        self.budget.release()
 
     def stop(self) -> None:
         self.texts.put_nowait(None)
@@ -371,7 +357,7 @@ class WyomingHandler:
             text = _text(data, event.type)
             voice = _voice_request(data)
             self.synthesizer.check_text(text)
-            whole = _Stream(self.synthesizer.max_chars)
+            whole = _Stream(TextBudget(self.synthesizer.max_chars))
             whole.put(text)
             whole.stop()
             self._start_response(voice, whole, streaming=False)
@@ -380,7 +366,7 @@ class WyomingHandler:
                 raise BadRequest("synthesize-start while a stream is open; "
                                  "send synthesize-stop first")
             voice = _voice_request(data)
-            self._stream = _Stream(self.synthesizer.max_chars)
+            self._stream = _Stream(TextBudget(self.synthesizer.max_chars))
             self._start_response(voice, self._stream, streaming=True)
         elif SynthesizeChunk.is_type(event.type):
             text = _text(data, event.type)
