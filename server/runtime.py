@@ -71,9 +71,9 @@ class Runtime:
         self.cache: AudioCache | None = None
         self._started = False
         self._stopping = False
-        self._handlers: set[WyomingHandler] = set()
         self._wyoming_cap = ConnectionCap("wyoming", settings.max_connections, self.metrics)
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], WyomingHandler] = {}
+        """Each open Wyoming connection's task, to cancel at stop, and its handler, to drain."""
 
     async def start(self, wyoming: bool = True) -> None:
         """Warm the default voice, then open the front doors.
@@ -139,15 +139,13 @@ class Runtime:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("connection callback outside a task")
-        self._handlers.add(handler)
         self._wyoming_cap.add(handler)
-        self._connections.add(task)
+        self._connections[task] = handler
         try:
             await handler.run()
         finally:
-            self._handlers.discard(handler)
             self._wyoming_cap.discard(handler)
-            self._connections.discard(task)
+            del self._connections[task]
 
     async def _turn_away(self, writer: asyncio.StreamWriter) -> None:
         """Every connection busy at the cap: say ``busy`` and close, keeping the fd
@@ -172,7 +170,7 @@ class Runtime:
         if not drained:
             _LOGGER.warning("Requests still running after %.0f s; closing them",
                             self.settings.shutdown_grace)
-        handlers = list(self._handlers)
+        handlers = list(self._connections.values())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(h.drain() for h in handlers)), 2.0)
         for task in list(self._connections):
