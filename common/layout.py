@@ -64,15 +64,21 @@ def file_fingerprint(*paths: Path) -> tuple[int, ...]:
     return tuple(value for st in stats for value in (st.st_mtime_ns, st.st_size))
 
 
-def find_voice_files(root: Path) -> list[VoiceFiles]:
+def find_voice_files(root: Path, *, report_unreadable: bool = False) -> list[VoiceFiles]:
     """Every complete voice (model and config both present) directly under ``root``.
 
-    Missing or unreadable directories yield no voices: a volume that is still being
-    mounted or populated is not an error for the reader.
+    A missing directory yields no voices: a volume that is still being mounted or
+    populated is not an error for the reader. An unreadable one yields none either,
+    unless ``report_unreadable``: then its ``OSError`` propagates, for a caller that
+    tells the user (the server names the errno).
     """
     try:
         names = {entry.name for entry in root.iterdir()}
+    except FileNotFoundError:
+        return []
     except OSError:
+        if report_unreadable:
+            raise
         return []
     found = []
     for file_name in sorted(names):

@@ -18,7 +18,6 @@ import contextlib
 import difflib
 import errno
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,9 +68,13 @@ class VoiceStore:
         """Read the directories (runs in a worker thread: it touches the filesystem)."""
         found: dict[str, VoiceSpec] = {}
         for directory in self._directories:
-            if not self._readable(directory):
+            try:
+                listed = find_voice_files(directory, report_unreadable=True)
+            except OSError as err:
+                self._note_unreadable(directory, err)
                 continue
-            for files in find_voice_files(directory):
+            self._note_unreadable(directory, None)
+            for files in listed:
                 if files.name in found:
                     continue  # an earlier directory wins
                 try:
@@ -93,17 +96,13 @@ class VoiceStore:
                     found[files.name] = cached[1]
         return found
 
-    def _readable(self, directory: Path) -> bool:
-        """Whether ``directory`` can be listed; an ERROR (once) naming the errno if not.
-
-        A missing directory is not an error: a volume may still be being mounted.
+    def _note_unreadable(self, directory: Path, err: OSError | None) -> None:
+        """An ERROR (once per errno) naming why ``directory`` cannot be listed, and an
+        INFO when it can again (``err`` None). A missing directory is not an error: a
+        volume may still be being mounted.
         """
-        try:
-            with os.scandir(directory):
-                problem = None
-        except FileNotFoundError:
-            problem = None
-        except OSError as err:
+        problem = None
+        if err is not None:
             code = errno.errorcode.get(err.errno or 0, str(err.errno))
             problem = f"{code} ({err.strerror})"
         previous = self._unreadable.get(directory)
@@ -111,12 +110,11 @@ class VoiceStore:
             if previous is not None:
                 _LOGGER.info("Voices directory %s is readable again", directory)
                 del self._unreadable[directory]
-            return True
+            return
         if problem != previous:
             _LOGGER.error("Voices directory %s cannot be read: %s; its voices are not "
                           "offered", directory, problem)
             self._unreadable[directory] = problem
-        return False
 
     async def refresh(self) -> None:
         """Rescan the directories and forget resident voices whose files changed."""
