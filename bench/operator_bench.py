@@ -5,7 +5,7 @@ Run by hand from the repository root::
     .venv/bin/python -m bench.operator_bench [--services 50] [--voices 20] [--singles 20]
 
 The real ``chorus operator`` runs as a subprocess (so its memory is its own) against the
-Kubernetes API emulator of the test suite (``tests.kube_emulator``), served on 127.0.0.1
+Kubernetes API emulator of the test suite (``emulators.kube``), served on 127.0.0.1
 from a thread of this process. Two measurements, in the same run:
 
 * **Latency**: ``--singles`` TTSServices created one at a time (each with its voice
@@ -36,7 +36,7 @@ from typing import Any
 
 import psutil
 
-from tests.kube_emulator import ThreadedEmulator, resource_path
+from emulators.kube import ThreadedEmulator, resource_path
 
 TTS = "tts.chorus.dev/v1alpha1"
 NS = "default"

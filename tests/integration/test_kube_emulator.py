@@ -1,4 +1,4 @@
-"""The Kubernetes API emulator (``tests.kube_emulator``): each gap closed over kmock 0.8, then a
+"""The Kubernetes API emulator (``emulators.kube``): each gap closed over kmock 0.8, then a
 real kopf operator running against it in the test's event loop."""
 
 from __future__ import annotations
@@ -14,14 +14,7 @@ import aiohttp
 import kopf
 import pytest
 
-from tests.integration.operator_fixtures import (
-    EmulatedCluster,
-    KubeAPIError,
-    login_handler,
-    operator_settings,
-    running_operator,
-)
-from tests.kube_emulator import (
+from emulators.kube import (
     KUBECONFIG_TOKEN,
     STRATEGIC_MERGE_PATCH,
     ThreadedEmulator,
@@ -29,6 +22,13 @@ from tests.kube_emulator import (
     merge_patch,
     parse_label_selector,
     resource_path,
+)
+from tests.integration.operator_fixtures import (
+    EmulatedCluster,
+    KubeAPIError,
+    login_handler,
+    operator_settings,
+    running_operator,
 )
 
 pytest_plugins = ["tests.integration.operator_fixtures"]

@@ -20,9 +20,9 @@ from chorus.operator.kube import KubeClient
 from chorus.operator.models import parse_service
 from chorus.operator.reconciler import OperatorConfig, Reconciler
 from chorus.operator.render import build_children, child_names
+from emulators.kube import canonicalize_and_validate
 from tests.conftest import JOE
 from tests.integration.operator_fixtures import EmulatedCluster
-from tests.kube_emulator import canonicalize_and_validate
 
 pytest_plugins = ["tests.integration.operator_fixtures"]
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from emulators.kube import ThreadedEmulator, resource_path
 from tests.conftest import CHORUS, REPO, free_port
-from tests.kube_emulator import ThreadedEmulator, resource_path
 
 TTS = "tts.chorus.dev/v1alpha1"
 PLURALS = {"TTSVoice": "ttsvoices", "TTSService": "ttsservices"}

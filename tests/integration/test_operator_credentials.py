@@ -28,9 +28,9 @@ from chorus.operator.cli import _check_cluster
 from chorus.operator.handlers import build_registry, configure
 from chorus.operator.kube import KubeClient, login
 from chorus.operator.reconciler import OperatorConfig
+from emulators.kube import KUBECONFIG_TOKEN, start_emulator
 from tests.conftest import CHORUS, JOE
 from tests.integration.operator_fixtures import operator_settings, running_operator
-from tests.kube_emulator import KUBECONFIG_TOKEN, start_emulator
 
 TTS = "tts.chorus.dev/v1alpha1"
 
