@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 __all__ = ["build_parser", "main"]
 
@@ -22,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="chorus", description="Piper text-to-speech, "
                                      "run the Kubernetes way.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {metadata.version('chorus-tts')}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_cli.register(subparsers)
     voices_cli.register(subparsers)

@@ -92,3 +92,11 @@ def test_help_lists_the_contract() -> None:
     for flag in ("--wyoming-uri", "--voices-dir", "--default-voice", "--no-embedded-voice",
                  "--config", "CHORUS_WYOMING_URI"):
         assert flag in result.stdout
+
+
+def test_version_is_the_distributions() -> None:
+    from importlib import metadata
+
+    result = subprocess.run([*CHORUS, "--version"], check=True, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.strip() == f"chorus {metadata.version('chorus-tts')}"
