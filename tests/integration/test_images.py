@@ -264,7 +264,10 @@ def test_server_image_runs_as_uid_1000_with_engine_voice_manager_and_no_installe
     config = inspect(server_image)["Config"]
     assert config["User"] == "1000:1000"
     assert config["Entrypoint"] == ["chorus"]
-    assert "10200/tcp" in config["ExposedPorts"]
+    assert {"10200/tcp", "5000/tcp"} <= set(config["ExposedPorts"])
+    command = config["Cmd"]  # both doors on every interface, as `docker run -p` needs
+    assert command[command.index("--wyoming-uri") + 1] == "tcp://0.0.0.0:10200"
+    assert command[command.index("--http-host") + 1] == "0.0.0.0"  # noqa: S104
     assert "ORT_DISABLE_TELEMETRY=1" in config["Env"]
     assert "HOME=/tmp" in config["Env"]
     assert "chorus.server.healthcheck" in " ".join(config["Healthcheck"]["Test"])
