@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chorus.common.sizes import human_size
 from chorus.common.voice_status import VolumeStatus, utc_now
 
 from .render import Selection
@@ -68,13 +69,6 @@ def condition(previous: Iterable[Mapping[str, Any]], type_: str, status: bool | 
     if generation is not None:
         cond["observedGeneration"] = generation
     return cond
-
-
-def human_size(size: int) -> str:
-    """Decimal megabytes like the hub lists them (``63.2 MB``)."""
-    if size < 1_000_000:
-        return f"{size / 1000:.1f} kB"
-    return f"{size / 1_000_000:.1f} MB"
 
 
 def _voice_rows(obs: ServiceObservation) -> list[dict[str, Any]]:

@@ -78,6 +78,8 @@ SYNC_OPTIONS = [
            "this port (0 picks a free one; default: off)", type=port, metavar="PORT"),
     Option("--status-host", "address for --status-port", default="0.0.0.0",  # noqa: S104
            metavar="HOST"),
+    Option("--progress-interval", "seconds between the log lines of a download in progress",
+           default=5.0, type=positive_float, metavar="S"),
     CATALOG_OPTION,
 ]
 
@@ -180,12 +182,14 @@ def _run_sync(args: argparse.Namespace) -> int:
 
     from chorus.common.manifest import ManifestError
 
+    from .progress import logged_progress
     from .sync import VolumeSyncer
     from .watch import ManifestWatcher, read_manifest
 
     catalog = _load_catalog(values)
     try:
-        syncer = VolumeSyncer(values["dest"], _sync_settings(values, catalog))
+        syncer = VolumeSyncer(values["dest"], _sync_settings(
+            values, catalog, logged_progress(values["progress_interval"])))
     except OSError as err:
         raise CommandError(f"{values['dest']}: {err}") from err
     if values["once"]:

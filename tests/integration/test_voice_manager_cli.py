@@ -82,6 +82,22 @@ def test_sync_once_installs_and_exits_zero(tmp_path: Path, voice_server: VoiceSe
     assert _status(dest)["voices"]["a"]["state"] == "installed"
 
 
+def test_sync_logs_each_download_as_it_goes(tmp_path: Path, voice_server: VoiceServer) -> None:
+    """A pod's log is all a user sees of a download: start and size, progress, the end."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(_manifest(voice_server, "a")))
+    result = _run("sync", "--manifest", str(manifest), "--dest", str(tmp_path / "voices"),
+                  "--once", "--progress-interval", "0.001")
+    assert result.returncode == 0, result.stderr
+    size = f"{len(MODEL_BYTES) / 1_000_000:.1f} MB"
+    assert f"downloading a.onnx ({size})" in result.stderr
+    progress = [line for line in result.stderr.splitlines()
+                if "downloading a.onnx: " in line]
+    assert progress, result.stderr
+    assert f" of {size} (" in progress[-1]
+    assert f"a.onnx: {size} transferred in " in result.stderr
+
+
 def test_sync_once_fails_for_a_required_voice_only(tmp_path: Path,
                                                    voice_server: VoiceServer) -> None:
     manifest = tmp_path / "manifest.json"
