@@ -40,6 +40,7 @@ __all__ = [
     "LOG_LEVELS",
     "PASS_THROUGHS",
     "PassThrough",
+    "PassThroughOption",
     "ServerOptions",
     "Setting",
     "command_options",
@@ -353,6 +354,9 @@ def _pass_through(item: dataclasses.Field[Any], setting: Setting) -> PassThrough
     given = setting.pass_through
     if given is None:
         raise ValueError(f"{item.name} is not passed through")
+    if item.type in ("bool", bool):
+        raise TypeError(f"{item.name}: a switch has no pass-through (the CRD would need "
+                        "an object that turns it on and off)")
     bounds = setting.parse if isinstance(setting.parse, Bounded) else None
     kind: type[int] | type[float] | type[str] = bounds.kind if bounds else str
     return PassThroughOption(
