@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 __all__ = [
     "ENV_PREFIX",
+    "Bounded",
     "CommandError",
     "Option",
     "OptionError",
@@ -29,6 +30,7 @@ __all__ = [
     "command",
     "non_negative_float",
     "non_negative_int",
+    "number",
     "port",
     "positive_float",
     "positive_int",
@@ -93,37 +95,54 @@ class Option:
         return ENV_PREFIX + self.dest.upper()
 
 
-def _parse_number(text: str, kind: type[int] | type[float], what: str) -> int | float:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+@dataclass(frozen=True)
+class Bounded:
+    """A ``type=`` parser for numbers in a range, whose errors read well from argparse,
+    the environment and config files alike.
 
+    The bounds are data, not only code, so that what the server accepts can be compared
+    with what the operator's CRD lets through (see ``chorus.common.server_options``).
+    """
 
-def _checked(kind: type[int] | type[float], what: str,
-             accept: Callable[[float], bool]) -> Callable[[str], Any]:
-    """A ``type=`` callable whose errors read well from argparse, env and config alike."""
+    kind: type[int] | type[float]
+    what: str
+    """How the expected value reads in an error: ``expected <what>, got '...'``."""
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    """``minimum`` itself is refused (a positive number: above 0)."""
 
-    def parse(text: str) -> int | float:
-        value = _parse_number(text, kind, what)
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    @property
+    def __name__(self) -> str:  # argparse names the type in some of its messages
+        return self.what
+
+    def accepts(self, value: float) -> bool:
+        if self.minimum is not None and (
+                value < self.minimum or (self.exclusive_minimum and value == self.minimum)):
+            return False
+        return self.maximum is None or value <= self.maximum
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {self.what}, got {text!r}") from None
+        if not self.accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {self.what}, got {text!r}")
         return value
 
-    parse.__name__ = what
-    return parse
+
+number = Bounded(float, "a number")
+positive_int = Bounded(int, "a positive integer", minimum=1)
+non_negative_int = Bounded(int, "an integer of 0 or more", minimum=0)
+non_negative_float = Bounded(float, "a number of 0 or more", minimum=0)
+positive_float = Bounded(float, "a positive number", minimum=0, exclusive_minimum=True)
+port = Bounded(int, "a port number (0-65535)", minimum=0, maximum=65535)
 
 
-positive_int = _checked(int, "a positive integer", lambda v: v >= 1)
-non_negative_int = _checked(int, "an integer of 0 or more", lambda v: v >= 0)
-non_negative_float = _checked(float, "a number of 0 or more", lambda v: v >= 0)
-positive_float = _checked(float, "a positive number", lambda v: v > 0)
-port = _checked(int, "a port number (0-65535)", lambda v: 0 <= v <= 65535)
-
-
-def bounded_float(low: float, high: float) -> Callable[[str], Any]:
+def bounded_float(low: float, high: float) -> Bounded:
     """Numbers in ``[low, high]``."""
-    return _checked(float, f"a number from {low:g} to {high:g}", lambda v: low <= v <= high)
+    return Bounded(float, f"a number from {low:g} to {high:g}", minimum=low, maximum=high)
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:

@@ -10,9 +10,16 @@ Defaults here equal the CRD defaults; a test compares both so they cannot drift.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from chorus.common.layout import is_valid_voice_name
@@ -26,6 +33,7 @@ from chorus.common.manifest import (
     VoiceSpec,
     parse_manifest,
 )
+from chorus.common.server_options import PASS_THROUGHS, PassThroughOption
 
 __all__ = [
     "GROUP",
@@ -219,20 +227,34 @@ class Cache(_Model):
     max_mb: int = Field(256, ge=1, le=1048576, alias="maxMB")
 
 
-class Server(_Model):
+def _pass_through_field(option: PassThroughOption) -> tuple[Any, Any]:
+    """The annotation and field of one pass-through, bounded as the CRD bounds it."""
+    kind: Any = (Literal.__getitem__(option.choices) if option.choices
+                 else option.type)
+    exclusive = option.exclusive_minimum
+    return kind | None, Field(None, alias=option.key, le=option.maximum,
+                              ge=None if exclusive else option.minimum,
+                              gt=option.minimum if exclusive else None)
+
+
+if TYPE_CHECKING:
+    _ServerPassThroughs = _Model
+else:
+    # Built from the table rather than written out, so a server option the operator
+    # passes through is declared once (``chorus.common.server_options``); mypy sees the
+    # plain base, and the values are read through ``Server.pass_throughs``.
+    _ServerPassThroughs = create_model(
+        "_ServerPassThroughs", __base__=_Model,
+        **{option.name: _pass_through_field(option) for option in PASS_THROUGHS})
+
+
+class Server(_ServerPassThroughs):
+    """``spec.server``: the container's wiring, and the server options in
+    :data:`~chorus.common.server_options.PASS_THROUGHS` (one property each)."""
+
     image: str | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     resources: Resources | None = None
-    workers: int | None = Field(None, ge=1, le=64)
-    threads_per_worker: int | None = Field(None, ge=1, le=64)
-    max_requests: int | None = Field(None, ge=1, le=10000)
-    voice_memory_mb: int | None = Field(None, ge=64, le=1048576, alias="voiceMemoryMB")
-    max_text_chars: int | None = Field(None, ge=1, le=1000000)
-    length_scale: float | None = Field(None, ge=0.1, le=10)
-    noise_scale: float | None = Field(None, ge=0, le=2)
-    noise_w_scale: float | None = Field(None, ge=0, le=2, alias="noiseWScale")
-    sentence_silence: float | None = Field(None, ge=0, le=10)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     wyoming: Wyoming = Wyoming()
     http: Http = Http()
     cache: Cache = Cache()
@@ -242,6 +264,11 @@ class Server(_Model):
         if self.http.enabled and self.http.port == self.wyoming.port:
             raise ValueError("server.http.port and server.wyoming.port must differ")
         return self
+
+    def pass_throughs(self) -> dict[str, int | float | str]:
+        """The pass-through options this spec sets, by ``server.json`` key."""
+        values = {option.option: getattr(self, option.name) for option in PASS_THROUGHS}
+        return {key: value for key, value in values.items() if value is not None}
 
 
 class VoiceManager(_Model):

@@ -207,23 +207,16 @@ def server_resources(spec: ServiceSpec) -> dict[str, Any]:
 def build_server_settings(spec: ServiceSpec) -> dict[str, Any]:
     """``server.json``: ``chorus serve`` options that are settings, not pod wiring.
 
-    Workers default to the container's CPU limit (else request), rounded, at least one:
-    the server's own default (one per CPU it can see) would count the node's cores.
+    The pass-through options go as the spec gives them. Workers default to the
+    container's CPU limit (else request), rounded, at least one: the server's own default
+    (one per CPU it can see) would count the node's cores.
     """
     server = spec.server
-    settings: dict[str, Any] = {"default-voice": spec.default_voice}
-    workers = server.workers
-    if workers is None:
+    settings: dict[str, Any] = {"default-voice": spec.default_voice, **server.pass_throughs()}
+    if "workers" not in settings:
         res = server_resources(spec)
         cpu = _cpu(res.get("limits", {}).get("cpu")) or _cpu(res.get("requests", {}).get("cpu"))
-        workers = max(1, math.floor(cpu + 0.5)) if cpu else 1
-    settings["workers"] = workers
-    optional = {"threads-per-worker": server.threads_per_worker,
-                "max-requests": server.max_requests, "voice-memory-mb": server.voice_memory_mb,
-                "max-text-chars": server.max_text_chars, "length-scale": server.length_scale,
-                "noise-scale": server.noise_scale, "noise-w-scale": server.noise_w_scale,
-                "sentence-silence": server.sentence_silence, "log-level": server.log_level}
-    settings.update({k: v for k, v in optional.items() if v is not None})
+        settings["workers"] = max(1, math.floor(cpu + 0.5)) if cpu else 1
     if server.http.enabled and server.http.openai_voices:
         settings["openai-voice"] = [f"{k}={v}" for k, v in
                                     sorted(server.http.openai_voices.items())]

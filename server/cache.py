@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chorus.common.xdg import cache_home
+
 __all__ = ["AudioCache", "CacheEntry", "cache_key", "default_cache_dir"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -56,9 +58,8 @@ _HEADER = struct.Struct(">I")
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/chorus-cache``, else ``~/.cache/chorus-cache`` (XDG's default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "chorus-cache"
+    """``chorus-cache`` under the XDG cache home."""
+    return cache_home() / "chorus-cache"
 
 
 def cache_key(**parts: Any) -> str:

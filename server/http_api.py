@@ -52,7 +52,7 @@ from .http_requests import (
 from .metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from .openapi import DOC_PATHS, OPENAI_MODELS, add_doc_routes, build_openapi
 from .rate_limit import ClientLimiter, TooManyRequests, client_id
-from .synthesis import Synthesizer, VoiceRequest, merge_params
+from .synthesis import Synthesizer, VoiceRequest
 from .webpage import PUBLIC_PREFIXES, add_web_routes
 
 __all__ = ["HttpApi", "error_status"]
@@ -349,8 +349,7 @@ class HttpApi:
         audio.
         """
         # The very merge Synthesizer.open applies, so the key describes what is rendered.
-        params = merge_params(self.synthesizer.defaults, speech.params,
-                        self.synthesizer.speaker_id(spec, speech.voice.speaker))
+        params = self.synthesizer.effective_params(spec, speech.voice.speaker, speech.params)
         fmt = speech.format
         return cache_key(
             engine=spec.engine, voice=spec.name, fingerprint=list(spec.fingerprint),

@@ -222,6 +222,13 @@ class Synthesizer:
             _LOGGER.warning("%s; speaking with speaker 0", err.message)
             return 0
 
+    def effective_params(self, spec: VoiceSpec, speaker: str | None,
+                         params: SynthesisParams | None) -> SynthesisParams:
+        """What a request renders with: its own values, the server defaults where it gives
+        none, and the speaker resolved (the one merge, also behind HTTP cache keys)."""
+        return merge_params(self.defaults, params or SynthesisParams(),
+                            self.speaker_id(spec, speaker))
+
     def check_text(self, text: str) -> None:
         """Limits for a whole text known up front."""
         _check_characters(text)
@@ -242,8 +249,7 @@ class Synthesizer:
         ``stream``: text arrives while it is spoken, with no total (see :class:`TextLimits`).
         """
         spec = self.store.resolve(voice.name, voice.language)
-        speaker_id = self.speaker_id(spec, voice.speaker)
-        params = merge_params(self.defaults, params or SynthesisParams(), speaker_id)
+        params = self.effective_params(spec, voice.speaker, params)
         loaded = await self.store.acquire(spec)
         job = self.scheduler.open(loaded, params)
         return Utterance(loaded, job, self.limits, params.sentence_silence or 0.0,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 from chorus.common.layout import CONFIG_SUFFIX, MODEL_SUFFIX
 from chorus.common.manifest import DEFAULT_HF_REPO
+from chorus.common.xdg import cache_home
 
 __all__ = [
     "BUNDLED",
@@ -401,13 +401,10 @@ def parse_catalog(raw: bytes, location: str) -> Catalog:
 def default_cache_path() -> Path:
     """Where ``catalog refresh`` writes: ``$XDG_CACHE_HOME/chorus/catalog.json``, else
     ``~/.cache/chorus/catalog.json`` (XDG's default)."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    if not base:
-        try:
-            base = str(Path.home() / ".cache")
-        except (RuntimeError, KeyError) as err:  # no HOME and a uid unknown to passwd
-            raise CatalogError("no cache directory: set XDG_CACHE_HOME or HOME") from err
-    return Path(base) / "chorus" / "catalog.json"
+    try:
+        return cache_home() / "chorus" / "catalog.json"
+    except (RuntimeError, KeyError) as err:  # no HOME and a uid unknown to passwd
+        raise CatalogError("no cache directory: set XDG_CACHE_HOME or HOME") from err
 
 
 def load_file(path: Path) -> Catalog:

@@ -68,6 +68,7 @@ import numpy.typing as npt
 import onnxruntime
 
 from chorus.common.files import write_atomic
+from chorus.common.server_options import DEFAULT_STREAM_WINDOWS
 
 __all__ = [
     "CONDITIONING_INPUTS",
@@ -88,15 +89,16 @@ _LOGGER = logging.getLogger(__name__)
 FORMAT = 2
 """Version of the cut and of the cache layout; a change makes old cache entries unused."""
 
-DEFAULT_WINDOWS = (16, 48, 96, 384)
-"""Frames per window: a small first one for early audio, then growing ones (the last
-repeats) so that context frames and per-call costs add little in total. Measured on the
-joe voice (the bench's 199-character sentence and 1000-character paragraph, one thread,
-a noisy shared machine): 16,32,64,128,256 cost 1.25-1.39x the whole-sentence compute,
-16,32,128,512 1.17x, 16,32,96,384 1.15-1.20x, 16,48,96,384 1.09x. The second window is
-3x the first so that four requests started together on two workers still have it ready
-before their first window has played; later growth stays at most 4x, so each window is
-ready long before the audio before it has played."""
+DEFAULT_WINDOWS = DEFAULT_STREAM_WINDOWS
+"""Frames per window (the ``--stream-windows`` default): a small first one for early audio,
+then growing ones (the last repeats) so that context frames and per-call costs add little
+in total. Measured on the joe voice (the bench's 199-character sentence and
+1000-character paragraph, one thread, a noisy shared machine): 16,32,64,128,256 cost
+1.25-1.39x the whole-sentence compute, 16,32,128,512 1.17x, 16,32,96,384 1.15-1.20x,
+16,48,96,384 1.09x. The second window is 3x the first so that four requests started
+together on two workers still have it ready before their first window has played; later
+growth stays at most 4x, so each window is ready long before the audio before it has
+played."""
 
 
 MIN_GEMM_SPAN = 65

@@ -215,6 +215,8 @@ def _json_schema(node: Any) -> Any:
            if not key.startswith("x-kubernetes-")}
     if node.get("x-kubernetes-int-or-string") and "anyOf" not in out:
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("exclusiveMinimum") is True:  # OpenAPI v3.0's boolean form
+        out["exclusiveMinimum"] = out.pop("minimum")
     return out
 
 

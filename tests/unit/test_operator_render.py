@@ -59,6 +59,7 @@ from chorus.operator.status import (
     voice_status,
 )
 from chorus.server import cli as server_cli
+from chorus.server.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -304,6 +305,18 @@ SERVICE_CASES = [
          lambda c: settings_json(c)["sentence-silence"], 0.25),
     case("server.logLevel", {"server": {"logLevel": "DEBUG"}},
          lambda c: settings_json(c)["log-level"], "DEBUG"),
+    case("server.maxSentenceChars", {"server": {"maxSentenceChars": 400}},
+         lambda c: settings_json(c)["max-sentence-chars"], 400),
+    case("server.maxConnections", {"server": {"maxConnections": 32}},
+         lambda c: settings_json(c)["max-connections"], 32),
+    case("server.maxHttpConnections", {"server": {"maxHttpConnections": 64}},
+         lambda c: settings_json(c)["max-http-connections"], 64),
+    case("server.idleTimeout", {"server": {"idleTimeout": 12.5}},
+         lambda c: settings_json(c)["idle-timeout"], 12.5),
+    case("server.maxPipelined", {"server": {"maxPipelined": 3}},
+         lambda c: settings_json(c)["max-pipelined"], 3),
+    case("server.maxRequestsPerClient", {"server": {"maxRequestsPerClient": 2}},
+         lambda c: settings_json(c)["max-requests-per-client"], 2),
     case("server.wyoming.port", {"server": {"wyoming": {"port": 10300}}},
          lambda c: (cport(server(c), "wyoming"), arg(server(c), "--wyoming-uri"),
                     env(server(c), "CHORUS_HEALTHCHECK_URI"), sport(c, "wyoming")),
@@ -625,14 +638,14 @@ def _serve_values(children: Children, tmp_path: Path) -> dict[str, Any]:
     """The server container's command line resolved exactly as ``chorus serve`` does."""
     path = tmp_path / "server.json"
     path.write_text(obj(children, "configmap")["data"]["server.json"])
-    serve_options = server_cli.SERVE_OPTIONS + server_cli.VOICE_OPTIONS
+    serve_options = server_cli.SERVE_OPTIONS
     # Strict: every key of server.json must be a `chorus serve` option.
     resolve_options(argparse.Namespace(), serve_options, {}, load_config_file(path))
     args = [str(path) if a == "/etc/chorus/server.json" else a for a in server(children)["args"]]
     namespace = build_parser().parse_args(args)
     assert namespace.command == "serve"
     values: dict[str, Any] = server_cli._resolve(namespace, serve_options)
-    server_cli._settings(values)  # the ServerSettings the server would run with
+    ServerSettings.from_options(values)  # the settings the server would run with
     return values
 
 
@@ -641,7 +654,9 @@ def test_server_json_and_args_are_accepted_by_chorus_serve(tmp_path: Path) -> No
     values = _serve_values(render({"server": {
         "workers": 3, "threadsPerWorker": 2, "maxRequests": 9, "voiceMemoryMB": 300,
         "maxTextChars": 400, "lengthScale": 1.2, "noiseScale": 0.3, "noiseWScale": 0.4,
-        "sentenceSilence": 0.5, "logLevel": "WARNING",
+        "sentenceSilence": 0.5, "logLevel": "WARNING", "maxSentenceChars": 300,
+        "maxConnections": 20, "maxHttpConnections": 30, "idleTimeout": 5, "maxPipelined": 2,
+        "maxRequestsPerClient": 6,
         "http": {"port": 8080, "openaiVoices": {"alloy": AMY}}, "cache": {"maxMB": 64},
         "wyoming": {"port": 10300}}}), tmp_path)
     assert values["default_voice"] == AMY
@@ -650,6 +665,9 @@ def test_server_json_and_args_are_accepted_by_chorus_serve(tmp_path: Path) -> No
     assert (values["length_scale"], values["noise_scale"], values["noise_w_scale"]) == (
         1.2, 0.3, 0.4)
     assert (values["sentence_silence"], values["log_level"]) == (0.5, "WARNING")
+    assert (values["max_sentence_chars"], values["max_connections"],
+            values["max_http_connections"], values["idle_timeout"], values["max_pipelined"],
+            values["max_requests_per_client"]) == (300, 20, 30, 5.0, 2, 6)
     assert values["openai_voice"] == [("alloy", AMY)]
     assert values["cache_max_mb"] == 64
     assert values["cache_dir"] == Path("/var/cache/chorus")
@@ -670,8 +688,7 @@ def test_an_unknown_server_json_key_would_be_refused(tmp_path: Path) -> None:
     path = tmp_path / "server.json"
     path.write_text(json.dumps({**settings_json(render()), "max-voices": 3}))
     with pytest.raises(OptionError, match="max_voices"):
-        resolve_options(argparse.Namespace(),
-                        server_cli.SERVE_OPTIONS + server_cli.VOICE_OPTIONS, {},
+        resolve_options(argparse.Namespace(), server_cli.SERVE_OPTIONS, {},
                         load_config_file(path))
 
 

@@ -25,7 +25,7 @@ import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import kubernetes_validate  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import yaml
-from annotated_types import Ge, Le
+from annotated_types import Ge, Gt, Le
 from celpy.adapter import json_to_cel
 from celpy.celtypes import BoolType
 from celpy.evaluation import CELEvalError
@@ -207,8 +207,10 @@ def to_json_schema(node: Any, closed: bool = False) -> Any:
     """An OpenAPI v3 CRD schema as JSON Schema.
 
     ``x-kubernetes-*`` extensions are dropped (an int-or-string node becomes
-    ``integer | string`` where it has no ``anyOf`` of its own). ``closed`` refuses
-    unknown properties, as kubectl's strict field validation does (instead of pruning).
+    ``integer | string`` where it has no ``anyOf`` of its own). OpenAPI v3.0's boolean
+    ``exclusiveMinimum`` (``minimum`` itself refused) becomes JSON Schema's number form.
+    ``closed`` refuses unknown properties, as kubectl's strict field validation does
+    (instead of pruning).
     """
     if isinstance(node, list):
         return [to_json_schema(item, closed) for item in node]
@@ -224,6 +226,8 @@ def to_json_schema(node: Any, closed: bool = False) -> Any:
             out[key] = to_json_schema(value, closed)
     if node.get("x-kubernetes-int-or-string") and "anyOf" not in node:
         out["type"] = ["integer", "string"]
+    if node.get("exclusiveMinimum") is True:
+        out["exclusiveMinimum"] = out.pop("minimum")
     if (closed and "properties" in node and "additionalProperties" not in node
             and not node.get("x-kubernetes-preserve-unknown-fields")):
         out["additionalProperties"] = False
@@ -491,8 +495,10 @@ def test_crd_properties_match_the_model(model: type[BaseModel], schema: dict[str
         elif origin in _JSON_TYPES:
             assert sub.get("type") == _JSON_TYPES[origin], alias
         ge = next((m.ge for m in info.metadata if isinstance(m, Ge)), None)
+        gt = next((m.gt for m in info.metadata if isinstance(m, Gt)), None)
         le = next((m.le for m in info.metadata if isinstance(m, Le)), None)
-        assert ge == sub.get("minimum"), f"{alias}: minimum"
+        assert (ge if gt is None else gt) == sub.get("minimum"), f"{alias}: minimum"
+        assert (gt is not None) == sub.get("exclusiveMinimum", False), f"{alias}: exclusive"
         if le is not None:  # the model may leave an upper bound to the API server
             assert le == sub.get("maximum"), f"{alias}: maximum"
 
