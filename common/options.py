@@ -145,10 +145,23 @@ def bounded_float(low: float, high: float) -> Bounded:
     return Bounded(float, f"a number from {low:g} to {high:g}", minimum=low, maximum=high)
 
 
+def _default_note(opt: Option) -> str:
+    """`` (default: X)`` for a value option that has one and does not already say it.
+
+    ``%`` is doubled: argparse formats help text with ``%``.
+    """
+    if opt.kind != "value" or opt.default is None or "default" in opt.help:
+        return ""
+    value = opt.default
+    if isinstance(value, (tuple, list)):
+        value = ",".join(str(v) for v in value)
+    return f" (default: {value})".replace("%", "%%")
+
+
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     """Add ``options`` to ``parser`` with ``None`` defaults so unset ones can be layered."""
     for opt in options:
-        help_text = f"{opt.help} [env {opt.env}]"
+        help_text = f"{opt.help}{_default_note(opt)} [env {opt.env}]"
         if opt.kind == "flag":
             parser.add_argument(opt.flag, dest=opt.dest, action="store_const", const=True,
                                 default=None, help=help_text)
