@@ -1,4 +1,4 @@
-"""The operator's pure parts: spec models, renderers, ``chorus render``, status, is_subset.
+"""``operator/render.py``: the children ``build_*`` returns for a TTSService.
 
 No cluster and no network: every rendered field is checked on the dicts ``build_*``
 return. The table tests show that every spec field has an effect a test sees (and the
@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import types
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel
 
-from chorus.cli.main import build_parser, main
+from chorus.cli.main import build_parser
 from chorus.common.manifest import load_manifest
 from chorus.common.options import OptionError, load_config_file, resolve_options
-from chorus.common.voice_status import VoiceStatus, VolumeStatus
-from chorus.operator.apply import is_subset, merge_patch_for
 from chorus.operator.models import (
     Hashes,
     LabelSelector,
@@ -33,186 +28,53 @@ from chorus.operator.models import (
     ServiceSpec,
     SpecError,
     Voice,
-    VoiceResource,
-    parse_service,
-    parse_voice,
 )
 from chorus.operator.render import (
     CHECKSUM_ANNOTATION,
     DEFAULT_SERVER_IMAGE,
     STATUS_PORT,
     RenderSettings,
-    Selection,
-    build_children,
     build_manifest,
-    check_service_name,
     select_voices,
     selector_labels,
 )
-from chorus.operator.render_files import render_files
-from chorus.operator.status import (
-    PodReport,
-    ServiceObservation,
-    condition,
-    human_size,
-    service_status,
-    voice_status,
-)
 from chorus.server import cli as server_cli
 from chorus.server.settings import ServerSettings
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
-NS = "tts"
-NAME = "speech"
-AMY = "en_US-amy-medium"
-JOE = "en_US-joe-medium"
-THORSTEN = "de_DE-thorsten-medium"
-SHA_A = "a" * 64
-SHA_B = "b" * 64
-OLD = "2020-01-01T00:00:00Z"
-
-Children = dict[str, dict[str, Any] | None]
-Getter = Callable[[Children], object]
-
-
-# --- building blocks ---------------------------------------------------------------
-
-
-def voice_body(name: str, key: str, labels: dict[str, str] | None = None,
-               **spec: Any) -> dict[str, Any]:
-    """A TTSVoice object as the API returns it; ``spec`` keys replace the defaults."""
-    return {"apiVersion": "tts.chorus.dev/v1alpha1", "kind": "TTSVoice",
-            "metadata": {"name": name, "namespace": NS, "labels": labels or {}},
-            "spec": {"voice": key, "source": {"huggingFace": {}}, **spec}}
-
-
-def voice(name: str, key: str, labels: dict[str, str] | None = None,
-          **spec: Any) -> VoiceResource:
-    return parse_voice(voice_body(name, key, labels, **spec))
-
-
-def voices(**amy_spec: Any) -> list[VoiceResource]:
-    """amy (en, home), joe (en), thorsten (de, home); ``amy_spec`` changes amy's spec."""
-    return [voice("amy", AMY, {"lang": "en", "tier": "home"}, **amy_spec),
-            voice("joe", JOE, {"lang": "en"}),
-            voice("thorsten", THORSTEN, {"lang": "de", "tier": "home"})]
-
-
-BASE_SPEC: dict[str, Any] = {"defaultVoice": AMY, "voices": {"names": ["amy", "joe"]}}
-
-
-def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge: dicts merge, anything else (lists included) replaces."""
-    out = dict(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def service(patch: dict[str, Any] | None = None) -> ServiceSpec:
-    return parse_service({"spec": merge(BASE_SPEC, patch or {})})
-
-
-def render(patch: dict[str, Any] | None = None, voice_list: list[VoiceResource] | None = None,
-           settings: RenderSettings | None = None) -> Children:
-    spec = service(patch)
-    selection = select_voices(spec, voices() if voice_list is None else voice_list)
-    return build_children(NAME, NS, spec, selection, settings or RenderSettings())
-
-
-def obj(children: Children, role: str) -> dict[str, Any]:
-    found = children[role]
-    assert found is not None, f"no {role} rendered"
-    return found
-
-
-def deployment_spec(children: Children) -> dict[str, Any]:
-    spec: dict[str, Any] = obj(children, "deployment")["spec"]
-    return spec
-
-
-def template(children: Children) -> dict[str, Any]:
-    tpl: dict[str, Any] = deployment_spec(children)["template"]
-    return tpl
-
-
-def pod(children: Children) -> dict[str, Any]:
-    spec: dict[str, Any] = template(children)["spec"]
-    return spec
-
-
-def container(children: Children, name: str) -> dict[str, Any]:
-    spec = pod(children)
-    return next(c for c in [*spec["initContainers"], *spec["containers"]] if c["name"] == name)
-
-
-def server(children: Children) -> dict[str, Any]:
-    return container(children, "server")
-
-
-def manager(children: Children) -> dict[str, Any]:
-    return container(children, "voice-manager")
-
-
-def init(children: Children) -> dict[str, Any]:
-    return container(children, "voice-manager-init")
-
-
-def arg(cont: dict[str, Any], flag: str) -> str | None:
-    args: list[str] = cont["args"]
-    return args[args.index(flag) + 1] if flag in args else None
-
-
-def env(cont: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return next((e for e in cont.get("env", []) if e["name"] == name), None)
-
-
-def cport(cont: dict[str, Any], name: str) -> int | None:
-    return next((p["containerPort"] for p in cont.get("ports", []) if p["name"] == name), None)
-
-
-def sport(children: Children, name: str) -> int | None:
-    ports = obj(children, "service")["spec"]["ports"]
-    return next((p["port"] for p in ports if p["name"] == name), None)
-
-
-def volume(children: Children, name: str) -> dict[str, Any]:
-    return next(v for v in pod(children)["volumes"] if v["name"] == name)
-
-
-def settings_json(children: Children) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(obj(children, "configmap")["data"]["server.json"])
-    return data
-
-
-def manifest_voices(children: Children) -> dict[str, dict[str, Any]]:
-    data = json.loads(obj(children, "configmap")["data"]["manifest.json"])
-    return {v["name"]: v for v in data["voices"]}
-
-
-def checksum(children: Children) -> str:
-    value: str = template(children)["metadata"]["annotations"][CHECKSUM_ANNOTATION]
-    return value
-
-
-MISSING = object()
-
-
-def attempt(get: Getter, children: Children) -> object:
-    """``get(children)``, or MISSING where the baseline has no such thing."""
-    try:
-        return get(children)
-    except (KeyError, StopIteration, AssertionError, IndexError, TypeError):
-        return MISSING
-
-
-def case(path: str, patch: dict[str, Any], get: Getter, expected: object) -> Any:
-    return pytest.param(patch, get, expected, id=path)
-
+from tests.unit.operator_specs import (
+    AMY,
+    EMPTY,
+    JOE,
+    MISSING,
+    NAME,
+    NS,
+    SHA,
+    THORSTEN,
+    URL,
+    Children,
+    Getter,
+    arg,
+    attempt,
+    case,
+    checksum,
+    container,
+    cport,
+    deployment_spec,
+    env,
+    init,
+    manager,
+    manifest_voices,
+    obj,
+    pod,
+    render,
+    server,
+    service,
+    settings_json,
+    sport,
+    template,
+    voice,
+    voices,
+    volume,
+)
 
 # --- every field has an effect ------------------------------------------------------------
 
@@ -223,7 +85,6 @@ AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}
 SPREAD = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
           "whenUnsatisfiable": "ScheduleAnyway"}
-EMPTY = {"storage": {"type": "EmptyDir"}}
 
 
 def _names(children: Children) -> list[str]:
@@ -396,8 +257,6 @@ def _amy(children: Children) -> dict[str, Any]:
     return manifest_voices(children)[AMY]
 
 
-URL = {"model": "https://example.org/v.onnx", "config": "https://example.org/v.onnx.json"}
-SHA = {"model": SHA_A, "config": SHA_B}
 
 VOICE_CASES = [
     case("voice", {"voice": "en_US-amy-low"}, _names, ["en_US-amy-low", JOE]),
@@ -626,14 +485,6 @@ def test_manifest_parses_and_only_the_default_voice_is_required() -> None:
         v.spec.manifest_entry(required=v.spec.voice == AMY) for v in selection.voices)
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No CHORUS_* variable of the developer's shell may leak into option resolution."""
-    for key in list(os.environ):
-        if key.startswith("CHORUS_"):
-            monkeypatch.delenv(key)
-
-
 def _serve_values(children: Children, tmp_path: Path) -> dict[str, Any]:
     """The server container's command line resolved exactly as ``chorus serve`` does."""
     path = tmp_path / "server.json"
@@ -770,114 +621,6 @@ def test_invalid_voices_are_reported_only_when_named() -> None:
     assert selection.keys == (AMY,)
 
 
-# --- invalid specs -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("patch", "message"), [
-    ({"replicas": 2, "autoscaling": {"maxReplicas": 3}, **EMPTY},
-     "set replicas or autoscaling, not both"),
-    ({"replicas": 2}, "ReadWriteOnce"),
-    ({"replicas": 2, "storage": {"accessModes": ["ReadWriteOncePod"]}}, "ReadWriteOnce"),
-    ({"autoscaling": {"maxReplicas": 3}}, "ReadWriteOnce"),
-    ({"autoscaling": {"minReplicas": 4, "maxReplicas": 3}, **EMPTY},
-     "autoscaling.minReplicas must not exceed maxReplicas"),
-    ({"autoscaling": {"minReplicas": 2}, **EMPTY}, r"autoscaling\.maxReplicas: Field required"),
-    ({"server": {"http": {"port": 10200}}},
-     "server.http.port and server.wyoming.port must differ"),
-    ({"server": {"http": {"port": 7000}, "wyoming": {"port": 7000}}},
-     "server.http.port and server.wyoming.port must differ"),
-    ({"defaultVoice": "../x"}, "defaultVoice: unsafe voice key"),
-    ({"defaultVoice": "a..b"}, "defaultVoice: unsafe voice key"),
-    ({"defaultVoice": "a/b"}, "defaultVoice: unsafe voice key"),
-    ({"voices": {"names": []}}, "voices needs names, a selector, or both"),
-    ({"replicas": -1}, "replicas"),
-    ({"replicas": 101, **EMPTY}, "replicas"),
-    ({"storage": {"type": "HostPath"}}, r"storage\.type"),
-    ({"storage": {"size": "lots"}}, r"storage\.size"),
-    ({"storage": {"accessModes": ["ReadOnlyMany"]}}, r"storage\.accessModes"),
-    ({"server": {"workers": 0}}, r"server\.workers"),
-    ({"server": {"wyoming": {"port": 70000}}}, r"server\.wyoming\.port"),
-    ({"server": {"logLevel": "TRACE"}}, r"server\.logLevel"),
-    ({"server": {"bogus": 1}}, r"server\.bogus"),
-    ({"voices": {"names": ["amy"], "selector": {"matchExpressions": [
-        {"key": "a", "operator": "Near"}]}}}, "operator"),
-    ({"service": {"type": "ExternalName"}}, r"service\.type"),
-])
-def test_invalid_service_specs_name_the_field(patch: dict[str, Any], message: str) -> None:
-    with pytest.raises(SpecError, match=message) as err:
-        service(patch)
-    assert str(err.value).startswith("invalid TTSService spec: ")
-
-
-def test_missing_service_fields() -> None:
-    with pytest.raises(SpecError, match="defaultVoice: Field required"):
-        parse_service({"spec": {"voices": {"names": ["amy"]}}})
-    with pytest.raises(SpecError, match="voices: Field required"):
-        parse_service({"spec": {"defaultVoice": AMY}})
-
-
-def test_http_disabled_allows_the_wyoming_port_number() -> None:
-    spec = service({"server": {"http": {"enabled": False, "port": 10200}}})
-    assert not spec.server.http.enabled
-
-
-@pytest.mark.parametrize(("spec", "message"), [
-    ({"voice": "../x", "source": {"huggingFace": {}}}, "voice: unsafe voice key"),
-    ({"voice": "a..b", "source": {"huggingFace": {}}}, "voice: unsafe voice key"),
-    ({"voice": "x" * 200, "source": {"huggingFace": {}}}, "voice: unsafe voice key"),
-    ({"voice": "x", "source": {"url": URL}}, "URL sources need sha256"),
-    ({"voice": "x", "source": {"huggingFace": {}, "local": {"path": "/v"}}},
-     "source needs exactly one of huggingFace, url, local"),
-    ({"voice": "x", "source": {}}, "source needs exactly one of huggingFace, url, local"),
-    ({"voice": "x"}, "source: Field required"),
-    ({"source": {"huggingFace": {}}}, "voice: Field required"),
-    ({"voice": "x", "source": {"local": {"path": "relative"}}}, r"source\.local\.path"),
-    ({"voice": "x", "source": {"huggingFace": {"path": "../../etc"}}},
-     r"source\.huggingFace\.path"),
-    ({"voice": "x", "source": {"huggingFace": {"repo": "no-slash"}}},
-     r"source\.huggingFace\.repo"),
-    ({"voice": "x", "source": {"huggingFace": {"revision": "a..b"}}},
-     r"source\.huggingFace\.revision"),
-    ({"voice": "x", "source": {"url": {"model": "ftp://a", "config": "https://b"}},
-      "sha256": SHA}, r"source\.url\.model"),
-    ({"voice": "x", "source": {"huggingFace": {}}, "sha256": {"model": "zz", "config": SHA_B}},
-     r"sha256\.model"),
-    ({"voice": "x", "source": {"huggingFace": {}}, "sha256": {"model": SHA_A}},
-     r"sha256\.config"),
-    ({"voice": "x", "engine": "kokoro", "source": {"huggingFace": {}}}, "engine"),
-    ({"voice": "x", "source": {"huggingFace": {"branch": "main"}}}, "branch"),
-])
-def test_invalid_voice_specs_name_the_field(spec: dict[str, Any], message: str) -> None:
-    with pytest.raises(SpecError, match=message) as err:
-        parse_voice({"metadata": {"name": "v", "namespace": NS}, "spec": spec})
-    assert str(err.value).startswith("invalid TTSVoice spec: ")
-
-
-def test_parse_voice_keeps_identity_and_labels() -> None:
-    parsed = voice("amy", AMY, {"tier": "home"})
-    assert (parsed.name, parsed.namespace, parsed.labels) == ("amy", NS, {"tier": "home"})
-    assert parsed.spec.source.hugging_face is not None
-    assert parsed.spec.source.hugging_face.repo == "rhasspy/piper-voices"
-    assert parse_voice(voice_body("u", "x", source={"url": {**URL, "allowUnverified": True}}))
-
-
-@pytest.mark.parametrize(("name", "ok"), [
-    ("speech", True), ("a", True), ("tts-1", True), ("a" * 56, True),
-    ("a" * 57, False), ("Speech", False), ("1speech", False), ("speech-", False),
-    ("spe_ech", False), ("spe.ech", False), ("", False),
-])
-def test_service_names_must_leave_room_for_child_names(name: str, ok: bool) -> None:
-    spec = service()
-    selection = select_voices(spec, voices())
-    if ok:
-        check_service_name(name)
-        children = build_children(name, NS, spec, selection, RenderSettings())
-        assert all(len(c["metadata"]["name"]) <= 63 for c in children.values() if c)
-    else:
-        with pytest.raises(ValueError, match="must be a DNS label"):
-            build_children(name, NS, spec, selection, RenderSettings())
-
-
 # --- topology: replicas, HPA, PDB, strategy, storage ------------------------------------------
 
 
@@ -965,368 +708,3 @@ def test_http_disabled() -> None:
     assert "--no-cache" in srv["args"]
     assert "cache" not in [v["name"] for v in pod(children)["volumes"]]
     assert "openai-voice" not in settings_json(children)
-
-
-# --- status -------------------------------------------------------------------------------------
-
-
-def report(pod_name: str, **states: VoiceStatus) -> PodReport:
-    return PodReport(pod_name, VolumeStatus(dict(states)))
-
-
-def installed(size: int = 63_200_000) -> VoiceStatus:
-    return VoiceStatus("installed", bytes=size, sha256_model=SHA_A, sha256_config=SHA_B)
-
-
-def observe(**changes: Any) -> ServiceObservation:
-    spec = service()
-    fields: dict[str, Any] = {
-        "name": NAME, "namespace": NS, "generation": 4, "default_voice": AMY,
-        "http_port": 5000, "selection": select_voices(spec, voices()),
-        "deployment": {"metadata": {"generation": 2}, "spec": {"replicas": 2},
-                       "status": {"observedGeneration": 2, "readyReplicas": 2,
-                                  "updatedReplicas": 2}}}
-    fields.update(changes)
-    return ServiceObservation(**fields)
-
-
-def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in status["conditions"]}
-
-
-def brief(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    return {t: (c["status"], c["reason"]) for t, c in conds(status).items()}
-
-
-def test_status_invalid_spec() -> None:
-    status = service_status(observe(spec_error="invalid TTSService spec: replicas: bad"))
-    assert brief(status) == {"Ready": ("False", "InvalidSpec"),
-                             "VoicesReady": ("Unknown", "InvalidSpec"),
-                             "Progressing": ("False", "InvalidSpec"),
-                             "Degraded": ("True", "InvalidSpec")}
-    assert conds(status)["Degraded"]["message"] == "invalid TTSService spec: replicas: bad"
-    assert status["observedGeneration"] == 4
-    assert all(c["observedGeneration"] == 4 for c in status["conditions"])
-
-
-def test_status_all_installed_and_ready() -> None:
-    status = service_status(observe(reports=(report("p1", **{AMY: installed(), JOE: installed()}),
-                                             report("p2", **{AMY: installed(), JOE: installed()}))))
-    assert brief(status) == {"Ready": ("True", "Available"),
-                             "VoicesReady": ("True", "AllVoicesInstalled"),
-                             "Progressing": ("False", "Stable"),
-                             "Degraded": ("False", "AsExpected")}
-    assert conds(status)["Ready"]["message"] == "2/2 pods ready"
-    assert (status["replicas"], status["readyReplicas"], status["replicasReady"],
-            status["voicesReady"]) == (2, 2, "2/2", "2/2")
-    assert status["endpoint"] == "tcp://speech.tts.svc:10200"
-    assert status["httpEndpoint"] == "http://speech.tts.svc:5000"
-    assert status["voices"] == [
-        {"name": AMY, "resource": "amy", "ready": True, "state": "installed", "pods": "2/2"},
-        {"name": JOE, "resource": "joe", "ready": True, "state": "installed", "pods": "2/2"}]
-
-
-def test_status_without_reports_is_unknown() -> None:
-    status = service_status(observe())
-    assert brief(status)["VoicesReady"] == ("Unknown", "NoReports")
-    assert conds(status)["VoicesReady"]["message"] == "no running pod has reported yet"
-    assert [r["state"] for r in status["voices"]] == ["unknown", "unknown"]
-    status = service_status(observe(reports=(PodReport("p1", error="connection refused"),)))
-    assert brief(status)["VoicesReady"] == ("Unknown", "NoReports")
-    assert conds(status)["VoicesReady"]["message"] == "p1: connection refused"
-
-
-def test_status_failed_voice_is_degraded() -> None:
-    failed = VoiceStatus("failed", required=False, error="404 from the hub")
-    status = service_status(observe(reports=(report("p1", **{AMY: installed(), JOE: failed}),)))
-    assert brief(status)["VoicesReady"] == ("False", "VoiceFailed")
-    assert conds(status)["VoicesReady"]["message"] == f"{JOE}: 404 from the hub"
-    assert brief(status)["Degraded"] == ("True", "Problems")
-    assert "404 from the hub" in conds(status)["Degraded"]["message"]
-    assert status["voices"][1] == {"name": JOE, "resource": "joe", "ready": False,
-                                   "state": "failed", "pods": "0/1",
-                                   "message": "404 from the hub"}
-    assert status["voicesReady"] == "1/2"
-
-
-def test_status_voices_syncing() -> None:
-    status = service_status(observe(reports=(
-        report("p1", **{AMY: installed(), JOE: VoiceStatus("downloading")}),
-        report("p2", **{AMY: installed()}))))
-    assert brief(status)["VoicesReady"] == ("False", "VoicesSyncing")
-    assert conds(status)["VoicesReady"]["message"] == (
-        f"waiting for {JOE} (downloading, 0/2 pods)")
-    assert brief(status)["Degraded"] == ("False", "AsExpected")
-
-
-def test_status_default_voice_not_selected() -> None:
-    spec = service({"defaultVoice": THORSTEN})
-    status = service_status(observe(default_voice=THORSTEN,
-                                    selection=select_voices(spec, voices())))
-    assert brief(status)["VoicesReady"] == ("False", "DefaultVoiceNotSelected")
-    assert THORSTEN in conds(status)["VoicesReady"]["message"]
-    assert brief(status)["Degraded"] == ("True", "Problems")
-
-
-def test_status_selection_problems() -> None:
-    selection = Selection(tuple(select_voices(service(), voices()).voices),
-                          missing=("ghost",), conflicts=("x",), invalid={"bad": "why"})
-    status = service_status(observe(selection=selection))
-    assert brief(status)["VoicesReady"] == ("False", "VoiceNotFound")
-    message = conds(status)["VoicesReady"]["message"]
-    assert "no TTSVoice named ghost" in message
-    assert "bad: why" in message
-    assert "different specs claim voice x" in message
-    status = service_status(observe(selection=Selection(), default_voice=None))
-    assert brief(status)["VoicesReady"] == ("False", "NoVoices")
-
-
-@pytest.mark.parametrize(("deployment", "ready", "progressing"), [
-    (None, ("False", "NotDeployed"), ("False", "Stable")),
-    ({"spec": {"replicas": 0}, "status": {}}, ("False", "ScaledToZero"), ("False", "Stable")),
-    ({"metadata": {"generation": 1}, "spec": {"replicas": 2},
-      "status": {"observedGeneration": 1, "readyReplicas": 0, "updatedReplicas": 2}},
-     ("False", "NoReadyPods"), ("True", "RollingOut")),
-    ({"metadata": {"generation": 3}, "spec": {"replicas": 2},
-      "status": {"observedGeneration": 3, "readyReplicas": 1, "updatedReplicas": 1}},
-     ("True", "Available"), ("True", "RollingOut")),
-    ({"metadata": {"generation": 3}, "spec": {"replicas": 2},
-      "status": {"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2}},
-     ("True", "Available"), ("True", "RollingOut")),
-])
-def test_status_follows_the_deployment(deployment: dict[str, Any] | None,
-                                       ready: tuple[str, str],
-                                       progressing: tuple[str, str]) -> None:
-    status = service_status(observe(deployment=deployment))
-    assert brief(status)["Ready"] == ready
-    assert brief(status)["Progressing"] == progressing
-
-
-def test_status_with_hpa_reads_the_deployment_replicas() -> None:
-    deployment = {"spec": {}, "status": {"readyReplicas": 1, "updatedReplicas": 1}}
-    status = service_status(observe(deployment=deployment, desired_replicas=3))
-    assert status["replicasReady"] == "1/3"
-
-
-def test_status_rollout_failure_is_degraded() -> None:
-    deployment = {"spec": {"replicas": 1}, "status": {"readyReplicas": 0, "conditions": [
-        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-         "message": "ReplicaSet speech-abc has timed out progressing."}]}}
-    status = service_status(observe(deployment=deployment))
-    assert brief(status)["Degraded"] == ("True", "Problems")
-    assert "timed out progressing" in conds(status)["Degraded"]["message"]
-
-
-def test_status_without_http_has_no_http_endpoint() -> None:
-    status = service_status(observe(http_port=None, wyoming_port=10300))
-    assert "httpEndpoint" not in status
-    assert status["endpoint"] == "tcp://speech.tts.svc:10300"
-
-
-def test_last_transition_time_moves_only_with_the_status() -> None:
-    reports = (report("p1", **{AMY: installed(), JOE: installed()}),)
-    first = service_status(observe(reports=reports))
-    previous = {"conditions": [{**c, "lastTransitionTime": OLD} for c in first["conditions"]]}
-    same = service_status(observe(reports=reports), previous)
-    assert all(c["lastTransitionTime"] == OLD for c in same["conditions"])
-    changed = service_status(observe(reports=reports, deployment=None), previous)
-    times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
-    assert times["Ready"] != OLD  # True -> False
-    assert times["VoicesReady"] == OLD  # still True
-    assert condition(previous["conditions"], "Ready", True, "r", "m")["lastTransitionTime"] == OLD
-    assert "observedGeneration" not in condition([], "Ready", True, "r", "m")
-
-
-def test_voice_status_phases() -> None:
-    ready = voice_status(AMY, 2, ["speech", "other"], [report("p1", **{AMY: installed()}),
-                                                       report("p2", **{AMY: installed()})])
-    assert (ready["phase"], ready["bytes"], ready["size"]) == ("Ready", 63_200_000, "63.2 MB")
-    assert ready["sha256"] == {"model": SHA_A, "config": SHA_B}
-    assert ready["services"] == ["other", "speech"]
-    assert ready["observedGeneration"] == 2
-    assert brief(ready) == {"Ready": ("True", "Installed")}
-
-    syncing = voice_status(AMY, 2, ["speech"], [report("p1", **{AMY: installed()}),
-                                                report("p2", **{AMY: VoiceStatus("pending")})])
-    assert (syncing["phase"], syncing["message"]) == ("Syncing", "installed on 1/2 pod(s)")
-
-    failed = voice_status(AMY, 2, ["speech"], [
-        report("p1", **{AMY: VoiceStatus("failed", error="sha256 mismatch")})])
-    assert (failed["phase"], failed["message"]) == ("Failed", "p1: sha256 mismatch")
-    assert brief(failed) == {"Ready": ("False", "SyncFailed")}
-
-    kept = ("HTTP 500; the copy installed at 2026-01-01T00:00:00Z stays installed and is "
-            "still served")
-    update = voice_status(AMY, 2, ["speech"], [
-        report("p1", **{AMY: VoiceStatus("failed", error=kept, serving_previous=True)})])
-    assert (update["phase"], update["message"]) == ("Failed", f"p1: {kept}")
-    assert brief(update) == {"Ready": ("False", "UpdateFailed")}
-
-    pending = voice_status(AMY, 2, ["speech"], [PodReport("p1", error="timeout")])
-    assert (pending["phase"], brief(pending)) == ("Pending", {"Ready": ("False", "NoReports")})
-
-    unused = voice_status(AMY, 2, [], [])
-    assert (unused["phase"], brief(unused)) == ("Unused", {"Ready": ("False", "Unused")})
-
-    invalid = voice_status(AMY, 2, ["speech"], [], spec_error="invalid TTSVoice spec: x")
-    assert (invalid["phase"], invalid["message"]) == ("Failed", "invalid TTSVoice spec: x")
-    assert brief(invalid) == {"Ready": ("False", "InvalidSpec")}
-
-    again = voice_status(AMY, 3, ["speech"], [report("p1", **{AMY: installed()})],
-                         previous={"conditions": [{**ready["conditions"][0],
-                                                   "lastTransitionTime": OLD}]})
-    assert again["conditions"][0]["lastTransitionTime"] == OLD
-
-
-@pytest.mark.parametrize(("size", "text"), [(0, "0.0 kB"), (999_999, "1000.0 kB"),
-                                            (1_000_000, "1.0 MB"), (63_201_294, "63.2 MB")])
-def test_human_size(size: int, text: str) -> None:
-    assert human_size(size) == text
-
-
-# --- chorus render ------------------------------------------------------------------------------
-
-
-def _render_cli(capsys: pytest.CaptureFixture[str], *files: str) -> tuple[int, list[Any], str]:
-    argv = ["render", "--namespace", "voices"]
-    for name in files:
-        argv += ["-f", str(EXAMPLES / name)]
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, [d for d in yaml.safe_load_all(out) if d is not None], err
-
-
-@pytest.mark.usefixtures("clean_env")
-def test_chorus_render_multilingual(capsys: pytest.CaptureFixture[str]) -> None:
-    code, docs, err = _render_cli(capsys, "service-multilingual.yaml")
-    assert (code, err) == (0, "")
-    assert [d["kind"] for d in docs] == ["ConfigMap", "Deployment", "Service",
-                                         "HorizontalPodAutoscaler", "PodDisruptionBudget"]
-    assert {d["metadata"]["namespace"] for d in docs} == {"voices"}
-    manifest = load_manifest(docs[0]["data"]["manifest.json"])
-    assert {v.name: v.required for v in manifest.voices} == {
-        THORSTEN: False, "en_US-joe-medium": True, "fr_FR-siwis-medium": False}
-    assert json.loads(docs[0]["data"]["server.json"])["openai-voice"] == [
-        f"alloy={JOE}", f"nova={THORSTEN}"]
-    assert docs[3]["spec"]["minReplicas"] == 2 and docs[3]["spec"]["maxReplicas"] == 5
-
-
-@pytest.mark.usefixtures("clean_env")
-def test_chorus_render_needs_the_voices(capsys: pytest.CaptureFixture[str]) -> None:
-    code, docs, err = _render_cli(capsys, "service-simple.yaml")
-    assert code == 1
-    assert docs == []
-    assert "no TTSVoice named en-us-amy-medium" in err
-    assert "defaultVoice 'en_US-amy-medium' is not among the selected voices" in err
-
-
-@pytest.mark.usefixtures("clean_env")
-def test_chorus_render_simple_with_its_voice(capsys: pytest.CaptureFixture[str]) -> None:
-    code, docs, err = _render_cli(capsys, "service-simple.yaml", "voice-amy.yaml")
-    assert (code, err) == (0, "")
-    assert [d["kind"] for d in docs] == ["ConfigMap", "PersistentVolumeClaim", "Deployment",
-                                         "Service"]
-
-
-def test_render_files_reports_bad_objects(tmp_path: Path) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump_all([
-        {"apiVersion": "tts.chorus.dev/v1alpha1", "kind": "TTSService",
-         "metadata": {"name": "Bad_Name"}, "spec": BASE_SPEC},
-        {"apiVersion": "tts.chorus.dev/v1alpha1", "kind": "TTSVoice",
-         "metadata": {"name": "broken"}, "spec": {"voice": "../x", "source": {"local": {
-             "path": "/v"}}}},
-    ]))
-    out, problems = render_files([path], "default", RenderSettings())
-    assert out == ""
-    assert any("TTSService default/Bad_Name" in p and "DNS label" in p for p in problems)
-    assert any("TTSVoice default/broken" in p and "unsafe voice key" in p for p in problems)
-    out, problems = render_files([EXAMPLES / "voice-amy.yaml"], "default", RenderSettings())
-    assert problems == ["no TTSService in the given files"]
-
-
-# --- is_subset -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("desired", "actual", "subset"), [
-    ({"a": 1}, {"a": 1, "b": 2}, True),
-    ({"a": 1, "b": 2}, {"a": 1}, False),
-    ({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}, True),
-    ({"a": {"b": 1}}, {"a": {"b": 2}}, False),
-    ({"a": {"b": 1}}, {"a": "x"}, False),
-    ([{"a": 1}], [{"a": 1, "z": 0}], True),
-    ([{"a": 1}], [{"a": 1}, {"a": 2}], False),
-    ([1, 2], [2, 1], False),
-    ([1], {"0": 1}, False),
-    (True, True, True),
-    (True, 1, False),
-    (1, True, False),
-    (False, 0, False),
-    (1, 1.0, True),
-    (2, 2.5, False),
-    ("1", 1, True),  # quantities the API echoes as strings
-    ({"cpu": 2}, {"cpu": "2"}, True),
-    (None, None, True),
-    ("a", "b", False),
-    ({}, {"anything": 1}, True),
-])
-def test_is_subset(desired: Any, actual: Any, subset: bool) -> None:
-    assert is_subset(desired, actual) is subset
-
-
-def test_rendered_objects_are_subsets_of_what_the_api_returns() -> None:
-    children = render({"autoscaling": {"maxReplicas": 3}, **EMPTY})
-    for child in children.values():
-        if child is None:
-            continue
-        returned = json.loads(json.dumps(child))
-        returned["metadata"].update({"uid": "u", "resourceVersion": "1", "generation": 1})
-        returned["status"] = {}
-        if child["kind"] == "Deployment":
-            spec = returned["spec"]["template"]["spec"]
-            for cont in spec["containers"] + spec["initContainers"]:
-                cont.update({"terminationMessagePath": "/dev/termination-log",
-                             "terminationMessagePolicy": "File"})
-            spec.update({"restartPolicy": "Always", "dnsPolicy": "ClusterFirst"})
-            returned["spec"]["replicas"] = 3  # the HPA's choice
-        assert is_subset(child, returned), child["kind"]
-    drifted = json.loads(json.dumps(obj(children, "deployment")))
-    drifted["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
-    assert not is_subset(obj(children, "deployment"), drifted)
-
-
-def test_status_apply_failure_holds_observed_generation_back() -> None:
-    refused = ("ApplyFailed", "Deployment speech: 422 Invalid: quantities must match")
-    status = service_status(observe(apply_errors=(refused,)), {"observedGeneration": 3})
-    assert status["observedGeneration"] == 3
-    degraded = conds(status)["Degraded"]
-    assert (degraded["status"], degraded["reason"]) == ("True", "ApplyFailed")
-    assert refused[1] in degraded["message"]
-    assert service_status(observe(), {"observedGeneration": 3})["observedGeneration"] == 4
-
-
-@pytest.mark.parametrize(("a", "b", "same"), [
-    ("0.5", "500m", True), ("1Gi", "1024Mi", True), ("1e3", "1k", True), ("2", "2000m", True),
-    ("1G", "1Gi", False), ("100m", "0.2", False), ("lots", "lots", True), ("lots", "x", False)])
-def test_quantities_compare_by_value_under_requests_and_limits(a: str, b: str,
-                                                                same: bool) -> None:
-    assert is_subset({"limits": {"cpu": a}}, {"limits": {"cpu": b}}) is same
-    assert is_subset({"image": "0.5"}, {"image": "500m"}) is False  # elsewhere: text
-
-
-def test_three_way_patch_removes_only_what_the_last_render_had() -> None:
-    last = {"spec": {"nodeSelector": {"disk": "ssd"}, "replicas": 1,
-                     "containers": [{"name": "c", "resources": {"limits": {"memory": "1Gi"}}}]}}
-    desired = {"spec": {"replicas": 1, "containers": [{"name": "c", "resources": {}}]}}
-    live = {"spec": {"nodeSelector": {"disk": "ssd"}, "replicas": 1, "clusterIP": "10.0.0.1",
-                     "containers": [{"name": "c", "terminationMessagePath": "/dev/x",
-                                     "resources": {"limits": {"memory": "1024Mi"}}}]}}
-    assert merge_patch_for(last, desired, live) == {"spec": {
-        "nodeSelector": None, "containers": [{"name": "c", "resources": {}}]}}
-    # nothing changed since the last render and live agrees (server defaults aside): no patch
-    live_now = {"spec": {"replicas": 1, "clusterIP": "10.0.0.1", "containers": [
-        {"name": "c", "terminationMessagePath": "/dev/x", "resources": {}}]}}
-    assert merge_patch_for(desired, desired, live_now) is None
-    # a hand edit is put back, and nothing but it is sent
-    assert merge_patch_for(desired, desired, {"spec": {**live_now["spec"], "replicas": 5}}) == {
-        "spec": {"replicas": 1}}

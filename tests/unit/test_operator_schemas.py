@@ -36,7 +36,7 @@ from chorus.operator.models import ServiceSpec, SpecError, Voice, parse_service,
 from chorus.operator.render import RenderSettings
 from chorus.operator.render_files import render_files
 from chorus.operator.status import PodReport, service_status, voice_status
-from tests.unit.test_operator_render import (
+from tests.unit.operator_specs import (
     AMY,
     BASE_SPEC,
     JOE,
