@@ -20,6 +20,7 @@ from .layout import is_valid_voice_name
 __all__ = [
     "DEFAULT_HF_REPO",
     "MANIFEST_VERSION",
+    "DesiredVoice",
     "HuggingFaceSource",
     "LocalSource",
     "Manifest",
@@ -27,7 +28,6 @@ __all__ = [
     "Sha256",
     "Source",
     "UrlSource",
-    "VoiceSpec",
     "load_manifest",
     "parse_manifest",
 ]
@@ -85,8 +85,11 @@ Source = HuggingFaceSource | UrlSource | LocalSource
 
 
 @dataclass(frozen=True)
-class VoiceSpec:
-    """One desired voice."""
+class DesiredVoice:
+    """One manifest entry: a voice the volume should hold, and where it comes from.
+
+    Not to be confused with the server's ``VoiceSpec`` (a voice already installed).
+    """
 
     name: str
     source: Source
@@ -115,7 +118,7 @@ class VoiceSpec:
 class Manifest:
     """The whole desired state; voice names are unique."""
 
-    voices: tuple[VoiceSpec, ...] = ()
+    voices: tuple[DesiredVoice, ...] = ()
     version: int = MANIFEST_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,7 +227,7 @@ def _sha256(value: Any, where: str) -> Sha256:
     return Sha256(hashes[0], hashes[1])
 
 
-def _voice(value: Any, where: str) -> VoiceSpec:
+def _voice(value: Any, where: str) -> DesiredVoice:
     obj = _object(value, where, {"name", "source"}, {"engine", "required", "sha256"})
     name = _string(obj["name"], f"{where}.name")
     if not is_valid_voice_name(name):
@@ -238,7 +241,7 @@ def _voice(value: Any, where: str) -> VoiceSpec:
     sha = _sha256(obj["sha256"], f"{where}.sha256") if "sha256" in obj else None
     if isinstance(source, UrlSource) and sha is None and not source.allow_unverified:
         raise ManifestError(f"{where}: URL sources need sha256 (or url.allowUnverified: true)")
-    return VoiceSpec(name, source, "piper", required, sha)
+    return DesiredVoice(name, source, "piper", required, sha)
 
 
 def parse_manifest(data: Any) -> Manifest:

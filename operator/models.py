@@ -25,12 +25,12 @@ from pydantic.alias_generators import to_camel
 from chorus.common.layout import is_valid_voice_name
 from chorus.common.manifest import (
     DEFAULT_HF_REPO,
+    DesiredVoice,
     HuggingFaceSource,
     LocalSource,
     ManifestError,
     Sha256,
     UrlSource,
-    VoiceSpec,
     parse_manifest,
 )
 from chorus.common.server_options import PASS_THROUGHS, PassThroughOption
@@ -106,7 +106,7 @@ class Voice(_Model):
     source: Source
     sha256: Hashes | None = None
 
-    def manifest_entry(self, required: bool) -> VoiceSpec:
+    def manifest_entry(self, required: bool) -> DesiredVoice:
         """This voice as a manifest entry, validated by the manifest's own parser."""
         source: HuggingFaceSource | UrlSource | LocalSource
         if self.source.hugging_face is not None:
@@ -120,7 +120,7 @@ class Voice(_Model):
         else:  # pragma: no cover - Source's validator guarantees one
             raise ValueError("source needs exactly one of huggingFace, url, local")
         sha = Sha256(self.sha256.model, self.sha256.config) if self.sha256 else None
-        entry = VoiceSpec(self.voice, source, self.engine, required, sha)
+        entry = DesiredVoice(self.voice, source, self.engine, required, sha)
         # Round-trip through the manifest parser: one definition of what is valid.
         parse_manifest({"version": 1, "voices": [entry.to_dict()]})
         return entry

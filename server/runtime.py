@@ -75,20 +75,20 @@ class Runtime:
         self._connections: dict[asyncio.Task[None], WyomingHandler] = {}
         """Each open Wyoming connection's task, to cancel at stop, and its handler, to drain."""
 
-    async def start(self, wyoming: bool = True) -> None:
+    async def start(self, doors: bool = True) -> None:
         """Warm the default voice, then open the front doors.
 
-        ``wyoming=False`` (``chorus say``) opens none at all, HTTP included.
+        ``doors=False`` (``chorus say``) opens neither Wyoming nor HTTP.
         """
         self.scheduler.start()
         await self.store.start()
-        doors = ""
-        if wyoming:
+        opened = ""
+        if doors:
             raise_open_file_limit(self.settings.max_connections
                                   + (self.settings.max_http_connections
                                      if self.settings.http else 0))
             self._wyoming = await listen(self.settings.wyoming_uri, self._on_connection)
-            doors += f", Wyoming on {self.settings.wyoming_uri}"
+            opened += f", Wyoming on {self.settings.wyoming_uri}"
             if self.settings.http:
                 if self.settings.cache:
                     self.cache = AudioCache(self.settings.effective_cache_dir,
@@ -97,11 +97,11 @@ class Runtime:
                     await self.cache.start()
                     self.metrics.watch_cache(self.cache)
                 await self._start_http()
-                doors += f", HTTP on http://{self.settings.http_host}:{self.settings.http_port}"
+                opened += f", HTTP on http://{self.settings.http_host}:{self.settings.http_port}"
         self._started = True
         _LOGGER.info("Chorus ready: %d voice(s), default %s, %d worker(s) x %d thread(s)%s",
                      len(self.store.installed()), self.store.default_voice,
-                     self.scheduler.workers, self.settings.threads_per_worker, doors)
+                     self.scheduler.workers, self.settings.threads_per_worker, opened)
 
     async def _start_http(self) -> None:
         settings = self.settings

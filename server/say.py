@@ -19,7 +19,7 @@ async def say(settings: ServerSettings, text: str, voice: str | None, speaker: s
     """Speak ``text`` into ``output`` (a path, or ``-`` for stdout)."""
     runtime = Runtime(settings)
     try:
-        await runtime.start(wyoming=False)
+        await runtime.start(doors=False)
         runtime.synthesizer.check_text(text)
         rate = runtime.store.resolve(voice).sample_rate
         request = VoiceRequest(name=voice, speaker=speaker)

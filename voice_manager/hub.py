@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from chorus.common.layout import CONFIG_SUFFIX, MODEL_SUFFIX
-from chorus.common.manifest import HuggingFaceSource, VoiceSpec
+from chorus.common.manifest import DesiredVoice, HuggingFaceSource
 
 from .catalog import CatalogFile
 from .errors import HashMismatchError, VoiceInstallError
@@ -158,7 +158,7 @@ def _authoritative(settings: FetchSettings, commit: str) -> bool:
     return settings.catalog is not None and settings.catalog.source.revision == commit
 
 
-def _listed(spec: VoiceSpec, source: HuggingFaceSource, names: list[str],
+def _listed(spec: DesiredVoice, source: HuggingFaceSource, names: list[str],
             settings: FetchSettings) -> list[CatalogFile | None]:
     """The catalog's entries for model and config when it vouches for this download."""
     catalog = settings.catalog
@@ -170,7 +170,7 @@ def _listed(spec: VoiceSpec, source: HuggingFaceSource, names: list[str],
     return [voice.model, voice.config]
 
 
-def fetch_hf(spec: VoiceSpec, source: HuggingFaceSource, dest: Path,
+def fetch_hf(spec: DesiredVoice, source: HuggingFaceSource, dest: Path,
              settings: FetchSettings) -> StagedVoice:
     """Stage both files of ``spec`` from the hub, verified (see module docstring)."""
     folder = source.path or piper_repo_folder(spec.name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from chorus.common.layout import CONFIG_SUFFIX, MODEL_SUFFIX
-from chorus.common.manifest import LocalSource, UrlSource, VoiceSpec
+from chorus.common.manifest import DesiredVoice, LocalSource, UrlSource
 
 from .catalog import Catalog
 from .errors import VoiceInstallError
@@ -59,7 +59,7 @@ class StagedVoice:
         return self.model.size + self.config.size
 
 
-def _check_unverified(spec: VoiceSpec, staged: StagedVoice) -> StagedVoice:
+def _check_unverified(spec: DesiredVoice, staged: StagedVoice) -> StagedVoice:
     """Without a sha256, a file cut short can look finished: refuse what is not whole
     (see :mod:`.integrity`), and leave nothing staged behind."""
     if spec.sha256 is not None:
@@ -82,7 +82,7 @@ def _progress(settings: FetchSettings, label: str, total: int | None) -> Progres
     return settings.progress(label, total) if settings.progress else None
 
 
-def fetch_local(spec: VoiceSpec, source: LocalSource, dest: Path,
+def fetch_local(spec: DesiredVoice, source: LocalSource, dest: Path,
                 settings: FetchSettings) -> StagedVoice:
     """Copy ``<path>/<name>.onnx`` and its config from a local directory."""
     folder = Path(source.path)
@@ -149,7 +149,7 @@ def stage_url(url: str, label: str, dest: Path, expected_sha256: str | None,
                                 transient=True) from err
 
 
-def fetch_url(spec: VoiceSpec, source: UrlSource, dest: Path,
+def fetch_url(spec: DesiredVoice, source: UrlSource, dest: Path,
               settings: FetchSettings) -> StagedVoice:
     """Download model and config from their URLs, verifying sha256 when the manifest has
     it, else that both files are whole."""

@@ -27,11 +27,11 @@ from pathlib import Path
 from chorus.common.files import write_atomic
 from chorus.common.layout import voice_files
 from chorus.common.manifest import (
+    DesiredVoice,
     HuggingFaceSource,
     LocalSource,
     Manifest,
     UrlSource,
-    VoiceSpec,
 )
 from chorus.common.voice_status import (
     STATUS_FILE,
@@ -105,7 +105,7 @@ def _lock_volume(dest: Path) -> int | None:
     return fd
 
 
-def _fetch(spec: VoiceSpec, dest: Path, settings: FetchSettings) -> StagedVoice:
+def _fetch(spec: DesiredVoice, dest: Path, settings: FetchSettings) -> StagedVoice:
     source = spec.source
     if isinstance(source, LocalSource):
         return fetch_local(spec, source, dest, settings)
@@ -177,7 +177,7 @@ class VolumeSyncer:
 
     # --- one voice --------------------------------------------------------------------
 
-    def _is_current(self, spec: VoiceSpec) -> bool:
+    def _is_current(self, spec: DesiredVoice) -> bool:
         """True when the files on disk came from this manifest entry and are intact.
 
         Trusts the recorded sizes (cheap) when the status file knows the voice; a voice
@@ -190,7 +190,7 @@ class VolumeSyncer:
             log.warning("voice %s: cannot check installed files: %s", spec.name, err)
             return False
 
-    def _check_current(self, spec: VoiceSpec) -> bool:
+    def _check_current(self, spec: DesiredVoice) -> bool:
         files = voice_files(self.dest, spec.name)
         if not (files.model.is_file() and files.config.is_file()):
             return False
@@ -208,7 +208,7 @@ class VolumeSyncer:
             return True
         return False
 
-    def install(self, spec: VoiceSpec) -> VoiceStatus:
+    def install(self, spec: DesiredVoice) -> VoiceStatus:
         """Make ``spec`` installed (or record why not); never raises for source faults."""
         previous = self.status.voices.get(spec.name)
         if self._is_current(spec):
@@ -260,7 +260,7 @@ class VolumeSyncer:
         except OSError:
             return False
 
-    def _attempt(self, spec: VoiceSpec, attempts: int) -> VoiceStatus | VoiceInstallError:
+    def _attempt(self, spec: DesiredVoice, attempts: int) -> VoiceStatus | VoiceInstallError:
         """One try; every failure comes back as a value so the caller can retry or record."""
         try:
             return self._install_once(spec, attempts)
@@ -271,7 +271,7 @@ class VolumeSyncer:
             log.exception("voice %s: unexpected error", spec.name)
             return VoiceInstallError(f"{spec.name}: internal error: {err!r}")
 
-    def _install_once(self, spec: VoiceSpec, attempts: int) -> VoiceStatus:
+    def _install_once(self, spec: DesiredVoice, attempts: int) -> VoiceStatus:
         staged = _fetch(spec, self.dest, self.settings.fetch)
         try:
             commit_voice(self.dest, spec.name, staged.model, staged.config)
