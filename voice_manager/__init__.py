@@ -1,1 +1,1 @@
-"""The voice manager (sidecar, init container and ``chorus voices``): voices into a volume, verified.
+"""The voice manager (sidecar, init container, ``chorus voices``): verified voices in a volume."""
