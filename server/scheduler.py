@@ -42,6 +42,12 @@ pace), so the voice skips small windows nobody is waiting for.
 
 The number of jobs is bounded: when it is reached, :meth:`Scheduler.open` raises
 :class:`~chorus.server.errors.Busy` at once instead of queueing without limit.
+
+**Stopping.** Each job has a :class:`~chorus.server.engines.base.StopSignal`, set when
+the job fails or is released before its end (client gone, request cancelled): model
+calls of it still running stop part-way (a long sentence's call takes a second or more,
+all of it for nobody), and the worker goes on with the next item. Those calls are
+counted in :attr:`Scheduler.cancelled_calls`.
 """
 
 from __future__ import annotations
@@ -59,7 +65,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .engines.base import PCM, LoadedVoice, SynthesisParams, Unit, Windows
+from .engines.base import (
+    PCM,
+    Cancelled,
+    LoadedVoice,
+    StopSignal,
+    SynthesisParams,
+    Unit,
+    Windows,
+)
 from .errors import Busy, ShuttingDown
 
 __all__ = ["Job", "Piece", "Scheduler"]
@@ -162,6 +176,8 @@ class Job:
         self._error: BaseException | None = None
         self._wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self.stop = StopSignal()
+        """Fires when the job fails or is released: its model calls stop part-way."""
 
     # Called on the event loop ---------------------------------------------------------
 
@@ -183,6 +199,7 @@ class Job:
         with self._scheduler._cond:
             self._error = error
             self._pending.clear()
+        self.stop.set()
         self._wakeup.set()
 
     def finish(self) -> None:
@@ -322,6 +339,8 @@ class Scheduler:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self.cancelled_calls = 0
+        """Model calls stopped part-way because their job ended (a counter)."""
 
     @property
     def busy_workers(self) -> int:
@@ -386,6 +405,7 @@ class Scheduler:
                 self._jobs.remove(job)
             if not self._jobs:
                 self._idle.set()
+        job.stop.set()  # outside the lock: hooks reach into running model calls
 
     async def drain(self, grace: float) -> bool:
         """Refuse new jobs and wait up to ``grace`` s for active ones; True if all ended."""
@@ -419,9 +439,11 @@ class Scheduler:
         try:
             if item.window < 0:
                 return job.voice.start(item.payload, job.params,  # type: ignore[arg-type]
-                                       lead)
+                                       lead, job.stop)
             windows: Windows = item.payload  # type: ignore[assignment]
             return windows.render(item.window)
+        except Cancelled as err:
+            return err
         except Exception as err:
             _LOGGER.exception("Rendering a unit of voice %s failed", job.voice.spec.name)
             return err
@@ -449,6 +471,8 @@ class Scheduler:
                 result = self._render(job, item, lead)
                 took = time.perf_counter() - began
                 with self._cond:
+                    if isinstance(result, Cancelled):
+                        self.cancelled_calls += 1
                     if isinstance(result, np.ndarray):
                         work = (len(result) / job._rate if item.window < 0 else
                                 item.payload.cost(item.window))  # type: ignore[union-attr]
