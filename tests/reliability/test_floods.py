@@ -63,9 +63,9 @@ class Tier:
 
 
 TIERS = {
-    # The normal suite checks the behaviour with room for a loaded machine (the work
-    # left after the close is the model calls already running, up to a second each on
-    # two busy cores); the reliability tier holds the targets.
+    # The normal suite checks the behaviour with room for a loaded machine (the model
+    # calls running at the close are stopped; what is left is taking in the events
+    # still buffered); the reliability tier holds the targets.
     "fast": Tier(connections=100, pipelined=300, wyoming_cap=32, http_cap=32,
                  caps=("--max-connections", "32", "--max-http-connections", "32"),
                  served_within=5.0, idle_within=8.0),
