@@ -53,6 +53,10 @@ class _RuntimeCollector(Collector):
         yield GaugeMetricFamily("chorus_active_requests",
                                 "Requests holding a scheduler slot (all front doors)",
                                 value=self._scheduler.active_jobs)
+        yield CounterMetricFamily("chorus_cancelled_model_calls",
+                                  "Model calls stopped part-way because their request "
+                                  "ended first (client gone, request failed)",
+                                  value=self._scheduler.cancelled_calls)
         resident = self._store.resident()
         yield GaugeMetricFamily("chorus_resident_voices", "Voices loaded in memory",
                                 value=len(resident))

@@ -38,6 +38,12 @@ Why these rules and these constants, with the runs that decided them:
 
 The number of jobs is bounded: when it is reached, :meth:`Scheduler.open` raises
 :class:`~chorus.server.errors.Busy` at once instead of queueing without limit.
+
+**Stopping.** Each job has a :class:`~chorus.server.engines.base.StopSignal`, set when
+the job fails or is released before its end (client gone, request cancelled): model
+calls of it still running stop part-way (a long sentence's call takes a second or more,
+all of it for nobody), and the worker goes on with the next item. Those calls are
+counted in :attr:`Scheduler.cancelled_calls`.
 """
 
 from __future__ import annotations
@@ -55,7 +61,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .engines.base import PCM, LoadedVoice, SynthesisParams, Unit, Windows
+from .engines.base import (
+    PCM,
+    Cancelled,
+    LoadedVoice,
+    StopSignal,
+    SynthesisParams,
+    Unit,
+    Windows,
+)
 from .errors import Busy, ShuttingDown
 
 __all__ = ["Job", "Piece", "RenderWindow", "Scheduler", "StartUnit"]
@@ -178,6 +192,8 @@ class Job:
         self._error: BaseException | None = None
         self._wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self.stop = StopSignal()
+        """Fires when the job fails or is released: its model calls stop part-way."""
 
     # Called on the event loop ---------------------------------------------------------
 
@@ -199,6 +215,7 @@ class Job:
         with self.lock:
             self._error = error
             self._pending.clear()
+        self.stop.set()
         self._wakeup.set()
 
     def finish(self) -> None:
@@ -315,8 +332,10 @@ class Job:
         """Render one item; a failure is returned, to reach the consumer in order."""
         try:
             if isinstance(item, StartUnit):
-                return self.voice.start(item.text, self.params, lead)
+                return self.voice.start(item.text, self.params, lead, self.stop)
             return item.windows.render(item.index)
+        except Cancelled as err:
+            return err
         except Exception as err:
             _LOGGER.exception("Rendering a unit of voice %s failed", self.voice.spec.name)
             return err
@@ -398,6 +417,8 @@ class Scheduler:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self.cancelled_calls = 0
+        """Model calls stopped part-way because their job ended (a counter)."""
 
     @property
     def busy_workers(self) -> int:
@@ -460,6 +481,7 @@ class Scheduler:
                 self._jobs.remove(job)
             if not self._jobs:
                 self._idle.set()
+        job.stop.set()  # outside the lock: hooks reach into running model calls
 
     async def drain(self, grace: float) -> bool:
         """Refuse new jobs and wait up to ``grace`` s for active ones; True if all ended."""
@@ -505,6 +527,8 @@ class Scheduler:
                 result = job.run(item, lead)
                 took = time.perf_counter() - began
                 with self._cond:
+                    if isinstance(result, Cancelled):
+                        self.cancelled_calls += 1
                     self.paces.observe(job.voice, took, job.work(item, result))
                     item = job.complete(item, result)
                     if item is None:

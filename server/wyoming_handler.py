@@ -153,10 +153,9 @@ class _Request:
     streaming: bool
     refused: ChorusError | None = None
     """Why it cannot run (no room in ``--max-requests``): answered in order, as an error."""
-
-    def events(self) -> int:
-        """Events it holds in the backlog: itself, and the text chunks waiting in it."""
-        return 1 + (self.stream.texts.qsize() if self.streaming else 0)
+    events: int = 1
+    """Events it holds in the backlog: itself, and the stream events received for it
+    while it waits."""
 
 
 class BacklogFull(Busy):
@@ -190,6 +189,10 @@ class WyomingHandler:
         self._write_lock = asyncio.Lock()
         self._stream: _Stream | None = None
         self._backlog: deque[_Request] = deque()
+        self._backlog_events = 0
+        """Events held by the requests in the backlog, kept as they come and go: summed
+        over the backlog on every event, the cost grew with the square of its length
+        (0.16 CPU s for 3,000 pipelined requests, all on the event loop)."""
         self._current: _Request | None = None
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
@@ -314,6 +317,7 @@ class WyomingHandler:
         while self._backlog:
             if self._backlog.popleft().refused is None:
                 self.synthesizer.scheduler.unreserve()
+        self._backlog_events = 0
         worker, self._worker = self._worker, None
         if worker is not None:
             self._wake.set()  # a worker between requests sees the end and returns
@@ -373,20 +377,34 @@ class WyomingHandler:
             if self._stream is None:
                 raise BadRequest("synthesize-chunk outside a stream; send synthesize-start")
             if not self._stream.failed:
-                if self._backlog and self._backlog[-1].stream is self._stream:
+                if self._waiting_stream() is not None:
                     self._check_backlog()  # its request has not started: the text waits
+                self._hold_stream_event()
                 self._stream.put(text)
                 await self._stream.room()  # no total for a stream, but bounded buffering
         elif SynthesizeStop.is_type(event.type):
             if self._stream is None:
                 raise BadRequest("synthesize-stop outside a stream")
+            self._hold_stream_event()
             self._stream.stop()
             self._stream = None
         else:
             _LOGGER.debug("Ignoring Wyoming event %s", event.type)
 
+    def _waiting_stream(self) -> _Request | None:
+        """The open stream's request, while it waits in the backlog."""
+        if self._backlog and self._backlog[-1].stream is self._stream:
+            return self._backlog[-1]
+        return None
+
+    def _hold_stream_event(self) -> None:
+        """Count an event of the open stream that waits with its request."""
+        if (request := self._waiting_stream()) is not None:
+            request.events += 1
+            self._backlog_events += 1
+
     def _check_backlog(self) -> None:
-        queued = sum(request.events() for request in self._backlog)
+        queued = self._backlog_events
         if queued >= self.max_backlog:
             raise BacklogFull(f"too many pipelined events: {queued} wait behind the request "
                               f"in progress (limit {self.max_backlog}); closing")
@@ -400,6 +418,7 @@ class WyomingHandler:
         except ChorusError as err:
             request.refused = err
         self._backlog.append(request)
+        self._backlog_events += request.events
         self._settled.clear()
         self._wake.set()
         if self._worker is None:
@@ -415,6 +434,7 @@ class WyomingHandler:
                 self._wake.clear()
                 await self._wake.wait()
             request = self._current = self._backlog.popleft()
+            self._backlog_events -= request.events
             if request.refused is None:
                 self.synthesizer.scheduler.unreserve()
             try:

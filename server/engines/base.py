@@ -8,11 +8,20 @@ sentence level, :class:`Windows` whose audio is rendered one window per call, ea
 a scheduler unit of its own. ``start``, ``render`` and ``Windows.render`` are called
 from several worker threads at once and must be thread-safe; ``prepare`` is cheap but
 not free, so it also runs off the event loop.
+
+A request that ends early (its client left, it failed) should not leave model calls
+running for nobody: ``start`` and ``render`` take the job's :class:`StopSignal`, and an
+engine that can interrupt a call in progress stops it when the signal fires, raising
+:class:`Cancelled`. Windows are stopped by the signal given to the ``start`` that made
+them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,8 +31,10 @@ import numpy.typing as npt
 
 __all__ = [
     "PCM",
+    "Cancelled",
     "Engine",
     "LoadedVoice",
+    "StopSignal",
     "SynthesisParams",
     "Unit",
     "VoiceConfigError",
@@ -40,6 +51,66 @@ Unit = Sequence[int]
 
 class VoiceConfigError(ValueError):
     """A voice's files are present but unusable (bad JSON, missing keys, bad model)."""
+
+
+class Cancelled(Exception):
+    """A model call stopped part-way because its :class:`StopSignal` fired."""
+
+
+class StopSignal:
+    """Set once when nobody wants a job's audio any more; thread-safe.
+
+    Engines hook a callback for the length of each model call (:meth:`hooked`), so a
+    call already running is told to stop, and hooks never outlive their call.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._hooks: dict[int, Callable[[], None]] = {}
+        self._ids = itertools.count()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Fire: run every hooked callback once (outside the lock; they may be slow)."""
+        with self._lock:
+            if self._set:
+                return
+            self._set = True
+            hooks, self._hooks = list(self._hooks.values()), {}
+        for hook in hooks:
+            hook()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the signal has fired."""
+        if self._set:
+            raise Cancelled("the request ended")
+
+    @contextmanager
+    def hooked(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Call ``callback`` when the signal fires while the block runs (at once if it
+        has fired already)."""
+        with self._lock:
+            fired = self._set
+            if not fired:
+                key = next(self._ids)
+                self._hooks[key] = callback
+        if fired:
+            callback()
+        try:
+            yield
+        finally:
+            if not fired:
+                with self._lock:
+                    self._hooks.pop(key, None)
+
+    @property
+    def hooks(self) -> int:
+        """Callbacks hooked now (each belongs to a model call in progress)."""
+        with self._lock:
+            return len(self._hooks)
 
 
 @dataclass(frozen=True)
@@ -119,14 +190,17 @@ class LoadedVoice(Protocol):
         """Split text into units, never longer than the engine's safe maximum."""
         ...
 
-    def render(self, unit: Unit, params: SynthesisParams) -> PCM:
-        """Synthesize one unit whole. Thread-safe."""
+    def render(self, unit: Unit, params: SynthesisParams, stop: StopSignal | None = None,
+               ) -> PCM:
+        """Synthesize one unit whole. Thread-safe; :class:`Cancelled` once ``stop``
+        fires."""
         ...
 
     def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
-              ) -> PCM | Windows:
+              stop: StopSignal | None = None) -> PCM | Windows:
         """The unit's first model call: its whole audio, or its windows still to render
-        (the same audio, sample for sample, in pieces). Thread-safe.
+        (the same audio, sample for sample, in pieces). Thread-safe. Once ``stop``
+        fires, this call and the windows' renders raise :class:`Cancelled`.
 
         ``lead`` is how many seconds of audio the unit's first window may hold and still
         be ready before its listener needs it (0: the listener is waiting). Small windows

@@ -49,7 +49,8 @@ from piper.config import PhonemeType, PiperConfig
 
 from chorus.common.layout import file_fingerprint
 
-from .base import PCM, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
+from . import onnx_runs
+from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 from .native_memory import return_large_blocks_when_freed
 from .piper_split import (
     DEFAULT_WINDOWS,
@@ -392,19 +393,22 @@ class PiperLoadedVoice:
             feeds["sid"] = np.array([speaker], dtype=np.int64)
         return feeds
 
-    def raw(self, unit: Unit, params: SynthesisParams) -> npt.NDArray[np.float32]:
+    def raw(self, unit: Unit, params: SynthesisParams, stop: StopSignal | None = None,
+            ) -> npt.NDArray[np.float32]:
         """The model's raw output for a whole unit (before the gain)."""
         feeds = self.feeds(unit, params)
         if self._split is not None:
-            return self._split.whole(feeds)
+            return self._split.whole(feeds, stop)
         session = self._session
         if session is None:
             raise RuntimeError(f"voice {self._spec.name} has no model loaded")
         names = [i.name for i in session.get_inputs()]
-        return np.asarray(session.run(None, {n: feeds[n] for n in names})[0]).reshape(-1)
+        result = onnx_runs.run(session, {n: feeds[n] for n in names}, stop)
+        return np.asarray(result[0]).reshape(-1)
 
-    def render(self, unit: Unit, params: SynthesisParams) -> PCM:
-        return to_pcm(self.raw(unit, params), self.gain)
+    def render(self, unit: Unit, params: SynthesisParams, stop: StopSignal | None = None,
+               ) -> PCM:
+        return to_pcm(self.raw(unit, params, stop), self.gain)
 
     def plan(self, frames: int, lead: float) -> list[tuple[int, int]]:
         """Windows for a unit of ``frames`` whose first window may hold ``lead`` seconds
@@ -421,14 +425,14 @@ class PiperLoadedVoice:
         return plan_windows(frames, sizes)
 
     def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
-              ) -> PCM | PiperWindows:
+              stop: StopSignal | None = None) -> PCM | PiperWindows:
         """A unit's first call: its whole audio, or its encoder pass and windows (also
         a single one: the call stays short, so the scheduler can start the next unit)."""
         if self._split is None:
-            return self.render(unit, params)
-        encoded = self._split.encode(self.feeds(unit, params))
+            return self.render(unit, params, stop)
+        encoded = self._split.encode(self.feeds(unit, params), stop)
         windows = self.plan(encoded.frames, lead)
         _LOGGER.debug("Voice %s: unit of %d frames, first window up to %.2f s: windows %s",
                       self._spec.name, encoded.frames, lead,
                       [end - start for start, end in windows])
-        return PiperWindows(self, Sentence(self._split, encoded, windows))
+        return PiperWindows(self, Sentence(self._split, encoded, windows, stop))

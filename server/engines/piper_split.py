@@ -70,6 +70,9 @@ import onnxruntime
 from chorus.common.files import write_atomic
 from chorus.common.server_options import DEFAULT_STREAM_WINDOWS
 
+from . import onnx_runs
+from .base import StopSignal
+
 __all__ = [
     "CONDITIONING_INPUTS",
     "DEFAULT_WINDOWS",
@@ -429,14 +432,17 @@ class SplitGraph:
     def has_flow(self) -> bool:
         return "flow" in self.layout.part_inputs
 
-    def _run(self, part: str, feeds: dict[str, npt.NDArray[Any]]) -> list[FloatArray]:
+    def _run(self, part: str, feeds: dict[str, npt.NDArray[Any]],
+             stop: StopSignal | None = None) -> list[FloatArray]:
         names = self.layout.part_inputs[part]
-        result = self.sessions[part].run(None, {name: feeds[name] for name in names})
+        result = onnx_runs.run(self.sessions[part], {name: feeds[name] for name in names},
+                               stop)
         return [np.asarray(r) for r in result]
 
-    def encode(self, feeds: dict[str, npt.NDArray[Any]]) -> Encoded:
+    def encode(self, feeds: dict[str, npt.NDArray[Any]],
+               stop: StopSignal | None = None) -> Encoded:
         """Run the encoder part on one sentence's model inputs."""
-        outputs = self._run("encoder", feeds)
+        outputs = self._run("encoder", feeds, stop)
         arrays = dict(zip(self.layout.encoder_outputs, outputs, strict=True))
         frames = int(outputs[0].shape[-1])
         conditioning = {k: v for k, v in feeds.items() if k in CONDITIONING_INPUTS}
@@ -461,17 +467,18 @@ class SplitGraph:
         reach = self.layout.flow_context if self.has_flow else 0
         return _widen(need[0] - reach, need[1] + reach, frames, self.min_span)
 
-    def z(self, encoded: Encoded, span: tuple[int, int]) -> FloatArray:
+    def z(self, encoded: Encoded, span: tuple[int, int],
+          stop: StopSignal | None = None) -> FloatArray:
         """``z`` over the frames of ``span`` (exact as :meth:`flow_span` promises)."""
         feeds: dict[str, npt.NDArray[Any]] = dict(encoded.conditioning)
         for name, array in encoded.arrays.items():
             feeds[name] = array[..., span[0]:span[1]]
         if self.has_flow:
-            return self._run("flow", feeds)[0]
+            return self._run("flow", feeds, stop)[0]
         return feeds[self.layout.z]
 
     def decode(self, encoded: Encoded, z: FloatArray, span: tuple[int, int], start: int,
-               end: int) -> FloatArray:
+               end: int, stop: StopSignal | None = None) -> FloatArray:
         """Raw audio of frames ``[start, end)`` from ``z`` over ``span``."""
         layout = self.layout
         (d0, d1), need = self.needs(encoded.frames, start, end)
@@ -481,25 +488,27 @@ class SplitGraph:
         if layout.upsampled:
             a, b = _widen_within(need[0], need[1], span[0], span[1], self.min_span)
             feeds[layout.z] = z[..., a - span[0]:b - span[0]]
-            up = self._run("dec1", feeds)[0]
+            up = self._run("dec1", feeds, stop)[0]
             u = layout.upsample
             feeds[layout.upsampled] = up[..., (d0 - a) * u:(d1 - a) * u]
-            audio = self._run("dec2", feeds)[0]
+            audio = self._run("dec2", feeds, stop)[0]
         else:
             feeds[layout.z] = z[..., d0 - span[0]:d1 - span[0]]
-            audio = self._run("dec", feeds)[0]
+            audio = self._run("dec", feeds, stop)[0]
         flat = audio.reshape(-1)
         return flat[(start - d0) * layout.hop:(end - d0) * layout.hop]
 
-    def render(self, encoded: Encoded, start: int, end: int) -> FloatArray:
+    def render(self, encoded: Encoded, start: int, end: int,
+               stop: StopSignal | None = None) -> FloatArray:
         """Raw audio (model output, not scaled) of frames ``[start, end)``, alone."""
         span = self.flow_span(encoded.frames, self.needs(encoded.frames, start, end)[1])
-        return self.decode(encoded, self.z(encoded, span), span, start, end)
+        return self.decode(encoded, self.z(encoded, span, stop), span, start, end, stop)
 
-    def whole(self, feeds: dict[str, npt.NDArray[Any]]) -> FloatArray:
+    def whole(self, feeds: dict[str, npt.NDArray[Any]],
+              stop: StopSignal | None = None) -> FloatArray:
         """Raw audio of a whole sentence through the parts (equal to the whole graph)."""
-        encoded = self.encode(feeds)
-        return self.render(encoded, 0, encoded.frames)
+        encoded = self.encode(feeds, stop)
+        return self.render(encoded, 0, encoded.frames, stop)
 
 
 SHARED_FLOW_FROM = 2
@@ -520,13 +529,16 @@ class Sentence:
     audio). The others share one flow call over the rest of the sentence, made by the
     first of them to run (the others wait for it), so that the flow's wide reach is not
     paid again for every window.
+
+    Its model calls stop when ``stop`` fires (its request ended).
     """
 
     def __init__(self, graph: SplitGraph, encoded: Encoded,
-                 windows: list[tuple[int, int]]) -> None:
+                 windows: list[tuple[int, int]], stop: StopSignal | None = None) -> None:
         self.graph = graph
         self.encoded = encoded
         self.windows = windows
+        self.stop = stop
         self._lock = threading.Lock()
         self._claimed = False
         self._ready = threading.Event()
@@ -554,9 +566,9 @@ class Sentence:
         """Raw audio of window ``index``."""
         start, end = self.windows[index]
         if index < SHARED_FLOW_FROM or not self.graph.has_flow:
-            return self.graph.render(self.encoded, start, end)
+            return self.graph.render(self.encoded, start, end, self.stop)
         z, span = self._shared_z()
-        return self.graph.decode(self.encoded, z, span, start, end)
+        return self.graph.decode(self.encoded, z, span, start, end, self.stop)
 
     def _shared_z(self) -> tuple[FloatArray, tuple[int, int]]:
         with self._lock:
@@ -568,12 +580,14 @@ class Sentence:
                 first = self.windows[SHARED_FLOW_FROM][0]
                 need = self.graph.needs(frames, first, frames)[1]
                 span = self.graph.flow_span(frames, need)
-                self._rest = (self.graph.z(self.encoded, span), span)
+                self._rest = (self.graph.z(self.encoded, span, self.stop), span)
             finally:
                 self._ready.set()
         else:
             self._ready.wait()
         if self._rest is None:
+            if self.stop is not None:
+                self.stop.check()  # it was stopped, not broken
             raise RuntimeError("the shared flow call of this sentence failed")
         return self._rest
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 from wyoming.client import AsyncTcpClient
-from wyoming.tts import Synthesize, SynthesizeStart
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart
 
 from tests.conftest import ServerProcess, describe, read_until
 
@@ -115,6 +115,25 @@ async def test_backlog_overflow_is_busy_then_closed(bounded: ServerProcess) -> N
         assert event.data["code"] == "busy"
         while (event := await asyncio.wait_for(client.read_event(), 10)) is not None:
             assert event.type in {"audio-chunk", "audio-stop"}, event  # then closed
+    await _wait_for_zero(bounded, within=2.0)
+
+
+async def test_a_waiting_streams_chunks_count_in_the_backlog(bounded: ServerProcess) -> None:
+    """A stream queued behind a request in progress holds its text in the backlog: each
+    chunk counts, with the stream's start, against ``--max-pipelined``."""
+    client = AsyncTcpClient("127.0.0.1", bounded.port)
+    async with client:
+        await client.write_event(Synthesize(LONG).event())  # in progress for a while
+        await client.write_event(SynthesizeStart().event())
+        for _ in range(BACKLOG + 10):
+            await client.write_event(SynthesizeChunk("Word. ").event())
+        while True:
+            event = await asyncio.wait_for(client.read_event(), 30)
+            assert event is not None, "closed without the busy error"
+            if event.type == "error":
+                break
+        assert event.data["code"] == "busy", event
+        assert f"{BACKLOG} wait behind" in event.data["text"], event
     await _wait_for_zero(bounded, within=2.0)
 
 

@@ -10,22 +10,42 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from chorus.server.engines.base import PCM, SynthesisParams, Unit, VoiceSpec, Windows
+from chorus.server.engines.base import (
+    PCM,
+    Cancelled,
+    StopSignal,
+    SynthesisParams,
+    Unit,
+    VoiceSpec,
+    Windows,
+)
 from chorus.server.errors import Busy, ShuttingDown
 from chorus.server.scheduler import PLAN_SAFETY, Job, Paces, RenderWindow, Scheduler
 
 SPEC = VoiceSpec("test", "test", Path("m"), Path("c"), "en_US", 16000)
 
 
+def _wait(delay_ms: float, stop: StopSignal | None) -> None:
+    """Take ``delay_ms`` like a model call, stopping part-way (:class:`Cancelled`) when
+    ``stop`` fires, as the Piper engine's calls do."""
+    if stop is None:
+        time.sleep(delay_ms / 1000)
+        return
+    fired = threading.Event()
+    with stop.hooked(fired.set):
+        if fired.wait(delay_ms / 1000):
+            raise Cancelled("stopped")
+
+
 class RecordingVoice:
     """Renders unit ``[n, delay_ms]`` to 0.1 s of samples ``n`` after ``delay_ms``, recording
-    the order."""
+    the order; a call stops when its job's stop signal fires."""
 
     spec = SPEC
     memory_bytes = 0
@@ -38,18 +58,19 @@ class RecordingVoice:
     def prepare(self, text: str) -> list[Unit]:
         return [[int(word), 0] for word in text.split()]
 
-    def render(self, unit: Unit, params: SynthesisParams) -> PCM:
+    def render(self, unit: Unit, params: SynthesisParams, stop: StopSignal | None = None,
+               ) -> PCM:
         number, delay_ms = unit
         if number < 0:
             raise RuntimeError("model exploded")
-        time.sleep(delay_ms / 1000)
+        _wait(delay_ms, stop)
         with self.lock:
             self.order.append(number)
         return np.full(1600, number, dtype=np.int16)  # 0.1 s of audio at 16 kHz
 
     def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
-              ) -> PCM | Windows:
-        return self.render(unit, params)
+              stop: StopSignal | None = None) -> PCM | Windows:
+        return self.render(unit, params, stop)
 
 
 async def _collect(job: Job) -> list[int]:
@@ -77,8 +98,9 @@ async def test_audio_comes_out_in_order(scheduler: Scheduler) -> None:
 class SecondsVoice(RecordingVoice):
     """Each unit is a whole second of audio: a listener soon has plenty in hand."""
 
-    def render(self, unit: Unit, params: SynthesisParams) -> PCM:
-        return np.repeat(super().render(unit, params), 10)
+    def render(self, unit: Unit, params: SynthesisParams, stop: StopSignal | None = None,
+               ) -> PCM:
+        return np.repeat(super().render(unit, params, stop), 10)
 
 
 async def test_new_short_job_goes_before_a_long_ones_remaining_units() -> None:
@@ -212,11 +234,12 @@ class WindowedVoice:
     def prepare(self, text: str) -> list[Unit]:
         return [[int(word), 3, 5] for word in text.split()]
 
-    def render(self, unit: Unit, params: SynthesisParams) -> PCM:
+    def render(self, unit: Unit, params: SynthesisParams, stop: StopSignal | None = None,
+               ) -> PCM:
         raise AssertionError("a streaming voice is started, not rendered whole")
 
     def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
-              ) -> PCM | Windows:
+              stop: StopSignal | None = None) -> PCM | Windows:
         number, count, delay_ms, *rest = unit
         with self.lock:
             self.leads[number] = lead
@@ -268,7 +291,7 @@ async def test_windows_of_two_long_requests_interleave() -> None:
 async def test_a_failing_window_reaches_the_consumer_in_order(scheduler: Scheduler) -> None:
     class Failing(WindowedVoice):
         def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
-                  ) -> PCM | Windows:
+                  stop: StopSignal | None = None) -> PCM | Windows:
             windows = super().start(unit, params)
             assert isinstance(windows, _Windows)
             original = windows.render
@@ -403,11 +426,61 @@ async def test_whole_sentence_voices_still_start_units_side_by_side(
     both = threading.Barrier(2, timeout=5)
 
     class Parallel(RecordingVoice):
-        def render(self, unit: Unit, params: SynthesisParams) -> PCM:
+        def render(self, unit: Unit, params: SynthesisParams,
+                   stop: StopSignal | None = None) -> PCM:
             both.wait()  # raises BrokenBarrierError unless two units render at once
-            return super().render(unit, params)
+            return super().render(unit, params, stop)
 
     job = scheduler.open(Parallel(), SynthesisParams())
     job.add_units([[1, 0], [2, 0]])
     job.close()
     assert await asyncio.wait_for(_collect(job), 10) == [1, 2]
+
+
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < within, f"not within {within} s"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_released_jobs_running_call_is_stopped(scheduler: Scheduler) -> None:
+    """A client that leaves mid-sentence frees its worker at once, not when the call
+    would have ended; the worker then serves the next job."""
+    voice = RecordingVoice()
+    job = scheduler.open(voice, SynthesisParams())
+    job.add_units([[1, 10_000]])  # a ten-second model call
+    job.close()
+    await _until(lambda: scheduler.busy_workers == 1)
+    job.finish()
+    await _until(lambda: scheduler.busy_workers == 0, within=2.0)  # not ten seconds
+    assert scheduler.cancelled_calls == 1
+    assert job.stop.hooks == 0  # nothing of the call is left hooked to the job
+    assert voice.order == []
+    for _ in range(scheduler.workers):  # every worker survived and takes new work
+        other = scheduler.open(voice, SynthesisParams())
+        other.add_units([[2, 0], [3, 0]])
+        other.close()
+        assert await asyncio.wait_for(_collect(other), 5) == [2, 3]
+    assert scheduler.cancelled_calls == 1
+
+
+async def test_a_failed_jobs_other_calls_are_stopped_and_counted(
+        scheduler: Scheduler) -> None:
+    job = scheduler.open(RecordingVoice(), SynthesisParams())
+    job.add_units([[1, 10_000], [2, 10_000]])  # both workers busy for ten seconds
+    job.close()
+    await _until(lambda: scheduler.busy_workers == 2)
+    job.fail(ValueError("the stream broke"))
+    with pytest.raises(ValueError, match="stream broke"):
+        await asyncio.wait_for(_collect(job), 2.0)
+    await _until(lambda: scheduler.busy_workers == 0, within=2.0)
+    assert scheduler.cancelled_calls == 2
+
+
+async def test_a_job_that_ends_normally_cancels_nothing(scheduler: Scheduler) -> None:
+    job = scheduler.open(RecordingVoice(), SynthesisParams())
+    job.add_units([[i, 5] for i in range(4)])
+    job.close()
+    assert await _collect(job) == [0, 1, 2, 3]
+    assert scheduler.cancelled_calls == 0
