@@ -207,6 +207,12 @@ class ServerOptions:
     """Off, an unknown speaker is spoken with speaker 0 and a warning, which is what
     wyoming-piper does and clients migrating from it expect."""
 
+    preload_voices: tuple[str, ...] = field(default=(), metadata=_how(
+        "voices to load ahead of their first request, also when installed later: 'all' or "
+        "names separated by commas; repeatable",
+        metavar="all|NAMES", repeat=True))
+    """The default voice is always loaded; others otherwise load on first use (seconds)."""
+
     voices_dirs: tuple[Path, ...] = field(default=(), metadata=_how(
         "Piper voices directory (<voice>.onnx + .onnx.json); repeatable (env: colon-separated)",
         flag="--voices-dir", parse=Path, repeat=True, metavar="DIR", separator=os.pathsep,

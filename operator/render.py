@@ -209,10 +209,14 @@ def build_server_settings(spec: ServiceSpec) -> dict[str, Any]:
 
     The pass-through options go as the spec gives them. Workers default to the
     container's CPU limit (else request), rounded, at least one: the server's own default
-    (one per CPU it can see) would count the node's cores.
+    (one per CPU it can see) would count the node's cores. Every voice is preloaded: the
+    volume holds exactly the voices the service declares, so "all" names them without
+    putting voice names here (this file's checksum rolls the pods; a voice change must
+    not), and the server stops preloading at its memory budget.
     """
     server = spec.server
-    settings: dict[str, Any] = {"default-voice": spec.default_voice, **server.pass_throughs()}
+    settings: dict[str, Any] = {"default-voice": spec.default_voice, "preload-voices": ["all"],
+                                **server.pass_throughs()}
     if "workers" not in settings:
         res = server_resources(spec)
         cpu = _cpu(res.get("limits", {}).get("cpu")) or _cpu(res.get("requests", {}).get("cpu"))

@@ -55,6 +55,7 @@ class Runtime:
             default_voice=settings.effective_default_voice,
             memory_budget=settings.voice_memory_mb * 1024 * 1024,
             rescan_interval=settings.rescan_interval,
+            preload=settings.preload,
         )
         self.scheduler = Scheduler(settings.worker_count, max_jobs=settings.max_requests)
         defaults = SynthesisParams(length_scale=settings.length_scale,

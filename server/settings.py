@@ -70,6 +70,12 @@ class ServerSettings(ServerOptions):
         return directories
 
     @property
+    def preload(self) -> tuple[str, ...]:
+        """``--preload-voices`` as names (``all`` stays a name of its own)."""
+        return tuple(name.strip() for item in self.preload_voices for name in item.split(",")
+                     if name.strip())
+
+    @property
     def effective_default_voice(self) -> str | None:
         if self.default_voice:
             return self.default_voice

@@ -9,6 +9,12 @@ only re-reads a config whose size or mtime changed.
 Resident voices are kept in an LRU under a memory budget; the default voice is
 loaded and warmed before the server reports ready and is never evicted. A voice whose
 files are broken is skipped with a log line until its files change.
+
+Preloaded voices (``preload``: names, or ``all``) are loaded in the background after
+start and whenever one of them is installed later (a sidecar brings voices after the
+server started), so their first request does not wait for a load (1.3-3.4 s measured
+with Home Assistant). Preloading stops, with a warning, at the first load that would
+push another voice out of the budget: a preload must never evict what is in use.
 """
 
 from __future__ import annotations
@@ -47,8 +53,16 @@ class VoiceStore:
         default_voice: str | None = None,
         memory_budget: int = 1 << 30,
         rescan_interval: float = 1.0,
+        preload: Sequence[str] = (),
     ) -> None:
         self._engine = engine
+        self._preload = tuple(preload)
+        """Voice names to keep loaded ahead of requests; ``("all",)`` means every one."""
+        self._preload_task: asyncio.Task[None] | None = None
+        self._preload_full = False
+        self._preloaded: set[tuple[str, tuple[int, ...]]] = set()
+        """Voices (name, files) already preloaded once: evicted later, not loaded again."""
+        self._evictions = 0
         self._directories = list(directories)
         self._requested_default = default_voice
         self._memory_budget = memory_budget
@@ -159,13 +173,18 @@ class VoiceStore:
         if self.default_voice not in self._installed:
             raise UnknownVoice(self._unknown_message(self.default_voice, "default voice"))
         await self.acquire(self._installed[self.default_voice])
+        missing = sorted(set(self._preload) - {"all"} - set(self._installed))
+        if missing:
+            _LOGGER.info("Voices to preload once installed: %s", ", ".join(missing))
+        self._start_preloading()
         self._watch_task = asyncio.create_task(self._watch(), name="voice-store-watch")
 
     async def close(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        for task in (self._watch_task, self._preload_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._resident.clear()
         release_memory()
 
@@ -176,6 +195,45 @@ class VoiceStore:
                 await self.refresh()
             except Exception:
                 _LOGGER.exception("Voice rescan failed")
+            else:
+                self._start_preloading()
+
+    # -- preloading ---------------------------------------------------------------------
+
+    def _to_preload(self) -> list[VoiceSpec]:
+        wanted = self._preload
+        return [spec for spec in self.installed()
+                if ("all" in wanted or spec.name in wanted)
+                and spec.name not in self._resident and spec.name not in self._loading
+                and (spec.name, spec.fingerprint) not in self._preloaded]
+
+    def _start_preloading(self) -> None:
+        if self._preload_full or not self._to_preload():
+            return
+        if self._preload_task is None or self._preload_task.done():
+            self._preload_task = asyncio.create_task(self._preload_voices(),
+                                                     name="voice-store-preload")
+
+    async def _preload_voices(self) -> None:
+        while not self._preload_full and (pending := self._to_preload()):
+            spec = pending[0]
+            self._preloaded.add((spec.name, spec.fingerprint))
+            evictions = self._evictions
+            try:
+                await self.acquire(spec)
+            except VoiceUnavailable:
+                continue  # logged by the load; marked broken, so not tried again
+            except Exception:
+                _LOGGER.exception("Preloading voice %s failed", spec.name)
+                return
+            if self._evictions != evictions:
+                self._preload_full = True
+                _LOGGER.warning(
+                    "Preloading stopped at voice %s: the voice memory budget (%d MB) is "
+                    "full; raise --voice-memory-mb to keep more voices loaded", spec.name,
+                    self._memory_budget // (1024 * 1024))
+                return
+            _LOGGER.info("Preloaded voice %s", spec.name)
 
     # -- selection ----------------------------------------------------------------------
 
@@ -273,5 +331,6 @@ class VoiceStore:
                 continue
             total -= self._resident.pop(name).memory_bytes
             evicted = True
+            self._evictions += 1
             _LOGGER.info("Evicted voice %s to stay under the memory budget", name)
         return evicted

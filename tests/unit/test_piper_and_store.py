@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -198,3 +199,55 @@ async def test_an_unreadable_voices_directory_is_an_error_naming_the_errno(
     await store.refresh()
     assert [s.name for s in store.installed()] == ["en_US-good-low"]
     assert any("readable again" in r.getMessage() for r in caplog.records)
+
+
+async def _resident_soon(store: VoiceStore, names: set[str], within: float = 60.0) -> set[str]:
+    """The resident voices once ``names`` are among them, or when ``within`` ran out."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        resident = {v.spec.name for v in store.resident()}
+        if names <= resident or asyncio.get_running_loop().time() > deadline:
+            return resident
+        await asyncio.sleep(0.1)
+
+
+async def test_preloaded_voices_load_after_start_and_when_installed_later(
+        tmp_path: Path, graph_cache_dir: Path) -> None:
+    _install(tmp_path, "en_US-a-low", "en_US")
+    _install(tmp_path, "en_US-b-low", "en_US")
+    store = VoiceStore(PiperEngine(1, 150, graph_cache_dir=graph_cache_dir), [tmp_path],
+                       default_voice="en_US-a-low", rescan_interval=0.2,
+                       preload=["en_US-b-low", "en_US-c-low"])
+    await store.start()
+    try:
+        assert await _resident_soon(store, {"en_US-b-low"}) == {"en_US-a-low", "en_US-b-low"}
+        _install(tmp_path, "en_US-c-low", "en_US")  # arrives later, as from a sidecar
+        _install(tmp_path, "en_US-d-low", "en_US")  # not asked for
+        assert await _resident_soon(store, {"en_US-c-low"}) == {
+            "en_US-a-low", "en_US-b-low", "en_US-c-low"}
+        await asyncio.sleep(1.0)  # a few rescans: d is installed, never preloaded
+        assert "en_US-d-low" in {s.name for s in store.installed()}
+        assert "en_US-d-low" not in {v.spec.name for v in store.resident()}
+    finally:
+        await store.close()
+
+
+async def test_preloading_all_stops_at_the_memory_budget_without_churn(
+        tmp_path: Path, graph_cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for name in ("en_US-a-low", "en_US-b-low", "en_US-c-low", "en_US-d-low"):
+        _install(tmp_path, name, "en_US")
+    model_bytes = (JOE_DIR / "en_US-joe-medium.onnx").stat().st_size
+    store = VoiceStore(PiperEngine(1, 150, graph_cache_dir=graph_cache_dir), [tmp_path],
+                       default_voice="en_US-a-low", rescan_interval=0.2,
+                       memory_budget=int(model_bytes * 2 * 2.5), preload=["all"])
+    with caplog.at_level("WARNING", logger="chorus.server.voices"):
+        await store.start()
+        try:
+            await _resident_soon(store, {"en_US-b-low", "en_US-c-low"})  # c never comes
+            assert "Preloading stopped at voice en_US-c-low" in caplog.text
+            await asyncio.sleep(1.0)  # rescans go on; preloading does not start again
+            resident = {v.spec.name for v in store.resident()}
+            assert "en_US-a-low" in resident and "en_US-d-low" not in resident
+            assert len(resident) == 2
+        finally:
+            await store.close()
