@@ -1,13 +1,18 @@
-"""The scheduler: worker threads render units; the asyncio loop only hands them out.
+"""The scheduler: worker threads render work items; the asyncio loop only hands them out.
 
 The unit of work is a model call, not a request. Each request is a :class:`Job` whose
-units (sentences, or parts of over-long ones) are started in order of arrival into it.
-A voice that streams below sentence level answers a unit's first call with the unit's
-*windows* (see :class:`~chorus.server.engines.base.Windows`); each window is then a
-work item of its own, queued ahead of the job's later units, and the worker that ran
-the first call goes straight on with window 0 (first audio should not wait in the
-queue again). Windows of one unit may render on several workers at once; their audio
-still leaves in order.
+units (sentences, or parts of over-long ones) start in order of arrival into it: a
+:class:`StartUnit` item. A voice that streams below sentence level answers a unit's
+first call with the unit's *windows* (see :class:`~chorus.server.engines.base.Windows`);
+each window is then a :class:`RenderWindow` item of its own, queued ahead of the job's
+later units, and the worker that ran the first call goes straight on with window 0
+(first audio should not wait in the queue again). Windows of one unit may render on
+several workers at once; their audio still leaves in order.
+
+Who owns what: a :class:`Job` holds its queued items, its results and its listener's
+account (audio given, when playing began), and takes and completes its own items; the
+:class:`Scheduler` owns the worker threads, the one lock every job shares, the job list
+and the choice of the next job. The lock is handed to each job when it is opened.
 
 At most ``lookahead`` items of a job are rendered ahead of what its consumer has taken
 (the piece the consumer waits for may always run), so one client can use every worker
@@ -23,22 +28,13 @@ go to the job with fewer items started, then the older job. A new request has no
 and its first call is short, so it goes ahead of long requests already streaming,
 unless one of those would otherwise run dry; long ones advance in step.
 
-Why seconds of audio: counted in items instead, a request at a sentence boundary (an
-encoder pass and small windows: many items, little audio) fell behind requests in the
-middle of big windows, and the last of four requests started together ran dry
-(measured: 10 underruns in 12 paragraphs, gaps up to 0.7 s; counted in audio given but
-not in time played, 2-8 underruns of 0-0.14 s). Why the next item's time: without it,
-a request whose next window was big (384 frames, 4.5 s of audio) waited behind new
-requests' small items until too late to render it (four paragraphs on two workers with
-another process busy on one core: gaps of 0.1-0.4 s after the second window). Why its
-cost and not its audio: small windows cost up to 3x more per second of audio than big
-ones, and a pace counted in audio made big windows look so slow that a fourth request
-waited 1.8 s for its first audio.
-
 **Lead.** A streaming voice's unit starts only after the unit before it has answered
 its first call, and is told how much audio its first window may hold and still be
 ready in time (``lead``: the listener's audio in hand over :data:`PLAN_SAFETY` times the
 pace), so the voice skips small windows nobody is waiting for.
+
+Why these rules and these constants, with the runs that decided them:
+``docs/scheduling.md``.
 
 The number of jobs is bounded: when it is reached, :meth:`Scheduler.open` raises
 :class:`~chorus.server.errors.Busy` at once instead of queueing without limit.
@@ -53,7 +49,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -62,18 +58,13 @@ import numpy as np
 from .engines.base import PCM, LoadedVoice, SynthesisParams, Unit, Windows
 from .errors import Busy, ShuttingDown
 
-__all__ = ["Job", "Piece", "Scheduler"]
+__all__ = ["Job", "Piece", "RenderWindow", "Scheduler", "StartUnit"]
 
 _LOGGER = logging.getLogger(__name__)
 
 PLAYING_MARGIN = 0.35
 """Seconds: a request whose listener is playing and has less audio in hand than this
-beyond its next item's expected time goes before new requests (which have none). Four
-paragraphs started together on two workers: with no margin the first two requests'
-first window (0.19 s of audio) ran out while the other two were encoded (gaps of 5-52 ms
-in 9 of 12 requests, all right after the first window; 0.15 s still left 5); with 0.35 s
-none ran dry in 16 requests, and the last two requests' first audio came at ~0.3 s
-instead of ~0.25 s."""
+beyond its next item's expected time goes before new requests (which have none)."""
 
 PLAN_SAFETY = 3.0
 """A unit's first window is planned to take at most a third of the time its listener has
@@ -84,11 +75,9 @@ PACE_WEIGHT = 0.2
 it follows the machine's load)."""
 
 LOOKAHEAD_PER_WORKER = 4
-"""Default lookahead in items per worker. Windows make many small items per sentence:
-with one per worker, the windows of a request's next sentence, done early, filled the
-lookahead and left a worker idle while the current sentence's windows waited (a
-199-character request took 0.95 s instead of ~0.65 s on two workers). A window is at most
-a few hundred KB of samples, so a few per worker bound a slow reader's backlog well."""
+"""Default lookahead in items per worker: windows make many small items per sentence, and
+with fewer a request's next sentence could fill the lookahead while its current one
+waited; a window is at most a few hundred KB of samples."""
 
 
 class Paces:
@@ -122,27 +111,54 @@ class Piece(NamedTuple):
     """The unit's last piece (silence after a sentence goes after this one)."""
 
 
-@dataclass(eq=False)
-class _Item:
+@dataclass(frozen=True, eq=False)
+class StartUnit:
+    """A unit's first call: the voice answers with its audio, or with its windows."""
+
     unit: int
-    window: int
-    """-1 for the unit's first call (``voice.start``), else a window index."""
-    payload: Unit | Windows
+    text: Unit
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """Where its audio goes: the unit's first piece."""
+        return (self.unit, 0)
 
 
+@dataclass(frozen=True, eq=False)
+class RenderWindow:
+    """One window of a unit whose first call answered windows."""
+
+    unit: int
+    index: int
+    windows: Windows
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.unit, self.index)
+
+
+Item = StartUnit | RenderWindow
 Result = PCM | BaseException
 
 
 class Job:
-    """One request's units and their audio, in order. Created by :meth:`Scheduler.open`."""
+    """One request's units and their audio, in order. Created by :meth:`Scheduler.open`.
 
-    def __init__(self, scheduler: Scheduler, voice: LoadedVoice, params: SynthesisParams,
-                 arrival: int) -> None:
+    The event loop adds units and reads pieces; a worker takes an item
+    (:meth:`take`), runs it outside the lock (:meth:`run`) and completes it
+    (:meth:`complete`). Methods marked "lock held" expect the caller to hold ``lock``.
+    """
+
+    def __init__(self, lock: threading.Condition, voice: LoadedVoice,
+                 params: SynthesisParams, arrival: int,
+                 on_finish: Callable[[Job], None]) -> None:
         self.voice = voice
         self.params = params
-        self._scheduler = scheduler
+        self.lock = lock
+        """The scheduler's lock, shared by every job: workers pick among all of them."""
+        self._on_finish = on_finish
         self._arrival = arrival
-        self._pending: deque[_Item] = deque()
+        self._pending: deque[Item] = deque()
         self._units = 0
         self._started = 0
         self._service = 0.0
@@ -166,36 +182,35 @@ class Job:
     # Called on the event loop ---------------------------------------------------------
 
     def add_units(self, units: Iterable[Unit]) -> None:
-        with self._scheduler._cond:
+        with self.lock:
             for unit in units:
-                self._pending.append(_Item(self._units, -1, unit))
+                self._pending.append(StartUnit(self._units, unit))
                 self._units += 1
-            self._scheduler._cond.notify_all()
+            self.lock.notify_all()
 
     def close(self) -> None:
         """No more units will be added."""
-        with self._scheduler._cond:
+        with self.lock:
             self._closed = True
         self._wakeup.set()
 
     def fail(self, error: BaseException) -> None:
         """Stop the job; the consumer raises ``error`` at its next read."""
-        with self._scheduler._cond:
+        with self.lock:
             self._error = error
             self._pending.clear()
         self._wakeup.set()
 
     def finish(self) -> None:
         """Release the job's slot (always called, also when the consumer gave up)."""
-        self._scheduler._release(self)
+        self._on_finish(self)
 
     async def pieces(self) -> AsyncIterator[Piece]:
         """Rendered pieces in order, as soon as each is ready."""
-        cond = self._scheduler._cond
         while True:
             piece: Piece | None = None
             failure: BaseException | None = None
-            with cond:
+            with self.lock:
                 if self._error is not None:
                     raise self._error
                 item = self._results.pop((self._unit, self._window), None)
@@ -207,7 +222,7 @@ class Job:
                         self._window = 0
                     else:
                         self._window += 1
-                    cond.notify()  # lookahead room for this job
+                    self.lock.notify()  # lookahead room for this job
                     if isinstance(item, BaseException):
                         failure = item
                     else:
@@ -228,14 +243,25 @@ class Job:
         async for piece in self.pieces():
             yield piece.pcm
 
-    # Called by workers, under the scheduler's lock ------------------------------------
+    # Called by the scheduler and its workers, lock held --------------------------------
 
-    def _runnable(self, lookahead: int) -> bool:
+    @property
+    def queued(self) -> int:
+        """Items waiting for a worker."""
+        return len(self._pending)
+
+    def end(self) -> None:
+        """The job's slot is released: nothing more runs or is kept for it."""
+        self._done = True
+        self._pending.clear()
+        self._results.clear()
+
+    def runnable(self, lookahead: int) -> bool:
         if not self._pending or self._done:
             return False
         head = self._pending[0]
-        if (head.window < 0 and head.unit > 0 and head.unit - 1 not in self._counts
-                and self.voice.streaming):
+        if (isinstance(head, StartUnit) and head.unit > 0
+                and head.unit - 1 not in self._counts and self.voice.streaming):
             # The unit before is still in its first call: its audio is not counted in
             # ``ahead`` yet, and this unit would be planned as if its listener waited.
             return False
@@ -244,7 +270,58 @@ class Job:
         # Results of later units may fill the lookahead while the piece the consumer
         # waits for is still queued (a short sentence finished before a long one's
         # windows): that piece may always run, or nobody would ever take one again.
-        return (head.unit, max(head.window, 0)) == (self._unit, self._window)
+        return head.key == (self._unit, self._window)
+
+    def priority(self, now: float, pace: float | None) -> tuple[float, int, int]:
+        """Lowest first: slack, then items started, then arrival (module docstring)."""
+        return (self._slack(now, pace), self._started, self._arrival)
+
+    def take(self, now: float, pace: float | None) -> tuple[Item, float]:
+        """The next item for a worker, and the lead a unit started now is given."""
+        item = self._pending.popleft()
+        if isinstance(item, RenderWindow):
+            self._service += item.windows.samples(item.index) / self._rate
+        lead = self._lead(now, pace)
+        self._started += 1
+        self._in_flight += 1
+        return item, lead
+
+    def work(self, item: Item, result: PCM | Windows | BaseException) -> float:
+        """What a finished call rendered, in seconds of audio rendered whole (the unit
+        of :class:`Paces`); 0 when it rendered no audio."""
+        if not isinstance(result, np.ndarray):
+            return 0.0
+        if isinstance(item, StartUnit):
+            return len(result) / self._rate
+        return item.windows.cost(item.index)
+
+    def complete(self, item: Item, result: PCM | Windows | BaseException) -> Item | None:
+        """Keep a finished call's result; when it answered windows, queue them and
+        return the first for the same worker to render at once."""
+        if isinstance(result, np.ndarray | BaseException):
+            if isinstance(item, StartUnit):
+                self._counts[item.unit] = 1
+                if isinstance(result, np.ndarray):
+                    self._service += len(result) / self._rate
+            self._deliver(item.key, result)
+            return None
+        if isinstance(item, StartUnit):
+            return self._expand(item, result)
+        raise TypeError("a window rendered into windows")
+
+    # Called outside the lock ----------------------------------------------------------
+
+    def run(self, item: Item, lead: float) -> PCM | Windows | BaseException:
+        """Render one item; a failure is returned, to reach the consumer in order."""
+        try:
+            if isinstance(item, StartUnit):
+                return self.voice.start(item.text, self.params, lead)
+            return item.windows.render(item.index)
+        except Exception as err:
+            _LOGGER.exception("Rendering a unit of voice %s failed", self.voice.spec.name)
+            return err
+
+    # Internals, lock held ---------------------------------------------------------------
 
     def _deliver(self, key: tuple[int, int], result: Result) -> None:
         self._in_flight -= 1
@@ -258,10 +335,9 @@ class Job:
         """:meth:`_in_hand`, less the expected time of the next item (see the module
         docstring; a unit's first call counts as quick)."""
         head = self._pending[0]
-        if pace is None or head.window < 0:
+        if pace is None or isinstance(head, StartUnit):
             return self._in_hand(now)
-        windows: Windows = head.payload  # type: ignore[assignment]
-        return self._in_hand(now) - pace * windows.cost(head.window)
+        return self._in_hand(now) - pace * head.windows.cost(head.index)
 
     def _lead(self, now: float, pace: float | None) -> float:
         """Seconds of audio a unit started now may put in its first window."""
@@ -280,25 +356,25 @@ class Job:
         margin = 0.0 if self._first_at is None else PLAYING_MARGIN
         return self._ahead(now) - margin
 
-    def _expand(self, item: _Item, windows: Windows) -> _Item | None:
-        """A unit's first call returned windows: queue them; the first is returned for
-        the calling worker to render at once (``None`` if the job is over)."""
+    def _expand(self, item: StartUnit, windows: Windows) -> RenderWindow | None:
+        """Queue a unit's windows; the first is returned for the calling worker to
+        render at once (``None`` if the job is over or the unit has no audio)."""
         count = len(windows)
         self._counts[item.unit] = max(1, count)
         if self._done or self._error is not None:
             self._in_flight -= 1
             return None
         if count == 0:
-            self._deliver((item.unit, 0), np.zeros(0, dtype=np.int16))
+            self._deliver(item.key, np.zeros(0, dtype=np.int16))
             return None
         # Queued in order: after the windows of earlier units, before later units.
         at = next((i for i, queued in enumerate(self._pending) if queued.unit > item.unit),
                   len(self._pending))
         for index in range(count - 1, 0, -1):
-            self._pending.insert(at, _Item(item.unit, index, windows))
+            self._pending.insert(at, RenderWindow(item.unit, index, windows))
         self._started += 1
         self._service += windows.samples(0) / self._rate
-        return _Item(item.unit, 0, windows)
+        return RenderWindow(item.unit, 0, windows)
 
 
 class Scheduler:
@@ -335,7 +411,7 @@ class Scheduler:
     def queued_units(self) -> int:
         """Work items (units and windows) waiting for a worker."""
         with self._cond:
-            return sum(len(job._pending) for job in self._jobs)
+            return sum(job.queued for job in self._jobs)
 
     def start(self) -> None:
         for number in range(self.workers):
@@ -350,7 +426,7 @@ class Scheduler:
             if not self._accepting:
                 raise ShuttingDown("the server is shutting down")
             self._check_room()
-            job = Job(self, voice, params, next(self._arrivals))
+            job = Job(self._cond, voice, params, next(self._arrivals), self._release)
             self._jobs.append(job)
             self._idle.clear()
             return job
@@ -379,9 +455,7 @@ class Scheduler:
 
     def _release(self, job: Job) -> None:
         with self._cond:
-            job._done = True
-            job._pending.clear()
-            job._results.clear()
+            job.end()
             if job in self._jobs:
                 self._jobs.remove(job)
             if not self._jobs:
@@ -406,62 +480,33 @@ class Scheduler:
             await asyncio.to_thread(thread.join, 5.0)
         self._threads.clear()
 
-    def _pick(self) -> Job | None:
-        runnable = [job for job in self._jobs if job._runnable(self.lookahead)]
+    def pick(self) -> Job | None:
+        """The job a free worker takes next (lock held), or ``None``."""
+        runnable = [job for job in self._jobs if job.runnable(self.lookahead)]
         if not runnable:
             return None
         now = time.monotonic()
-        return min(runnable, key=lambda job: (job._slack(now, self.paces.get(job.voice)),
-                                              job._started, job._arrival))
-
-    @staticmethod
-    def _render(job: Job, item: _Item, lead: float) -> PCM | Windows | BaseException:
-        try:
-            if item.window < 0:
-                return job.voice.start(item.payload, job.params,  # type: ignore[arg-type]
-                                       lead)
-            windows: Windows = item.payload  # type: ignore[assignment]
-            return windows.render(item.window)
-        except Exception as err:
-            _LOGGER.exception("Rendering a unit of voice %s failed", job.voice.spec.name)
-            return err
+        return min(runnable, key=lambda job: job.priority(now, self.paces.get(job.voice)))
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                job = self._pick()
+                job = self.pick()
                 while job is None:
                     if self._stopping:
                         return
                     self._cond.wait()
-                    job = self._pick()
-                first = job._pending.popleft()
-                if first.window >= 0:
-                    windows: Windows = first.payload  # type: ignore[assignment]
-                    job._service += windows.samples(first.window) / job._rate
-                item: _Item | None = first
-                lead = job._lead(time.monotonic(), self.paces.get(job.voice))
-                job._started += 1
-                job._in_flight += 1
+                    job = self.pick()
+                item: Item | None
+                item, lead = job.take(time.monotonic(), self.paces.get(job.voice))
                 self._busy += 1
             while item is not None:
                 began = time.perf_counter()
-                result = self._render(job, item, lead)
+                result = job.run(item, lead)
                 took = time.perf_counter() - began
                 with self._cond:
-                    if isinstance(result, np.ndarray):
-                        work = (len(result) / job._rate if item.window < 0 else
-                                item.payload.cost(item.window))  # type: ignore[union-attr]
-                        self.paces.observe(job.voice, took, work)
-                    if isinstance(result, np.ndarray | BaseException):
-                        if item.window < 0:
-                            job._counts[item.unit] = 1
-                            if isinstance(result, np.ndarray):
-                                job._service += len(result) / job._rate
-                        job._deliver((item.unit, max(item.window, 0)), result)
-                        item = None
-                    else:
-                        item = job._expand(item, result)
+                    self.paces.observe(job.voice, took, job.work(item, result))
+                    item = job.complete(item, result)
                     if item is None:
                         self._busy -= 1
                     self._cond.notify_all()

@@ -1,1 +1,1 @@
-"""The voice manager (sidecar, init container and ``chorus voices``); see issue #4."""
+"""The voice manager (sidecar, init container, ``chorus voices``): verified voices in a volume."""

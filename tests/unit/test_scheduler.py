@@ -18,7 +18,7 @@ import pytest
 
 from chorus.server.engines.base import PCM, SynthesisParams, Unit, VoiceSpec, Windows
 from chorus.server.errors import Busy, ShuttingDown
-from chorus.server.scheduler import PLAN_SAFETY, Job, Paces, Scheduler, _Item
+from chorus.server.scheduler import PLAN_SAFETY, Job, Paces, RenderWindow, Scheduler
 
 SPEC = VoiceSpec("test", "test", Path("m"), Path("c"), "en_US", 16000)
 
@@ -338,9 +338,9 @@ async def test_a_request_about_to_run_dry_goes_before_a_new_one() -> None:
     new.add_units([[2, 1, 1]])
     playing._first_at = time.monotonic()
     playing._service = 0.1  # given 0.1 s, playing since now
-    assert scheduler._pick() is playing
+    assert scheduler.pick() is playing
     playing._service = 2.0
-    assert scheduler._pick() is new
+    assert scheduler.pick() is new
     playing.finish()
     new.finish()
 
@@ -386,12 +386,12 @@ async def test_a_playing_request_whose_next_window_takes_long_goes_first() -> No
     new.add_units([[2, 1, 1]])
     windows = _Windows(voice, 1, 3, 1, samples=16000)  # 1 s of audio per window
     playing._pending.clear()
-    playing._pending.append(_Item(0, 1, windows))
+    playing._pending.append(RenderWindow(0, 1, windows))
     playing._first_at = time.monotonic()
     playing._service = 2.0
-    assert scheduler._pick() is new
+    assert scheduler.pick() is new
     windows.size = 16000 * 18  # the next window: 18 s of audio, ~1.8 s of work
-    assert scheduler._pick() is playing
+    assert scheduler.pick() is playing
     playing.finish()
     new.finish()
 
