@@ -5,31 +5,48 @@ ConfigMap; the voice manager reads it and converges the volume to it. Both impor
 module, so the format is defined exactly once. Parsing is strict: an unknown version,
 an unknown key or an unsafe voice name or path is refused with a message naming the
 offending field, because a half-understood manifest must never delete or replace voices.
+
+A voice source is defined here and nowhere else: the source dataclasses' fields are the
+table of kinds and keys (:data:`SOURCE_KINDS`, :func:`json_keys`) that the parser reads,
+the serialiser writes, the operator's ``TTSVoice.spec.source`` is validated by, and the
+CRD schema is compared with in the tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import types
+import typing
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 from .layout import is_valid_voice_name
 
 __all__ = [
     "DEFAULT_HF_REPO",
     "MANIFEST_VERSION",
+    "SOURCE_KINDS",
     "DesiredVoice",
     "HuggingFaceSource",
+    "JsonKey",
     "LocalSource",
     "Manifest",
     "ManifestError",
     "Sha256",
     "Source",
     "UrlSource",
+    "check_verifiable",
+    "json_keys",
     "load_manifest",
     "parse_manifest",
+    "parse_sha256",
+    "parse_source",
+    "record_to_dict",
+    "source_to_dict",
 ]
 
 MANIFEST_VERSION = 1
@@ -43,12 +60,83 @@ class ManifestError(ValueError):
     """The manifest is not valid; the message names the offending field."""
 
 
+# --- checks of single values (each names the field it was given) ---------------------
+
+Check = Callable[[Any, str], Any]
+"""Validates one JSON value found at ``where`` and returns it, normalised."""
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ManifestError(f"{where}: expected a non-empty string")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ManifestError(f"{where}: expected true or false")
+    return value
+
+
+def _url(value: Any, where: str) -> str:
+    text = _string(value, where)
+    if not text.lower().startswith(("https://", "http://")):
+        raise ManifestError(f"{where}: only http:// and https:// URLs are supported")
+    return text
+
+
+def _repo(value: Any, where: str) -> str:
+    repo = _string(value, where)
+    if not _REPO_RE.match(repo) or ".." in repo:
+        raise ManifestError(f"{where}: expected OWNER/NAME, got {repo!r}")
+    return repo
+
+
+def _revision(value: Any, where: str) -> str:
+    revision = _string(value, where)
+    if not _REVISION_RE.match(revision) or ".." in revision:
+        raise ManifestError(f"{where}: invalid revision {revision!r}")
+    return revision
+
+
+def _repo_path(value: Any, where: str) -> str:
+    """A relative folder inside a repo: no leading slash, no ``..``, no empty parts."""
+    text = _string(value, where)
+    parts = text.rstrip("/").split("/")
+    if (text.startswith("/") or "\\" in text
+            or any(p in ("..", ".") or not re.fullmatch(r"[A-Za-z0-9_.+-]+", p) for p in parts)):
+        raise ManifestError(f"{where}: unsafe repo path {text!r}")
+    return "/".join(parts)
+
+
+def _local_path(value: Any, where: str) -> str:
+    path = _string(value, where)
+    if not path.startswith("/") or "\x00" in path:
+        raise ManifestError(f"{where}: expected an absolute directory path")
+    return path
+
+
+def _hex64(value: Any, where: str) -> str:
+    text = _string(value, where).lower()
+    if not _SHA256_RE.match(text):
+        raise ManifestError(f"{where}: expected 64 hex digits")
+    return text
+
+
+def _checked(check: Check) -> dict[str, Check]:
+    """Field metadata: the check the parser runs on the field's JSON value."""
+    return {"check": check}
+
+
+# --- the records: sources and hashes --------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Sha256:
     """Expected sha256 (lower-case hex) of a voice's two files."""
 
-    model: str
-    config: str
+    model: str = field(metadata=_checked(_hex64))
+    config: str = field(metadata=_checked(_hex64))
 
 
 @dataclass(frozen=True)
@@ -60,28 +148,85 @@ class HuggingFaceSource:
     ``en/en_US/amy/medium``).
     """
 
-    repo: str = DEFAULT_HF_REPO
-    revision: str = "main"
-    path: str | None = None
+    repo: str = field(default=DEFAULT_HF_REPO, metadata=_checked(_repo))
+    revision: str = field(default="main", metadata=_checked(_revision))
+    path: str | None = field(default=None, metadata=_checked(_repo_path))
 
 
 @dataclass(frozen=True)
 class UrlSource:
     """Model and config at two HTTP(S) URLs; unverified downloads need an explicit opt-in."""
 
-    model: str
-    config: str
-    allow_unverified: bool = False
+    model: str = field(metadata=_checked(_url))
+    config: str = field(metadata=_checked(_url))
+    allow_unverified: bool = field(default=False, metadata=_checked(_bool))
 
 
 @dataclass(frozen=True)
 class LocalSource:
     """A directory (baked into an image or mounted) holding ``<name>.onnx`` and its config."""
 
-    path: str
+    path: str = field(metadata=_checked(_local_path))
 
 
 Source = HuggingFaceSource | UrlSource | LocalSource
+
+SOURCE_KINDS: dict[str, type[Source]] = {
+    "huggingFace": HuggingFaceSource, "url": UrlSource, "local": LocalSource}
+"""Source kinds by the one JSON key that selects them (``{"url": {...}}``)."""
+
+_KIND_NAMES = ", ".join(SOURCE_KINDS)
+_R = TypeVar("_R", bound=HuggingFaceSource | UrlSource | LocalSource | Sha256)
+
+
+@dataclass(frozen=True)
+class JsonKey:
+    """One key of a record's JSON object, read off the record's dataclass field.
+
+    ``default`` is what an absent key means (``None``: absent, and never written).
+    """
+
+    key: str
+    attribute: str
+    type: type
+    required: bool
+    default: Any
+    check: Check
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.title() for part in rest)
+
+
+def _json_type(annotation: Any) -> type:
+    if isinstance(annotation, types.UnionType):
+        (annotation,) = (a for a in typing.get_args(annotation) if a is not type(None))
+    if not isinstance(annotation, type):  # pragma: no cover - the records use plain types
+        raise TypeError(f"unsupported record field type {annotation!r}")
+    return annotation
+
+
+def json_keys(record: type[_R]) -> tuple[JsonKey, ...]:
+    """The keys of ``record``'s JSON object, in field order."""
+    hints = typing.get_type_hints(record)
+    return tuple(
+        JsonKey(_camel(f.name), f.name, _json_type(hints[f.name]),
+                f.default is dataclasses.MISSING,
+                None if f.default is dataclasses.MISSING else f.default, f.metadata["check"])
+        for f in dataclasses.fields(record))
+
+
+def record_to_dict(record: Source | Sha256) -> dict[str, Any]:
+    """A record as its JSON object; absent optional values (``None``) are left out."""
+    values = ((k.key, getattr(record, k.attribute)) for k in json_keys(type(record)))
+    return {key: value for key, value in values if value is not None}
+
+
+def source_to_dict(source: Source) -> dict[str, Any]:
+    """``{"<kind>": {...}}``, the JSON shape of a source in the manifest and the CRD."""
+    (kind,) = (k for k, record in SOURCE_KINDS.items() if isinstance(source, record))
+    return {kind: record_to_dict(source)}
 
 
 @dataclass(frozen=True)
@@ -99,9 +244,9 @@ class DesiredVoice:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "engine": self.engine,
-                                "required": self.required, "source": _source_to_dict(self.source)}
+                                "required": self.required, "source": source_to_dict(self.source)}
         if self.sha256 is not None:
-            data["sha256"] = {"model": self.sha256.model, "config": self.sha256.config}
+            data["sha256"] = record_to_dict(self.sha256)
         return data
 
     def fingerprint(self) -> str:
@@ -128,20 +273,6 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
-def _source_to_dict(source: Source) -> dict[str, Any]:
-    if isinstance(source, HuggingFaceSource):
-        hf: dict[str, Any] = {"repo": source.repo, "revision": source.revision}
-        if source.path is not None:
-            hf["path"] = source.path
-        return {"huggingFace": hf}
-    if isinstance(source, UrlSource):
-        url: dict[str, Any] = {"model": source.model, "config": source.config}
-        if source.allow_unverified:
-            url["allowUnverified"] = True
-        return {"url": url}
-    return {"local": {"path": source.path}}
-
-
 # --- parsing -------------------------------------------------------------------------
 
 
@@ -158,73 +289,39 @@ def _object(value: Any, where: str, required: AbstractSet[str],
     return value
 
 
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ManifestError(f"{where}: expected a non-empty string")
-    return value
+def _record(record: type[_R], value: Any, where: str) -> _R:
+    """Build ``record`` from its JSON object; absent optional keys take the field default."""
+    keys = json_keys(record)
+    obj = _object(value, where, {k.key for k in keys if k.required},
+                  {k.key for k in keys if not k.required})
+    return record(**{k.attribute: k.check(obj[k.key], f"{where}.{k.key}")
+                     for k in keys if k.key in obj})
 
 
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ManifestError(f"{where}: expected true or false")
-    return value
-
-
-def _url(value: Any, where: str) -> str:
-    text = _string(value, where)
-    if not text.lower().startswith(("https://", "http://")):
-        raise ManifestError(f"{where}: only http:// and https:// URLs are supported")
-    return text
-
-
-def _repo_path(value: Any, where: str) -> str:
-    """A relative folder inside a repo: no leading slash, no ``..``, no empty parts."""
-    text = _string(value, where)
-    parts = text.rstrip("/").split("/")
-    if (text.startswith("/") or "\\" in text
-            or any(p in ("..", ".") or not re.fullmatch(r"[A-Za-z0-9_.+-]+", p) for p in parts)):
-        raise ManifestError(f"{where}: unsafe repo path {text!r}")
-    return "/".join(parts)
-
-
-def _source(value: Any, where: str) -> Source:
+def parse_source(value: Any, where: str) -> Source:
+    """``{"<kind>": {...}}`` -> a source; raises :class:`ManifestError` naming ``where``."""
     if not isinstance(value, dict) or len(value) != 1:
-        raise ManifestError(f"{where}: expected exactly one of huggingFace, url, local")
+        raise ManifestError(f"{where} needs exactly one of {_KIND_NAMES}")
     kind, body = next(iter(value.items()))
-    where = f"{where}.{kind}"
-    if kind == "huggingFace":
-        obj = _object(body, where, set(), {"repo", "revision", "path"})
-        repo = _string(obj.get("repo", DEFAULT_HF_REPO), f"{where}.repo")
-        if not _REPO_RE.match(repo) or ".." in repo:
-            raise ManifestError(f"{where}.repo: expected OWNER/NAME, got {repo!r}")
-        revision = _string(obj.get("revision", "main"), f"{where}.revision")
-        if not _REVISION_RE.match(revision) or ".." in revision:
-            raise ManifestError(f"{where}.revision: invalid revision {revision!r}")
-        path = _repo_path(obj["path"], f"{where}.path") if "path" in obj else None
-        return HuggingFaceSource(repo, revision, path)
-    if kind == "url":
-        obj = _object(body, where, {"model", "config"}, {"allowUnverified"})
-        return UrlSource(_url(obj["model"], f"{where}.model"),
-                         _url(obj["config"], f"{where}.config"),
-                         _bool(obj.get("allowUnverified", False), f"{where}.allowUnverified"))
-    if kind == "local":
-        obj = _object(body, where, {"path"})
-        path = _string(obj["path"], f"{where}.path")
-        if not path.startswith("/") or "\x00" in path:
-            raise ManifestError(f"{where}.path: expected an absolute directory path")
-        return LocalSource(path)
-    raise ManifestError(f"{where}: unknown source kind (expected huggingFace, url or local)")
+    record = SOURCE_KINDS.get(kind)
+    if record is None:
+        raise ManifestError(f"{where}.{kind}: unknown source kind (expected {_KIND_NAMES})")
+    return _record(record, body, f"{where}.{kind}")
 
 
-def _sha256(value: Any, where: str) -> Sha256:
-    obj = _object(value, where, {"model", "config"})
-    hashes = []
-    for key in ("model", "config"):
-        text = _string(obj[key], f"{where}.{key}").lower()
-        if not _SHA256_RE.match(text):
-            raise ManifestError(f"{where}.{key}: expected 64 hex digits")
-        hashes.append(text)
-    return Sha256(hashes[0], hashes[1])
+def parse_sha256(value: Any, where: str) -> Sha256:
+    """``{"model": ..., "config": ...}`` -> :class:`Sha256` (lower-cased)."""
+    return _record(Sha256, value, where)
+
+
+def check_verifiable(source: Source, sha256: Sha256 | None, where: str = "") -> None:
+    """Refuse a URL source with nothing to verify its files against.
+
+    The rule between a voice's ``source`` and ``sha256``, for every reader of either.
+    """
+    if isinstance(source, UrlSource) and sha256 is None and not source.allow_unverified:
+        message = "URL sources need sha256 (or url.allowUnverified: true)"
+        raise ManifestError(f"{where}: {message}" if where else message)
 
 
 def _voice(value: Any, where: str) -> DesiredVoice:
@@ -237,10 +334,9 @@ def _voice(value: Any, where: str) -> DesiredVoice:
     if engine != "piper":
         raise ManifestError(f"{where}.engine: unsupported engine {engine!r} (only piper)")
     required = _bool(obj.get("required", True), f"{where}.required")
-    source = _source(obj["source"], f"{where}.source")
-    sha = _sha256(obj["sha256"], f"{where}.sha256") if "sha256" in obj else None
-    if isinstance(source, UrlSource) and sha is None and not source.allow_unverified:
-        raise ManifestError(f"{where}: URL sources need sha256 (or url.allowUnverified: true)")
+    source = parse_source(obj["source"], f"{where}.source")
+    sha = parse_sha256(obj["sha256"], f"{where}.sha256") if "sha256" in obj else None
+    check_verifiable(source, sha, where)
     return DesiredVoice(name, source, "piper", required, sha)
 
 

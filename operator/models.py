@@ -5,33 +5,43 @@ rules that matter to rendering, because an object can reach the operator without
 schema having run (an emulator, an older CRD still installed, ``chorus render`` on a
 file) and a half-understood spec must become a clear error, never a wrong Deployment.
 Defaults here equal the CRD defaults; a test compares both so they cannot drift.
+
+A voice's ``source`` and ``sha256`` are not modelled here: they are the manifest's
+records (``chorus.common.manifest``), validated by the manifest's parser, so the rules
+of a voice source (and the tests comparing them with the CRD) have one definition.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from chorus.common.layout import is_valid_voice_name
 from chorus.common.manifest import (
-    DEFAULT_HF_REPO,
     DesiredVoice,
-    HuggingFaceSource,
-    LocalSource,
     ManifestError,
     Sha256,
-    UrlSource,
-    parse_manifest,
+    Source,
+    check_verifiable,
+    parse_sha256,
+    parse_source,
+    record_to_dict,
+    source_to_dict,
 )
 from chorus.common.server_options import PASS_THROUGHS, PassThroughOption
 
@@ -65,65 +75,48 @@ class _Model(BaseModel):
 # --- TTSVoice ------------------------------------------------------------------------
 
 
-class HuggingFace(_Model):
-    repo: str = DEFAULT_HF_REPO
-    revision: str = "main"
-    path: str | None = None
+def _parsed_by(parse: Callable[[Any, str], Any], kind: type | types.UnionType,
+               where: str) -> PlainValidator:
+    """Validation by the manifest's own parser, so that each rule lives in one place.
+
+    A value already of the manifest's type passes as it is; anything else is parsed at
+    ``where`` (the field's path in the spec), which the parser's messages name.
+    """
+    def validate(value: Any) -> Any:
+        return value if isinstance(value, kind) else parse(value, where)
+    return PlainValidator(validate)
 
 
-class Url(_Model):
-    model: str
-    config: str
-    allow_unverified: bool = False
-
-
-class Local(_Model):
-    path: str
-
-
-class Source(_Model):
-    hugging_face: HuggingFace | None = None
-    url: Url | None = None
-    local: Local | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Source:
-        if sum(x is not None for x in (self.hugging_face, self.url, self.local)) != 1:
-            raise ValueError("source needs exactly one of huggingFace, url, local")
-        return self
-
-
-class Hashes(_Model):
-    model: str
-    config: str
+SourceField = Annotated[Source, _parsed_by(parse_source, Source, "source"),
+                        PlainSerializer(source_to_dict)]
+Sha256Field = Annotated[Sha256, _parsed_by(parse_sha256, Sha256, "sha256"),
+                        PlainSerializer(record_to_dict)]
 
 
 class Voice(_Model):
-    """``TTSVoice.spec``."""
+    """``TTSVoice.spec``. ``source`` and ``sha256`` are the manifest's own types, parsed by
+    its parser: the operator renders them into the manifest unchanged."""
 
     voice: str
     engine: Literal["piper"] = "piper"
-    source: Source
-    sha256: Hashes | None = None
+    source: SourceField
+    sha256: Sha256Field | None = None
+
+    @field_validator("voice")
+    @classmethod
+    def _safe_key(cls, voice: str) -> str:
+        if not is_valid_voice_name(voice):
+            raise ValueError(f"unsafe voice key {voice!r}")
+        return voice
+
+    @model_validator(mode="after")
+    def _verifiable(self) -> Voice:
+        check_verifiable(self.source, self.sha256)
+        return self
 
     def manifest_entry(self, required: bool) -> DesiredVoice:
-        """This voice as a manifest entry, validated by the manifest's own parser."""
-        source: HuggingFaceSource | UrlSource | LocalSource
-        if self.source.hugging_face is not None:
-            hf = self.source.hugging_face
-            source = HuggingFaceSource(hf.repo, hf.revision, hf.path)
-        elif self.source.url is not None:
-            url = self.source.url
-            source = UrlSource(url.model, url.config, url.allow_unverified)
-        elif self.source.local is not None:
-            source = LocalSource(self.source.local.path)
-        else:  # pragma: no cover - Source's validator guarantees one
-            raise ValueError("source needs exactly one of huggingFace, url, local")
-        sha = Sha256(self.sha256.model, self.sha256.config) if self.sha256 else None
-        entry = DesiredVoice(self.voice, source, self.engine, required, sha)
-        # Round-trip through the manifest parser: one definition of what is valid.
-        parse_manifest({"version": 1, "voices": [entry.to_dict()]})
-        return entry
+        """This voice as a manifest entry (its parts were validated as manifest parts)."""
+        return DesiredVoice(self.voice, self.source, self.engine, required, self.sha256)
 
 
 class VoiceResource(_Model):
@@ -337,6 +330,8 @@ def _format_error(kind: str, err: ValidationError) -> str:
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"])
         message = str(item["msg"]).removeprefix("Value error, ")
+        if isinstance(item.get("ctx", {}).get("error"), ManifestError):
+            where = ""  # the manifest's parser named the field's whole path itself
         parts.append(f"{where}: {message}" if where else message)
     return f"invalid {kind} spec: " + "; ".join(parts)
 
@@ -348,12 +343,6 @@ def parse_voice(body: dict[str, Any]) -> VoiceResource:
         spec = Voice.model_validate(body.get("spec") or {})
     except ValidationError as err:
         raise SpecError(_format_error("TTSVoice", err)) from None
-    if not is_valid_voice_name(spec.voice):
-        raise SpecError(f"invalid TTSVoice spec: voice: unsafe voice key {spec.voice!r}")
-    try:
-        spec.manifest_entry(required=False)
-    except ManifestError as err:
-        raise SpecError(f"invalid TTSVoice spec: {err}") from None
     return VoiceResource(name=str(meta.get("name", "")), namespace=str(meta.get("namespace", "")),
                          labels=dict(meta.get("labels") or {}), spec=spec)
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from chorus.common.manifest import HuggingFaceSource, Sha256, UrlSource
 from chorus.operator.models import (
     SpecError,
+    Voice,
     parse_service,
     parse_voice,
 )
@@ -105,7 +108,7 @@ def test_http_disabled_allows_the_wyoming_port_number() -> None:
     ({"voice": "x", "source": {"huggingFace": {}}, "sha256": {"model": "zz", "config": SHA_B}},
      r"sha256\.model"),
     ({"voice": "x", "source": {"huggingFace": {}}, "sha256": {"model": SHA_A}},
-     r"sha256\.config"),
+     "sha256: missing config"),
     ({"voice": "x", "engine": "kokoro", "source": {"huggingFace": {}}}, "engine"),
     ({"voice": "x", "source": {"huggingFace": {"branch": "main"}}}, "branch"),
 ])
@@ -118,9 +121,19 @@ def test_invalid_voice_specs_name_the_field(spec: dict[str, Any], message: str) 
 def test_parse_voice_keeps_identity_and_labels() -> None:
     parsed = voice("amy", AMY, {"tier": "home"})
     assert (parsed.name, parsed.namespace, parsed.labels) == ("amy", NS, {"tier": "home"})
-    assert parsed.spec.source.hugging_face is not None
-    assert parsed.spec.source.hugging_face.repo == "rhasspy/piper-voices"
+    assert isinstance(parsed.spec.source, HuggingFaceSource)
+    assert parsed.spec.source.repo == "rhasspy/piper-voices"
     assert parse_voice(voice_body("u", "x", source={"url": {**URL, "allowUnverified": True}}))
+
+
+def test_voice_source_and_sha256_are_the_manifest_records() -> None:
+    url = UrlSource(URL["model"], URL["config"])
+    spec = Voice(voice=AMY, source=url, sha256=Sha256(SHA_A, SHA_B))
+    assert spec.manifest_entry(required=True).source is url
+    assert spec.model_dump(by_alias=True)["source"] == {"url": {**URL, "allowUnverified": False}}
+    assert Voice.model_validate(spec.model_dump(by_alias=True)) == spec
+    with pytest.raises(ValidationError, match="URL sources need sha256"):
+        Voice(voice=AMY, source=url)
 
 
 @pytest.mark.parametrize(("name", "ok"), [

@@ -18,10 +18,9 @@ import pytest
 from pydantic import BaseModel
 
 from chorus.cli.main import build_parser
-from chorus.common.manifest import load_manifest
+from chorus.common.manifest import SOURCE_KINDS, Source, json_keys, load_manifest
 from chorus.common.options import OptionError, load_config_file, resolve_options
 from chorus.operator.models import (
-    Hashes,
     LabelSelector,
     Resources,
     SecretKey,
@@ -301,13 +300,17 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def spec_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
-    """Alias paths of every field; small value objects (resources, secret refs) are leaves."""
+    """Alias paths of every field; small value objects (resources, secret refs, the
+    manifest's sha256) are leaves; a voice source has the keys of every manifest kind."""
     paths: set[str] = set()
     for name, info in model.model_fields.items():
         path = prefix + (info.alias or name)
         kind = _unwrap(info.annotation)
-        if (isinstance(kind, type) and issubclass(kind, BaseModel)
-                and kind not in (Resources, SecretKey, Hashes)):
+        if kind == Source:
+            paths |= {f"{path}.{key}.{k.key}" for key, record in SOURCE_KINDS.items()
+                      for k in json_keys(record)}
+        elif (isinstance(kind, type) and issubclass(kind, BaseModel)
+                and kind not in (Resources, SecretKey)):
             paths |= spec_paths(kind, path + ".")
         else:
             paths.add(path)

@@ -7,12 +7,14 @@
   (``celpy``, after applying the CRD defaults as the API server does); crafted invalid
   specs fail with the rule's message, and the operator's models refuse them too.
 * CRD property names, required fields, enums, types, bounds and defaults equal the
-  pydantic models', so the two cannot drift apart.
+  pydantic models', and for a voice's ``source`` and ``sha256`` the manifest's records
+  (``chorus.common.manifest``, the one definition of a voice source), so none can drift.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import types
 import typing
@@ -32,6 +34,7 @@ from celpy.evaluation import CELEvalError
 from kubernetes_validate import utils as kv_utils  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel
 
+from chorus.common.manifest import SOURCE_KINDS, Source, json_keys
 from chorus.operator.models import ServiceSpec, SpecError, Voice, parse_service, parse_voice
 from chorus.operator.render import RenderSettings
 from chorus.operator.render_files import render_files
@@ -438,6 +441,8 @@ def test_computed_status_fits_the_status_schema(kind: str, status: dict[str, Any
 
 
 def _unwrap(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _unwrap(args[0]) if len(args) == 1 else annotation
@@ -473,6 +478,52 @@ def model_schema_pairs(model: type[BaseModel], schema: dict[str, Any],
 PAIRS = [pytest.param(m, s, id=p) for kind, model in (("TTSService", ServiceSpec),
                                                       ("TTSVoice", Voice))
          for p, m, s in model_schema_pairs(model, spec_schema(kind))]
+
+
+def _manifest_records(kind: Any) -> dict[tuple[str, ...], Any] | None:
+    """The manifest records a field holds, by their path below the field: each kind of
+    a voice source, or the field's own record (``sha256``); None for any other field."""
+    if kind == Source:
+        return {(key,): record for key, record in SOURCE_KINDS.items()}
+    if dataclasses.is_dataclass(kind):
+        return {(): kind}
+    return None
+
+
+def record_schema_pairs(model: type[BaseModel], schema: dict[str, Any]
+                        ) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    """(path, manifest record, schema node) for every field typed with the manifest's records."""
+    for path, inner, node in model_schema_pairs(model, schema):
+        for name, info in inner.model_fields.items():
+            alias = info.alias or name
+            records = _manifest_records(_unwrap(info.annotation))
+            for below, record in (records or {}).items():
+                sub = node["properties"][alias]
+                for part in below:
+                    sub = sub["properties"][part]
+                yield ".".join((path, alias, *below)), record, sub
+
+
+RECORD_PAIRS = [pytest.param(r, s, id=p) for kind, model in (("TTSService", ServiceSpec),
+                                                             ("TTSVoice", Voice))
+                for p, r, s in record_schema_pairs(model, spec_schema(kind))]
+
+
+def test_voice_source_and_sha256_are_the_manifest_records() -> None:
+    assert {p.id for p in RECORD_PAIRS} == {"spec.source.huggingFace", "spec.source.url",
+                                           "spec.source.local", "spec.sha256"}
+    assert set(spec_schema("TTSVoice")["properties"]["source"]["properties"]) == set(SOURCE_KINDS)
+
+
+@pytest.mark.parametrize(("record", "schema"), RECORD_PAIRS)
+def test_crd_properties_match_the_manifest(record: Any, schema: dict[str, Any]) -> None:
+    keys = {k.key: k for k in json_keys(record)}
+    assert set(keys) == set(schema.get("properties", {}))
+    assert {name for name, k in keys.items() if k.required} == set(schema.get("required", []))
+    for name, key in keys.items():
+        sub = schema["properties"][name]
+        assert sub["type"] == _JSON_TYPES[key.type], name
+        assert sub.get("default") == key.default, f"{name}: default"
 
 
 @pytest.mark.parametrize(("model", "schema"), PAIRS)
@@ -583,7 +634,11 @@ def _model_defaults(model: type[BaseModel], path: tuple[str, ...] = ()
     for name, info in model.model_fields.items():
         alias = (*path, info.alias or name)
         kind = _unwrap(info.annotation)
-        if _is_model(kind):
+        records = _manifest_records(kind)
+        if records is not None:
+            yield from (((*alias, *below, k.key), k.default) for below, record in records.items()
+                        for k in json_keys(record) if k.default is not None)
+        elif _is_model(kind):
             yield from _model_defaults(kind, alias)
         elif not info.is_required() and info.default not in (None, {}, ()):
             yield alias, info.default

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 import pytest
 
 from chorus.common.manifest import (
     DEFAULT_HF_REPO,
+    SOURCE_KINDS,
     HuggingFaceSource,
     LocalSource,
     ManifestError,
     Sha256,
+    Source,
     UrlSource,
+    check_verifiable,
+    json_keys,
     load_manifest,
     parse_manifest,
+    parse_sha256,
+    parse_source,
+    source_to_dict,
 )
 from chorus.common.voice_status import VoiceStatus, VolumeStatus
 
@@ -109,6 +117,66 @@ def test_invalid_manifests_are_refused_with_the_field_named(data: Any, message: 
     with pytest.raises(ManifestError) as caught:
         parse_manifest(data)
     assert message in str(caught.value)
+
+
+def test_source_kinds_are_the_source_types() -> None:
+    assert set(typing.get_args(Source)) == set(SOURCE_KINDS.values())
+
+
+def test_json_keys_are_read_off_the_records() -> None:
+    keys = {k.key: (k.attribute, k.type, k.required, k.default) for k in json_keys(UrlSource)}
+    assert keys == {"model": ("model", str, True, None), "config": ("config", str, True, None),
+                    "allowUnverified": ("allow_unverified", bool, False, False)}
+    assert [(k.key, k.default) for k in json_keys(HuggingFaceSource)] == [
+        ("repo", DEFAULT_HF_REPO), ("revision", "main"), ("path", None)]
+    assert [(k.key, k.required) for k in json_keys(Sha256)] == [("model", True),
+                                                                 ("config", True)]
+
+
+@pytest.mark.parametrize("source", [
+    HuggingFaceSource(), HuggingFaceSource("me/voices", "v1", "en/amy"),
+    UrlSource("https://a/m", "https://a/c"), UrlSource("https://a/m", "https://a/c", True),
+    LocalSource("/opt/voices")])
+def test_sources_round_trip(source: Source) -> None:
+    assert parse_source(source_to_dict(source), "source") == source
+
+
+def test_every_key_is_written_but_an_absent_path() -> None:
+    assert source_to_dict(HuggingFaceSource()) == {
+        "huggingFace": {"repo": DEFAULT_HF_REPO, "revision": "main"}}
+    assert source_to_dict(UrlSource("https://a/m", "https://a/c")) == {
+        "url": {"model": "https://a/m", "config": "https://a/c", "allowUnverified": False}}
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ({"url": {"model": "https://a/m"}}, "spec.source.url: missing config"),
+    ({"local": {"path": "x"}}, "spec.source.local.path: expected an absolute"),
+    ({"local": {"path": "/x"}, "url": {}}, "spec.source needs exactly one of"),
+    ({"huggingFace": {"repo": 1}}, "spec.source.huggingFace.repo: expected a non-empty string"),
+    ({"url": {"model": "https://a/m", "config": "https://a/c", "allowUnverified": "yes"}},
+     "spec.source.url.allowUnverified: expected true or false"),
+])
+def test_parse_source_names_the_path_it_is_given(value: Any, message: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_source(value, "spec.source")
+    assert str(caught.value).startswith(message)
+
+
+def test_parse_sha256() -> None:
+    assert parse_sha256({"model": SHA_A.upper(), "config": SHA_B}, "h") == Sha256(SHA_A, SHA_B)
+    with pytest.raises(ManifestError, match=r"^h: unknown key"):
+        parse_sha256({"model": SHA_A, "config": SHA_B, "extra": SHA_B}, "h")
+
+
+def test_url_sources_need_a_hash_or_the_opt_in() -> None:
+    url = UrlSource("https://a/m", "https://a/c")
+    with pytest.raises(ManifestError, match=r"^URL sources need sha256"):
+        check_verifiable(url, None)
+    with pytest.raises(ManifestError, match=r"^voice 'x': URL sources need sha256"):
+        check_verifiable(url, None, "voice 'x'")
+    check_verifiable(url, Sha256(SHA_A, SHA_B))
+    check_verifiable(UrlSource("https://a/m", "https://a/c", True), None)
+    check_verifiable(HuggingFaceSource(), None)
 
 
 def test_invalid_json() -> None:
