@@ -292,8 +292,13 @@ def test_sidecar_status_port(tmp_path: Path, voice_server: VoiceServer) -> None:
     try:
         _wait_for(lambda: (dest / "a.onnx").exists())
         _wait_for(lambda: _get(f"{base}/healthz")[0] == 200)
-        code, body = _get(f"{base}/readyz")  # b is stalled: not ready
-        assert (code, body) == (503, "waiting for: b\n")
+        # a's file lands a moment before its status says installed (slow under load);
+        # then only b, stalled, keeps the sidecar from being ready, and never stops doing so
+        _wait_for(lambda: _get(f"{base}/readyz") == (503, "waiting for: b\n"))
+        _wait_for(lambda: json.loads(_get(f"{base}/status")[1])["voices"]["b"]["state"]
+                  == "downloading")
+        time.sleep(1.0)
+        assert _get(f"{base}/readyz") == (503, "waiting for: b\n")
         code, body = _get(f"{base}/metrics")
         assert code == 200
         assert 'chorus_voice_installed{voice="a",required="true",state="installed"} 1' in body
