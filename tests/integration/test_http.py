@@ -155,6 +155,22 @@ async def test_sample_rate_resamples(http: aiohttp.ClientSession, reference_seco
     assert seconds == pytest.approx(reference_seconds, abs=0.1)
 
 
+@pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3"])
+@pytest.mark.parametrize("path", ["/synthesize", "/synthesize/stream"])
+async def test_no_audio_with_a_resample_is_an_empty_answer(http: aiohttp.ClientSession,
+                                                           path: str, fmt: str) -> None:
+    """Punctuation alone renders no audio; with a rate other than the voice's that was a
+    500 (the resampler refused an empty frame)."""
+    status, headers, body = await post(http, path, {"text": ".", "format": fmt,
+                                                    "sample_rate": 16000})
+    assert status == 200, body
+    assert headers["X-Sample-Rate"] == "16000"
+    if fmt == "wav":
+        assert body[:4] == b"RIFF" and len(body) == 44
+    elif fmt == "pcm":
+        assert body == b""
+
+
 async def test_speed_changes_duration(http: aiohttp.ClientSession,
                                       reference_seconds: float) -> None:
     """speed maps to length_scale = 1/speed; Piper's durations do not scale exactly."""
