@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import signal
 import socket
 import struct
@@ -516,6 +517,47 @@ async def test_client_leaving_a_stream_frees_its_slot(secured: ServerProcess) ->
             assert status == 503 and time.monotonic() < deadline
             await asyncio.sleep(0.1)
     assert "HTTP stream cut short" in secured.output()
+
+
+async def _busy_workers(session: aiohttp.ClientSession) -> float:
+    return (await scrape(session))["chorus_busy_workers{}"]
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_client_leaving_a_whole_request_cancels_its_synthesis(secured: ServerProcess,
+                                                                    how: str) -> None:
+    """A ``/synthesize`` client that hangs up mid-render takes its synthesis with it: the
+    one slot (``--max-requests 1``) is free within seconds, not when the two paragraphs
+    (some 15 s of work on one worker) would have been rendered; a reset ends as quietly
+    as a close."""
+    auth = {"Authorization": f"Bearer {KEY}"}
+    logged = len(secured.output())
+    body = json.dumps({"text": f"{PARAGRAPH} {PARAGRAPH}"}).encode()
+    assert secured.http_port is not None
+    _, writer = await asyncio.open_connection("127.0.0.1", secured.http_port)
+    writer.write(b"POST /synthesize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
+                 .encode() + body)
+    async with aiohttp.ClientSession(secured.http_url, headers=auth) as session:
+        deadline = time.monotonic() + 20
+        while await _busy_workers(session) < 1:
+            assert time.monotonic() < deadline, "the synthesis never started"
+            await asyncio.sleep(0.05)
+        if how == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+        left = time.monotonic()
+        while True:
+            status, _, answer = await post(session, "/synthesize", {"text": "Hi."})
+            if status == 200:
+                break
+            assert status == 503, answer
+            assert time.monotonic() - left < 4, "the departed request kept its slot"
+            await asyncio.sleep(0.1)
+        assert await _busy_workers(session) == 0
+    log = secured.output()[logged:]
+    assert "Traceback" not in log and "ERROR" not in log, log
 
 
 def test_no_http_leaves_the_port_closed(tmp_path: Path) -> None:
