@@ -543,7 +543,8 @@ class HttpApi:
     async def cache_stats(self, request: web.Request) -> web.Response:
         if self.cache is None:
             return web.json_response({"enabled": False, "entries": 0, "bytes": 0,
-                                      "max_bytes": 0, "hits": 0, "misses": 0, "ttl": 0})
+                                      "max_bytes": 0, "hits": 0, "misses": 0, "ttl": 0,
+                                      "write_errors": 0})
         return web.json_response({"enabled": True, **self.cache.stats()})
 
     async def cache_clear(self, request: web.Request) -> web.Response:

@@ -71,6 +71,7 @@ async def test_miss_then_byte_identical_hit(cached: ServerProcess) -> None:
         current = await stats(session)
         assert current["enabled"] and current["entries"] >= 1 and current["hits"] >= 1
         assert current["max_bytes"] == 512 * 1024 * 1024
+        assert current["write_errors"] == after["chorus_cache_write_errors_total{}"] == 0
         # OpenAI's whole (flac) answers share the cache; its streamed ones bypass it.
         speech = {"input": "An OpenAI request.", "response_format": "flac"}
         _, openai_first, flac = await post(session, "/v1/audio/speech", speech)
@@ -262,6 +263,7 @@ async def test_no_cache_answers_misses_and_empty_stats(server: ServerProcess) ->
             assert status == 200 and headers["X-Cache"] == "miss"
         current = await stats(session)
         assert current["enabled"] is False and current["entries"] == 0
+        assert current["write_errors"] == 0
         async with session.delete("/cache") as response:
             assert response.status == 204
 
