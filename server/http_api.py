@@ -45,6 +45,7 @@ from .connections import LISTEN_BACKLOG
 from .engines.base import PCM, VoiceSpec
 from .errors import BadRequest, ChorusError, TextTooLong
 from .http_connections import HttpConnections
+from .http_logging import ProtocolLog
 from .http_requests import (
     OPENAI_VOICES,
     MalformedBody,
@@ -176,7 +177,8 @@ class HttpApi:
         """
         self._runner = web.AppRunner(self.app, shutdown_timeout=shutdown_timeout,
                                      keepalive_timeout=keepalive_timeout,
-                                     handler_cancellation=True)
+                                     handler_cancellation=True,
+                                     logger=ProtocolLog(logging.getLogger("aiohttp.server")))
         await self._runner.setup()
         self.connections.server = self._runner.server
         self._listener = await asyncio.get_running_loop().create_server(
@@ -236,8 +238,9 @@ class HttpApi:
                 or request.path.startswith(("/health/", *PUBLIC_PREFIXES))):
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        # Header bytes that are not UTF-8 reach us as surrogate escapes: back to bytes.
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-                token.strip().encode(), self._api_key.encode()):
+                token.strip().encode("utf-8", "surrogateescape"), self._api_key.encode()):
             return _error(401, "unauthorized", "missing or wrong API key; send "
                           "'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
         return await handler(request)

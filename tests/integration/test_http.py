@@ -286,6 +286,36 @@ async def test_unknown_routes_and_methods_answer_json(http: aiohttp.ClientSessio
 # -- voices, health, OpenAI ------------------------------------------------------------
 
 
+async def exchange(port: int | None, raw: bytes) -> bytes:
+    """Raw bytes in, everything the server sends until it closes out."""
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("raw", [
+    b"POST /synthesize HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\n",
+    b"FOO /synthesize HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /health/live HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+], ids=["chunk-size", "method", "header-name", "long-line"])
+async def test_malformed_http_is_a_400_and_no_error_in_the_log(server: ServerProcess,
+                                                               raw: bytes) -> None:
+    """aiohttp answers these itself, and logged each as an ERROR with a traceback."""
+    logged = len(server.output())
+    answer = await exchange(server.http_port, raw)
+    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"414"), answer
+    await asyncio.sleep(0.2)  # the log line is written after the answer
+    log = server.output()[logged:]
+    assert "Traceback" not in log and " ERROR " not in log, log
+    if not raw.startswith(b"FOO"):  # aiohttp itself says a bad first method at DEBUG
+        assert "Error handling request from 127.0.0.1: answered 4" in log, log
+
+
 async def test_voices_list_and_detail(http: aiohttp.ClientSession) -> None:
     async with http.get("/voices") as response:
         assert response.status == 200
@@ -471,6 +501,14 @@ async def test_api_key_guards_everything_but_health(secured: ServerProcess) -> N
         for path in ("/health/live", "/health/ready"):
             async with session.get(path) as response:
                 assert response.status == 200, path
+
+
+async def test_an_api_key_that_is_not_utf8_is_refused_not_a_crash(
+        secured: ServerProcess) -> None:
+    answer = await exchange(secured.http_port, b"GET /voices HTTP/1.1\r\nHost: x\r\n"
+                            b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+    assert b'"unauthorized"' in answer
 
 
 async def test_cors_origins_from_the_environment(secured: ServerProcess) -> None:
