@@ -181,7 +181,8 @@ class AudioEncoder:
         """Encode one chunk of samples; returns the bytes that may be sent now."""
         self.samples_in += len(pcm)
         if self._container is None:
-            data = (self._resample(self._frame(pcm)) if self._resampler is not None
+            # libswresample refuses an empty frame (ENOMEM): no samples, nothing to resample.
+            data = (self._resample(self._frame(pcm)) if self._resampler is not None and len(pcm)
                     else pcm.astype("<i2").tobytes())
             if not self.streaming:
                 self._raw.append(data)

@@ -118,6 +118,7 @@ class AudioCache:
         self._write_error: str | None = None
         """Why the last write failed, while writes fail; ``None`` when they work."""
         self.write_errors = 0
+        """Answers served but not kept; the log says so once per failing spell only."""
 
     @property
     def entries(self) -> int:
@@ -126,7 +127,7 @@ class AudioCache:
     def stats(self) -> dict[str, Any]:
         return {"entries": self.entries, "bytes": self.bytes, "max_bytes": self.max_bytes,
                 "hits": self.hits, "misses": self.misses, "ttl": self.ttl,
-                "directory": str(self.directory)}
+                "write_errors": self.write_errors, "directory": str(self.directory)}
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}{_SUFFIX}"

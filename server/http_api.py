@@ -19,6 +19,11 @@ audio cache (:mod:`chorus.server.cache`) unless the request says ``use_cache: fa
 streamed responses bypass it, since their point is audio before the whole exists. Each
 client (address, or API key when keys are on) may have ``--max-requests-per-client``
 requests in progress; one more gets 429 rather than a slot other clients need.
+
+A client that hangs up takes its request with it: aiohttp cancels the handler (it does
+not by default, and a whole response would otherwise be rendered to the end for nobody,
+holding a scheduler slot and the workers). Only an answer already rendered is finished
+regardless, encoded and stored in the cache, since the next asker gets it for free.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ from aiohttp import web
 from .audio_formats import STREAMABLE, AudioEncoder, encode, output_rate
 from .cache import AudioCache, CacheEntry, cache_key
 from .connections import LISTEN_BACKLOG
-from .engines.base import VoiceSpec
+from .engines.base import PCM, VoiceSpec
 from .errors import BadRequest, ChorusError, TextTooLong
 from .http_connections import HttpConnections
+from .http_logging import ProtocolLog
 from .http_requests import (
     OPENAI_VOICES,
     MalformedBody,
@@ -91,6 +97,13 @@ def error_status(err: ChorusError) -> int:
     return _STATUS.get(err.code, 400)
 
 
+def _log_unanswered_failure(task: asyncio.Task[Any]) -> None:
+    """A rendered answer whose client left failed to encode or store: a bug, logged."""
+    if not task.cancelled() and (err := task.exception()) is not None:
+        _LOGGER.error("Encoding or storing an answer nobody waits for failed",
+                      exc_info=err)
+
+
 def _error(status: int, code: str, message: str,
            headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status,
@@ -125,6 +138,8 @@ class HttpApi:
         self.app = self._build()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        self._tails: set[asyncio.Task[tuple[bytes, dict[str, str]]]] = set()
+        """Rendered whole answers being encoded and stored, whoever is still waiting."""
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -161,7 +176,9 @@ class HttpApi:
         connection passes through the connection cap (:mod:`.http_connections`).
         """
         self._runner = web.AppRunner(self.app, shutdown_timeout=shutdown_timeout,
-                                     keepalive_timeout=keepalive_timeout)
+                                     keepalive_timeout=keepalive_timeout,
+                                     handler_cancellation=True,
+                                     logger=ProtocolLog(logging.getLogger("aiohttp.server")))
         await self._runner.setup()
         self.connections.server = self._runner.server
         self._listener = await asyncio.get_running_loop().create_server(
@@ -180,6 +197,7 @@ class HttpApi:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await asyncio.gather(*self._tails, return_exceptions=True)
 
     # -- middleware ---------------------------------------------------------------------
 
@@ -220,8 +238,9 @@ class HttpApi:
                 or request.path.startswith(("/health/", *PUBLIC_PREFIXES))):
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        # Header bytes that are not UTF-8 reach us as surrogate escapes: back to bytes.
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-                token.strip().encode(), self._api_key.encode()):
+                token.strip().encode("utf-8", "surrogateescape"), self._api_key.encode()):
             return _error(401, "unauthorized", "missing or wrong API key; send "
                           "'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
         return await handler(request)
@@ -388,11 +407,24 @@ class HttpApi:
             await utterance.close()
         generation = time.perf_counter() - started
         pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        tail = asyncio.create_task(self._encode_and_store(speech, spec, pcm, cache))
+        self._tails.add(tail)
+        tail.add_done_callback(self._tails.discard)
+        try:
+            body, headers = await asyncio.shield(tail)
+        except asyncio.CancelledError:
+            tail.add_done_callback(_log_unanswered_failure)  # nobody else will see it
+            raise
+        headers["X-Generation-Time"] = f"{generation:.3f}"
+        return web.Response(body=body, headers=headers)
+
+    async def _encode_and_store(self, speech: SpeechRequest, spec: VoiceSpec, pcm: PCM,
+                                cache: AudioCache | None) -> tuple[bytes, dict[str, str]]:
+        """A rendered answer's body and headers, stored in the cache on the way."""
         body = await asyncio.to_thread(encode, speech.format, pcm, spec.sample_rate,
                                        speech.sample_rate)
         headers = self._headers(speech, spec.name, spec.sample_rate)
         headers["X-Audio-Duration"] = f"{len(pcm) / spec.sample_rate:.3f}"
-        headers["X-Generation-Time"] = f"{generation:.3f}"
         headers["X-Cache"] = "miss"
         if cache is not None:
             # Keyed by the spec actually rendered (a rescan may have replaced the voice
@@ -400,7 +432,7 @@ class HttpApi:
             await cache.put(self._cache_key(speech, spec), CacheEntry(
                 body, speech.format.media_type, len(pcm) / spec.sample_rate,
                 int(headers["X-Sample-Rate"]), spec.name))
-        return web.Response(body=body, headers=headers)
+        return body, headers
 
     async def _stream(self, request: web.Request, speech: SpeechRequest,
                       record: RequestMetrics) -> web.StreamResponse:
@@ -514,7 +546,8 @@ class HttpApi:
     async def cache_stats(self, request: web.Request) -> web.Response:
         if self.cache is None:
             return web.json_response({"enabled": False, "entries": 0, "bytes": 0,
-                                      "max_bytes": 0, "hits": 0, "misses": 0, "ttl": 0})
+                                      "max_bytes": 0, "hits": 0, "misses": 0, "ttl": 0,
+                                      "write_errors": 0})
         return web.json_response({"enabled": True, **self.cache.stats()})
 
     async def cache_clear(self, request: web.Request) -> web.Response:

@@ -85,6 +85,9 @@ class _CacheCollector(Collector):
         yield CounterMetricFamily("chorus_cache_misses",
                                   "Cacheable requests that had to be synthesized",
                                   value=cache.misses if cache else 0)
+        yield CounterMetricFamily("chorus_cache_write_errors",
+                                  "Answers served but not stored: the cache could not write",
+                                  value=cache.write_errors if cache else 0)
         yield GaugeMetricFamily("chorus_cache_bytes", "Bytes of audio in the cache",
                                 value=cache.bytes if cache else 0)
         yield GaugeMetricFamily("chorus_cache_entries", "Entries in the cache",

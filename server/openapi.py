@@ -373,6 +373,9 @@ def _paths() -> dict[str, Any]:
                 "bytes": {"type": "integer"}, "max_bytes": {"type": "integer"},
                 "hits": {"type": "integer"}, "misses": {"type": "integer"},
                 "ttl": {"type": "number", "description": "Seconds an entry lives."},
+                "write_errors": {"type": "integer", "description": (
+                    "Answers that could not be stored (a full disk, a read-only volume); "
+                    "they were served all the same.")},
                 "directory": {"type": "string"}}, optional=("directory",))),
              **_errors(*_GET_ERRORS)})},
         "/cache": {"delete": _operation(

@@ -32,6 +32,10 @@ _LOGGER = logging.getLogger(__name__)
 # newlines and tabs are kept because blank lines mark sentence boundaries.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
+WARNED_SPEAKERS = 256
+"""Unknown (voice, speaker) pairs remembered as warned about: a client cycling through
+made-up names can then neither grow memory nor fill the log without end."""
+
 
 @dataclass(frozen=True)
 class VoiceRequest:
@@ -209,17 +213,28 @@ class Synthesizer:
         self.limits = limits
         self.defaults = defaults or SynthesisParams()
         self.strict_speakers = strict_speakers
+        self._warned: set[tuple[str, str | None]] = set()
 
     def speaker_id(self, spec: VoiceSpec, speaker: str | None) -> int | None:
         """The speaker to render; an unknown one is speaker 0 with a warning, as in
         wyoming-piper (Home Assistant setups keep their speaker when the voice changes),
-        unless ``strict_speakers`` makes it an ``unknown-speaker`` error."""
+        unless ``strict_speakers`` makes it an ``unknown-speaker`` error.
+
+        The warning comes once per voice and speaker, not per request (a Home Assistant
+        setup sends the same stale speaker with every request, and one HTTP request
+        resolves its speaker more than once: cache key and rendering)."""
         try:
             return self.store.speaker_id(spec, speaker)
         except UnknownSpeaker as err:
             if self.strict_speakers:
                 raise
-            _LOGGER.warning("%s; speaking with speaker 0", err.message)
+            pair = (spec.name, speaker)
+            if pair not in self._warned and len(self._warned) < WARNED_SPEAKERS:
+                self._warned.add(pair)
+                _LOGGER.warning("%s; speaking with speaker 0 (said once per voice and "
+                                "speaker)", err.message)
+            else:
+                _LOGGER.debug("%s; speaking with speaker 0", err.message)
             return 0
 
     def effective_params(self, spec: VoiceSpec, speaker: str | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import signal
 import socket
 import struct
@@ -155,6 +156,22 @@ async def test_sample_rate_resamples(http: aiohttp.ClientSession, reference_seco
     assert seconds == pytest.approx(reference_seconds, abs=0.1)
 
 
+@pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3"])
+@pytest.mark.parametrize("path", ["/synthesize", "/synthesize/stream"])
+async def test_no_audio_with_a_resample_is_an_empty_answer(http: aiohttp.ClientSession,
+                                                           path: str, fmt: str) -> None:
+    """Punctuation alone renders no audio; with a rate other than the voice's that was a
+    500 (the resampler refused an empty frame)."""
+    status, headers, body = await post(http, path, {"text": ".", "format": fmt,
+                                                    "sample_rate": 16000})
+    assert status == 200, body
+    assert headers["X-Sample-Rate"] == "16000"
+    if fmt == "wav":
+        assert body[:4] == b"RIFF" and len(body) == 44
+    elif fmt == "pcm":
+        assert body == b""
+
+
 async def test_speed_changes_duration(http: aiohttp.ClientSession,
                                       reference_seconds: float) -> None:
     """speed maps to length_scale = 1/speed; Piper's durations do not scale exactly."""
@@ -224,15 +241,20 @@ async def test_bad_requests_get_a_clear_4xx(http: aiohttp.ClientSession, path: s
     assert mentions in error["message"]
 
 
-@pytest.mark.parametrize("path", ["/synthesize", "/synthesize/stream"])
-async def test_unknown_speaker_speaks_with_speaker_0_and_warns(
-        server: ServerProcess, http: aiohttp.ClientSession, path: str) -> None:
+@pytest.mark.parametrize(("path", "speaker"), [("/synthesize", "7"),
+                                               ("/synthesize/stream", "8")])
+async def test_unknown_speaker_speaks_with_speaker_0_and_warns_once(
+        server: ServerProcess, http: aiohttp.ClientSession, path: str, speaker: str) -> None:
+    """Once per voice and speaker: a stale speaker in every request must not flood the log."""
     logged = len(server.output())
-    async with http.post(path, json={"text": "Hi.", "speaker": "7"}) as response:
-        assert response.status == 200, await response.text()
-        assert len(await response.read()) > 1000
-    log = server.output()[logged:]
-    assert "WARNING" in log and "'7'" in log and "speaker 0" in log
+    for _ in range(3):
+        async with http.post(path, json={"text": "Hi.", "speaker": speaker}) as response:
+            assert response.status == 200, await response.text()
+            assert len(await response.read()) > 1000
+    warnings = [line for line in server.output()[logged:].splitlines()
+                if "WARNING" in line and f"'{speaker}'" in line]
+    assert len(warnings) == 1, warnings
+    assert "speaker 0" in warnings[0]
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +284,36 @@ async def test_unknown_routes_and_methods_answer_json(http: aiohttp.ClientSessio
 
 
 # -- voices, health, OpenAI ------------------------------------------------------------
+
+
+async def exchange(port: int | None, raw: bytes) -> bytes:
+    """Raw bytes in, everything the server sends until it closes out."""
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("raw", [
+    b"POST /synthesize HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\n",
+    b"FOO /synthesize HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /health/live HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+], ids=["chunk-size", "method", "header-name", "long-line"])
+async def test_malformed_http_is_a_400_and_no_error_in_the_log(server: ServerProcess,
+                                                               raw: bytes) -> None:
+    """aiohttp answers these itself, and logged each as an ERROR with a traceback."""
+    logged = len(server.output())
+    answer = await exchange(server.http_port, raw)
+    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"414"), answer
+    await asyncio.sleep(0.2)  # the log line is written after the answer
+    log = server.output()[logged:]
+    assert "Traceback" not in log and " ERROR " not in log, log
+    if not raw.startswith(b"FOO"):  # aiohttp itself says a bad first method at DEBUG
+        assert "Error handling request from 127.0.0.1: answered 4" in log, log
 
 
 async def test_voices_list_and_detail(http: aiohttp.ClientSession) -> None:
@@ -451,6 +503,14 @@ async def test_api_key_guards_everything_but_health(secured: ServerProcess) -> N
                 assert response.status == 200, path
 
 
+async def test_an_api_key_that_is_not_utf8_is_refused_not_a_crash(
+        secured: ServerProcess) -> None:
+    answer = await exchange(secured.http_port, b"GET /voices HTTP/1.1\r\nHost: x\r\n"
+                            b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+    assert b'"unauthorized"' in answer
+
+
 async def test_cors_origins_from_the_environment(secured: ServerProcess) -> None:
     async with aiohttp.ClientSession(secured.http_url) as session:
         for origin in (ORIGIN, "http://localhost:3000"):
@@ -500,6 +560,47 @@ async def test_client_leaving_a_stream_frees_its_slot(secured: ServerProcess) ->
             assert status == 503 and time.monotonic() < deadline
             await asyncio.sleep(0.1)
     assert "HTTP stream cut short" in secured.output()
+
+
+async def _busy_workers(session: aiohttp.ClientSession) -> float:
+    return (await scrape(session))["chorus_busy_workers{}"]
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_client_leaving_a_whole_request_cancels_its_synthesis(secured: ServerProcess,
+                                                                    how: str) -> None:
+    """A ``/synthesize`` client that hangs up mid-render takes its synthesis with it: the
+    one slot (``--max-requests 1``) is free within seconds, not when the two paragraphs
+    (some 15 s of work on one worker) would have been rendered; a reset ends as quietly
+    as a close."""
+    auth = {"Authorization": f"Bearer {KEY}"}
+    logged = len(secured.output())
+    body = json.dumps({"text": f"{PARAGRAPH} {PARAGRAPH}"}).encode()
+    assert secured.http_port is not None
+    _, writer = await asyncio.open_connection("127.0.0.1", secured.http_port)
+    writer.write(b"POST /synthesize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
+                 .encode() + body)
+    async with aiohttp.ClientSession(secured.http_url, headers=auth) as session:
+        deadline = time.monotonic() + 20
+        while await _busy_workers(session) < 1:
+            assert time.monotonic() < deadline, "the synthesis never started"
+            await asyncio.sleep(0.05)
+        if how == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+        left = time.monotonic()
+        while True:
+            status, _, answer = await post(session, "/synthesize", {"text": "Hi."})
+            if status == 200:
+                break
+            assert status == 503, answer
+            assert time.monotonic() - left < 4, "the departed request kept its slot"
+            await asyncio.sleep(0.1)
+        assert await _busy_workers(session) == 0
+    log = secured.output()[logged:]
+    assert "Traceback" not in log and "ERROR" not in log, log
 
 
 def test_no_http_leaves_the_port_closed(tmp_path: Path) -> None:

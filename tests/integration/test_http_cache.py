@@ -8,6 +8,9 @@ directory; a small server (tiny size limit and TTL) covers eviction and expiry.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ServerProcess, copy_joe
+from chorus.server.runtime import Runtime
+from chorus.server.settings import ServerSettings
+from tests.conftest import ServerProcess, copy_joe, free_port
 from tests.integration.conftest import CACHE_ON
 from tests.integration.test_http import PARAGRAPH, SENTENCE, post, scrape
 
@@ -66,6 +71,7 @@ async def test_miss_then_byte_identical_hit(cached: ServerProcess) -> None:
         current = await stats(session)
         assert current["enabled"] and current["entries"] >= 1 and current["hits"] >= 1
         assert current["max_bytes"] == 512 * 1024 * 1024
+        assert current["write_errors"] == after["chorus_cache_write_errors_total{}"] == 0
         # OpenAI's whole (flac) answers share the cache; its streamed ones bypass it.
         speech = {"input": "An OpenAI request.", "response_format": "flac"}
         _, openai_first, flac = await post(session, "/v1/audio/speech", speech)
@@ -257,6 +263,7 @@ async def test_no_cache_answers_misses_and_empty_stats(server: ServerProcess) ->
             assert status == 200 and headers["X-Cache"] == "miss"
         current = await stats(session)
         assert current["enabled"] is False and current["entries"] == 0
+        assert current["write_errors"] == 0
         async with session.delete("/cache") as response:
             assert response.status == 204
 
@@ -292,3 +299,52 @@ def test_cache_endpoints_need_the_key_and_the_key_is_the_client(tmp_path: Path) 
         asyncio.run(scenario())
     finally:
         assert server.terminate() == 0, server.output()
+
+
+async def test_an_answer_rendered_for_a_departed_client_is_still_stored(
+        tmp_path: Path, graph_cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The client hangs up while its rendered answer is being written to the cache: the
+    handler is cancelled (the client is gone), the write is not, and the next asker hits.
+
+    In process, to hold the cache's (real) write until the client has left.
+    """
+    port = free_port()
+    runtime = Runtime(ServerSettings(
+        wyoming_uri=f"tcp://127.0.0.1:{free_port()}", http_port=port,
+        cache_dir=tmp_path / "cache", graph_cache_dir=graph_cache_dir))
+    await runtime.start()
+    cache = runtime.cache
+    assert cache is not None
+    writing, release = threading.Event(), threading.Event()
+    write = cache._write
+
+    def held_write(key: str, data: bytes) -> float:
+        writing.set()
+        release.wait(30)
+        return write(key, data)
+
+    cache._write = held_write  # type: ignore[method-assign]
+    body = json.dumps({"text": "Kept for the next asker."}).encode()
+    try:
+        with caplog.at_level(logging.INFO):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /synthesize HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n"
+                         .encode() + body)
+            assert await asyncio.to_thread(writing.wait, 60), "no cache write started"
+            writer.transport.abort()  # a reset, the rudest way to leave
+            await asyncio.sleep(0.5)  # the server sees the connection go
+            release.set()
+            deadline = time.monotonic() + 10
+            while cache.entries == 0:
+                assert time.monotonic() < deadline, "the rendered answer was not stored"
+                await asyncio.sleep(0.05)
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+                status, headers, _ = await post(session, "/synthesize",
+                                                {"text": "Kept for the next asker."})
+            assert (status, headers["X-Cache"]) == (200, "hit")
+    finally:
+        release.set()
+        await runtime.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -267,6 +267,9 @@ async def test_cache_on_a_full_disk_answers_every_request_and_recovers(
         assert len(warnings) == 1, warnings
         assert "No space left on device" in warnings[0]
         assert list(cache.iterdir()) == []  # no temp file left behind
+        async with (aiohttp.ClientSession(server.http_url) as session,
+                    session.get("/cache/stats") as response):
+            assert (await response.json())["write_errors"] == len(texts)
 
         filler.unlink()
         status, headers, body = await _post(server.http_url, texts[0])

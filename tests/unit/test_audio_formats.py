@@ -81,3 +81,17 @@ def test_closing_an_unfinished_encoder_is_safe() -> None:
     encoder.feed(tone(0.2))
     encoder.close()
     encoder.close()
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("streaming", [False, True])
+def test_no_samples_with_a_resample_is_an_empty_answer(name: str, streaming: bool) -> None:
+    """Text of punctuation only renders nothing; a rate the voice lacks must not turn that
+    into an error (libswresample refuses an empty frame)."""
+    fmt = FORMATS[name]
+    encoder = AudioEncoder(fmt, RATE, 16000, streaming=streaming)
+    data = encoder.feed(np.zeros(0, np.int16)) + encoder.finish()
+    if name == "wav":
+        assert data == (wav_header(16000, None) if streaming else wav_header(16000, 0))
+    elif name == "pcm":
+        assert data == b""

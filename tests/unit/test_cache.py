@@ -149,6 +149,7 @@ async def test_write_failures_warn_once_and_recovery_is_logged(
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "Cannot write to the audio cache" in warnings[0].message
     assert (cache.entries, cache.write_errors) == (0, 3)
+    assert cache.stats()["write_errors"] == 3
     directory.unlink()
     await cache.put("k", entry(100))
     assert await cache.get("k") == entry(100)

