@@ -108,6 +108,20 @@ async def test_found_departed_stream_client_is_closed(fuzzed: ServerProcess,
     assert await health_check(fuzzed.port) is None
 
 
+async def test_an_error_split_from_its_data_is_read_whole(fuzzed: ServerProcess) -> None:
+    """A fuzzer fault: it stopped reading once ``"type": "error"`` appeared in the raw
+    bytes, often before the event's data had arrived, and judged the cut event as no
+    answer ("speak case ended without audio-stop: {}", about half the time)."""
+    empty = Case("speak/plain", b'{"type": "synthesize", "data": {"text": ""}}\n',
+                 wait_for="audio-stop")
+    summary = Summary()
+    for _ in range(20):
+        found, outcome = await _exchange(fuzzed.port, empty)
+        assert [(e.type, e.data.get("code")) for e in found] == [("error", "empty-text")]
+        _judge(empty, found, outcome, summary)
+    assert summary.violations == 0, summary.failures
+
+
 async def test_found_reset_after_a_failed_request_logs_no_traceback(
         fuzzed: ServerProcess) -> None:
     """A client that resets right after a failing plain request: the half-close that

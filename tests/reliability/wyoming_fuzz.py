@@ -719,7 +719,7 @@ def serve_for_fuzzing(log: Path) -> ServerProcess:
 async def _replay(server: ServerProcess, seed: int, indexes: list[int],
                   speaking: bool) -> Summary:
     """The given cases alone, one at a time, each shown with what came back."""
-    summary = Summary()
+    summary, started = Summary(), time.monotonic()
     for index in indexes:
         sent = case(seed, index, speaking)
         found, outcome = await _exchange(server.port, sent)
@@ -731,6 +731,7 @@ async def _replay(server: ServerProcess, seed: int, indexes: list[int],
                           "outcome": outcome,
                           "got": [[e.type, e.data] for e in found if e.type != "audio-chunk"]},
                          indent=1, default=repr))
+    summary.seconds = time.monotonic() - started
     summary.tracebacks = server.output().count("Traceback")
     return summary
 
