@@ -1,8 +1,7 @@
 """A Wyoming fuzzer against a real ``chorus serve``: framing, field types, event order.
 
-Hypothesis generates each case as the bytes one connection sends, with what the server
-owes in return, derived from the protocol's rules (:func:`_owed`) and not from the
-server's code:
+Each case is the bytes one connection sends, with what the server owes in return,
+derived from the protocol's rules (:func:`_owed`) and not from the server's code:
 
 - **framing**: junk, non-objects, wrong ``type``/``data``, bad or lying
   ``data_length``/``payload_length``, truncated events, oversized headers, deep
@@ -11,18 +10,26 @@ server's code:
   field of the right type or of any JSON type, in any order. The server owes an
   ``error`` for every wrong field and every event out of order (``synthesize-chunk``
   or ``-stop`` outside a stream, a second ``synthesize-start``), an ``info`` for each
-  ``describe`` and a ``pong`` for each ``ping``, up to the first plain ``synthesize``
-  (whose failure ends the connection, as wyoming-piper does).
+  ``describe`` and a ``pong`` for each ``ping``, up to the first plain ``synthesize``.
+  Nothing is owed for what follows that one: when it fails, the server answers its
+  ``error`` and closes the connection, as wyoming-piper does, so the events behind it
+  stay unanswered by design.
 - **speak**: a plain request or a whole stream with odd texts and voices, read to its
   end (``audio-stop``, ``synthesize-stopped`` or ``error``): the only cases that cost
-  a synthesis, so they are rare.
+  a synthesis, so they are rare. A connection that closes before that end is a
+  violation, reported as "closed without audio-stop".
+
+Case ``i`` of seed ``s`` is drawn from its own ``random.Random`` seeded with ``(s, i)``,
+so a failure names its index and ``--replay i`` sends that one case again, alone.
+``--concurrency`` connections (8 by default) run cases at once, and every
+``health_every`` cases a fresh connection beside them must get ``describe`` → ``info``
+and a short ``synthesize`` → audio.
 
 Framing and event cases half-close after sending: the server answers what it read,
 sees the end, cancels what is queued and closes, so a case costs milliseconds. Each must
-end (the server closes) within ``CASE_BOUND`` seconds or it is a hang. Every
-``health_every`` cases a fresh connection must get ``describe`` → ``info`` and a short
-``synthesize`` → audio. After the run the process must be alive and its log free of
-tracebacks.
+end (the server closes) within ``CASE_BOUND`` seconds or it is a hang. A reset instead
+of a close is counted but not judged: the reset may have destroyed what was owed. After
+the run the process must be alive and its log free of tracebacks.
 
 Run it alone with ``python -m tests.reliability.wyoming_fuzz --cases N --seed S``: it
 starts its own server and prints a JSON summary (exit status 1 if anything failed).
@@ -33,18 +40,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as hypothesis_seed
-from hypothesis import strategies as st
 from wyoming.event import Event, async_read_event
 
 from chorus.server.wyoming_protocol import MAX_DATA_BYTES, MAX_LINE_BYTES, MAX_PAYLOAD_BYTES
@@ -52,10 +58,10 @@ from tests.conftest import JOE, ServerProcess
 
 CASE_BOUND = 30.0
 """Seconds a case may take to be answered and closed: a few short syntheses at most."""
-BATCH = 1000
-"""Examples per hypothesis run: its record of what it generated stays small."""
 TEXT_SIZE = 16
 """Longest generated text: speakable texts are synthesized, which costs CPU."""
+CONCURRENCY = 8
+"""Connections running cases at once (the health check runs beside them)."""
 
 
 @dataclass(frozen=True)
@@ -72,56 +78,147 @@ class Case:
     """Other event types owed (``info``, ``pong``), each at least as often as listed."""
     wait_for: str | None = None
     """Speak cases: read until this event type (or an ``error``), don't half-close."""
+    index: int = -1
+    """Which case of its seed it is (``--replay INDEX``); -1 for a hand-written case."""
 
 
-# --- JSON values and events ---------------------------------------------------------
-
-_LEAVES = (st.none() | st.booleans() | st.integers() | st.floats()
-           | st.sampled_from([10**20, -(10**30), 10**400, 1e308, -0.0]) | st.text(max_size=6))
-_KEYS = st.sampled_from(["text", "voice", "name", "data", "type", ""]) | st.text(max_size=4)
-ANY_JSON = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=3)
-                        | st.dictionaries(_KEYS, inner, max_size=3), max_leaves=4)
-"""Small values: hypothesis's drawing, not the server, is most of a case's cost."""
-TEXTS = st.sampled_from(["Hi.", "Hello there.", "", "   ", "\x00\x07", "😀", "...",
-                         "[[ hɛloʊ ]]", "Ünïcödé 你好"]) | st.text(max_size=TEXT_SIZE)
-NAMES = st.sampled_from([JOE, "en_US-joe-mediun", "", "../../etc/passwd"]) | st.text(max_size=8)
+Rng = random.Random
 
 
-def _maybe_wrong(right: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+# --- JSON values and texts -------------------------------------------------------------
+
+_ALPHABETS = ("abcdefghijklmnopqrstuvwxyz ABCXYZ.,!?'\"-", "0123456789 .,:;",
+              "\x00\x07\t\n\r\x1b\x7f\x85\x9f", "éüßñÅøçÿ", "你好日本語한국어",
+              "😀🎉👍🏽\u200d❤️", "\u200b\u200e\u202e\u2028\ufeff\ufffd", "ɛʊʃθðŋ[]{}\\/\"")
+"""Runs of characters from one script, as texts are; surrogates never (UTF-8 lacks them)."""
+
+
+def _char(rng: Rng) -> str:
+    if rng.random() < 0.15:  # any code point but a surrogate
+        point = rng.randrange(0x110000 - 0x800)
+        return chr(point + 0x800 if point >= 0xD800 else point)
+    return rng.choice(rng.choice(_ALPHABETS))
+
+
+def _text(rng: Rng, max_size: int) -> str:
+    return "".join(_char(rng) for _ in range(rng.randint(0, max_size)))
+
+
+_SPECIAL_NUMBERS = (0, 1, -1, 2**31, 2**63, -(2**64), 10**20, -(10**30), 10**400, 0.0, -0.0,
+                    1e308, 5e-324, math.inf, -math.inf, math.nan)
+
+
+def _leaf(rng: Rng) -> Any:
+    roll = rng.randrange(6)
+    if roll == 0:
+        return None
+    if roll == 1:
+        return rng.random() < 0.5
+    if roll == 2:
+        return rng.choice((rng.randint(-1000, 1000), rng.randint(-(2**70), 2**70)))
+    if roll == 3:
+        return rng.choice((rng.uniform(-1e6, 1e6), rng.choice(_SPECIAL_NUMBERS)))
+    return _text(rng, 6)
+
+
+_KEY_NAMES = ("text", "voice", "name", "data", "type", "")
+
+
+def _key(rng: Rng) -> str:
+    return rng.choice(_KEY_NAMES) if rng.random() < 0.5 else _text(rng, 4)
+
+
+def any_json(rng: Rng, depth: int = 0) -> Any:
+    """A small JSON value of any type (lists and objects at most two deep)."""
+    roll = rng.random()
+    if depth >= 2 or roll < 0.6:
+        return _leaf(rng)
+    size = rng.randint(0, 3)
+    if roll < 0.8:
+        return [any_json(rng, depth + 1) for _ in range(size)]
+    return {_key(rng): any_json(rng, depth + 1) for _ in range(size)}
+
+
+_TEXTS = ("Hi.", "Hello there.", "", "   ", "\x00\x07", "😀", "...", "[[ hɛloʊ ]]",
+          "Ünïcödé 你好")
+
+
+def text(rng: Rng) -> str:
+    return rng.choice(_TEXTS) if rng.random() < 0.5 else _text(rng, TEXT_SIZE)
+
+
+def name(rng: Rng) -> str:
+    if rng.random() < 0.5:
+        return rng.choice((JOE, "en_US-joe-mediun", "", "../../etc/passwd"))
+    return _text(rng, 8)
+
+
+def _maybe_wrong(rng: Rng, right: Callable[[Rng], Any]) -> Any:
     """Mostly the right type, sometimes any JSON at all."""
-    return st.one_of(right, right, right, ANY_JSON)
+    return any_json(rng) if rng.random() < 0.25 else right(rng)
 
 
-VOICES = st.none() | ANY_JSON | st.fixed_dictionaries({}, optional={
-    "name": _maybe_wrong(NAMES), "language": _maybe_wrong(st.sampled_from(["en_US", "en",
-                                                                             "xx"])),
-    "speaker": _maybe_wrong(st.sampled_from(["0", "nobody"]) | st.text(max_size=6))})
-_AUDIO = {"rate": _maybe_wrong(st.sampled_from([16000, 22050])),
-          "width": _maybe_wrong(st.just(2)), "channels": _maybe_wrong(st.just(1))}
-EVENT_DATA: dict[str, st.SearchStrategy[dict[str, Any]]] = {
-    "describe": st.just({}),
-    "ping": st.fixed_dictionaries({}, optional={"text": ANY_JSON}),
-    "synthesize": st.fixed_dictionaries({"text": _maybe_wrong(TEXTS)},
-                                        optional={"voice": VOICES}),
-    "synthesize-start": st.fixed_dictionaries({}, optional={"voice": VOICES}),
-    "synthesize-chunk": st.fixed_dictionaries({"text": _maybe_wrong(TEXTS)}),
-    "synthesize-stop": st.just({}),
-    "audio-start": st.fixed_dictionaries({}, optional=_AUDIO),
-    "audio-chunk": st.fixed_dictionaries({}, optional=_AUDIO),
-    "audio-stop": st.just({}),
+def _optional(rng: Rng, fields: dict[str, Callable[[Rng], Any]]) -> dict[str, Any]:
+    """Each field present or not, at random."""
+    return {key: make(rng) for key, make in fields.items() if rng.random() < 0.5}
+
+
+_VOICE_FIELDS: dict[str, Callable[[Rng], Any]] = {
+    "name": lambda rng: _maybe_wrong(rng, name),
+    "language": lambda rng: _maybe_wrong(rng, lambda r: r.choice(("en_US", "en", "xx"))),
+    "speaker": lambda rng: _maybe_wrong(
+        rng, lambda r: r.choice(("0", "nobody")) if r.random() < 0.5 else _text(r, 6)),
 }
-EVENT_TYPES = st.sampled_from(sorted(EVENT_DATA)) | st.sampled_from(
-    ["info", "error", "pong", "synthesize-stopped", "transcribe", "run-pipeline"]) | st.text(
-        min_size=1, max_size=12)
 
 
-@st.composite
-def events(draw: st.DrawFn) -> Event:
+def voice(rng: Rng) -> Any:
+    roll = rng.randrange(3)
+    if roll == 0:
+        return None
+    return any_json(rng) if roll == 1 else _optional(rng, _VOICE_FIELDS)
+
+
+def _with_voice(rng: Rng, data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "voice": voice(rng)} if rng.random() < 0.5 else data
+
+
+_AUDIO_FIELDS: dict[str, Callable[[Rng], Any]] = {
+    "rate": lambda rng: _maybe_wrong(rng, lambda r: r.choice((16000, 22050))),
+    "width": lambda rng: _maybe_wrong(rng, lambda r: 2),
+    "channels": lambda rng: _maybe_wrong(rng, lambda r: 1),
+}
+
+
+def _no_data(rng: Rng) -> dict[str, Any]:
+    return {}
+
+
+EVENT_DATA: dict[str, Callable[[Rng], dict[str, Any]]] = {
+    "describe": lambda rng: {},
+    "ping": lambda rng: _optional(rng, {"text": any_json}),
+    "synthesize": lambda rng: _with_voice(rng, {"text": _maybe_wrong(rng, text)}),
+    "synthesize-start": lambda rng: _with_voice(rng, {}),
+    "synthesize-chunk": lambda rng: {"text": _maybe_wrong(rng, text)},
+    "synthesize-stop": lambda rng: {},
+    "audio-start": lambda rng: _optional(rng, _AUDIO_FIELDS),
+    "audio-chunk": lambda rng: _optional(rng, _AUDIO_FIELDS),
+    "audio-stop": lambda rng: {},
+}
+_KNOWN_TYPES = sorted(EVENT_DATA)
+_OTHER_TYPES = ("info", "error", "pong", "synthesize-stopped", "transcribe", "run-pipeline")
+
+
+def event(rng: Rng) -> Event:
     """A well-formed event of any type, each known field right or wrong."""
-    event_type = draw(EVENT_TYPES)
-    data = dict(draw(EVENT_DATA.get(event_type, st.just({}))))
-    data.update(draw(st.dictionaries(_KEYS, ANY_JSON, max_size=1)))
-    payload = draw(st.none() | st.binary(max_size=64))
+    roll = rng.randrange(3)
+    event_type = (rng.choice(_KNOWN_TYPES) if roll == 0 else
+                  rng.choice(_OTHER_TYPES) if roll == 1 else "")
+    while not event_type:
+        event_type = _text(rng, 12)
+    data = EVENT_DATA.get(event_type, _no_data)(rng)
+    if rng.random() < 0.5:  # one more key, which may replace a known field
+        data[_key(rng)] = any_json(rng)
+    payload = rng.randbytes(rng.randint(0, 64)) if rng.random() < 0.5 else None
     return Event(type=event_type, data=data, payload=payload)
 
 
@@ -129,27 +226,26 @@ def _dumps(value: Any, ascii_only: bool) -> bytes:
     return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
 
 
-@st.composite
-def framed(draw: st.DrawFn, event: Event) -> bytes:
-    """``event`` in any of the legal framings: data inline, after the header, or split."""
-    ascii_only = draw(st.booleans())
-    header: dict[str, Any] = {"type": event.type}
-    if draw(st.booleans()):
-        header["version"] = draw(st.sampled_from(["1.5.2", "0.0.1"]))
-    inline, separate = dict(event.data), {}
-    where = draw(st.sampled_from(["inline", "separate", "split"]))
+def framed(rng: Rng, sent: Event) -> bytes:
+    """``sent`` in any of the legal framings: data inline, after the header, or split."""
+    ascii_only = rng.random() < 0.5
+    header: dict[str, Any] = {"type": sent.type}
+    if rng.random() < 0.5:
+        header["version"] = rng.choice(("1.5.2", "0.0.1"))
+    inline, separate = dict(sent.data), {}
+    where = rng.choice(("inline", "separate", "split"))
     if where == "separate":
         inline, separate = {}, inline
     elif where == "split":
         keys = sorted(inline)
-        cut = draw(st.integers(0, len(keys)))
+        cut = rng.randint(0, len(keys))
         separate = {k: inline.pop(k) for k in keys[cut:]}
     if inline:
         header["data"] = inline
     data = _dumps(separate, ascii_only) if separate else b""
     if data:
         header["data_length"] = len(data)
-    payload = event.payload or b""
+    payload = sent.payload or b""
     if payload:
         header["payload_length"] = len(payload)
     return _dumps(header, ascii_only) + b"\n" + data + payload
@@ -176,8 +272,8 @@ def _owed(sent: list[Event]) -> tuple[int, tuple[str, ...]]:
     fails the connection ends (after an ``error`` owed only for a wrong field type).
     """
     errors, answers, streaming = 0, [], False
-    for event in sent:
-        kind, data = event.type, event.data
+    for sent_event in sent:
+        kind, data = sent_event.type, sent_event.data
         if kind == "describe":
             answers.append("info")
         elif kind == "ping":
@@ -202,18 +298,17 @@ def _owed(sent: list[Event]) -> tuple[int, tuple[str, ...]]:
     return errors, tuple(answers)
 
 
-# --- the generators --------------------------------------------------------------------
+# --- the cases -------------------------------------------------------------------------
 
-@st.composite
-def event_cases(draw: st.DrawFn) -> Case:
-    sent = draw(st.lists(events(), min_size=1, max_size=5))
+def event_case(rng: Rng) -> Case:
+    sent = [event(rng) for _ in range(rng.randint(1, 5))]
     errors, answers = _owed(sent)
-    data = b"".join(draw(framed(event)) for event in sent)
-    return Case("events", data, errors=errors, answers=answers)
+    return Case("events", b"".join(framed(rng, e) for e in sent), errors=errors,
+                answers=answers)
 
 
-_HARMLESS = st.sampled_from([Event("describe"), Event("ping", {"text": "x"}),
-                             Event("audio-stop"), Event("unknown-kind")])
+_HARMLESS = (Event("describe"), Event("ping", {"text": "x"}), Event("audio-stop"),
+             Event("unknown-kind"))
 
 
 def _junk_line(raw: bytes) -> bytes:
@@ -227,115 +322,130 @@ def _deep(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-_NOT_OBJECTS = st.sampled_from([b"[1, 2]", b'"describe"', b"42", b"null", b"true", b"[]",
-                                b"{", b"}", b"{}{}", b"NaN"])
-_BAD_LENGTHS = (st.integers(max_value=-1) | st.just(True)
-                | st.floats(allow_nan=False).filter(bool) | st.text(min_size=1, max_size=4)
-                | st.lists(st.integers(), min_size=1, max_size=2)
-                | st.integers(min_value=MAX_PAYLOAD_BYTES + 1))
-"""Never falsy: a missing or falsy length is read as no data at all."""
+_NOT_OBJECTS = (b"[1, 2]", b'"describe"', b"42", b"null", b"true", b"[]", b"{", b"}", b"{}{}",
+                b"NaN")
 
 
-@st.composite
-def framing_cases(draw: st.DrawFn) -> Case:
-    """Bytes that are not Wyoming (after up to two harmless events): a protocol-error."""
-    prefix = b"".join(draw(framed(e)) for e in draw(st.lists(_HARMLESS, max_size=2)))
-    flaw = draw(st.sampled_from(["junk", "not-object", "bad-type", "bad-data", "bad-length",
-                                 "over-limit", "lying-length", "truncated", "long-line",
-                                 "deep", "surrogate", "huge-number", "bad-utf8"]))
-    where = draw(st.sampled_from(["header", "data"]))
-    bad: bytes
+def _bad_length(rng: Rng) -> Any:
+    """Never falsy: a missing or falsy length is read as no data at all."""
+    roll = rng.randrange(6)
+    if roll == 0:
+        return -rng.choice((1, rng.randint(1, 2**40)))
+    if roll == 1:
+        return True
+    if roll == 2:
+        return rng.choice((rng.uniform(-1e9, 1e9) or 1.5, 0.5, 1e308, math.inf, -math.inf))
+    if roll == 3:
+        return _text(rng, 3) + "1"
+    if roll == 4:
+        return [rng.randint(-5, 10**6) for _ in range(rng.randint(1, 2))]
+    return MAX_PAYLOAD_BYTES + rng.choice((1, rng.randint(1, 2**70)))
+
+
+def _any_but(rng: Rng, unwanted: Callable[[Any], bool]) -> Any:
+    while unwanted(value := any_json(rng)):
+        pass
+    return value
+
+
+_FLAWS = ("junk", "not-object", "bad-type", "bad-data", "bad-length", "over-limit",
+          "lying-length", "truncated", "long-line", "deep", "surrogate", "huge-number",
+          "bad-utf8")
+
+
+def _flawed(rng: Rng, flaw: str, where: str) -> bytes:
+    """Bytes that are not a Wyoming event, flawed in the way ``flaw`` names."""
     if flaw == "junk":
-        bad = _junk_line(draw(st.binary(max_size=200))) + draw(st.sampled_from([b"\n", b""]))
-    elif flaw == "not-object":
-        bad = draw(_NOT_OBJECTS)
-        bad = (bad + b"\n" if where == "header"
-               else b'{"type": "ping", "data_length": %d}\n' % len(bad) + bad)
-    elif flaw == "bad-type":
-        header = draw(st.fixed_dictionaries({}, optional={
-            "type": st.none() | st.just("") | ANY_JSON.filter(lambda v: not isinstance(v, str)),
-            "data": ANY_JSON}))
-        if isinstance(header.get("type"), str) and header["type"]:
-            header["type"] = None
-        bad = _dumps(header, True) + b"\n"
-    elif flaw == "bad-data":
-        value = draw(ANY_JSON.filter(lambda v: not isinstance(v, dict) and bool(v)))
-        bad = _dumps({"type": "synthesize", "data": value}, True) + b"\n"
-    elif flaw == "bad-length":
-        key = draw(st.sampled_from(["data_length", "payload_length"]))
-        bad = _dumps({"type": "audio-chunk", key: draw(_BAD_LENGTHS)}, True) + b"\n"
-    elif flaw == "over-limit":
-        key, limit = draw(st.sampled_from([("data_length", MAX_DATA_BYTES),
-                                           ("payload_length", MAX_PAYLOAD_BYTES)]))
-        bad = _dumps({"type": "audio-chunk", key: limit + draw(st.integers(1, 10**30))},
-                     True) + b"\n"
-    elif flaw == "lying-length":
-        body = _dumps({"text": draw(TEXTS)}, draw(st.booleans()))
-        claimed = draw(st.integers(len(body) + 1, len(body) + 4096)
-                       | st.integers(1, len(body) - 1))
-        key = draw(st.sampled_from(["data_length", "payload_length"]))
-        bad = _dumps({"type": "synthesize", key: claimed}, True) + b"\n" + body
-        if key == "payload_length" and claimed < len(body):
-            bad = _dumps({"type": "synthesize", key: claimed + len(body)}, True) + b"\n" + body
-    elif flaw == "truncated":
-        whole = draw(framed(draw(events())))
-        bad = whole[:draw(st.integers(1, len(whole) - 1))]
-    elif flaw == "long-line":
-        size = draw(st.integers(MAX_LINE_BYTES + 16, 4 * MAX_LINE_BYTES))
-        bad = b'{"type": "ping", "data": {"text": "' + b"a" * size + b'"}}\n'
-    elif flaw == "deep":
-        depth = draw(st.integers(2000, 30000))
-        nested = _deep(depth).encode()
+        return _junk_line(rng.randbytes(rng.randint(0, 200))) + rng.choice((b"\n", b""))
+    if flaw == "not-object":
+        bad = rng.choice(_NOT_OBJECTS)
+        return (bad + b"\n" if where == "header"
+                else b'{"type": "ping", "data_length": %d}\n' % len(bad) + bad)
+    if flaw == "bad-type":
+        header = _optional(rng, {
+            "type": lambda r: r.choice((None, "", _any_but(r, lambda v: isinstance(v, str)))),
+            "data": any_json})
+        return _dumps(header, True) + b"\n"
+    if flaw == "bad-data":
+        value = _any_but(rng, lambda v: isinstance(v, dict) or not v)
+        return _dumps({"type": "synthesize", "data": value}, True) + b"\n"
+    if flaw == "bad-length":
+        key = rng.choice(("data_length", "payload_length"))
+        return _dumps({"type": "audio-chunk", key: _bad_length(rng)}, True) + b"\n"
+    if flaw == "over-limit":
+        key, limit = rng.choice((("data_length", MAX_DATA_BYTES),
+                                 ("payload_length", MAX_PAYLOAD_BYTES)))
+        return _dumps({"type": "audio-chunk", key: limit + rng.randint(1, 10**30)},
+                      True) + b"\n"
+    if flaw == "lying-length":
+        body = _dumps({"text": text(rng)}, rng.random() < 0.5)
+        longer = rng.random() < 0.5
+        claimed = (rng.randint(len(body) + 1, len(body) + 4096) if longer
+                   else rng.randint(1, len(body) - 1))
+        key = rng.choice(("data_length", "payload_length"))
+        if key == "payload_length" and not longer:
+            claimed += len(body)
+        return _dumps({"type": "synthesize", key: claimed}, True) + b"\n" + body
+    if flaw == "truncated":
+        whole = framed(rng, event(rng))
+        return whole[:rng.randint(1, len(whole) - 1)]
+    if flaw == "long-line":
+        size = rng.randint(MAX_LINE_BYTES + 16, 4 * MAX_LINE_BYTES)
+        return b'{"type": "ping", "data": {"text": "' + b"a" * size + b'"}}\n'
+    if flaw == "deep":
+        nested = _deep(rng.randint(2000, 30000)).encode()
         if where == "header":  # 2 x 30,000 brackets still fit in one header line
-            bad = b'{"type": "ping", "deep": ' + nested + b"}\n"
-        else:
-            body = b'{"deep": ' + nested + b"}"
-            bad = b'{"type": "ping", "data_length": %d}\n' % len(body) + body
-    elif flaw == "surrogate":
-        half = draw(st.sampled_from(["\\ud800", "\\udfff", "\\udc00x", "\\ud83d"])).encode()
+            return b'{"type": "ping", "deep": ' + nested + b"}\n"
+        body = b'{"deep": ' + nested + b"}"
+        return b'{"type": "ping", "data_length": %d}\n' % len(body) + body
+    if flaw == "surrogate":
+        half = rng.choice(("\\ud800", "\\udfff", "\\udc00x", "\\ud83d")).encode()
         body = b'{"text": "' + half + b'"}'
-        bad = (b'{"type": "ping", "data": ' + body + b"}\n" if where == "header" else
-               b'{"type": "synthesize", "data_length": %d}\n' % len(body) + body)
-    elif flaw == "huge-number":
-        digits = b"9" * draw(st.integers(4301, 20000))
-        bad = b'{"type": "ping", "data": {"text": ' + digits + b"}}\n"
-    else:  # bad-utf8: a surrogate or a cut sequence, raw in the bytes
-        raw = draw(st.sampled_from([b"\xed\xa0\x80", b"\xff", b"\xc3", b"\xf0\x9f"]))
-        bad = b'{"type": "ping", "data": {"text": "' + raw + b'"}}\n'
+        return (b'{"type": "ping", "data": ' + body + b"}\n" if where == "header" else
+                b'{"type": "synthesize", "data_length": %d}\n' % len(body) + body)
+    if flaw == "huge-number":
+        digits = b"9" * rng.randint(4301, 20000)
+        return b'{"type": "ping", "data": {"text": ' + digits + b"}}\n"
+    # bad-utf8: a surrogate or a cut sequence, raw in the bytes
+    raw = rng.choice((b"\xed\xa0\x80", b"\xff", b"\xc3", b"\xf0\x9f"))
+    return b'{"type": "ping", "data": {"text": "' + raw + b'"}}\n'
+
+
+def framing_case(rng: Rng) -> Case:
+    """Bytes that are not Wyoming (after up to two harmless events): a protocol-error."""
+    prefix = b"".join(framed(rng, rng.choice(_HARMLESS)) for _ in range(rng.randint(0, 2)))
+    flaw = rng.choice(_FLAWS)
+    bad = _flawed(rng, flaw, rng.choice(("header", "data")))
     return Case(f"framing/{flaw}", prefix + bad, protocol_error=True)
 
 
-@st.composite
-def speak_cases(draw: st.DrawFn) -> Case:
+def speak_case(rng: Rng) -> Case:
     """A request read to its end: a wrong answer or a stuck synthesis shows here."""
-    voice = draw(VOICES.filter(lambda v: _voice_ok({"voice": v})))
-    text = draw(TEXTS)
-    voice_data = {} if voice is None else {"voice": voice}
-    if draw(st.booleans()):
-        event = Event("synthesize", {"text": text, **voice_data})
-        return Case("speak/plain", draw(framed(event)), wait_for="audio-stop")
-    chunks = draw(st.lists(TEXTS, min_size=0, max_size=3))
+    while not _voice_ok({"voice": (chosen := voice(rng))}):
+        pass
+    voice_data = {} if chosen is None else {"voice": chosen}
+    if rng.random() < 0.5:
+        plain = Event("synthesize", {"text": text(rng), **voice_data})
+        return Case("speak/plain", framed(rng, plain), wait_for="audio-stop")
+    chunks = [text(rng) for _ in range(rng.randint(0, 3))]
     sent = [Event("synthesize-start", voice_data),
             *(Event("synthesize-chunk", {"text": c}) for c in chunks),
             Event("synthesize", {"text": "".join(chunks), **voice_data}),
             Event("synthesize-stop")]
-    return Case("speak/stream", b"".join(draw(framed(e)) for e in sent),
+    return Case("speak/stream", b"".join(framed(rng, e) for e in sent),
                 wait_for="synthesize-stopped")
 
 
-@st.composite
-def _weighted(draw: st.DrawFn, speaking: bool) -> Case:
-    """12 event cases to 7 framing cases to 1 speaking case (a synthesis: the costly
-    part). ``one_of`` would not weigh them: it merges repeated branches."""
-    roll = draw(st.integers(0, 19 if speaking else 18))
-    if roll < 12:
-        return draw(event_cases())
-    return draw(framing_cases() if roll < 19 else speak_cases())
-
-
-CASES = _weighted(speaking=True)
-NO_SPEAKING = _weighted(speaking=False)
-"""Framing and event cases only: milliseconds each, whatever the machine's load."""
+def case(seed: int, index: int, speaking: bool = True) -> Case:
+    """Case ``index`` of ``seed``: 12 event cases to 7 framing cases to 1 speaking case
+    (a synthesis: the costly part); without ``speaking``, framing and event cases only,
+    milliseconds each whatever the machine's load."""
+    rng = random.Random(f"wyoming-fuzz:{seed}:{index}")
+    roll = rng.randint(0, 19 if speaking else 18)
+    made = (event_case(rng) if roll < 12 else framing_case(rng) if roll < 19
+            else speak_case(rng))
+    return Case(made.kind, made.data, made.errors, made.protocol_error, made.answers,
+                made.wait_for, index)
 
 
 # --- running cases -------------------------------------------------------------------
@@ -354,18 +464,22 @@ class Summary:
     hangs: int = 0
     health_checks: int = 0
     health_failures: int = 0
-    generator_errors: int = 0
-    """Hypothesis batches that its own engine ended early (the next batch goes on)."""
     violations: int = 0
     """Cases answered without what they were owed."""
     tracebacks: int = 0
     slowest_case_s: float = 0.0
+    slowest_case: int = -1
     kinds: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    failed_indexes: list[int] = field(default_factory=list)
+    """Indexes of the failed cases (the first 1,000), for ``--replay``."""
 
-    def fail(self, what: str, case: Case | None = None) -> None:
+    def fail(self, what: str, failed: Case | None = None) -> None:
+        if failed is not None and failed.index >= 0 and len(self.failed_indexes) < 1000:
+            self.failed_indexes.append(failed.index)
         if len(self.failures) < 20:
-            shown = "" if case is None else f" {case.kind}: {case.data[:300]!r}"
+            shown = "" if failed is None else (f" case {failed.index} {failed.kind}: "
+                                               f"{failed.data[:300]!r}")
             self.failures.append(what + shown)
 
     @property
@@ -381,90 +495,81 @@ class Summary:
                 "violations": self.violations, "tracebacks": self.tracebacks,
                 "health_checks": self.health_checks,
                 "health_failures": self.health_failures,
-                "generator_errors": self.generator_errors,
                 "slowest_case_s": round(self.slowest_case_s, 2),
-                "kinds": dict(sorted(self.kinds.items())), "failures": self.failures}
+                "slowest_case": self.slowest_case,
+                "kinds": dict(sorted(self.kinds.items())),
+                "failed_indexes": self.failed_indexes, "failures": self.failures}
 
 
-async def _events_of(raw: bytes) -> tuple[list[Event], bool]:
-    """The events in what the server said, and whether it all parsed."""
-    reader = asyncio.StreamReader(limit=len(raw) + 2)
-    reader.feed_data(raw)
-    reader.feed_eof()
+async def _exchange(port: int, sent: Case) -> tuple[list[Event], str]:
+    """Send, then read the answers to the end.
+
+    The outcome is ``closed``, ``reset``, ``hang`` or ``cut`` (the connection ended in
+    the middle of an event). Answers are read as events, not searched for in the raw
+    bytes: a header can arrive a moment before its data.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
     found: list[Event] = []
     try:
-        while (event := await async_read_event(reader)) is not None:
-            found.append(event)
-    except (ValueError, asyncio.IncompleteReadError):
-        return found, False
-    return found, True
-
-
-async def _exchange(port: int, case: Case) -> tuple[list[Event], str]:
-    """Send, then read to the end; the outcome is ``closed``, ``reset`` or ``hang``."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
-    received = bytearray()
-    outcome = "closed"
-    try:
         try:
-            writer.write(case.data)
-            if case.wait_for is None:
+            writer.write(sent.data)
+            if sent.wait_for is None:
                 writer.write_eof()
             await writer.drain()
         except ConnectionError:
-            outcome = "reset"
-        deadline = asyncio.get_running_loop().time() + CASE_BOUND
-        while outcome == "closed":
-            left = deadline - asyncio.get_running_loop().time()
-            try:
-                chunk = await asyncio.wait_for(reader.read(1 << 16), max(left, 0.0))
-            except TimeoutError:
-                outcome = "hang"
-                break
-            except ConnectionError:
-                outcome = "reset"
-                break
-            if not chunk:
-                break
-            received += chunk
-            if case.wait_for is not None and _finished(received, case.wait_for):
-                break
+            return found, "reset"
+        return found, await _read_answers(reader, found, sent.wait_for)
     finally:
         writer.transport.abort()
-    found, _ = await _events_of(bytes(received))
-    return found, outcome
 
 
-def _finished(received: bytearray, wait_for: str) -> bool:
-    """Cheap look for the end of a speak case in what came so far."""
-    return (b'"type": "' + wait_for.encode() + b'"' in received
-            or b'"type": "error"' in received)
+async def _read_answers(reader: asyncio.StreamReader, found: list[Event],
+                        wait_for: str | None) -> str:
+    """Events into ``found`` until the end, or ``wait_for`` or an ``error`` if given."""
+    try:
+        async with asyncio.timeout(CASE_BOUND):
+            while (answer := await async_read_event(reader)) is not None:
+                found.append(answer)
+                if wait_for is not None and answer.type in (wait_for, "error"):
+                    break
+    except TimeoutError:
+        return "hang"
+    except ConnectionError:
+        return "reset"
+    except (ValueError, asyncio.IncompleteReadError):
+        return "cut"
+    return "closed"
 
 
-def _judge(case: Case, found: list[Event], outcome: str, summary: Summary) -> None:
-    types = Counter(event.type for event in found)
+def _judge(judged: Case, found: list[Event], outcome: str, summary: Summary) -> None:
+    types = Counter(answer.type for answer in found)
     if types["error"]:
         summary.errors_answered += 1
     summary.closes += outcome == "closed"
     summary.resets += outcome == "reset"
     if outcome == "hang":
         summary.hangs += 1
-        summary.fail("hang", case)
+        summary.fail("hang", judged)
         return
     if outcome == "reset":
         return  # what was owed may have been destroyed by the reset itself
-    codes = {event.data.get("code") for event in found if event.type == "error"}
-    owed = Counter(case.answers)
+    if outcome == "cut":
+        summary.violations += 1
+        summary.fail(f"closed in the middle of an event after {[e.type for e in found]}",
+                     judged)
+        return
+    codes = {answer.data.get("code") for answer in found if answer.type == "error"}
+    owed = Counter(judged.answers)
     missing = [kind for kind, count in owed.items() if types[kind] < count]
-    if types["error"] < case.errors or missing or (
-            case.protocol_error and "protocol-error" not in codes):
+    if types["error"] < judged.errors or missing or (
+            judged.protocol_error and "protocol-error" not in codes):
         summary.violations += 1
-        summary.fail(f"owed {case.errors} error(s) {sorted(owed.elements())}"
-                     f"{' protocol-error' if case.protocol_error else ''}, got "
-                     f"{[e.type for e in found]} {sorted(map(str, codes))}", case)
-    if case.wait_for is not None and not (types[case.wait_for] or types["error"]):
+        summary.fail(f"owed {judged.errors} error(s) {sorted(owed.elements())}"
+                     f"{' protocol-error' if judged.protocol_error else ''}, got "
+                     f"{[e.type for e in found]} {sorted(map(str, codes))}", judged)
+    if judged.wait_for is not None and not (types[judged.wait_for] or types["error"]):
         summary.violations += 1
-        summary.fail(f"speak case ended without {case.wait_for}: {dict(types)}", case)
+        summary.fail(f"closed without {judged.wait_for}: got {dict(types)}", judged)
 
 
 async def health_check(port: int) -> str | None:
@@ -481,11 +586,11 @@ async def health_check(port: int) -> str | None:
         audio = 0
         async with asyncio.timeout(CASE_BOUND):
             while not seen or seen[-1] not in ("audio-stop", "error"):
-                event = await async_read_event(reader)
-                if event is None:
+                answer = await async_read_event(reader)
+                if answer is None:
                     return f"closed after {seen}"
-                seen.append(event.type)
-                audio += len(event.payload or b"") if event.type == "audio-chunk" else 0
+                seen.append(answer.type)
+                audio += len(answer.payload or b"") if answer.type == "audio-chunk" else 0
         if seen[0] != "info" or seen[-1] != "audio-stop" or not audio:
             return f"answered {seen} with {audio} bytes of audio"
         return None
@@ -495,68 +600,115 @@ async def health_check(port: int) -> str | None:
         writer.close()
 
 
-def run(server: ServerProcess, cases: int, seed: int, health_every: int = 200,
-        report: Path | None = None, strategy: st.SearchStrategy[Case] = CASES) -> Summary:
-    """Send ``cases`` generated cases to ``server``; hypothesis in batches of ``BATCH``.
+@dataclass
+class _Run:
+    """One run's shared state: the next index to send, the figures, the server."""
+
+    server: ServerProcess
+    indexes: Iterable[int]
+    seed: int
+    speaking: bool
+    summary: Summary
+    health_every: int
+    report: Path | None
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+    """Every case has been sent and judged."""
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    """Notified when a case or a health check ends, and at the finish."""
+
+    def stopped(self) -> bool:
+        return self.summary.crashes > 0
+
+    def checks_owed(self) -> int:
+        return self.summary.cases // self.health_every - self.summary.health_checks
+
+    async def notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def connection(self) -> None:
+        """Send cases one after another until none are left (one connection at a time)."""
+        port, summary = self.server.port, self.summary
+        for index in self.indexes:  # shared: each index goes to one connection only
+            async with self.changed:  # health checks stay spread over the run
+                await self.changed.wait_for(lambda: self.checks_owed() <= 1 or self.stopped())
+            if self.stopped():
+                return
+            sent = case(self.seed, index, self.speaking)
+            began = time.monotonic()
+            try:
+                found, outcome = await _exchange(port, sent)
+            except OSError as err:  # refused: the server is gone or full
+                found, outcome = [], "hang"
+                summary.fail(f"cannot connect: {err}")
+            if (took := time.monotonic() - began) > summary.slowest_case_s:
+                summary.slowest_case_s, summary.slowest_case = took, index
+            summary.cases += 1
+            summary.kinds[sent.kind.split("/")[0]] += 1
+            _judge(sent, found, outcome, summary)
+            if self.server.proc.poll() is not None:
+                summary.crashes += 1
+                summary.fail(f"server exited {self.server.proc.returncode} after", sent)
+            await self.notify()
+
+    async def health(self) -> None:
+        """A fresh client every ``health_every`` cases, beside the fuzzing connections
+        (they wait for it when it falls more than one check behind)."""
+        while True:
+            async with self.changed:
+                await self.changed.wait_for(
+                    lambda: self.finished or self.stopped() or self.checks_owed() > 0)
+            if self.finished or self.stopped():
+                return
+            await self.check()
+            await self.notify()
+
+    async def check(self) -> None:
+        summary = self.summary
+        summary.health_checks += 1
+        problem = await health_check(self.server.port)
+        if problem is not None:
+            summary.health_failures += 1
+            summary.fail(f"health check {summary.health_checks} after {summary.cases} "
+                         f"cases: {problem}")
+        summary.seconds = time.monotonic() - self.started
+        if self.report is not None:
+            self.report.write_text(json.dumps({"seed": self.seed, **summary.as_dict()},
+                                              indent=1))
+
+
+async def run_cases(server: ServerProcess, indexes: Iterable[int], seed: int,
+                    health_every: int = 200, report: Path | None = None,
+                    speaking: bool = True, concurrency: int = CONCURRENCY) -> Summary:
+    """Send the cases ``indexes`` of ``seed`` over ``concurrency`` connections at once.
 
     ``report``: a JSON file of the figures so far, rewritten at each health check.
     """
-    summary = Summary()
-    loop = asyncio.new_event_loop()
-    port = server.port
-    started = time.monotonic()
-
-    def one(case: Case) -> None:
-        if summary.crashes or summary.cases >= cases:
-            return
-        began = time.monotonic()
-        try:
-            found, outcome = loop.run_until_complete(_exchange(port, case))
-        except OSError as err:  # refused: the server is gone or full
-            found, outcome = [], "hang"
-            summary.fail(f"cannot connect: {err}")
-        summary.slowest_case_s = max(summary.slowest_case_s, time.monotonic() - began)
-        summary.cases += 1
-        summary.kinds[case.kind.split("/")[0]] += 1
-        _judge(case, found, outcome, summary)
-        if server.proc.poll() is not None:
-            summary.crashes += 1
-            summary.fail(f"server exited {server.proc.returncode} after", case)
-        elif summary.cases % health_every == 0:
-            summary.health_checks += 1
-            problem = loop.run_until_complete(health_check(port))
-            if problem is not None:
-                summary.health_failures += 1
-                summary.fail(f"health check {summary.health_checks}: {problem}")
-            if report is not None:
-                summary.seconds = time.monotonic() - started
-                report.write_text(json.dumps({"seed": seed, **summary.as_dict()}, indent=1))
-
+    state = _Run(server, iter(indexes), seed, speaking, Summary(), health_every, report)
+    health = asyncio.create_task(state.health())
     try:
-        batch = 0
-        while summary.cases < cases and not summary.crashes:
-            test = settings(max_examples=min(BATCH, cases - summary.cases), database=None,
-                            deadline=None, phases=[Phase.generate],
-                            suppress_health_check=list(HealthCheck))(given(strategy)(one))
-            try:
-                hypothesis_seed(seed * 1_000_003 + batch)(test)()
-            except Exception as err:  # noqa: BLE001 - the engine's own, seen in 6.170
-                summary.generator_errors += 1
-                summary.fail(f"hypothesis batch {batch} ended early: {err!r}")
-            batch += 1
-        if not summary.crashes:
-            summary.health_checks += 1
-            problem = loop.run_until_complete(health_check(port))
-            if problem is not None:
-                summary.health_failures += 1
-                summary.fail(f"final health check: {problem}")
+        await asyncio.gather(*(state.connection() for _ in range(concurrency)))
     finally:
-        loop.close()
-    summary.seconds = time.monotonic() - started
+        state.finished = True
+        await state.notify()
+        await health
+    if not state.stopped():
+        await state.check()  # the final one, after the last case
+    summary = state.summary
+    summary.seconds = time.monotonic() - state.started
     summary.tracebacks = server.output().count("Traceback")
     if summary.tracebacks:
         summary.fail("server log: " + server.output()[-2000:])
     return summary
+
+
+def run(server: ServerProcess, cases: int, seed: int, health_every: int = 200,
+        report: Path | None = None, speaking: bool = True,
+        concurrency: int = CONCURRENCY) -> Summary:
+    """Cases 0 to ``cases`` - 1 of ``seed`` (see :func:`run_cases`)."""
+    return asyncio.run(run_cases(server, range(cases), seed, health_every, report,
+                                 speaking, concurrency))
 
 
 def serve_for_fuzzing(log: Path) -> ServerProcess:
@@ -564,19 +716,50 @@ def serve_for_fuzzing(log: Path) -> ServerProcess:
     return ServerProcess(["--no-http"], log)
 
 
+async def _replay(server: ServerProcess, seed: int, indexes: list[int],
+                  speaking: bool) -> Summary:
+    """The given cases alone, one at a time, each shown with what came back."""
+    summary, started = Summary(), time.monotonic()
+    for index in indexes:
+        sent = case(seed, index, speaking)
+        found, outcome = await _exchange(server.port, sent)
+        summary.cases += 1
+        _judge(sent, found, outcome, summary)
+        print(json.dumps({"index": index, "kind": sent.kind, "sent": repr(sent.data[:2000]),
+                          "owed": {"errors": sent.errors, "answers": sent.answers,
+                                   "protocol_error": sent.protocol_error},
+                          "outcome": outcome,
+                          "got": [[e.type, e.data] for e in found if e.type != "audio-chunk"]},
+                         indent=1, default=repr))
+    summary.seconds = time.monotonic() - started
+    summary.tracebacks = server.output().count("Traceback")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=None, help="default: random")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                        help="connections running cases at once")
     parser.add_argument("--health-every", type=int, default=200)
+    parser.add_argument("--no-speaking", action="store_true",
+                        help="framing and event cases only (no synthesis)")
+    parser.add_argument("--replay", type=int, action="append", default=[], metavar="INDEX",
+                        help="send only case INDEX of --seed, alone (may be repeated)")
     parser.add_argument("--report", type=Path, default=None,
                         help="JSON file of the figures so far, rewritten as the run goes")
     args = parser.parse_args(argv)
+    if args.replay and args.seed is None:
+        parser.error("--replay needs the --seed of the run that found the case")
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
+    speaking = not args.no_speaking
     with tempfile.TemporaryDirectory() as work:
         server = serve_for_fuzzing(Path(work) / "server.log")
         try:
-            summary = run(server, args.cases, seed, args.health_every, args.report)
+            summary = (asyncio.run(_replay(server, seed, args.replay, speaking)) if args.replay else
+                       run(server, args.cases, seed, args.health_every, args.report,
+                           speaking, args.concurrency))
         finally:
             code = server.terminate()
     figures = {"seed": seed, **summary.as_dict(), "exit_code": code}
