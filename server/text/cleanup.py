@@ -40,7 +40,10 @@ _REPEATED = [
     # separator lines and markup the parser left (a lone "***", "___", "~~~", "####")
     (re.compile(r"(?<!\S)([-=_*#~])\1{2,}(?!\S)|\*{2,}|_{2,}|~{2,}|#{2,}"), ""),
 ]
+_ANY_REPEATED = re.compile(r"[!?][!?]|\.{4}|……|([,;:])\1|([-=_*#~])\2")
 _SPACES = re.compile(r"[ \t]{2,}")
+# Every emoji has a character in one of these blocks (or is (c), (r) or a keycap).
+_MAYBE_EMOJI = re.compile("[\u00a9\u00ae\u203c-\u3299\ufe0f\U0001f000-\U0001faff]")
 _SPACE_BEFORE_PUNCTUATION = re.compile(r" +([!?.,;:])")
 
 
@@ -48,12 +51,15 @@ def clean(text: str, *, emoji_mode: EmojiMode = EmojiMode.DESCRIBE,
           language: str | None = None) -> str:
     """``text`` as a voice should read it; unchanged when there is nothing to clean."""
     before = text
-    text = _URL.sub(_url, text)
-    text = _EMAIL.sub(lambda m: f"{m.group(1)} @ {m.group(2)}", text)
+    if "://" in text or "www." in text.lower():
+        text = _URL.sub(_url, text)
+    if "@" in text:
+        text = _EMAIL.sub(lambda m: f"{m.group(1)} @ {m.group(2)}", text)
     if emoji_mode is not EmojiMode.KEEP:
         text = _emoji(text, emoji_mode, language)
-    for pattern, replacement in _REPEATED:
-        text = pattern.sub(replacement, text)
+    if _ANY_REPEATED.search(text):
+        for pattern, replacement in _REPEATED:
+            text = pattern.sub(replacement, text)
     if text != before:
         text = _SPACES.sub(" ", text)
     return text
@@ -73,8 +79,8 @@ def _url(match: re.Match[str]) -> str:
 
 
 def _emoji(text: str, mode: EmojiMode, language: str | None) -> str:
-    if emoji.emoji_count(text) == 0:
-        return text
+    if not _MAYBE_EMOJI.search(text):
+        return text  # the library's own scan costs far more than this one
     if mode is EmojiMode.DROP:
         return str(emoji.replace_emoji(text, replace=""))
     lang = (language or "en").replace("-", "_").split("_")[0].lower()

@@ -25,7 +25,8 @@ from markdown_it.token import Token
 
 from .segments import Pause, PauseKind, Segment, Speech
 
-__all__ = ["CodeMode", "MarkdownOptions", "MarkdownStream", "Piece", "PieceCutter"]
+__all__ = ["CodeMode", "Leaf", "MarkdownOptions", "MarkdownStream", "Piece", "PieceCutter",
+           "parser", "read_piece"]
 
 
 class CodeMode(StrEnum):
@@ -284,12 +285,15 @@ ITEM, ROW, TEXT = "item", "row", "text"
 
 
 @dataclass(frozen=True)
-class _Leaf:
+class Leaf:
+    """A block's text: ``kind`` is ITEM (in a list), ROW (of a table) or TEXT."""
+
     kind: str
     text: str
 
 
-def _parser() -> MarkdownIt:
+def parser() -> MarkdownIt:
+    """CommonMark with GFM tables and strikethrough, as LLMs write."""
     return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 
 
@@ -306,9 +310,29 @@ def _inline_text(children: list[Token] | None) -> str:
 
 
 _TAG = re.compile(r"<[^>]*>")
+# One line with no character markdown gives a meaning to, starting with a letter: a
+# paragraph of exactly its text.
+_INLINE_LINE = re.compile(r"(?:[*_]{1,2})?[^\W\d_][^\n|<]*\n?")
+_PLAIN_LINE = re.compile(r"[^\W\d_][^\n*_`\[\]<>|#~&\\!]*\n?")
 
 
-def _leaves(tokens: list[Token], options: MarkdownOptions) -> Iterator[_Leaf]:
+def read_piece(md: MarkdownIt, text: str, options: MarkdownOptions, *,
+               shortcuts: bool = True) -> list[Leaf]:
+    """The blocks of one piece. ``shortcuts``: a one-line piece skips the block parser
+    (and one with no markup all of markdown-it), giving what the full parse gives."""
+    if shortcuts and _PLAIN_LINE.fullmatch(text):
+        return [Leaf(TEXT, text)]
+    if shortcuts and _INLINE_LINE.fullmatch(text):
+        return [Leaf(TEXT, _inline_text(token.children))
+                for token in md.parseInline(text.strip())]
+    return list(_leaves(md.parse(text), options))
+
+
+def _plain_leaves(text: str) -> list[Leaf]:
+    return [Leaf(TEXT, paragraph) for paragraph in re.split(r"\n[ \t]*\n", text)]
+
+
+def _leaves(tokens: list[Token], options: MarkdownOptions) -> Iterator[Leaf]:
     items = 0
     prefix = ""
     cells: list[str] | None = None
@@ -322,22 +346,22 @@ def _leaves(tokens: list[Token], options: MarkdownOptions) -> Iterator[_Leaf]:
         elif kind == "tr_open":
             cells = []
         elif kind == "tr_close" and cells is not None:
-            yield _Leaf(ROW, ", ".join(cell for cell in cells if cell))
+            yield Leaf(ROW, ", ".join(cell for cell in cells if cell))
             cells = None
         elif kind == "inline":
             text = _inline_text(token.children).strip()
             if cells is not None:
                 cells.append(text)
             else:
-                yield _Leaf(ITEM if items else TEXT, prefix + text)
+                yield Leaf(ITEM if items else TEXT, prefix + text)
                 prefix = ""
         elif kind in ("fence", "code_block"):
             if options.code is CodeMode.ANNOUNCE:
-                yield _Leaf(TEXT, options.code_notice)
+                yield Leaf(TEXT, options.code_notice)
             elif options.code is CodeMode.READ:
-                yield _Leaf(TEXT, token.content)
+                yield Leaf(TEXT, token.content)
         elif kind == "html_block":
-            yield _Leaf(TEXT, _TAG.sub(" ", token.content))
+            yield Leaf(TEXT, _TAG.sub(" ", token.content))
 
 
 class MarkdownStream:
@@ -350,7 +374,7 @@ class MarkdownStream:
         self._render = render
         self._transform = transform or (lambda text: text)
         self._cutter = PieceCutter()
-        self._md = _parser()
+        self._md = parser()
         self._last_kind: str | None = None
 
     def feed(self, chunk: str) -> list[Segment]:
@@ -362,7 +386,8 @@ class MarkdownStream:
     def _segments(self, pieces: list[Piece]) -> list[Segment]:
         out: list[Segment] = []
         for piece in pieces:
-            leaves = list(self._piece_leaves(piece.quote + piece.text))
+            leaves = read_piece(self._md, piece.quote + piece.text, self._options) \
+                if self._render else _plain_leaves(piece.text)
             joins = piece.continues
             for leaf in leaves:
                 text = " ".join(self._transform(leaf.text).split())
@@ -376,10 +401,3 @@ class MarkdownStream:
                 out.append(Speech(text))
                 self._last_kind = kind
         return out
-
-    def _piece_leaves(self, text: str) -> Iterator[_Leaf]:
-        if self._render:
-            yield from _leaves(self._md.parse(text), self._options)
-        else:
-            for paragraph in re.split(r"\n[ \t]*\n", text):
-                yield _Leaf(TEXT, paragraph)

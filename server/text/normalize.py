@@ -59,6 +59,17 @@ _ORDINAL_SUFFIX = {"en": r"st|nd|rd|th", "fr": r"er|re|e|ème"}
 _ORDINAL_DAYS = {"en", "de"}
 
 
+_DIGIT = re.compile(r"\d")
+
+
+@lru_cache(maxsize=4096)
+def _num2words(code: str, value: int | Decimal, to: str, currency: str) -> str:
+    """Words for a number; the same numbers come back often (list items, hours, prices)."""
+    if currency:
+        return str(num2words(value, lang=code, to=to, currency=currency))
+    return str(num2words(value, lang=code, to=to))
+
+
 def _num2words_code(locale: Locale) -> str | None:
     for code in (f"{locale.language}_{locale.territory}", locale.language):
         if code in CONVERTER_CLASSES:
@@ -107,7 +118,7 @@ class Normalizer:
 
     def normalize(self, text: str) -> str:
         """``text`` with every recognised token in words; untouched when there is none."""
-        if not any(ch.isdigit() for ch in text) and not self._has_abbreviation(text):
+        if not _DIGIT.search(text) and not self._has_abbreviation(text):
             return text
         return self._pattern.sub(self._replace, text)
 
@@ -164,8 +175,8 @@ class Normalizer:
 
     # -- pieces -----------------------------------------------------------------------
 
-    def _call(self, value: int | Decimal, **kwargs: str) -> str:
-        return str(num2words(value, lang=self.code, **kwargs))
+    def _call(self, value: int | Decimal, to: str = "cardinal", currency: str = "") -> str:
+        return _num2words(self.code, value, to, currency)
 
     def _words(self, value: Decimal) -> str:
         if value == value.to_integral_value():
@@ -237,6 +248,9 @@ class Normalizer:
                 symbol = written.replace("\x00", "").strip(" \u00a0\u202f")
                 if symbol and "{" not in symbol and symbol not in ("in",):
                     found.setdefault(symbol, unit)
+        # People write "ml" and "kb" for the locale's "mL" and "kB"; exact forms win.
+        for symbol, unit in list(found.items()):
+            found.setdefault(symbol.lower(), unit)
         return found
 
     # -- the one pattern --------------------------------------------------------------
@@ -282,7 +296,13 @@ class Normalizer:
                                                           reverse=True))
             parts.append(("abbreviation", rf"(?<!\w)({words})(?=\s|$)(\s*$|\s+(?=[A-Z]))?",
                           self._abbreviation))
-        pattern = "|".join(f"(?P<{name}>{regex})" for name, regex, _ in parts)
+        # Every token starts with a digit, "+", "(", a currency symbol or an
+        # abbreviation's first letter: a cheap first test at each position.
+        starts = {*"0123456789+(", *(s[0] for s in self._currencies),
+                  *(a[0] for a in abbreviations)}
+        first = "[" + "".join(re.escape(ch) for ch in sorted(starts)) + "]"
+        pattern = f"(?={first})(?:" + "|".join(f"(?P<{name}>{regex})"
+                                                for name, regex, _ in parts) + ")"
         return re.compile(pattern), {name: handler for name, _, handler in parts}
 
     def _replace(self, match: re.Match[str]) -> str:

@@ -12,6 +12,8 @@ from chorus.server.text.markdown import (
     MarkdownStream,
     Piece,
     PieceCutter,
+    parser,
+    read_piece,
 )
 from chorus.server.text.segments import Pause, PauseKind, Segment, Speech
 
@@ -152,3 +154,21 @@ def test_no_text_is_lost_by_cutting(text: str) -> None:
     pieces = cutter.feed(text) + cutter.finish()
     # only the spaces at a sentence cut go
     assert "".join("".join(p.text for p in pieces).split()) == "".join(text.split())
+
+
+_LINE = st.lists(st.sampled_from(["a", "Word", " ", "  ", "*", "**", "_", "`", "[", "](",
+                                  ")", "&amp;", "\\", "!", "~~", ".", "1", "<b>", "#", "|",
+                                  "-", "é"]), max_size=25).map("".join)
+
+
+@given(st.sampled_from(["", "A", "Word ", "*A", "**B", "_C"]), _LINE, st.sampled_from(["", "\n"]))
+def test_single_line_shortcuts_read_as_markdown_it_does(head: str, line: str,
+                                                        end: str) -> None:
+    """One-line pieces skip the block parser (or all of markdown-it when they have no
+    markup); what they give must not differ from the full parse."""
+    text = head + line + end
+    md = parser()
+    full = read_piece(md, text, MarkdownOptions(), shortcuts=False)
+    fast = read_piece(md, text, MarkdownOptions())
+    assert [" ".join(leaf.text.split()) for leaf in fast if leaf.text.strip()] == [
+        " ".join(leaf.text.split()) for leaf in full if leaf.text.strip()]
