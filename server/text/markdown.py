@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -292,8 +293,10 @@ class Leaf:
     text: str
 
 
+@lru_cache(maxsize=1)
 def parser() -> MarkdownIt:
-    """CommonMark with GFM tables and strikethrough, as LLMs write."""
+    """CommonMark with GFM tables and strikethrough, as LLMs write. One per process:
+    building it costs more than parsing a paragraph, and parsing leaves it unchanged."""
     return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 
 

@@ -70,6 +70,12 @@ def _num2words(code: str, value: int | Decimal, to: str, currency: str) -> str:
     return str(num2words(value, lang=code, to=to))
 
 
+@lru_cache(maxsize=1024)
+def _unit_words(locale: Locale, unit: str, value: Decimal, words: str) -> str:
+    written = format_unit(value, unit, length="long", locale=locale)
+    return str(written).replace(format_decimal(value, locale=locale), words, 1)
+
+
 def _num2words_code(locale: Locale) -> str | None:
     for code in (f"{locale.language}_{locale.territory}", locale.language):
         if code in CONVERTER_CLASSES:
@@ -214,10 +220,7 @@ class Normalizer:
 
     def _unit(self, number: _Number, unit: str) -> str:
         """The unit's long name from the locale ("5 kilometers"), the number in words."""
-        value = number.value
-        written = format_unit(value, unit, length="long", locale=self.locale)
-        formatted = format_decimal(value, locale=self.locale)
-        return str(written).replace(formatted, self._words(value), 1)
+        return _unit_words(self.locale, unit, number.value, self._words(number.value))
 
     def _has_abbreviation(self, text: str) -> bool:
         return any(abbreviation in text for abbreviation in self._abbreviations)
