@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import lru_cache
 
@@ -44,6 +44,10 @@ class MarkdownOptions:
     code: CodeMode = CodeMode.ANNOUNCE
     code_notice: str = "Code omitted."
     """Said in place of a code block under :attr:`CodeMode.ANNOUNCE`."""
+    max_piece_chars: int = 2_000
+    """The most text held back waiting for a block to end (see
+    :meth:`PieceCutter._cut_for_length`): a stream's reader waits while its text is
+    ahead of the speech, so text held here for good would stall it."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,12 @@ class Piece:
 
     text: str
     continues: bool = False
-    quote: str = ""
-    """The quote markers ("> ") of the line it was cut from, to parse it with: the rest
-    of a quoted sentence is still quoted."""
+    prefix: str = ""
+    """What to parse it after, for the context it was cut from: the quote markers ("> ")
+    of its line (the rest of a quoted sentence is still quoted), or the opening fence of
+    a code block cut for length (the rest of the code is still code)."""
+    in_code: bool = False
+    """It starts inside a code block that an earlier piece began."""
 
 
 # A line that starts a block of its own, at the left margin (what a paragraph cannot
@@ -82,7 +89,8 @@ class PieceCutter:
     """Cuts markdown text, fed in chunks, into pieces that parse alone as they would in
     the whole; see the module docstring for where."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int = 2_000) -> None:
+        self._max = max_chars
         self._buf = ""
         self._start = 0  # where the current piece starts
         self._pos = 0  # the next character to look at
@@ -93,7 +101,8 @@ class PieceCutter:
         self._prev_blank = False
         self._prev_quote = False
         self._line_quote = ""
-        self._quote = ""
+        self._prefix = ""
+        self._in_code = False
         self._prev_closes = False  # a heading or closing fence: the next line is a new block
         self._content = False  # the piece has a line with something in it
         self._continues = False  # the piece started at a sentence cut
@@ -109,7 +118,7 @@ class PieceCutter:
         pieces = list(self._run())
         rest = self._buf[self._start:]
         if rest.strip():
-            pieces.append(Piece(rest, self._continues, self._quote))
+            pieces.append(Piece(rest, self._continues, self._prefix, self._in_code))
         return pieces
 
     # -- the scan ---------------------------------------------------------------------
@@ -126,9 +135,13 @@ class PieceCutter:
                     yield self._cut_at(self._line, self._line, continues=False)
                 self._begin_line()
             # Characters that neither end a line, a sentence nor count as markup change
-            # nothing: skip them at regex speed.
-            found = _NOTABLE.search(buf, self._pos)
-            self._pos = found.start() if found else len(buf)
+            # nothing: skip them at regex speed, up to the longest a piece may grow.
+            limit = self._start + self._max
+            found = _NOTABLE.search(buf, self._pos, limit)
+            self._pos = found.start() if found else min(len(buf), limit)
+            if self._pos >= limit:
+                yield self._cut_for_length()
+                continue
             if self._pos >= len(buf):
                 break
             ch = buf[self._pos]
@@ -157,12 +170,34 @@ class PieceCutter:
             self._line -= self._start
             self._start = 0
 
+    def _cut_for_length(self) -> Piece:
+        """The piece has reached ``max_chars`` with no place markdown allows a cut: cut
+        before the current line, or in it at its last space, so that text held back
+        waiting for a block to end (a long code block, a line with no sentence end)
+        stays bounded. The scan goes on from the cut, so where it falls depends on the
+        text alone."""
+        if self._line > self._start:
+            piece = self._cut_at(self._line, self._line, continues=False)
+            self._pos = self._line
+            self._begin_line()
+            return piece
+        space = max(self._buf.rfind(" ", self._start + 1, self._pos),
+                    self._buf.rfind("\t", self._start + 1, self._pos))
+        end = space if space > self._start else self._pos
+        rest = end + 1 if space > self._start else end
+        piece = self._cut_at(end, rest, continues=True)
+        self._pos = rest
+        return piece
+
     def _cut_at(self, end: int, start: int, *, continues: bool) -> Piece:
         """Hand out the piece ending at ``end``; the next starts at ``start``, inside the
         same paragraph when ``continues``."""
-        piece = Piece(self._buf[self._start:end], self._continues, self._quote)
+        piece = Piece(self._buf[self._start:end], self._continues, self._prefix,
+                      self._in_code)
         self._continues = continues
-        self._quote = self._line_quote if continues else ""
+        self._in_code = self._fence is not None
+        self._prefix = f"{self._fence}\n" if self._fence is not None \
+            else self._line_quote if continues else ""
         self._start = start
         self._content = continues  # what follows a sentence cut starts with a letter
         self._cuttable = True
@@ -376,7 +411,7 @@ class MarkdownStream:
         self._options = options or MarkdownOptions()
         self._render = render
         self._transform = transform or (lambda text: text)
-        self._cutter = PieceCutter()
+        self._cutter = PieceCutter(self._options.max_piece_chars)
         self._md = parser()
         self._last_kind: str | None = None
 
@@ -389,7 +424,10 @@ class MarkdownStream:
     def _segments(self, pieces: list[Piece]) -> list[Segment]:
         out: list[Segment] = []
         for piece in pieces:
-            leaves = read_piece(self._md, piece.quote + piece.text, self._options) \
+            options = self._options
+            if piece.in_code and options.code is CodeMode.ANNOUNCE:
+                options = replace(options, code=CodeMode.SKIP)  # announced already
+            leaves = read_piece(self._md, piece.prefix + piece.text, options) \
                 if self._render else _plain_leaves(piece.text)
             joins = piece.continues
             for leaf in leaves:

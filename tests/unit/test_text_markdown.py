@@ -110,7 +110,7 @@ def test_no_cut_inside_open_markup_titles_or_list_markers() -> None:
     assert pieces == [Piece("1. First."), Piece("Then\n", continues=True)]
     cutter = PieceCutter()
     pieces = cutter.feed("> > Quoted. Still\n") + cutter.finish()
-    assert pieces == [Piece("> > Quoted."), Piece("Still\n", continues=True, quote="> > ")]
+    assert pieces == [Piece("> > Quoted."), Piece("Still\n", continues=True, prefix="> > ")]
 
 
 def test_a_heading_and_a_list_item_leave_as_soon_as_their_line_is_known() -> None:
@@ -172,3 +172,43 @@ def test_single_line_shortcuts_read_as_markdown_it_does(head: str, line: str,
     fast = read_piece(md, text, MarkdownOptions())
     assert [" ".join(leaf.text.split()) for leaf in fast if leaf.text.strip()] == [
         " ".join(leaf.text.split()) for leaf in full if leaf.text.strip()]
+
+
+SHORT = MarkdownOptions(max_piece_chars=16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MARKDOWN, st.data())
+def test_cuts_for_length_do_not_depend_on_the_chunks_either(text: str,
+                                                            data: st.DataObject) -> None:
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=len(text)))
+    assert _chunked(text, cuts, SHORT) == _whole(text, SHORT)
+
+
+@given(_MARKDOWN)
+def test_no_piece_is_longer_than_the_limit(text: str) -> None:
+    cutter = PieceCutter(max_chars=16)
+    pieces = [*(p for i in range(len(text)) for p in cutter.feed(text[i])), *cutter.finish()]
+    assert all(len(p.text) <= 16 for p in pieces[:-1])
+    assert "".join("".join(p.text for p in pieces).split()) == "".join(text.split())
+
+
+def test_a_long_code_block_is_let_go_in_pieces_and_announced_once() -> None:
+    code = "".join(f"line {i} of code\n" for i in range(300))  # 5,490 characters
+    stream = MarkdownStream()
+    out = stream.feed("Intro.\n\n```\n" + code[:1000])
+    assert out == [Speech("Intro.")]  # the code is held, announced once it is let go
+    out += stream.feed(code)
+    assert out == [Speech("Intro."), P, Speech("Code omitted.")]
+    assert stream.feed("```\nAfter.\n") + stream.finish() == [P, Speech("After.")]
+    reading = MarkdownStream(MarkdownOptions(code=CodeMode.READ))
+    said = reading.feed("```\n" + code + code + "```\n") + reading.finish()
+    spoken = " ".join(s.text for s in said if isinstance(s, Speech))
+    assert spoken.split() == (code + code).split()  # every line read, none twice
+
+
+def test_a_line_with_no_sentence_end_is_cut_at_a_space() -> None:
+    cutter = PieceCutter(max_chars=20)
+    assert [p.text for p in cutter.feed("one two three four five six seven")] == [
+        "one two three four"]
+    assert [p.text for p in cutter.finish()] == ["five six seven"]
