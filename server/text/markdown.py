@@ -156,7 +156,10 @@ class PieceCutter:
                 if rest is None:
                     break  # the next characters decide
                 if rest > 0:
-                    yield self._cut_at(len(buf[:rest].rstrip(" \t")), rest, continues=True)
+                    end = rest
+                    while buf[end - 1] in " \t":
+                        end -= 1
+                    yield self._cut_at(end, rest, continues=True)
                     self._pos = rest
                     continue
             if ch == "_" and self._pos + 1 >= len(buf) and not self._final:
@@ -209,11 +212,11 @@ class PieceCutter:
     def _decide_line(self) -> bool | None:
         """Whether a piece ends before the line at ``self._line``: None while its first
         characters do not tell yet."""
-        line = self._buf[self._line:]
-        newline = line.find("\n")
+        newline = self._buf.find("\n", self._line)
         complete = newline >= 0 or self._final
-        if newline >= 0:
-            line = line[:newline]
+        # The first characters tell (no block marker is longer than 12).
+        end = newline if newline >= 0 else len(self._buf)
+        line = self._buf[self._line:min(end, self._line + 16)]
         if self._fence is not None:
             return False
         if not line:
