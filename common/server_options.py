@@ -48,7 +48,7 @@ __all__ = [
 
 DEFAULT_STREAM_WINDOWS = (16, 48, 96, 384)
 """Frames per streaming window, the last repeating (measured choice: see
-``chorus.server.engines.piper_split``)."""
+``chorus.server.engines.piper_windows``)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 Command = Literal["serve", "say"]
