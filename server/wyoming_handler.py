@@ -200,6 +200,8 @@ class WyomingHandler:
         self._worker: asyncio.Task[None] | None = None
         self._last_activity = asyncio.get_running_loop().time()
         self._ended = False
+        self._ending = False
+        """A plain ``synthesize`` failed: the connection is closing, nothing more is said."""
 
     def idle_since(self) -> float | None:
         """When it last finished something, while nothing is in progress or queued
@@ -217,6 +219,8 @@ class WyomingHandler:
 
     async def write_event(self, event: Event) -> None:
         async with self._write_lock:
+            if self._ending:  # half-closed: a write now raises RuntimeError, not an OSError
+                raise ConnectionAbortedError("the connection is closing after a failed request")
             try:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
                 # that arrives as the write completes, and the cancelled response goes on.
@@ -249,8 +253,8 @@ class WyomingHandler:
                         f"stream received nothing for {self.stream_idle_timeout:g} s",
                         "timeout").event())
                     return
-                if event is None:
-                    return
+                if event is None or self._ending:
+                    return  # events read behind a failed plain request stay unanswered
                 self._last_activity = asyncio.get_running_loop().time()
                 try:
                     await self.handle_event(event)
@@ -438,6 +442,9 @@ class WyomingHandler:
             if request.refused is None:
                 self.synthesizer.scheduler.unreserve()
             try:
+                if self._ending:  # queued behind a failed plain request: dropped
+                    request.stream.release()
+                    continue
                 await self._respond(request)
             except ConnectionError:
                 _LOGGER.debug("Wyoming client went away during a response")
@@ -473,8 +480,12 @@ class WyomingHandler:
 
         Home Assistant up to 2025.6 ignores ``error`` and waits for audio with no time
         limit; the end of the connection is what ends its wait. The half-close goes out
-        before the close so the error is read before the end, not reset away.
+        before the close so the error is read before the end, not reset away. Nothing is
+        written after it: events already read behind the failed request, and requests
+        queued behind it, stay unanswered (after a half-close a write raises
+        ``RuntimeError``, which is no client's doing).
         """
+        self._ending = True
         if self.writer.can_write_eof():
             with contextlib.suppress(OSError):  # ENOTCONN: the peer is already gone
                 self.writer.write_eof()

@@ -327,3 +327,31 @@ async def test_stopping_with_an_idle_connection_logs_no_error(
         writer.close()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_events_behind_a_failed_plain_request_stay_unanswered(
+        server: ServerProcess) -> None:
+    """After a failed plain ``synthesize`` the connection is ending: events the server
+    had already read behind it get no answer (writing one after the half-close raised
+    ``RuntimeError`` and logged a traceback), and the connection closes."""
+    logged = len(server.output())
+    request = (b'{"type": "synthesize", "data": {"text": "Hi.", '
+               b'"voice": {"name": "no-such-voice"}}}\n')
+    for _ in range(10):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        # One write: the server reads all of it at once, so its close is no reset.
+        writer.write(request + b'{"type": "describe"}\n' * 30)
+        writer.write_eof()
+        answers: list[Event] = []
+        try:
+            async with asyncio.timeout(10):
+                while (answer := await async_read_event(reader)) is not None:
+                    answers.append(answer)
+        finally:
+            writer.close()
+        kinds = [answer.type for answer in answers]
+        assert "error" in kinds, kinds
+        assert kinds[kinds.index("error") + 1:] == [], kinds  # nothing after the error
+        assert set(kinds) <= {"info", "error"}, kinds
+    await asyncio.sleep(0.2)
+    assert "Traceback" not in server.output()[logged:], server.output()[logged:][-3000:]

@@ -697,10 +697,17 @@ async def run_cases(server: ServerProcess, indexes: Iterable[int], seed: int,
         await state.check()  # the final one, after the last case
     summary = state.summary
     summary.seconds = time.monotonic() - state.started
-    summary.tracebacks = server.output().count("Traceback")
-    if summary.tracebacks:
-        summary.fail("server log: " + server.output()[-2000:])
+    _look_for_tracebacks(server, summary)
     return summary
+
+
+def _look_for_tracebacks(server: ServerProcess, summary: Summary) -> None:
+    """Count them, and show the first with the log lines just before it."""
+    log = server.output()
+    summary.tracebacks = log.count("Traceback")
+    if summary.tracebacks:
+        first = log.index("Traceback")
+        summary.fail("server log: " + log[max(first - 1500, 0):first + 2500])
 
 
 def run(server: ServerProcess, cases: int, seed: int, health_every: int = 200,
@@ -732,7 +739,7 @@ async def _replay(server: ServerProcess, seed: int, indexes: list[int],
                           "got": [[e.type, e.data] for e in found if e.type != "audio-chunk"]},
                          indent=1, default=repr))
     summary.seconds = time.monotonic() - started
-    summary.tracebacks = server.output().count("Traceback")
+    _look_for_tracebacks(server, summary)
     return summary
 
 
@@ -749,13 +756,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="send only case INDEX of --seed, alone (may be repeated)")
     parser.add_argument("--report", type=Path, default=None,
                         help="JSON file of the figures so far, rewritten as the run goes")
+    parser.add_argument("--server-log", type=Path, default=None,
+                        help="keep the server's log here (default: a temporary file)")
     args = parser.parse_args(argv)
     if args.replay and args.seed is None:
         parser.error("--replay needs the --seed of the run that found the case")
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
     speaking = not args.no_speaking
     with tempfile.TemporaryDirectory() as work:
-        server = serve_for_fuzzing(Path(work) / "server.log")
+        server = serve_for_fuzzing(args.server_log or Path(work) / "server.log")
         try:
             summary = (asyncio.run(_replay(server, seed, args.replay, speaking)) if args.replay else
                        run(server, args.cases, seed, args.health_every, args.report,
