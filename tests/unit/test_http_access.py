@@ -1,0 +1,81 @@
+"""Who a request comes from behind proxies: X-Forwarded-For only from trusted peers."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+
+import pytest
+
+from chorus.common.server_options import PUBLIC_ROUTE_GROUPS, _networks, _route_groups
+from chorus.server.client_address import TrustedProxies
+from chorus.server.http_errors import error_body, error_type
+from chorus.server.openapi import PUBLIC_ROUTES, build_openapi
+
+PROXIES = TrustedProxies([ipaddress.ip_network("10.0.0.0/8"),
+                          ipaddress.ip_network("fd00::/8")])
+
+
+def test_an_untrusted_peer_is_the_client_whatever_it_forwards() -> None:
+    assert PROXIES.client("203.0.113.9", ["198.51.100.1"]) == "203.0.113.9"
+    assert TrustedProxies().client("10.0.0.2", ["198.51.100.1"]) == "10.0.0.2"
+    assert PROXIES.client(None, ["198.51.100.1"]) == "unknown"
+
+
+def test_a_trusted_peer_names_the_client() -> None:
+    assert PROXIES.client("10.0.0.2", ["198.51.100.1"]) == "198.51.100.1"
+    assert PROXIES.client("::ffff:10.0.0.2", ["198.51.100.1"]) == "198.51.100.1"
+    assert PROXIES.client("fd00::5", ["2001:db8::7"]) == "2001:db8::7"
+    # no header: the proxy itself
+    assert PROXIES.client("10.0.0.2", []) == "10.0.0.2"
+
+
+def test_the_list_is_read_from_the_right_past_trusted_hops() -> None:
+    # the client claimed 1.1.1.1; the outer proxy 10.1.1.1 saw 198.51.100.1
+    assert PROXIES.client("10.0.0.2", ["1.1.1.1, 198.51.100.1, 10.1.1.1"]) == "198.51.100.1"
+    # several headers are one list, in order
+    assert PROXIES.client("10.0.0.2", ["1.1.1.1", "198.51.100.1"]) == "198.51.100.1"
+    # only proxies: the leftmost of them
+    assert PROXIES.client("10.0.0.2", ["10.9.9.9, 10.1.1.1"]) == "10.9.9.9"
+
+
+def test_garbage_stops_at_the_hop_that_wrote_it() -> None:
+    assert PROXIES.client("10.0.0.2", ["198.51.100.1, not-an-ip"]) == "10.0.0.2"
+    assert PROXIES.client("10.0.0.2", ["unknown, 10.1.1.1"]) == "10.1.1.1"
+    assert PROXIES.client("10.0.0.2", ["[2001:db8::7]"]) == "2001:db8::7"
+
+
+def test_option_parsers() -> None:
+    assert _networks("10.0.0.0/8, 192.0.2.7,fd00::/8") == (
+        ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.0.2.7/32"),
+        ipaddress.ip_network("fd00::/8"))
+    assert _networks("['10.0.0.0/8']") == (ipaddress.ip_network("10.0.0.0/8"),)
+    with pytest.raises(argparse.ArgumentTypeError, match="CIDRs"):
+        _networks("10.0.0.0/33")
+    assert _route_groups("voices,models,voices") == ("voices", "models")
+    assert _route_groups("") == ()
+    for refused in ("synthesize", "speech", "metrics"):
+        with pytest.raises(argparse.ArgumentTypeError, match="synthesis always needs"):
+            _route_groups(f"voices,{refused}")
+
+
+def test_public_groups_name_only_listings() -> None:
+    assert set(PUBLIC_ROUTES) == set(PUBLIC_ROUTE_GROUPS)
+    document = build_openapi(100)
+    for routes in PUBLIC_ROUTES.values():
+        for route in routes:
+            assert set(document["paths"][route]) == {"get"}, route  # nothing that speaks
+    opened = build_openapi(100, public=PUBLIC_ROUTES["voices"])
+    assert opened["paths"]["/voices"]["get"]["security"] == []
+    assert "401" not in opened["paths"]["/voices"]["get"]["responses"]
+    assert "security" not in opened["paths"]["/v1/models"]["get"]
+    assert "401" in opened["paths"]["/v1/audio/speech"]["post"]["responses"]
+
+
+def test_error_bodies_have_openais_shape_and_our_code() -> None:
+    assert error_body(422, "bad-request", "speed: must be", "speed") == {"error": {
+        "code": "bad-request", "message": "speed: must be",
+        "type": "invalid_request_error", "param": "speed"}}
+    assert [error_type(s) for s in (400, 401, 404, 413, 429, 500, 503)] == [
+        "invalid_request_error", "authentication_error", "not_found_error",
+        "invalid_request_error", "rate_limit_error", "server_error", "server_error"]
