@@ -20,6 +20,7 @@ from .errors import BadRequest
 from .synthesis import VoiceRequest
 
 __all__ = [
+    "OPENAI_DEFAULT_FORMAT",
     "OPENAI_FORMATS",
     "OPENAI_VOICES",
     "STREAM_FORMATS",
@@ -37,6 +38,7 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "m
 """OpenAI's voice names: unmapped ones speak with the default voice."""
 
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+OPENAI_DEFAULT_FORMAT = "mp3"
 OPENAI_PCM_RATE = 24000
 """OpenAI's ``pcm`` is documented as 24 kHz; clients play it at that rate untold."""
 STREAM_FORMATS = ("audio", "sse")
@@ -207,7 +209,7 @@ def parse_openai(data: Mapping[str, Any]) -> OpenAISpeech:
         voice = voice.get("id")
     if voice is not None and not isinstance(voice, str):
         raise BadRequest("voice: must be a string", param="voice")
-    fmt = FORMATS[_choice(data, "response_format", OPENAI_FORMATS, "mp3")]
+    fmt = FORMATS[_choice(data, "response_format", OPENAI_FORMATS, OPENAI_DEFAULT_FORMAT)]
     sse = _choice(data, "stream_format", STREAM_FORMATS, "audio") == "sse"
     if sse and fmt.name not in STREAMABLE:
         raise Unsupported(

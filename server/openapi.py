@@ -29,6 +29,7 @@ from .http_requests import (
     MAX_SENTENCE_SILENCE,
     MAX_SPEED,
     MIN_SPEED,
+    OPENAI_DEFAULT_FORMAT,
     OPENAI_FORMATS,
     OPENAI_PCM_RATE,
     OPENAI_VOICES,
@@ -198,7 +199,7 @@ def _openai_body(max_text: int | None) -> dict[str, Any]:
                     {"type": "object", "properties": {"id": {"type": ["string", "null"]}}},
                 ]},
             "response_format": _nullable({
-                "type": "string", "enum": list(OPENAI_FORMATS), "default": "mp3",
+                "type": "string", "enum": list(OPENAI_FORMATS), "default": OPENAI_DEFAULT_FORMAT,
                 "description": "Case-insensitive. `pcm` is s16le (`audio/pcm;rate=N`), at "
                                f"{OPENAI_PCM_RATE} Hz unless `sample_rate` says otherwise; "
                                "`flac` is sent whole, the others streamed."}),
@@ -216,11 +217,22 @@ def _openai_body(max_text: int | None) -> dict[str, Any]:
                                "(mp3, opus and aac take only their codecs' rates)."}),
         },
         # A codec takes only some rates: spelled out so that a validator knows too.
-        "allOf": [{"if": {"properties": {"response_format": {"const": name}},
-                          "required": ["response_format"]},
-                   "then": {"properties": {"sample_rate": {"enum": [*rates, None]}}}}
-                  for name in OPENAI_FORMATS
-                  if (rates := sorted(FORMATS[name].rates or ()))],
+        "allOf": [*({"if": {"properties": {"response_format": {"const": name}},
+                            "required": ["response_format"]},
+                     "then": {"properties": {"sample_rate": {"enum": [*rates, None]}}}}
+                    for name in OPENAI_FORMATS
+                    if (rates := sorted(FORMATS[name].rates or ()))),
+                  # no response_format (or null) is mp3, with mp3's rates
+                  {"if": {"anyOf": [{"not": {"required": ["response_format"]}},
+                                    {"properties": {"response_format": {"type": "null"}},
+                                     "required": ["response_format"]}]},
+                   "then": {"properties": {"sample_rate": {"enum": [
+                       *sorted(FORMATS[OPENAI_DEFAULT_FORMAT].rates or ()), None]}}}},
+                  # Events carry pieces of a stream: a format sent only whole cannot.
+                  {"if": {"properties": {"stream_format": {"const": "sse"}},
+                          "required": ["stream_format"]},
+                   "then": {"properties": {"response_format": {"enum": [
+                       *(name for name in OPENAI_FORMATS if name in STREAMABLE), None]}}}}],
     }
 
 
@@ -278,19 +290,7 @@ def _components(max_text: int | None) -> dict[str, Any]:
             "description": "Only when the server has an API key (`--api-key`, "
                            "`CHORUS_API_KEY`); without one every endpoint is open."}},
         "schemas": {
-            "Error": _object({"error": {**_object({
-                "code": {"type": "string", "examples": [
-                    "bad-request", "empty-text", "text-too-long", "unknown-voice",
-                    "unknown-speaker", "busy", "unauthorized", "too-many-requests"]},
-                "message": {"type": "string"},
-                "type": {"type": "string", "description": "OpenAI's error type for the "
-                         "status", "enum": [
-                             "invalid_request_error", "authentication_error",
-                             "permission_error", "not_found_error", "rate_limit_error",
-                             "server_error"]},
-                "param": {"type": ["string", "null"], "description": (
-                    "The request field at fault, as the route's body names it, or null.")},
-            }), "additionalProperties": False}}),
+            "Error": _object({"error": _error_object()}),
             "SynthesizeRequest": _native_body(all_formats, max_text, streaming=False),
             "SynthesizeStreamRequest": _native_body(streamable, max_text, streaming=True),
             "OpenAISpeechRequest": _openai_body(max_text),
@@ -325,6 +325,40 @@ def _operation(summary: str, tag: str, responses: dict[str, Any], *,
     return operation
 
 
+def _error_object() -> dict[str, Any]:
+    """The inner object of every error body (:mod:`.http_errors`)."""
+    return {**_object({
+        "code": {"type": "string", "examples": [
+            "bad-request", "empty-text", "text-too-long", "unknown-voice",
+            "unknown-speaker", "busy", "unauthorized", "too-many-requests"]},
+        "message": {"type": "string"},
+        "type": {"type": "string", "description": "OpenAI's error type for the status",
+                 "enum": ["invalid_request_error", "authentication_error",
+                          "permission_error", "not_found_error", "rate_limit_error",
+                          "server_error"]},
+        "param": {"type": ["string", "null"], "description": (
+            "The request field at fault, as the route's body names it, or null.")},
+    }), "additionalProperties": False}
+
+
+def _sse_event() -> dict[str, Any]:
+    """One Server-Sent Event of ``stream_format: sse``, as SSE parsers hand it over."""
+    delta = _object({"type": {"const": "speech.audio.delta"},
+                     "audio": {"type": "string", "contentEncoding": "base64"}})
+    done = _object({"type": {"const": "speech.audio.done"}, "usage": _object({
+        "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"}})})
+    error = _object({"type": {"const": "error"}, "error": _error_object()})
+    return {
+        "type": "object", "required": ["data"],
+        "description": "With `stream_format: sse`: `speech.audio.delta` events (encoded "
+                       "audio in `response_format`, base64), then `speech.audio.done`; "
+                       "an `error` event if synthesis fails after the first.",
+        "properties": {"event": {"type": "string"}, "data": {
+            "type": "string", "contentMediaType": _JSON,
+            "contentSchema": {"oneOf": [delta, done, error]}}}}
+
+
 def _paths() -> dict[str, Any]:
     streamable = [name for name in FORMATS if name in STREAMABLE]
     openai_streamed = [name for name in OPENAI_FORMATS if name in STREAMABLE]
@@ -333,10 +367,7 @@ def _paths() -> dict[str, Any]:
                        "flac, which is sent whole with the headers of `/synthesize`.",
                        whole=False)
     speech_ok["content"].update(_audio(openai_whole, "", whole=True)["content"])
-    speech_ok["content"][SSE_CONTENT_TYPE] = {"schema": {
-        "type": "string", "description": "With `stream_format: sse`: `data: {\"type\": "
-        "\"speech.audio.delta\", \"audio\": <base64>}` events, then `speech.audio.done` "
-        "(or `error`)."}}
+    speech_ok["content"][SSE_CONTENT_TYPE] = {"schema": _sse_event()}
     for name, header in _audio_headers(whole=True).items():  # flac only: not required
         speech_ok["headers"].setdefault(name, {**header, "required": False})
     name_param = {"name": "name", "in": "path", "required": True,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import ipaddress
+import json
 
+import jsonschema
 import pytest
 
 from chorus.common.server_options import PUBLIC_ROUTE_GROUPS, _networks, _route_groups
+from chorus.server import sse
 from chorus.server.client_address import TrustedProxies
 from chorus.server.http_errors import error_body, error_type
 from chorus.server.openapi import PUBLIC_ROUTES, build_openapi
@@ -79,3 +83,18 @@ def test_error_bodies_have_openais_shape_and_our_code() -> None:
     assert [error_type(s) for s in (400, 401, 404, 413, 429, 500, 503)] == [
         "invalid_request_error", "authentication_error", "not_found_error",
         "invalid_request_error", "rate_limit_error", "server_error", "server_error"]
+
+
+def test_sse_frames_match_the_documented_events() -> None:
+    content = build_openapi(100)["paths"]["/v1/audio/speech"]["post"]["responses"]["200"][
+        "content"]
+    schema = content[sse.CONTENT_TYPE]["schema"]["properties"]["data"]["contentSchema"]
+    frames = [sse.audio_delta(b"\x00\xff audio"), sse.audio_done(),
+              sse.error_event(error_body(503, "busy", "try again")["error"])]
+    for frame in frames:
+        assert frame.startswith(b"data: ") and frame.endswith(b"\n\n")
+        assert b"\n" not in frame[:-2]  # one line per event: no event: or id: lines
+        jsonschema.validate(json.loads(frame[6:]), schema)
+    assert base64.b64decode(json.loads(frames[0][6:])["audio"]) == b"\x00\xff audio"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"type": "speech.audio.delta"}, schema)
