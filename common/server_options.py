@@ -46,6 +46,8 @@ __all__ = [
     "ServerOptions",
     "Setting",
     "command_options",
+    "parse_networks",
+    "parse_route_groups",
 ]
 
 DEFAULT_STREAM_WINDOWS = (16, 48, 96, 384)
@@ -126,7 +128,7 @@ def _items(text: str) -> list[str]:
             if p.strip().strip("'\"")]
 
 
-def _route_groups(text: str) -> tuple[str, ...]:
+def parse_route_groups(text: str) -> tuple[str, ...]:
     """``voices,models`` -> ``("voices", "models")``; anything else is refused by name."""
     groups = tuple(dict.fromkeys(_items(text)))
     wrong = [g for g in groups if g not in PUBLIC_ROUTE_GROUPS]
@@ -137,7 +139,7 @@ def _route_groups(text: str) -> tuple[str, ...]:
     return groups
 
 
-def _networks(text: str) -> tuple[Network, ...]:
+def parse_networks(text: str) -> tuple[Network, ...]:
     """``10.0.0.0/8,fd00::/8,192.0.2.7`` -> networks (a bare address is a /32 or /128)."""
     try:
         return tuple(ipaddress.ip_network(item, strict=False) for item in _items(text))
@@ -215,12 +217,12 @@ class ServerOptions:
         "clients such as Open WebUI that fetch them without a key; anyone who reaches the "
         "port then sees the installed voice names; synthesis still needs the key (default: "
         "none)",
-        parse=_route_groups, metavar="GROUPS"))
+        parse=parse_route_groups, metavar="GROUPS"))
     """Empty keeps every listing behind the key."""
     trusted_proxies: tuple[Network, ...] = field(default=(), metadata=_how(
         "proxies (CIDRs separated by commas) whose X-Forwarded-For names the client for the "
         "per-client limit; the header from any other peer is ignored (default: none)",
-        parse=_networks, metavar="CIDRS"))
+        parse=parse_networks, metavar="CIDRS"))
     """Behind an Ingress every request comes from the proxy's address."""
     cors_origins: tuple[str, ...] = field(default=(), metadata=_how(
         "browser origin allowed to call the HTTP API ('*' for any); repeatable",

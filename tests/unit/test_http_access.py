@@ -10,7 +10,7 @@ import json
 import jsonschema
 import pytest
 
-from chorus.common.server_options import PUBLIC_ROUTE_GROUPS, _networks, _route_groups
+from chorus.common.server_options import PUBLIC_ROUTE_GROUPS, parse_networks, parse_route_groups
 from chorus.server import sse
 from chorus.server.client_address import TrustedProxies
 from chorus.server.http_errors import error_body, error_type
@@ -50,17 +50,17 @@ def test_garbage_stops_at_the_hop_that_wrote_it() -> None:
 
 
 def test_option_parsers() -> None:
-    assert _networks("10.0.0.0/8, 192.0.2.7,fd00::/8") == (
+    assert parse_networks("10.0.0.0/8, 192.0.2.7,fd00::/8") == (
         ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.0.2.7/32"),
         ipaddress.ip_network("fd00::/8"))
-    assert _networks("['10.0.0.0/8']") == (ipaddress.ip_network("10.0.0.0/8"),)
+    assert parse_networks("['10.0.0.0/8']") == (ipaddress.ip_network("10.0.0.0/8"),)
     with pytest.raises(argparse.ArgumentTypeError, match="CIDRs"):
-        _networks("10.0.0.0/33")
-    assert _route_groups("voices,models,voices") == ("voices", "models")
-    assert _route_groups("") == ()
+        parse_networks("10.0.0.0/33")
+    assert parse_route_groups("voices,models,voices") == ("voices", "models")
+    assert parse_route_groups("") == ()
     for refused in ("synthesize", "speech", "metrics"):
         with pytest.raises(argparse.ArgumentTypeError, match="synthesis always needs"):
-            _route_groups(f"voices,{refused}")
+            parse_route_groups(f"voices,{refused}")
 
 
 def test_public_groups_name_only_listings() -> None:
