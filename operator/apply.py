@@ -33,7 +33,7 @@ from .kube import ApiError, KubeClient
 __all__ = ["LAST_APPLIED", "NotOwnedError", "Outcome", "apply_child", "delete_child",
            "is_subset", "merge_patch_for", "quantity"]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 Outcome = Literal["created", "patched", "unchanged", "deleted", "absent"]
 
@@ -150,7 +150,7 @@ def _last_applied(actual: Mapping[str, Any]) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        log.warning("ignoring an unreadable %s annotation", LAST_APPLIED)
+        _LOGGER.warning("ignoring an unreadable %s annotation", LAST_APPLIED)
         return None
 
 
@@ -251,7 +251,7 @@ async def apply_child(client: KubeClient, desired: dict[str, Any],
             if actual is None:
                 raise
         else:
-            log.info("created %s %s/%s", kind, meta["namespace"], meta["name"])
+            _LOGGER.info("created %s %s/%s", kind, meta["namespace"], meta["name"])
             return "created"
     if not _owned_by(actual, owner):
         raise NotOwnedError(f"{kind} {meta['name']!r} exists and is not owned by this "
@@ -267,9 +267,9 @@ async def apply_child(client: KubeClient, desired: dict[str, Any],
     patch = _drop_strays(desired, actual, patch)
     if patch is None:
         return "unchanged"
-    log.debug("patch for %s %s/%s: %s", kind, meta["namespace"], meta["name"], patch)
+    _LOGGER.debug("patch for %s %s/%s: %s", kind, meta["namespace"], meta["name"], patch)
     await client.patch(api, kind, meta["namespace"], meta["name"], patch)
-    log.info("patched %s %s/%s back to the rendered state", kind, meta["namespace"],
+    _LOGGER.info("patched %s %s/%s back to the rendered state", kind, meta["namespace"],
              meta["name"])
     return "patched"
 
@@ -282,9 +282,9 @@ async def delete_child(client: KubeClient, api_version: str, kind: str, namespac
         return "absent"
     owners = (actual.get("metadata") or {}).get("ownerReferences") or []
     if owner_uid is not None and not any(o.get("uid") == owner_uid for o in owners):
-        log.warning("not deleting %s %s/%s: it is not owned by this TTSService", kind,
+        _LOGGER.warning("not deleting %s %s/%s: it is not owned by this TTSService", kind,
                     namespace, name)
         return "unchanged"
     await client.delete(api_version, kind, namespace, name)
-    log.info("deleted %s %s/%s (no longer wanted by the spec)", kind, namespace, name)
+    _LOGGER.info("deleted %s %s/%s (no longer wanted by the spec)", kind, namespace, name)
     return "deleted"

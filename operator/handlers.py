@@ -25,7 +25,7 @@ from .render import MANAGED_BY, SERVICE_LABEL
 
 __all__ = ["build_registry", "configure"]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 _TRANSIENT = (aiohttp.ClientError, OSError, TimeoutError)
 
@@ -82,7 +82,7 @@ async def _retrying(what: str, call: Callable[[], Awaitable[Any]], patience: flo
                 cause.status in (409, 429))
             if not transient or loop.time() + delay > deadline:
                 raise
-            log.info("%s; retrying in %.2f s", err, delay)
+            _LOGGER.info("%s; retrying in %.2f s", err, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -202,4 +202,4 @@ async def _resync_forever(rec: Reconciler, interval: float) -> None:
         except asyncio.CancelledError:
             raise
         except (ApiError, *_TRANSIENT) as err:
-            log.warning("periodic resync failed: %s", err)
+            _LOGGER.warning("periodic resync failed: %s", err)

@@ -29,7 +29,7 @@ import kopf
 
 __all__ = ["ApiError", "KubeClient", "login", "resource_path", "ssl_context"]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 _PLURALS = {"ConfigMap": "configmaps", "PersistentVolumeClaim": "persistentvolumeclaims",
             "Service": "services", "Pod": "pods", "Deployment": "deployments",
@@ -163,7 +163,7 @@ class KubeClient:
                       content_type: str = "application/json",
                       params: Mapping[str, str] | None = None) -> Any:
         if self._info.expiration is not None and _expired(self._info.expiration):
-            log.info("Credentials expired; logging in again")
+            _LOGGER.info("Credentials expired; logging in again")
             await self.close()
             self._info = login()
         for attempt in (1, 2):
@@ -172,7 +172,7 @@ class KubeClient:
             async with session.request(method, path, json=json, headers=headers,
                                        params=params, proxy=self._info.proxy_url) as resp:
                 if resp.status == 401 and attempt == 1:
-                    log.info("API answered 401; reading credentials again")
+                    _LOGGER.info("API answered 401; reading credentials again")
                     await self.close()
                     self._info = login()
                     continue

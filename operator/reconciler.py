@@ -33,7 +33,7 @@ from .voice_reports import poll_pods
 
 __all__ = ["InvalidSpecError", "OperatorConfig", "Reconciler"]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 API = f"{GROUP}/{VERSION}"
 _CHILD_KINDS = {"configmap": ("v1", "ConfigMap"), "pvc": ("v1", "PersistentVolumeClaim"),
@@ -175,12 +175,12 @@ class Reconciler:
                 else:
                     await apply_child(self.client, desired, owner)
             except NotOwnedError as err:
-                log.warning("TTSService %s/%s: %s", namespace, name, err)
+                _LOGGER.warning("TTSService %s/%s: %s", namespace, name, err)
                 errors.append(("NameTaken", str(err)))
             except ApiError as err:
                 if err.status >= 500 or err.status in (409, 429):
                     raise
-                log.warning("TTSService %s/%s: the API refused %s %s: %s", namespace, name,
+                _LOGGER.warning("TTSService %s/%s: the API refused %s %s: %s", namespace, name,
                             kind, child_names(name)[role], err)
                 errors.append(("ApplyFailed", f"{kind} {child_names(name)[role]}: {err}"))
         return tuple(errors)
@@ -246,7 +246,7 @@ class Reconciler:
             except InvalidSpecError:
                 pass  # status says why; nothing to do until the spec changes
             except (ApiError, OSError, TimeoutError) as err:
-                log.warning("resync of TTSService %s/%s failed: %s", namespace, name, err)
+                _LOGGER.warning("resync of TTSService %s/%s failed: %s", namespace, name, err)
         voice_spaces: list[str | None] = (list(self.config.namespaces) or [None])
         for space in voice_spaces:
             for body in await self.client.list(API, "TTSVoice", space):
@@ -254,7 +254,7 @@ class Reconciler:
                 try:
                     await self.sync_voice(str(meta["namespace"]), str(meta["name"]))
                 except (ApiError, OSError, TimeoutError) as err:
-                    log.warning("status of TTSVoice %s/%s not written: %s",
+                    _LOGGER.warning("status of TTSVoice %s/%s not written: %s",
                                 meta["namespace"], meta["name"], err)
 
 

@@ -2,7 +2,9 @@
 
 A dedicated :class:`~prometheus_client.CollectorRegistry` (not the global default) keeps
 two runtimes in one process (tests, ``chorus say``) from colliding and keeps library
-metrics we did not choose out of ``/metrics``. Request metrics are recorded by the front
+metrics we did not choose out of ``/metrics``; the process collector is added to it on
+purpose (``process_resident_memory_bytes``, CPU seconds, open fds: what a memory or fd
+leak shows up in first). Request metrics are recorded by the front
 doors through :meth:`Metrics.request`; the state of the scheduler and the voice store is
 read at scrape time by a collector, so nothing has to keep gauges in step.
 """
@@ -15,7 +17,13 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -114,6 +122,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "chorus_requests", "Synthesis requests served, by front door, voice and format",
             ["door", "voice", "format"], registry=self.registry)

@@ -22,6 +22,7 @@ from wyoming.event import async_write_event
 
 from .cache import AudioCache
 from .connections import ConnectionCap, raise_open_file_limit
+from .discovery import Announcement, announce, announced_address
 from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
 from .http_api import HttpApi
@@ -69,6 +70,7 @@ class Runtime:
         self.metrics.watch(self.scheduler, self.store)
         self._wyoming: asyncio.Server | None = None
         self._http: HttpApi | None = None
+        self._announcement: Announcement | None = None
         self.cache: AudioCache | None = None
         self._started = False
         self._stopping = False
@@ -81,6 +83,8 @@ class Runtime:
 
         ``doors=False`` (``chorus say``) opens neither Wyoming nor HTTP.
         """
+        if doors and self.settings.zeroconf:
+            announced_address(self.settings.wyoming_uri)  # a bad URI fails before any load
         self.scheduler.start()
         await self.store.start()
         opened = ""
@@ -90,6 +94,9 @@ class Runtime:
                                      if self.settings.http else 0))
             self._wyoming = await listen(self.settings.wyoming_uri, self._on_connection)
             opened += f", Wyoming on {self.settings.wyoming_uri}"
+            if self.settings.zeroconf:
+                self._announcement = await announce(self.settings.zeroconf_name,
+                                                    self.settings.wyoming_uri)
             if self.settings.http:
                 if self.settings.cache:
                     self.cache = AudioCache(self.settings.effective_cache_dir,
@@ -165,6 +172,12 @@ class Runtime:
     async def stop(self) -> None:
         """Graceful stop: no new connections, in-flight requests finish, then close."""
         self._stopping = True
+        if self._announcement is not None:
+            try:  # first, so Home Assistant stops offering a server that is going away
+                await asyncio.wait_for(self._announcement.withdraw(), 5.0)
+            except (OSError, TimeoutError, RuntimeError) as err:  # must not block the stop
+                _LOGGER.warning("Zeroconf withdrawal failed: %s", err)
+            self._announcement = None
         if self._wyoming is not None:
             self._wyoming.close()
         if self._http is not None:

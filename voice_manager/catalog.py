@@ -55,7 +55,7 @@ __all__ = [
     "parse_catalog",
 ]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 FORMAT = "chorus-voice-catalog/1"
 HUB_INDEX = "voices.json"
@@ -335,7 +335,7 @@ def from_hub_voices_json(data: Any, *, origin: str, repo: str = DEFAULT_HF_REPO,
                 raise
             skipped.append(str(err))
     for reason in skipped:
-        log.warning("skipping a voice: %s", reason)
+        _LOGGER.warning("skipping a voice: %s", reason)
     if not voices:
         raise CatalogError(f"{HUB_INDEX}: no usable voice in it"
                            + (f" (first problem: {skipped[0]})" if skipped else ""))
@@ -450,7 +450,7 @@ def load_catalog(explicit: Path | None = None, cache: Path | None = None) -> Cat
     try:
         refreshed = load_file(cache)
     except CatalogError as err:
-        log.warning("ignoring the refreshed catalog: %s", err)
+        _LOGGER.warning("ignoring the refreshed catalog: %s", err)
         return bundled
     return refreshed if _generated(refreshed) >= _generated(bundled) else bundled
 

@@ -44,7 +44,7 @@ from .sources import FetchSettings, StagedVoice, stage_url
 
 __all__ = ["fetch_hf", "fetch_hub_file", "piper_repo_folder"]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
@@ -148,7 +148,7 @@ def _download(repo: str, filename: str, commit: str, dest: Path,
         if _authoritative(settings, commit):
             discard(staged)
             raise HashMismatchError(message + _catalog_note(settings))
-        log.warning("%s; the catalog is of another commit, so the hub's own hash decides"
+        _LOGGER.warning("%s; the catalog is of another commit, so the hub's own hash decides"
                     "%s", message, _catalog_note(settings))
     return staged
 
@@ -185,7 +185,7 @@ def fetch_hf(spec: DesiredVoice, source: HuggingFaceSource, dest: Path,
                        f"the voice catalog says {entry.size}")
             if _authoritative(settings, commit):
                 raise HashMismatchError(message + _catalog_note(settings))
-            log.warning("%s; the catalog is of another commit, so the hub's own hash "
+            _LOGGER.warning("%s; the catalog is of another commit, so the hub's own hash "
                         "decides%s", message, _catalog_note(settings))
     sizes = [m.size for m in (model_meta, config_meta)]
     if all(s is not None for s in sizes):

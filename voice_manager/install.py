@@ -47,7 +47,7 @@ __all__ = [
     "stage_chunks",
 ]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 FREE_SPACE_MARGIN = 16 * 1024 * 1024
 """Bytes left free beyond the download itself, so the status file can still be written."""
@@ -92,7 +92,7 @@ def clean_stale_temp(dest: Path) -> list[Path]:
                 entry.unlink(missing_ok=True)
             removed.append(entry)
     if removed:
-        log.info("removed %d stale temp file(s) in %s", len(removed), dest)
+        _LOGGER.info("removed %d stale temp file(s) in %s", len(removed), dest)
     return removed
 
 

@@ -18,7 +18,7 @@ from .sources import ProgressFactory
 
 __all__ = ["LoggedProgress", "logged_progress"]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 
 class LoggedProgress:
@@ -33,7 +33,7 @@ class LoggedProgress:
         self._clock = clock
         self._start = self._last = clock()
         size = f" ({human_size(total)})" if total is not None else ""
-        log.info("downloading %s%s", label, size)
+        _LOGGER.info("downloading %s%s", label, size)
 
     def _so_far(self) -> str:
         text = human_size(self.done)
@@ -50,11 +50,11 @@ class LoggedProgress:
         now = self._clock()
         if now - self._last >= self._interval:
             self._last = now
-            log.info("downloading %s: %s, %s", self.label, self._so_far(), self._rate(now))
+            _LOGGER.info("downloading %s: %s, %s", self.label, self._so_far(), self._rate(now))
 
     def close(self) -> None:
         now = self._clock()
-        log.info("%s: %s transferred in %.1f s, %s", self.label, human_size(self.done),
+        _LOGGER.info("%s: %s transferred in %.1f s, %s", self.label, human_size(self.done),
                  now - self._start, self._rate(now))
 
 

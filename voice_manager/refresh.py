@@ -24,7 +24,7 @@ from .sources import FetchSettings
 
 __all__ = ["refresh_catalog"]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 
 def _download(repo: str, revision: str, dest: Path, settings: FetchSettings, retries: int,
@@ -41,7 +41,7 @@ def _download(repo: str, revision: str, dest: Path, settings: FetchSettings, ret
         except VoiceInstallError as err:
             if not err.transient or attempts > retries:
                 raise CatalogError(f"cannot download {repo} {HUB_INDEX}: {err.message}") from err
-            log.warning("catalog refresh: attempt %d failed: %s", attempts, err.message)
+            _LOGGER.warning("catalog refresh: attempt %d failed: %s", attempts, err.message)
         sleep(delay)
         delay *= 2
 

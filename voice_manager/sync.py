@@ -47,7 +47,7 @@ from .sources import FetchSettings, StagedVoice, fetch_local, fetch_url
 
 __all__ = ["LOCK_FILE", "SyncReport", "SyncSettings", "VolumeBusyError", "VolumeSyncer"]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class VolumeSyncer:
         except FileNotFoundError:
             return VolumeStatus()
         except ValueError as err:
-            log.warning("ignoring unreadable status file %s: %s", self.status_path, err)
+            _LOGGER.warning("ignoring unreadable status file %s: %s", self.status_path, err)
             return VolumeStatus()
 
     def _write_status(self) -> None:
@@ -159,7 +159,7 @@ class VolumeSyncer:
         try:
             write_atomic(self.status_path, self.status.to_json().encode())
         except OSError as err:
-            log.error("cannot write status file %s: %s", self.status_path, err)
+            _LOGGER.error("cannot write status file %s: %s", self.status_path, err)
 
     def _set(self, name: str, status: VoiceStatus) -> None:
         with self._lock:
@@ -187,7 +187,7 @@ class VolumeSyncer:
         try:
             return self._check_current(spec)
         except OSError as err:  # replaced or unreadable while we looked: install again
-            log.warning("voice %s: cannot check installed files: %s", spec.name, err)
+            _LOGGER.warning("voice %s: cannot check installed files: %s", spec.name, err)
             return False
 
     def _check_current(self, spec: DesiredVoice) -> bool:
@@ -243,7 +243,7 @@ class VolumeSyncer:
                 delay = min(delay * 2, self.settings.max_backoff_s)
                 continue
             self._set(spec.name, outcome)
-            log.info("voice %s installed (%d bytes)", spec.name, outcome.bytes or 0)
+            _LOGGER.info("voice %s installed (%d bytes)", spec.name, outcome.bytes or 0)
             return outcome
 
     def _keeps_previous(self, name: str, known: VoiceStatus) -> bool:
@@ -265,10 +265,10 @@ class VolumeSyncer:
         try:
             return self._install_once(spec, attempts)
         except VoiceInstallError as err:
-            log.warning("voice %s: attempt %d failed: %s", spec.name, attempts, err.message)
+            _LOGGER.warning("voice %s: attempt %d failed: %s", spec.name, attempts, err.message)
             return err
         except Exception as err:  # a bug here must not stop the other voices
-            log.exception("voice %s: unexpected error", spec.name)
+            _LOGGER.exception("voice %s: unexpected error", spec.name)
             return VoiceInstallError(f"{spec.name}: internal error: {err!r}")
 
     def _install_once(self, spec: DesiredVoice, attempts: int) -> VoiceStatus:
@@ -304,7 +304,7 @@ class VolumeSyncer:
         if not required_only:
             self.prune(manifest)
         if report.failed:
-            log.warning("sync: %d of %d voice(s) not installed: %s", len(report.failed),
+            _LOGGER.warning("sync: %d of %d voice(s) not installed: %s", len(report.failed),
                         len(report.voices), ", ".join(report.failed))
         return report
 
@@ -334,14 +334,14 @@ class VolumeSyncer:
                 files.model.unlink(missing_ok=True)
                 files.config.unlink(missing_ok=True)
             except OSError as err:
-                log.error("voice %s: cannot remove: %s", name, err)
+                _LOGGER.error("voice %s: cannot remove: %s", name, err)
                 self._set(name, status.with_(error=f"cannot remove: {err}"))
                 continue
             with self._lock:
                 voices = {k: v for k, v in self.status.voices.items() if k != name}
                 self.status = VolumeStatus(voices, self.status.manifest_error)
                 self._write_status()
-            log.info("voice %s removed: not in the manifest for %g s", name, grace)
+            _LOGGER.info("voice %s removed: not in the manifest for %g s", name, grace)
             removed.append(name)
         return removed
 

@@ -22,7 +22,7 @@ from .sync import SyncReport, VolumeSyncer
 
 __all__ = ["ManifestWatcher", "read_manifest"]
 
-log = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 
 def read_manifest(path: Path) -> tuple[bytes, Manifest]:
@@ -70,14 +70,14 @@ class ManifestWatcher:
         self._digest = digest
         self.manifest = manifest
         self.syncer.set_manifest_error(None)
-        log.info("manifest %s: %d voice(s); converging", self.path, len(manifest.voices))
+        _LOGGER.info("manifest %s: %d voice(s); converging", self.path, len(manifest.voices))
         self._converge(manifest)
         return True
 
     def _bad(self, error: str, digest: str | None) -> bool:
         if digest is None or digest != self._digest:
             kept = "keeping the last good manifest" if self.manifest else "no manifest yet"
-            log.error("%s (%s)", error, kept)
+            _LOGGER.error("%s (%s)", error, kept)
         self._digest = digest
         self.syncer.set_manifest_error(error)
         return False

@@ -1,7 +1,7 @@
 """How freed native memory (onnxruntime tensors, voice weights) gets back to the system.
 
 onnxruntime allocates a model call's tensors with plain ``malloc`` (the CPU arena is
-off, see :meth:`~chorus.server.engines.piper.PiperEngine._session`). glibc serves
+off, see :meth:`~chorus.server.engines.piper.PiperEngine.session`). glibc serves
 blocks above its mmap threshold with ``mmap`` and unmaps them when freed, but raises
 that threshold to the size of every mmapped block freed (up to 32 MiB), so after the
 first long sentence the next ones' tensors of a few MiB land in the worker threads'

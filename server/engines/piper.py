@@ -9,10 +9,12 @@ off, so ``workers x threads`` is the CPU the server uses and idle workers do not
 cores.
 
 **Sub-sentence streaming.** Unless turned off, each voice's graph is cut into parts
-(:mod:`chorus.server.engines.piper_split`) and a sentence is rendered as an encoder call
-followed by windows of frames, each its own scheduler unit; the audio equals
-whole-sentence synthesis sample for sample. A voice whose graph cannot be cut, or whose
-windows do not match, is rendered whole, with one log line saying why.
+(:mod:`chorus.server.engines.piper_graph`, built and verified by
+:mod:`chorus.server.engines.piper_build`) and a sentence is rendered as an encoder call
+followed by windows of frames (:mod:`chorus.server.engines.piper_windows`), each its own
+scheduler unit; the audio equals whole-sentence synthesis sample for sample. A voice
+whose graph cannot be cut, or whose windows do not match, is rendered whole, with one log
+line saying why.
 
 **Loudness: a fixed gain per voice.** piper-tts divides every sentence by its own peak.
 That cannot be known before the whole sentence is decoded, so a window could never carry
@@ -52,14 +54,8 @@ from chorus.common.layout import file_fingerprint
 from . import onnx_runs
 from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 from .native_memory import return_large_blocks_when_freed
-from .piper_split import (
-    DEFAULT_WINDOWS,
-    Builder,
-    Sentence,
-    SplitError,
-    SplitGraph,
-    plan_windows,
-)
+from .piper_build import Builder, SplitReport
+from .piper_windows import DEFAULT_WINDOWS, Sentence, SplitGraph, plan_windows
 
 __all__ = [
     "CALIBRATION_TEXT",
@@ -205,7 +201,8 @@ class PiperEngine:
             fingerprint=fingerprint,
         )
 
-    def _session(self, model: bytes | str) -> onnxruntime.InferenceSession:
+    def session(self, model: bytes | str) -> onnxruntime.InferenceSession:
+        """A session as the server runs one: a whole graph or one part (path or bytes)."""
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads_per_voice
         options.inter_op_num_threads = 1
@@ -237,18 +234,16 @@ class PiperEngine:
 
         def full_session() -> onnxruntime.InferenceSession:
             if not full:
-                full.append(self._session(str(spec.model_path)))
+                full.append(self.session(str(spec.model_path)))
             return full[0]
 
         voice = PiperLoadedVoice(spec, config, self.max_phonemes)
-        split = None
-        if self.stream_windows:
-            split = self._split(spec, voice, full_session)
+        report = self._streaming_parts(spec, voice, full_session) if self.stream_windows else None
         try:
-            if split is None:
+            if report is None or report.graph is None:
                 voice.attach_session(full_session())
             else:
-                voice.attach_split(split, tuple(self.stream_windows or DEFAULT_WINDOWS))
+                voice.attach_split(report, tuple(self.stream_windows or DEFAULT_WINDOWS))
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: cannot load model: {err}") from err
         full.clear()  # the whole graph is not kept when the parts serve
@@ -258,38 +253,37 @@ class PiperEngine:
             raise VoiceConfigError(f"voice {spec.name}: warm-up failed: {err}") from err
         return voice
 
-    def _split(self, spec: VoiceSpec, voice: PiperLoadedVoice,
-               full_session: Any) -> SplitGraph | None:
-        """The voice's graph parts, or ``None`` (logged) when it must render whole."""
+    def _streaming_parts(self, spec: VoiceSpec, voice: PiperLoadedVoice,
+                         full_session: Any) -> SplitReport:
+        """The voice's graph parts, or why it must render whole sentences (logged)."""
         builder = Builder(
-            session=self._session, threads=self.threads_per_voice,
+            session=self.session, threads=self.threads_per_voice,
             windows=tuple(self.stream_windows or DEFAULT_WINDOWS),
             cache_dir=self.graph_cache_dir, full_session=full_session,
             calibration=lambda: [voice.feeds(u, SynthesisParams(noise_scale=0.0,
                                                                  noise_w_scale=0.0))
                                  for u in voice.prepare(CALIBRATION_TEXT)])
-        try:
-            split = builder.build(spec.model_path)
-        except Exception as err:  # noqa: BLE001 - onnx and onnxruntime raise assorted errors
-            reason = str(err) if isinstance(err, SplitError) else f"{type(err).__name__}: {err}"
+        report = builder.build(spec.model_path)
+        if report.graph is None:
             _LOGGER.warning("Voice %s: sub-sentence streaming off, whole sentences only: %s",
-                            spec.name, reason)
-            return None
-        layout = split.layout
+                            spec.name, report.fallback)
+            return report
+        layout = report.graph.layout
+        notes = report.notes
         _LOGGER.info("Voice %s: streaming in windows of %s frames (%d parts, context "
                      "flow %d / decoder %d frames, %s)%s", spec.name,
                      ",".join(map(str, self.stream_windows or ())), len(layout.parts),
                      layout.flow_context, layout.dec_context,
-                     "bit-exact" if split.exact else "not bit-exact",
-                     "; " + "; ".join(split.notes) if split.notes else "")
-        return split
+                     "bit-exact" if report.exact else "not bit-exact",
+                     "; " + "; ".join(notes) if notes else "")
+        return report
 
 
 class PiperWindows:
     """One unit's audio as windows of frames; each window is one model call (any thread)."""
 
-    def __init__(self, voice: PiperLoadedVoice, sentence: Sentence) -> None:
-        self._voice = voice
+    def __init__(self, owner: PiperLoadedVoice, sentence: Sentence) -> None:
+        self._owner = owner
         self._sentence = sentence
         self.windows = sentence.windows
 
@@ -302,10 +296,10 @@ class PiperWindows:
 
     def cost(self, index: int) -> float:
         hop = self._sentence.graph.layout.hop
-        return self._sentence.cost(index) * hop / (self._voice.spec.sample_rate or 1)
+        return self._sentence.cost(index) * hop / (self._owner.spec.sample_rate or 1)
 
     def render(self, index: int) -> PCM:
-        return to_pcm(self._sentence.render(index), self._voice.gain)
+        return to_pcm(self._sentence.render(index), self._owner.gain)
 
 
 class PiperLoadedVoice:
@@ -315,9 +309,10 @@ class PiperLoadedVoice:
         self._spec = spec
         self._config = config
         self._max_phonemes = max_phonemes
-        self._voice = PiperVoice(session=None, config=config)  # phonemization
+        self._piper = PiperVoice(session=None, config=config)  # phonemization
         self._session: onnxruntime.InferenceSession | None = None
         self._split: SplitGraph | None = None
+        self._split_report: SplitReport | None = None
         self._windows: tuple[int, ...] = ()
         self.gain = 1.0
         """Raw model output x gain = audio (see the module docstring)."""
@@ -336,16 +331,26 @@ class PiperLoadedVoice:
         self._check_speakers({i.name for i in session.get_inputs()})
         self._session = session
 
-    def attach_split(self, split: SplitGraph, windows: tuple[int, ...]) -> None:
-        """Render through graph parts, streaming in ``windows``."""
+    def attach_split(self, report: SplitReport, windows: tuple[int, ...]) -> None:
+        """Render through the report's graph parts, streaming in ``windows``."""
+        split = report.graph
+        if split is None:
+            raise ValueError(f"voice {self._spec.name} has no graph parts to stream with: "
+                             f"{report.fallback}")
         self._check_speakers(set(split.layout.part_inputs["encoder"]))
         self._split = split
+        self._split_report = report
         self._windows = windows
 
     @property
     def streaming(self) -> bool:
         """Whether units are rendered in windows below sentence level."""
         return self._split is not None
+
+    @property
+    def split_report(self) -> SplitReport | None:
+        """How the graph parts it streams with were built (``None``: whole sentences)."""
+        return self._split_report
 
     @property
     def spec(self) -> VoiceSpec:
@@ -358,7 +363,7 @@ class PiperLoadedVoice:
     @property
     def piper(self) -> PiperVoice:
         """piper-tts's voice object, used here for phonemization."""
-        return self._voice
+        return self._piper
 
     def calibrate(self) -> None:
         """Warm the sessions and set :attr:`gain` from the calibration text."""

@@ -412,6 +412,13 @@ async def scrape(session: aiohttp.ClientSession,
     return samples
 
 
+async def test_metrics_include_the_process(http: aiohttp.ClientSession) -> None:
+    samples = await scrape(http)
+    assert samples["process_resident_memory_bytes{}"] > 50e6  # a loaded voice
+    assert samples["process_open_fds{}"] > 3
+    assert samples["process_cpu_seconds_total{}"] > 0
+
+
 async def test_metrics_follow_both_front_doors(server: ServerProcess,
                                                http: aiohttp.ClientSession) -> None:
     before = await scrape(http)

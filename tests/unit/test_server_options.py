@@ -25,7 +25,7 @@ from chorus.operator.models import parse_service
 from chorus.operator.render import build_server_settings
 from chorus.server.cache import default_cache_dir
 from chorus.server.cli import SAY_OPTIONS, SERVE_OPTIONS
-from chorus.server.engines.piper_split import DEFAULT_WINDOWS
+from chorus.server.engines.piper_windows import DEFAULT_WINDOWS
 from chorus.server.settings import ServerSettings
 from chorus.voice_manager.catalog import default_cache_path
 

@@ -1,0 +1,318 @@
+"""Building a Piper voice's streaming parts: cut, measured, verified, cached.
+
+How far each part reaches in time (its receptive field) is measured at load by
+perturbing one frame and seeing which outputs change; the context used is that plus a
+margin. Then the windowed output of a calibration text is compared with the whole
+graph's: it must match bit for bit (or, with several onnxruntime threads per call, to at
+least :data:`MIN_SNR_DB`), else the voice falls back to whole sentences with one log line.
+:class:`Builder` says what it did in a :class:`SplitReport`.
+
+**Cache.** The parts are written once per model content (sha256) to a cache directory
+(``$XDG_CACHE_HOME/chorus/graphs`` by default; the voices volume may be read-only) with
+atomic renames, together with the measured contexts and the verification result for the
+onnxruntime version, thread count and window plan in use. A later load reads the parts
+and skips the analysis, the whole-graph session and the verification (measured on
+en_US-joe-medium: ~4 s on a miss; a hit costs a sha256 of the model, ~0.1 s, on top of
+creating the part sessions, which takes as long as creating one for the whole graph).
+When the directory is not writable, the parts are built in memory at every load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime
+
+from chorus.common.files import write_atomic
+
+from .piper_graph import SplitError, SplitLayout, analyze, extract_parts
+from .piper_windows import FloatArray, Sentence, SplitGraph, plan_windows
+
+__all__ = [
+    "MIN_SNR_DB",
+    "Builder",
+    "SplitReport",
+    "measure",
+    "snr_db",
+    "verification_key",
+    "verify",
+]
+
+FORMAT = 2
+"""Version of the cut and of the cache layout; a change makes old cache entries unused."""
+
+MIN_SNR_DB = 100.0
+"""Windowed audio that is not bit-exact must still be this close to the whole sentence."""
+
+CONTEXT_MARGIN = 2
+"""Frames of context added to each measured receptive field."""
+
+SessionFactory = Callable[[bytes | str], onnxruntime.InferenceSession]
+
+
+# -- measuring and verifying ------------------------------------------------------------
+
+
+def snr_db(test: npt.NDArray[Any], reference: npt.NDArray[Any]) -> float:
+    """Signal-to-noise ratio of ``test`` against ``reference`` (inf when equal)."""
+    ref = reference.astype(np.float64)
+    noise = float(np.sum((test.astype(np.float64) - ref) ** 2))
+    if noise == 0.0:
+        return math.inf
+    return 10.0 * math.log10(max(float(np.sum(ref**2)), 1e-30) / noise)
+
+
+def _reach(changed: npt.NDArray[np.bool_], at: int, per_frame: int, frames: int) -> int:
+    """Frames from ``at`` to the farthest changed output position (in frames)."""
+    where = np.nonzero(changed)[0]
+    if where.size == 0:
+        raise SplitError("a perturbation changed nothing downstream")
+    first, last = int(where[0]) // per_frame, int(where[-1]) // per_frame
+    if first <= 0 or last >= frames - 1:
+        raise SplitError("receptive field too wide to measure on the calibration text")
+    return max(at - first, last - at)
+
+
+def _changed(a: FloatArray, b: FloatArray) -> npt.NDArray[np.bool_]:
+    """Time positions (last axis) where any channel differs."""
+    diff = a != b
+    return np.asarray(diff.reshape(-1, diff.shape[-1]).any(axis=0))
+
+
+def measure(graph: SplitGraph, feeds: dict[str, npt.NDArray[Any]]) -> SplitLayout:
+    """Fill in rates and contexts by running the parts whole on one sentence."""
+    layout = graph.layout
+    encoded = graph.encode(feeds)
+    frames = encoded.frames
+    at = frames // 2
+    base: dict[str, npt.NDArray[Any]] = {**encoded.conditioning, **encoded.arrays}
+
+    flow_reach = 0
+    if "flow" in layout.part_inputs:
+        z = graph.run("flow", base)[0]
+        for name in layout.encoder_outputs:
+            bumped = dict(base)
+            bumped[name] = base[name].copy()
+            bumped[name][..., at] += 1.0
+            flow_reach = max(flow_reach, _reach(
+                _changed(z, graph.run("flow", bumped)[0]), at, 1, frames))
+        base[layout.z] = z
+    z = base[layout.z]
+    if z.shape[-1] != frames:
+        raise SplitError("decoder input is not at frame rate")
+    bumped_z = dict(base)
+    bumped_z[layout.z] = z.copy()
+    bumped_z[layout.z][..., at] += 1.0
+
+    def decode(feeds: dict[str, npt.NDArray[Any]]) -> tuple[FloatArray | None, FloatArray]:
+        if layout.upsampled:
+            up = graph.run("dec1", feeds)[0]
+            return up, graph.run("dec2", {**feeds, layout.upsampled: up})[0]
+        return None, graph.run("dec", feeds)[0]
+
+    up, audio = decode(base)
+    up_bumped, audio_bumped = decode(bumped_z)
+    samples = audio.reshape(-1).shape[0]
+    if samples % frames:
+        raise SplitError(f"{samples} audio samples for {frames} frames")
+    hop = samples // frames
+    dec_reach = _reach(audio.reshape(-1) != audio_bumped.reshape(-1), at, hop, frames)
+    upsample, dec1_reach = 1, 0
+    if up is not None and up_bumped is not None:
+        if up.shape[-1] % frames:
+            raise SplitError("upsampled tensor is not a whole multiple of the frames")
+        upsample = up.shape[-1] // frames
+        dec1_reach = _reach(_changed(up, up_bumped), at, upsample, frames)
+    return SplitLayout(
+        encoder_outputs=layout.encoder_outputs, z=layout.z, upsampled=layout.upsampled,
+        output=layout.output, part_inputs=layout.part_inputs,
+        flow_context=flow_reach + CONTEXT_MARGIN if flow_reach else 0,
+        dec1_context=dec1_reach + CONTEXT_MARGIN if up is not None else 0,
+        dec_context=dec_reach + CONTEXT_MARGIN, upsample=upsample, hop=hop)
+
+
+def verify(graph: SplitGraph, full: onnxruntime.InferenceSession,
+           sentences: Sequence[dict[str, npt.NDArray[Any]]], windows: Sequence[int],
+           ) -> float:
+    """Worst SNR (dB, inf when bit-exact) of windowed against whole-graph audio; raises
+    :class:`SplitError` below :data:`MIN_SNR_DB` or on a length mismatch."""
+    worst = math.inf
+    full_names = [i.name for i in full.get_inputs()]
+    for feeds in sentences:
+        expected = np.asarray(full.run(None, {n: feeds[n] for n in full_names})[0]).reshape(-1)
+        encoded = graph.encode(feeds)
+        sentence = Sentence(graph, encoded, plan_windows(encoded.frames, windows))
+        got = np.concatenate([sentence.render(i) for i in range(len(sentence))])
+        if got.shape != expected.shape:
+            raise SplitError(f"windows gave {got.shape[0]} samples, the graph "
+                             f"{expected.shape[0]}")
+        worst = min(worst, snr_db(got, expected))
+    if worst < MIN_SNR_DB:
+        raise SplitError(f"windowed audio differs from the whole graph ({worst:.0f} dB SNR)")
+    return worst
+
+
+# -- building, with the cache -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """What :meth:`Builder.build` did: the parts, or why there are none; what was
+    verified; where the parts came from."""
+
+    graph: SplitGraph | None
+    """The parts; ``None`` when the voice must render whole sentences (see ``fallback``)."""
+    verification: str
+    """What the windows are verified for (see :func:`verification_key`)."""
+    fallback: str | None = None
+    """Why there are no parts: no cut, windows that do not match, or an error."""
+    exact: bool = False
+    """Windows equal the whole graph bit for bit (else to at least MIN_SNR_DB)."""
+    snr_db: float | None = None
+    """Worst SNR of windows against the whole graph, measured at this load (inf when
+    bit-exact); ``None`` when the cache's record of an earlier verification was used."""
+    cache_entry: Path | None = None
+    """The cache entry holding the parts; ``None`` when they live in memory only."""
+    from_cache: bool = False
+    """The parts were read from ``cache_entry`` rather than cut from the model."""
+    cache_error: str | None = None
+    """Why the parts could not be written to the cache."""
+
+    @property
+    def notes(self) -> list[str]:
+        """Where the parts came from and how closely they match, for the load log line."""
+        notes = []
+        if self.from_cache:
+            notes.append(f"graph parts from {self.cache_entry}")
+        elif self.cache_entry is not None:
+            notes.append(f"graph parts cached in {self.cache_entry}")
+        if self.cache_error is not None:
+            notes.append(f"graph cache not writable ({self.cache_error}); parts built "
+                         "in memory")
+        if self.snr_db is not None and not self.exact:
+            notes.append(f"windows match whole sentences to {self.snr_db:.0f} dB SNR, "
+                         "not bit for bit")
+        return notes
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verification_key(threads: int, windows: Sequence[int]) -> str:
+    return (f"onnxruntime {onnxruntime.__version__}, {threads} thread(s), "
+            f"windows {','.join(map(str, windows))}")
+
+
+@dataclass
+class Builder:
+    """Builds (or reads from the cache) a voice's :class:`SplitGraph`."""
+
+    session: SessionFactory
+    threads: int
+    windows: Sequence[int]
+    cache_dir: Path | None
+    full_session: Callable[[], onnxruntime.InferenceSession]
+    calibration: Callable[[], list[dict[str, npt.NDArray[Any]]]]
+    """Model inputs of the calibration sentences (noise 0)."""
+
+    def build(self, model_path: Path) -> SplitReport:
+        """The voice's parts and how they were made; never raises for a graph that
+        cannot stream (the report says why instead)."""
+        key = verification_key(self.threads, self.windows)
+        try:
+            return self._build(model_path, key)
+        except Exception as err:  # noqa: BLE001 - onnx and onnxruntime raise assorted errors
+            reason = str(err) if isinstance(err, SplitError) else f"{type(err).__name__}: {err}"
+            return SplitReport(graph=None, verification=key, fallback=reason)
+
+    def _build(self, model_path: Path, key: str) -> SplitReport:
+        entry = self._entry(model_path)
+        meta = self._read_meta(entry) if entry else None
+        if meta is not None and entry is not None:
+            layout = SplitLayout.from_json(meta["layout"])
+            verified = meta.get("verified", {})
+            outcome = verified.get(key)
+            if outcome is not None and "error" in outcome:
+                raise SplitError(f"{outcome['error']} (recorded in {entry})")
+            graph = SplitGraph(layout, {part: self.session(str(entry / f"{part}.onnx"))
+                                        for part in layout.parts})
+            if outcome is not None:
+                return SplitReport(graph=graph, verification=key,
+                                   exact=bool(outcome["exact"]), cache_entry=entry,
+                                   from_cache=True)
+            return self._verified(graph, key, entry, verified, from_cache=True)
+        import onnx
+
+        model = onnx.load(str(model_path))
+        layout = analyze(model)
+        blobs = extract_parts(model, layout)
+        del model
+        sessions = {part: self.session(blob) for part, blob in blobs.items()}
+        graph = SplitGraph(measure(SplitGraph(layout, sessions), self.calibration()[-1]),
+                           sessions)
+        cache_error = None
+        if entry is not None:
+            try:
+                entry.mkdir(parents=True, exist_ok=True)
+                for part, blob in blobs.items():
+                    write_atomic(entry / f"{part}.onnx", blob)
+            except OSError as err:
+                cache_error = err.strerror or str(err)
+                entry = None
+        return self._verified(graph, key, entry, {}, from_cache=False,
+                              cache_error=cache_error)
+
+    def _entry(self, model_path: Path) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"v{FORMAT}-{_sha256(model_path)}"
+
+    @staticmethod
+    def _read_meta(entry: Path) -> dict[str, Any] | None:
+        try:
+            meta = json.loads((entry / "split.json").read_text("utf-8"))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                return None
+            layout = SplitLayout.from_json(meta["layout"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not all((entry / f"{part}.onnx").is_file() for part in layout.parts):
+            return None
+        return meta
+
+    def _verified(self, graph: SplitGraph, key: str, entry: Path | None,
+                  verified: dict[str, Any], *, from_cache: bool,
+                  cache_error: str | None = None) -> SplitReport:
+        """Compare with the whole graph; record the outcome (failures too) in the cache."""
+        try:
+            snr = verify(graph, self.full_session(), self.calibration(), self.windows)
+        except SplitError as err:
+            if entry is not None:
+                self._save_meta(entry, graph.layout, {**verified, key: {"error": str(err)}})
+            raise
+        exact = math.isinf(snr)
+        if entry is not None:
+            self._save_meta(entry, graph.layout, {**verified, key: {"exact": exact}})
+        return SplitReport(graph=graph, verification=key, exact=exact, snr_db=snr,
+                           cache_entry=entry, from_cache=from_cache,
+                           cache_error=cache_error)
+
+    @staticmethod
+    def _save_meta(entry: Path, layout: SplitLayout, verified: dict[str, Any]) -> None:
+        meta = {"format": FORMAT, "layout": layout.to_json(), "verified": verified}
+        with contextlib.suppress(OSError):
+            write_atomic(entry / "split.json", json.dumps(meta, indent=1).encode())

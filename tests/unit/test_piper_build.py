@@ -1,0 +1,71 @@
+"""Building a Piper voice's streaming parts: measured contexts, the cache, the SNR."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from chorus.server.engines.piper import PiperLoadedVoice
+from chorus.server.engines.piper_build import snr_db
+from tests.unit.piper_streaming import JOE_CONFIG, JOE_MODEL, engine, load, load_joe
+
+
+@pytest.fixture(scope="module")
+def joe(graph_cache_dir: Path) -> PiperLoadedVoice:
+    return load_joe(graph_cache_dir)
+
+
+def test_measured_contexts_cover_the_receptive_fields(joe: PiperLoadedVoice) -> None:
+    report = joe.split_report
+    assert report is not None and report.graph is not None and report.exact
+    layout = report.graph.layout
+    # Measured on the joe voice while designing this: decoder ±11 frames, flow ±32.
+    assert 11 <= layout.dec_context <= 16
+    assert 28 <= layout.flow_context <= 40
+    assert (layout.upsample, layout.hop) == (8, 256)
+
+
+def test_parts_are_cached_by_content_and_reused(tmp_path: Path) -> None:
+    cache = tmp_path / "graphs"
+    model_dir = tmp_path / "voices"
+    model_dir.mkdir()
+    shutil.copyfile(JOE_MODEL, model_dir / "copy.onnx")
+    shutil.copyfile(JOE_CONFIG, model_dir / "copy.onnx.json")
+    first = load(engine(cache), model_dir / "copy.onnx", model_dir / "copy.onnx.json",
+                 "copy")
+    [entry] = cache.iterdir()
+    assert entry.name.startswith("v2-")
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "dec1.onnx", "dec2.onnx", "encoder.onnx", "flow.onnx", "split.json"]
+    meta = json.loads((entry / "split.json").read_text())
+    [(key, outcome)] = meta["verified"].items()
+    assert "1 thread(s)" in key and outcome == {"exact": True}
+    again = load(engine(cache), model_dir / "copy.onnx", model_dir / "copy.onnx.json",
+                 "copy")
+    cached, built = again.split_report, first.split_report
+    assert cached is not None and any("from" in n for n in cached.notes)
+    assert cached.from_cache and built is not None and not built.from_cache
+    assert cached.graph is not None and built.graph is not None
+    assert cached.graph.layout == built.graph.layout
+    assert again.gain == first.gain
+    # A cache that cannot be written: parts built in memory, streaming all the same.
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    memory = load(engine(blocked / "graphs"), model_dir / "copy.onnx",
+                  model_dir / "copy.onnx.json", "copy")
+    assert memory.split_report is not None and memory.streaming
+    assert any("not writable" in n for n in memory.split_report.notes)
+
+
+def _float(values: list[float]) -> npt.NDArray[np.float32]:
+    return np.array(values, dtype=np.float32)
+
+
+def test_snr() -> None:
+    assert snr_db(_float([1, 2, 3]), _float([1, 2, 3])) == float("inf")
+    assert 19 < snr_db(_float([1.1, 2, 3]), _float([1, 2, 3])) < 42
