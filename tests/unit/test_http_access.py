@@ -6,15 +6,25 @@ import argparse
 import base64
 import ipaddress
 import json
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any, cast
 
+import aiohttp
 import jsonschema
+import numpy as np
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from chorus.common.server_options import PUBLIC_ROUTE_GROUPS, parse_networks, parse_route_groups
 from chorus.server import sse
 from chorus.server.client_address import TrustedProxies
+from chorus.server.errors import VoiceUnavailable
+from chorus.server.http_api import HttpApi
 from chorus.server.http_errors import error_body, error_type
+from chorus.server.metrics import Metrics
 from chorus.server.openapi import PUBLIC_ROUTES, build_openapi
+from chorus.server.synthesis import Synthesizer
 
 PROXIES = TrustedProxies([ipaddress.ip_network("10.0.0.0/8"),
                           ipaddress.ip_network("fd00::/8")])
@@ -98,3 +108,61 @@ def test_sse_frames_match_the_documented_events() -> None:
     assert base64.b64decode(json.loads(frames[0][6:])["audio"]) == b"\x00\xff audio"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"type": "speech.audio.delta"}, schema)
+
+
+class _FailingUtterance:
+    """Synthesis that renders one piece of audio and then fails, as a worker error
+    would, with the interface of ``synthesis.Utterance``."""
+
+    spec = SimpleNamespace(name="v", sample_rate=22050)
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def add_text(self, text: str) -> None:
+        pass
+
+    def end_text(self) -> None:
+        pass
+
+    async def audio(self) -> AsyncIterator[np.ndarray]:
+        yield np.zeros(2205, dtype=np.int16)
+        raise VoiceUnavailable("the voice's files could not be read")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def _failing_api() -> tuple[HttpApi, list[_FailingUtterance]]:
+    opened: list[_FailingUtterance] = []
+
+    async def open_utterance(voice: Any, params: Any) -> _FailingUtterance:
+        opened.append(_FailingUtterance())
+        return opened[-1]
+
+    synthesizer = SimpleNamespace(max_chars=100, check_text=lambda text: None,
+                                  open=open_utterance)
+    return HttpApi(cast(Synthesizer, synthesizer), Metrics(), ready=lambda: None), opened
+
+
+async def test_a_failure_after_the_first_event_is_an_error_event() -> None:
+    api, opened = _failing_api()
+    async with TestClient(TestServer(api.app)) as client:
+        async with client.post("/v1/audio/speech", json={
+                "input": "Hi.", "response_format": "pcm", "stream_format": "sse"}) as response:
+            assert response.status == 200
+            body = await response.read()  # ends cleanly: no truncated chunked body
+        events = [json.loads(line[6:]) for line in body.split(b"\n\n") if line]
+        assert [e["type"] for e in events] == ["speech.audio.delta", "error"]
+        piece = base64.b64decode(events[0]["audio"])  # 0.1 s resampled to 24 kHz s16le,
+        assert len(piece) % 2 == 0 and 2 * 2200 < len(piece) <= 2 * 2400  # less its delay
+        assert events[1]["error"] == {
+            "code": "voice-unavailable", "message": "the voice's files could not be read",
+            "type": "server_error", "param": None}
+        # the same failure streaming the bytes themselves: cut short, never a clean end
+        async with client.post("/v1/audio/speech", json={
+                "input": "Hi.", "response_format": "pcm"}) as response:
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+    assert len(opened) == 2 and all(u.closed for u in opened)
