@@ -11,8 +11,8 @@ Opt-in with ``CHORUS_RELIABILITY=1``; ``CHORUS_HTTP_FUZZ_EXAMPLES`` (per operati
 ``CHORUS_HTTP_FUZZ_SPEECH_EXAMPLES`` (per operation that synthesizes),
 ``CHORUS_HTTP_FUZZ_SEED`` and ``CHORUS_HTTP_FUZZ_REPORT`` (a JSON file of the figures,
 rewritten as the run goes) change the run. The operations that synthesize run first
-(the costly part, so a cut-short run has covered them); 13 others x 3,000 and 3 that
-synthesize x 4,000 make about 51,000 requests; the count is of what was sent, with the
+(the costly part, so a cut-short run has covered them); 14 others x 3,000 and 3 that
+synthesize x 4,000 make about 54,000 requests; the count is of what was sent, with the
 statuses answered per operation (a 200 from a synthesizing route is speech rendered,
 or served from the cache, which is on here, in a directory of its own).
 """
