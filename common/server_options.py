@@ -209,7 +209,8 @@ class ServerOptions:
         "do not serve the HTTP API",
         invert=True))
     api_key: str | None = field(default=None, metadata=_how(
-        "require 'Authorization: Bearer KEY' on the HTTP API (except /health/*)",
+        "require 'Authorization: Bearer KEY' on the HTTP API (except /health/*, the web page, "
+        "the docs and --public-routes)",
         metavar="KEY"))
     public_routes: tuple[str, ...] = field(default=(), metadata=_how(
         "listings answered without the API key, separated by commas: 'voices' (/voices, "
