@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,17 +40,24 @@ __all__ = [
     "DEFAULT_STREAM_WINDOWS",
     "LOG_LEVELS",
     "PASS_THROUGHS",
+    "PUBLIC_ROUTE_GROUPS",
     "PassThrough",
     "PassThroughOption",
     "ServerOptions",
     "Setting",
     "command_options",
+    "parse_networks",
+    "parse_route_groups",
 ]
 
 DEFAULT_STREAM_WINDOWS = (16, 48, 96, 384)
 """Frames per streaming window, the last repeating (measured choice: see
 ``chorus.server.engines.piper_windows``)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PUBLIC_ROUTE_GROUPS = ("voices", "models")
+"""Listings ``--public-routes`` may open without the API key; synthesis is never one."""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 Command = Literal["serve", "say"]
 _META = "chorus.setting"
@@ -114,6 +122,32 @@ def _voice_mapping(text: str) -> tuple[str, str]:
     return name.strip(), voice.strip()
 
 
+def _items(text: str) -> list[str]:
+    """``a,b`` (also ``[a, b]`` or ``['a', 'b']``, as a config-file list reads as text)."""
+    return [p.strip().strip("'\"") for p in text.strip().strip("[]()").split(",")
+            if p.strip().strip("'\"")]
+
+
+def parse_route_groups(text: str) -> tuple[str, ...]:
+    """``voices,models`` -> ``("voices", "models")``; anything else is refused by name."""
+    groups = tuple(dict.fromkeys(_items(text)))
+    wrong = [g for g in groups if g not in PUBLIC_ROUTE_GROUPS]
+    if wrong:
+        raise argparse.ArgumentTypeError(
+            f"{wrong[0]!r} cannot be public; choose from {', '.join(PUBLIC_ROUTE_GROUPS)} "
+            "(synthesis always needs the key)")
+    return groups
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``10.0.0.0/8,fd00::/8,192.0.2.7`` -> networks (a bare address is a /32 or /128)."""
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _items(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected CIDRs separated by commas: {err}"
+                                         ) from None
+
+
 _BOTH: tuple[Command, ...] = ("serve", "say")
 
 
@@ -175,8 +209,22 @@ class ServerOptions:
         "do not serve the HTTP API",
         invert=True))
     api_key: str | None = field(default=None, metadata=_how(
-        "require 'Authorization: Bearer KEY' on the HTTP API (except /health/*)",
+        "require 'Authorization: Bearer KEY' on the HTTP API (except /health/*, the web page, "
+        "the docs and --public-routes)",
         metavar="KEY"))
+    public_routes: tuple[str, ...] = field(default=(), metadata=_how(
+        "listings answered without the API key, separated by commas: 'voices' (/voices, "
+        "/voices/{name}, /v1/audio/voices), 'models' (/v1/models, /v1/audio/models); for "
+        "clients such as Open WebUI that fetch them without a key; anyone who reaches the "
+        "port then sees the installed voice names; synthesis still needs the key (default: "
+        "none)",
+        parse=parse_route_groups, metavar="GROUPS"))
+    """Empty keeps every listing behind the key."""
+    trusted_proxies: tuple[Network, ...] = field(default=(), metadata=_how(
+        "proxies (CIDRs separated by commas) whose X-Forwarded-For names the client for the "
+        "per-client limit; the header from any other peer is ignored (default: none)",
+        parse=parse_networks, metavar="CIDRS"))
+    """Behind an Ingress every request comes from the proxy's address."""
     cors_origins: tuple[str, ...] = field(default=(), metadata=_how(
         "browser origin allowed to call the HTTP API ('*' for any); repeatable",
         flag="--cors-origin", repeat=True, metavar="ORIGIN"))
@@ -199,8 +247,11 @@ class ServerOptions:
         "do not cache HTTP audio",
         invert=True))
     """Keep encoded whole HTTP responses on disk and answer repeats from there."""
-    max_requests_per_client: int = field(default=4, metadata=_how(
-        "HTTP requests one client (address, or API key) may have in progress; more get 429",
+    max_requests_per_client: int = field(default=16, metadata=_how(
+        "HTTP synthesis requests one client address may have in progress; more get 429. A "
+        "quarter of the default --max-requests: one caller cannot take every slot, yet a "
+        "front end that speaks for a whole household from one address (Open WebUI, several "
+        "tabs each fetching sentences ahead) is not refused",
         parse=positive_int, metavar="N", pass_through=PassThrough("maxRequestsPerClient")))
     strict_speakers: bool = field(default=False, metadata=_how(
         "refuse an unknown speaker instead of speaking with speaker 0 and logging a warning"))

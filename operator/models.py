@@ -13,12 +13,14 @@ of a voice source (and the tests comparing them with the CRD) have one definitio
 
 from __future__ import annotations
 
+import argparse
 import re
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -43,7 +45,12 @@ from chorus.common.manifest import (
     record_to_dict,
     source_to_dict,
 )
-from chorus.common.server_options import PASS_THROUGHS, PassThroughOption
+from chorus.common.server_options import (
+    PASS_THROUGHS,
+    PassThroughOption,
+    parse_networks,
+    parse_route_groups,
+)
 
 __all__ = [
     "GROUP",
@@ -208,11 +215,28 @@ class Wyoming(_Model):
     port: int = Field(10200, ge=1, le=65535)
 
 
+def _server_rule(parse: Callable[[str], Any]) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+    """A list checked by the server's own option parser (its message, as a ValueError)."""
+    def check(items: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            parse(",".join(items))
+        except argparse.ArgumentTypeError as err:
+            raise ValueError(str(err)) from None
+        return items
+    return check
+
+
 class Http(_Model):
     enabled: bool = True
     port: int = Field(5000, ge=1, le=65535)
     api_key_secret_ref: SecretKey | None = None
     openai_voices: dict[str, str] = {}
+    public_routes: Annotated[tuple[str, ...], AfterValidator(
+        _server_rule(parse_route_groups))] = ()
+    """``--public-routes``: listings an in-cluster client (Open WebUI) reads keyless."""
+    trusted_proxies: Annotated[tuple[str, ...], AfterValidator(
+        _server_rule(parse_networks))] = ()
+    """``--trusted-proxies``: the Ingress controller's pod CIDRs, say."""
 
 
 class Cache(_Model):

@@ -224,6 +224,10 @@ def build_server_settings(spec: ServiceSpec) -> dict[str, Any]:
     if server.http.enabled and server.http.openai_voices:
         settings["openai-voice"] = [f"{k}={v}" for k, v in
                                     sorted(server.http.openai_voices.items())]
+    if server.http.enabled and server.http.public_routes:
+        settings["public-routes"] = ",".join(server.http.public_routes)
+    if server.http.enabled and server.http.trusted_proxies:
+        settings["trusted-proxies"] = ",".join(server.http.trusted_proxies)
     if server.cache.enabled:
         settings["cache-max-mb"] = server.cache.max_mb
     return settings

@@ -31,6 +31,7 @@ __all__ = [
     "AudioEncoder",
     "AudioFormat",
     "check_sample_rate",
+    "content_type",
     "encode",
     "output_rate",
     "wav_header",
@@ -58,7 +59,9 @@ _AAC_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 4
 
 FORMATS: dict[str, AudioFormat] = {
     "wav": AudioFormat("wav", "audio/wav"),
-    "pcm": AudioFormat("pcm", "audio/L16"),
+    # Not audio/L16, which RFC 2586 defines as big-endian: the body is s16le, labelled
+    # the way OpenAI-compatible clients expect (with its rate, see content_type).
+    "pcm": AudioFormat("pcm", "audio/pcm"),
     "mp3": AudioFormat("mp3", "audio/mpeg", "mp3", "libmp3lame", _MP3_RATES, 22050),
     "opus": AudioFormat("opus", "audio/ogg; codecs=opus", "ogg", "libopus", _OPUS_RATES,
                         48000),
@@ -81,6 +84,14 @@ def check_sample_rate(fmt: AudioFormat, rate: int) -> str | None:
         allowed = ", ".join(str(r) for r in sorted(fmt.rates))
         return f"must be one of {allowed} for format {fmt.name}"
     return None
+
+
+def content_type(fmt: AudioFormat, rate: int) -> str:
+    """The ``Content-Type`` of audio in ``fmt`` at ``rate``: raw pcm says its rate (the
+    bytes alone cannot), every other format carries it inside."""
+    if fmt.name == "pcm":
+        return f"{fmt.media_type};rate={rate}"
+    return fmt.media_type
 
 
 def output_rate(fmt: AudioFormat, voice_rate: int, requested: int | None) -> int:

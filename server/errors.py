@@ -23,10 +23,14 @@ class ChorusError(Exception):
     """Base of the errors that are answered to the client."""
 
     code = "error"
+    param: str | None = None
+    """The request field at fault, when there is one (OpenAI's error ``param``)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if param is not None:
+            self.param = param
 
 
 class BadRequest(ChorusError):
@@ -35,18 +39,22 @@ class BadRequest(ChorusError):
 
 class EmptyText(ChorusError):
     code = "empty-text"
+    param: str | None = "text"
 
 
 class TextTooLong(ChorusError):
     code = "text-too-long"
+    param: str | None = "text"
 
 
 class UnknownVoice(ChorusError):
     code = "unknown-voice"
+    param = "voice"
 
 
 class UnknownSpeaker(ChorusError):
     code = "unknown-speaker"
+    param = "speaker"
 
 
 class VoiceUnavailable(ChorusError):

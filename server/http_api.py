@@ -4,8 +4,8 @@ and metrics, on aiohttp in the same event loop as the Wyoming door.
 Both doors share one :class:`~chorus.server.synthesis.Synthesizer`, so the scheduler's
 fairness, the ``--max-requests`` bound, voice selection and text limits are the same
 whichever protocol a client speaks. Errors a client causes are answered as JSON
-``{"error": {"code", "message"}}`` with a 4xx status (503 for busy and shutting down),
-never a 5xx for bad input.
+``{"error": {"code", "message", "type", "param"}}`` (:mod:`.http_errors`) with a 4xx
+status (503 for busy and shutting down), never a 5xx for bad input.
 
 A streamed response is only started once the first audio exists (the first window of
 the first sentence, or the whole sentence for a voice that does not stream): until
@@ -17,8 +17,9 @@ end.
 Whole responses (``/synthesize`` and non-streamed ``/v1/audio/speech``) go through the
 audio cache (:mod:`chorus.server.cache`) unless the request says ``use_cache: false``;
 streamed responses bypass it, since their point is audio before the whole exists. Each
-client (address, or API key when keys are on) may have ``--max-requests-per-client``
-requests in progress; one more gets 429 rather than a slot other clients need.
+client address (read through ``--trusted-proxies``, see :mod:`.client_address`) may have
+``--max-requests-per-client`` requests in progress; one more gets 429 rather than a slot
+other clients need.
 
 A client that hangs up takes its request with it: aiohttp cancels the handler (it does
 not by default, and a whole response would otherwise be rendered to the end for nobody,
@@ -33,18 +34,21 @@ import dataclasses
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from aiohttp import web
 
-from .audio_formats import STREAMABLE, AudioEncoder, encode, output_rate
+from . import sse as sse_events
+from .audio_formats import STREAMABLE, AudioEncoder, content_type, encode, output_rate
 from .cache import AudioCache, CacheEntry, cache_key
+from .client_address import Network, TrustedProxies
 from .connections import LISTEN_BACKLOG
 from .engines.base import PCM, VoiceSpec
 from .errors import BadRequest, ChorusError, TextTooLong
 from .http_connections import HttpConnections
+from .http_errors import error_body, error_response
 from .http_logging import ProtocolLog
 from .http_requests import (
     OPENAI_VOICES,
@@ -56,7 +60,7 @@ from .http_requests import (
     parse_openai,
 )
 from .metrics import CONTENT_TYPE, Metrics, RequestMetrics
-from .openapi import DOC_PATHS, OPENAI_MODELS, add_doc_routes, build_openapi
+from .openapi import DOC_PATHS, OPENAI_MODELS, PUBLIC_ROUTES, add_doc_routes, build_openapi
 from .rate_limit import ClientLimiter, TooManyRequests, client_id
 from .synthesis import Synthesizer, VoiceRequest
 from .webpage import PUBLIC_PREFIXES, add_web_routes
@@ -82,12 +86,21 @@ _RETRY_AFTER = {"busy": "1", "shutting-down": "5"}
 _EXPOSED = "X-Audio-Duration, X-Sample-Rate, X-Generation-Time, X-Voice, X-Cache"
 _PUBLIC_PATHS = frozenset({"/", *DOC_PATHS})
 """Served without the API key (with the probes and ``PUBLIC_PREFIXES``)."""
+_OPENAI_SPEECH = "/v1/audio/speech"
+_OPENAI_PARAMS = {"text": "input"}
+"""Our field names as OpenAI's body spells them, for an error's ``param``."""
 
 
 class BodyTimeout(ChorusError):
     """The client took longer than the body deadline to send its request body."""
 
     code = "body-timeout"
+
+
+class BodyTooLarge(TextTooLong):
+    """The body is over the request size limit (no one field to blame)."""
+
+    param = None
 
 
 def error_status(err: ChorusError) -> int:
@@ -106,8 +119,14 @@ def _log_unanswered_failure(task: asyncio.Task[Any]) -> None:
 
 def _error(status: int, code: str, message: str,
            headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status,
-                             headers=headers)
+    return error_response(status, code, message, headers=headers)
+
+
+def _param(request: web.Request, err: ChorusError) -> str | None:
+    """The field at fault, as the route's body names it."""
+    if request.path == _OPENAI_SPEECH and err.param is not None:
+        return _OPENAI_PARAMS.get(err.param, err.param)
+    return err.param
 
 
 class HttpApi:
@@ -119,12 +138,18 @@ class HttpApi:
                  openai_voices: tuple[tuple[str, str], ...] = (),
                  write_timeout: float = 30.0, cache: AudioCache | None = None,
                  max_requests_per_client: int | None = None,
-                 body_timeout: float = 30.0, max_connections: int = 512) -> None:
+                 body_timeout: float = 30.0, max_connections: int = 512,
+                 public_routes: Iterable[str] = (),
+                 trusted_proxies: Iterable[Network] = ()) -> None:
         self.synthesizer = synthesizer
         self.metrics = metrics
         self._ready = ready
         """``None`` when ready, else why not (for the /health/ready body)."""
         self._api_key = api_key
+        self._public_routes = frozenset(route for group in public_routes
+                                        for route in PUBLIC_ROUTES[group])
+        """Listing routes (as templates, ``/voices/{name}``) answered without the key."""
+        self._proxies = TrustedProxies(trusted_proxies)
         self._cors_origins = frozenset(cors_origins)
         self._openai_voices = dict(openai_voices)
         self._write_timeout = write_timeout
@@ -155,6 +180,7 @@ class HttpApi:
             web.get("/voices/{name}", self.voice),
             web.post("/v1/audio/speech", self.openai_speech),
             web.get("/v1/audio/voices", self.openai_voices),
+            web.get("/v1/audio/models", self.openai_audio_models),
             web.get("/v1/models", self.openai_models),
             web.get("/health/live", self.live),
             web.get("/health/ready", self.ready),
@@ -164,7 +190,8 @@ class HttpApi:
         ])
         add_web_routes(app)
         add_doc_routes(app, build_openapi(self.synthesizer.max_chars,
-                                          auth=self._api_key is not None))
+                                          auth=self._api_key is not None,
+                                          public=self._public_routes))
         return app
 
     async def start(self, host: str, port: int, shutdown_timeout: float = 5.0,
@@ -230,12 +257,20 @@ class HttpApi:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = _EXPOSED
 
+    def _public(self, request: web.Request) -> bool:
+        """The probes, the page, the docs, and the listings ``--public-routes`` opens."""
+        if request.path in _PUBLIC_PATHS or request.path.startswith(
+                ("/health/", *PUBLIC_PREFIXES)):
+            return True
+        resource = request.match_info.route.resource
+        return (request.method in ("GET", "HEAD") and resource is not None
+                and resource.canonical in self._public_routes)
+
     @web.middleware
     async def _auth_middleware(self, request: web.Request,
                                handler: Handler) -> web.StreamResponse:
-        """With an API key, all but the probes, the page and the docs need ``Bearer <key>``."""
-        if (self._api_key is None or request.path in _PUBLIC_PATHS
-                or request.path.startswith(("/health/", *PUBLIC_PREFIXES))):
+        """With an API key, all but the public routes need ``Bearer <key>``."""
+        if self._api_key is None or self._public(request):
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         # Header bytes that are not UTF-8 reach us as surrogate escapes: back to bytes.
@@ -258,7 +293,8 @@ class HttpApi:
         """
         if self._limiter is None or request.method != "POST":
             return await handler(request)
-        client = client_id(request.remote, self._api_key)
+        client = client_id(self._proxies.client(
+            request.remote, request.headers.getall("X-Forwarded-For", ())))
         try:
             with self._limiter.hold(client):
                 response = await handler(request)
@@ -278,9 +314,9 @@ class HttpApi:
             return await handler(request)
         except ChorusError as err:
             status = error_status(err)
-            return _error(status, err.code, err.message,
-                          {"Retry-After": _RETRY_AFTER[err.code]}
-                          if err.code in _RETRY_AFTER else None)
+            return error_response(status, err.code, err.message, _param(request, err),
+                                  {"Retry-After": _RETRY_AFTER[err.code]}
+                                  if err.code in _RETRY_AFTER else None)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -304,8 +340,8 @@ class HttpApi:
             raise BodyTimeout(f"request body not received within {self._body_timeout:g} s"
                               ) from err
         except web.HTTPRequestEntityTooLarge as err:
-            raise TextTooLong(f"request body is larger than {request.client_max_size} "
-                              "bytes") from err
+            raise BodyTooLarge(f"request body is larger than {request.client_max_size} "
+                               "bytes") from err
         except (ConnectionResetError, RuntimeError) as err:
             if request.transport is not None:
                 raise
@@ -333,14 +369,16 @@ class HttpApi:
             return await self._stream(request, speech, record)
 
     async def openai_speech(self, request: web.Request) -> web.StreamResponse:
-        """OpenAI's ``/v1/audio/speech``: streamed like OpenAI does, flac whole."""
+        """OpenAI's ``/v1/audio/speech``: streamed like OpenAI does (the bytes, or SSE
+        events with ``stream_format: sse``), flac whole."""
         with self.metrics.request("http", "") as record:
-            speech, name = parse_openai(await self._body(request))
+            given = parse_openai(await self._body(request))
+            speech = given.speech
             record.format = speech.format.name
-            speech = SpeechRequest(speech.text, VoiceRequest(name=self._openai_voice(name)),
-                                   speech.params, speech.format, speech.sample_rate)
+            speech = dataclasses.replace(
+                speech, voice=VoiceRequest(name=self._openai_voice(given.voice)))
             if speech.format.name in STREAMABLE:
-                return await self._stream(request, speech, record)
+                return await self._stream(request, speech, record, sse=given.sse)
             return await self._whole(speech, record)
 
     def _openai_voice(self, name: str | None) -> str | None:
@@ -354,10 +392,10 @@ class HttpApi:
         return name  # an installed voice, or unknown-voice with close names
 
     def _headers(self, speech: SpeechRequest, voice: str, voice_rate: int) -> dict[str, str]:
-        return {"Content-Type": speech.format.media_type,
+        rate = output_rate(speech.format, voice_rate, speech.sample_rate)
+        return {"Content-Type": content_type(speech.format, rate),
                 "X-Voice": voice,
-                "X-Sample-Rate": str(output_rate(speech.format, voice_rate,
-                                                 speech.sample_rate))}
+                "X-Sample-Rate": str(rate)}
 
     def _cache_key(self, speech: SpeechRequest, spec: VoiceSpec) -> str:
         """Every input that changes the bytes: a different value is a different entry.
@@ -370,12 +408,13 @@ class HttpApi:
         # The very merge Synthesizer.open applies, so the key describes what is rendered.
         params = self.synthesizer.effective_params(spec, speech.voice.speaker, speech.params)
         fmt = speech.format
+        rate = output_rate(fmt, spec.sample_rate, speech.sample_rate)
         return cache_key(
             engine=spec.engine, voice=spec.name, fingerprint=list(spec.fingerprint),
             **dataclasses.asdict(params),  # every knob, including ones added later
             text=speech.text, format=fmt.name, container=fmt.container, codec=fmt.codec,
             voice_rate=spec.sample_rate, requested_rate=speech.sample_rate,
-            output_rate=output_rate(fmt, spec.sample_rate, speech.sample_rate))
+            output_rate=rate, content_type=content_type(fmt, rate))
 
     async def _whole(self, speech: SpeechRequest, record: RequestMetrics) -> web.Response:
         self.synthesizer.check_text(speech.text)
@@ -430,16 +469,19 @@ class HttpApi:
             # Keyed by the spec actually rendered (a rescan may have replaced the voice
             # since the lookup); stored before answering so that the next request hits.
             await cache.put(self._cache_key(speech, spec), CacheEntry(
-                body, speech.format.media_type, len(pcm) / spec.sample_rate,
+                body, headers["Content-Type"], len(pcm) / spec.sample_rate,
                 int(headers["X-Sample-Rate"]), spec.name))
         return body, headers
 
     async def _stream(self, request: web.Request, speech: SpeechRequest,
-                      record: RequestMetrics) -> web.StreamResponse:
+                      record: RequestMetrics, *, sse: bool = False) -> web.StreamResponse:
+        """Encoded audio as it is rendered: the bytes themselves, or with ``sse`` each
+        piece in a ``speech.audio.delta`` event (:mod:`.sse`)."""
         self.synthesizer.check_text(speech.text)
         utterance = await self.synthesizer.open(speech.voice, speech.params)
         spec = utterance.spec
         record.voice = spec.name
+        frame: Callable[[bytes], bytes] = sse_events.audio_delta if sse else bytes
         encoder: AudioEncoder | None = None
         response: web.StreamResponse | None = None
         try:
@@ -451,27 +493,29 @@ class HttpApi:
                 record.audio(len(pcm), spec.sample_rate)
                 data = encoder.feed(pcm)
                 if response is None:
-                    response = await self._start_stream(request, speech, spec.name,
-                                                        spec.sample_rate)
+                    response = await self._start_stream(request, speech, spec, sse)
                 if data:
-                    await self._write(response, data)
+                    await self._write(response, frame(data))
             if response is None:  # no audio at all (text of punctuation only)
-                response = await self._start_stream(request, speech, spec.name,
-                                                    spec.sample_rate)
+                response = await self._start_stream(request, speech, spec, sse)
             tail = encoder.finish()
             if tail:
-                await self._write(response, tail)
+                await self._write(response, frame(tail))
+            if sse:
+                await self._write(response, sse_events.audio_done())
             await response.write_eof()
         except (Exception, asyncio.CancelledError) as err:
             if response is None:
                 raise  # nothing sent yet: a Chorus error is answered with its status
-            if isinstance(err, ChorusError | ConnectionError | TimeoutError
-                          | asyncio.CancelledError):
+            gone = isinstance(err, ConnectionError | TimeoutError | asyncio.CancelledError)
+            if gone or isinstance(err, ChorusError):
                 _LOGGER.info("HTTP stream cut short: %s",
                              getattr(err, "message", None) or repr(err))
             else:
                 _LOGGER.exception("HTTP stream failed")
             record.fail(err)
+            if sse and not gone and await self._end_with_error(request, response, err):
+                return response
             if request.transport is not None:
                 request.transport.abort()  # a truncated chunked body, not a clean end
             if isinstance(err, asyncio.CancelledError):
@@ -482,9 +526,28 @@ class HttpApi:
             await utterance.close()
         return response
 
-    async def _start_stream(self, request: web.Request, speech: SpeechRequest, voice: str,
-                            voice_rate: int) -> web.StreamResponse:
-        response = web.StreamResponse(headers=self._headers(speech, voice, voice_rate))
+    async def _end_with_error(self, request: web.Request, response: web.StreamResponse,
+                              err: BaseException) -> bool:
+        """End an event stream with an ``error`` event; ``False`` if it could not be sent."""
+        if isinstance(err, ChorusError):
+            status = error_status(err)
+            body = error_body(status, err.code, err.message, _param(request, err))
+        else:
+            body = error_body(500, "internal", f"synthesis failed: {err}")
+        try:
+            await self._write(response, sse_events.error_event(body["error"]))
+            await response.write_eof()
+        except (ConnectionError, TimeoutError, RuntimeError):
+            return False
+        return True
+
+    async def _start_stream(self, request: web.Request, speech: SpeechRequest,
+                            spec: VoiceSpec, sse: bool) -> web.StreamResponse:
+        headers = self._headers(speech, spec.name, spec.sample_rate)
+        if sse:
+            headers.update({"Content-Type": sse_events.CONTENT_TYPE,
+                            "Cache-Control": "no-cache"})
+        response = web.StreamResponse(headers=headers)
         response.enable_chunked_encoding()
         await response.prepare(request)
         return response
@@ -524,6 +587,11 @@ class HttpApi:
             target = self._openai_voices.get(alias, store.default_voice)
             voices.append({"id": alias, "name": alias, "voice": target})
         return web.json_response({"voices": voices})
+
+    async def openai_audio_models(self, request: web.Request) -> web.Response:
+        """Speech models, shaped as Open WebUI reads them (``{"models": [{"id"}]}``)."""
+        return web.json_response({"models": [{"id": model, "name": model}
+                                             for model in OPENAI_MODELS]})
 
     async def openai_models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [

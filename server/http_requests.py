@@ -14,15 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .audio_formats import FORMATS, AudioFormat, check_sample_rate
+from .audio_formats import FORMATS, STREAMABLE, AudioFormat, check_sample_rate
 from .engines.base import SynthesisParams
 from .errors import BadRequest
 from .synthesis import VoiceRequest
 
 __all__ = [
+    "OPENAI_DEFAULT_FORMAT",
     "OPENAI_FORMATS",
     "OPENAI_VOICES",
+    "STREAM_FORMATS",
     "MalformedBody",
+    "OpenAISpeech",
     "SpeechRequest",
     "Unsupported",
     "load_json",
@@ -30,13 +33,16 @@ __all__ = [
     "parse_openai",
 ]
 
-OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx",
-                 "sage", "shimmer", "verse")
+OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin",
+                 "nova", "onyx", "sage", "shimmer", "verse")
 """OpenAI's voice names: unmapped ones speak with the default voice."""
 
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+OPENAI_DEFAULT_FORMAT = "mp3"
 OPENAI_PCM_RATE = 24000
 """OpenAI's ``pcm`` is documented as 24 kHz; clients play it at that rate untold."""
+STREAM_FORMATS = ("audio", "sse")
+"""OpenAI's ``stream_format``: the audio bytes themselves, or Server-Sent Events."""
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MAX_NOISE = 2.0
@@ -68,6 +74,17 @@ class SpeechRequest:
     """Whole responses may be answered from, and stored in, the audio cache."""
 
 
+@dataclass(frozen=True)
+class OpenAISpeech:
+    """A ``/v1/audio/speech`` body: the request, the voice as named, how to stream."""
+
+    speech: SpeechRequest
+    voice: str | None
+    """As the client named it; OpenAI names are mapped by the HTTP door's settings."""
+    sse: bool = False
+    """``stream_format: sse``: the audio as base64 in ``speech.audio.delta`` events."""
+
+
 def load_json(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object."""
     try:
@@ -84,14 +101,14 @@ def load_json(raw: bytes) -> dict[str, Any]:
 def _string(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
-        raise BadRequest(f"{key}: must be a string")
+        raise BadRequest(f"{key}: must be a string", param=key)
     return value
 
 
 def _required_string(data: Mapping[str, Any], key: str) -> str:
     value = _string(data, key)
     if value is None:
-        raise BadRequest(f"{key}: field required")
+        raise BadRequest(f"{key}: field required", param=key)
     return value
 
 
@@ -101,7 +118,8 @@ def _number(data: Mapping[str, Any], key: str, low: float, high: float) -> float
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not (
             low <= value <= high):
-        raise BadRequest(f"{key}: must be a number between {low:g} and {high:g}")
+        raise BadRequest(f"{key}: must be a number between {low:g} and {high:g}",
+                         param=key)
     return float(value)
 
 
@@ -111,7 +129,7 @@ def _choice(data: Mapping[str, Any], key: str, choices: tuple[str, ...] | list[s
     if value is None:
         return default
     if not isinstance(value, str) or value.lower() not in choices:
-        raise BadRequest(f"{key}: must be one of {', '.join(choices)}")
+        raise BadRequest(f"{key}: must be one of {', '.join(choices)}", param=key)
     return value.lower()
 
 
@@ -133,7 +151,7 @@ def _speaker(data: Mapping[str, Any]) -> str | None:
         return value
     number = _integer(value)
     if number is None:
-        raise BadRequest("speaker: must be a speaker name or a numeric id")
+        raise BadRequest("speaker: must be a speaker name or a numeric id", param="speaker")
     return str(number)
 
 
@@ -143,10 +161,10 @@ def _sample_rate(data: Mapping[str, Any], fmt: AudioFormat) -> int | None:
         return None
     value = _integer(value)
     if value is None:
-        raise BadRequest("sample_rate: must be an integer (Hz)")
+        raise BadRequest("sample_rate: must be an integer (Hz)", param="sample_rate")
     problem = check_sample_rate(fmt, value)
     if problem:
-        raise BadRequest(f"sample_rate: {problem}")
+        raise BadRequest(f"sample_rate: {problem}", param="sample_rate")
     return value
 
 
@@ -160,7 +178,7 @@ def parse_native(data: Mapping[str, Any]) -> SpeechRequest:
     unknown = sorted(set(data) - _NATIVE_FIELDS)
     if unknown:
         raise BadRequest(f"{unknown[0]}: unknown field (known: "
-                         f"{', '.join(sorted(_NATIVE_FIELDS))})")
+                         f"{', '.join(sorted(_NATIVE_FIELDS))})", param=unknown[0])
     text = _required_string(data, "text")
     fmt = FORMATS[_choice(data, "format", list(FORMATS), "wav")]
     voice = VoiceRequest(name=_string(data, "voice") or None,
@@ -173,15 +191,16 @@ def parse_native(data: Mapping[str, Any]) -> SpeechRequest:
         sentence_silence=_number(data, "sentence_silence", 0.0, MAX_SENTENCE_SILENCE))
     use_cache = data.get("use_cache", True)
     if not isinstance(use_cache, bool):
-        raise BadRequest("use_cache: must be true or false")
+        raise BadRequest("use_cache: must be true or false", param="use_cache")
     return SpeechRequest(text, voice, params, fmt, _sample_rate(data, fmt), use_cache)
 
 
-def parse_openai(data: Mapping[str, Any]) -> tuple[SpeechRequest, str | None]:
-    """A ``/v1/audio/speech`` body, and the voice name as given (mapped by the caller).
+def parse_openai(data: Mapping[str, Any]) -> OpenAISpeech:
+    """A ``/v1/audio/speech`` body; the voice is mapped by the caller.
 
     Fields OpenAI has and Chorus ignores (``instructions``) are accepted, so existing
-    clients work unchanged.
+    clients work unchanged. ``sample_rate`` is Chorus's own addition, as on
+    ``/synthesize``; without it ``pcm`` is 24 kHz as OpenAI documents.
     """
     _string(data, "model")
     text = _required_string(data, "input")
@@ -189,13 +208,18 @@ def parse_openai(data: Mapping[str, Any]) -> tuple[SpeechRequest, str | None]:
     if isinstance(voice, dict):  # newer API: {"id": "voice_..."}
         voice = voice.get("id")
     if voice is not None and not isinstance(voice, str):
-        raise BadRequest("voice: must be a string")
-    fmt = FORMATS[_choice(data, "response_format", OPENAI_FORMATS, "mp3")]
-    stream_format = _choice(data, "stream_format", ("audio", "sse"), "audio")
-    if stream_format == "sse":
-        raise Unsupported("stream_format: 'sse' is not supported by this server; "
-                          "use 'audio' (the default), which streams the audio bytes")
+        raise BadRequest("voice: must be a string", param="voice")
+    fmt = FORMATS[_choice(data, "response_format", OPENAI_FORMATS, OPENAI_DEFAULT_FORMAT)]
+    sse = _choice(data, "stream_format", STREAM_FORMATS, "audio") == "sse"
+    if sse and fmt.name not in STREAMABLE:
+        raise Unsupported(
+            f"stream_format: 'sse' cannot carry response_format {fmt.name}, which is only "
+            f"sent whole; use one of {', '.join(sorted(STREAMABLE & set(OPENAI_FORMATS)))}",
+            param="stream_format")
     speed = _number(data, "speed", MIN_SPEED, MAX_SPEED)
     params = SynthesisParams(length_scale=_length_scale(speed))
-    rate = OPENAI_PCM_RATE if fmt.name == "pcm" else None
-    return SpeechRequest(text, VoiceRequest(), params, fmt, rate), voice or None
+    rate = _sample_rate(data, fmt)
+    if rate is None and fmt.name == "pcm":
+        rate = OPENAI_PCM_RATE
+    return OpenAISpeech(SpeechRequest(text, VoiceRequest(), params, fmt, rate),
+                        voice or None, sse)

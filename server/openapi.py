@@ -16,6 +16,7 @@ fetched from elsewhere: the servers this runs on often reach no CDN) that reads
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
@@ -28,14 +29,17 @@ from .http_requests import (
     MAX_SENTENCE_SILENCE,
     MAX_SPEED,
     MIN_SPEED,
+    OPENAI_DEFAULT_FORMAT,
     OPENAI_FORMATS,
     OPENAI_PCM_RATE,
     OPENAI_VOICES,
+    STREAM_FORMATS,
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .sse import CONTENT_TYPE as SSE_CONTENT_TYPE
 from .webpage import WEB_DIR as _WEB_DIR
 
-__all__ = ["DOC_PATHS", "OPENAI_MODELS", "add_doc_routes", "build_openapi"]
+__all__ = ["DOC_PATHS", "OPENAI_MODELS", "PUBLIC_ROUTES", "add_doc_routes", "build_openapi"]
 
 DOC_PATHS = ("/openapi.json", "/docs")
 """Served without the API key, like the web page: a client needs them to find out how."""
@@ -43,13 +47,19 @@ DOC_PATHS = ("/openapi.json", "/docs")
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 """OpenAI model names listed by ``/v1/models`` (any model name is accepted and ignored)."""
 
+PUBLIC_ROUTES: dict[str, tuple[str, ...]] = {
+    "voices": ("/voices", "/voices/{name}", "/v1/audio/voices"),
+    "models": ("/v1/models", "/v1/audio/models"),
+}
+"""The routes (GET) of each group ``--public-routes`` can open (``PUBLIC_ROUTE_GROUPS``)."""
+
 _JSON = "application/json"
 _REF = "#/components/schemas/"
 _RESPONSES = "#/components/responses/"
 
 _ERROR_CODES = {
     400: "the body is not JSON, or asks for something this server does not do (OpenAI "
-         "`stream_format: sse`) (`bad-request`)",
+         "`stream_format: sse` with `flac`) (`bad-request`)",
     401: "an API key is configured and the request has no valid "
          "`Authorization: Bearer <key>` (`unauthorized`)",
     404: "unknown voice (the message lists close names) or language, or an unknown "
@@ -189,16 +199,40 @@ def _openai_body(max_text: int | None) -> dict[str, Any]:
                     {"type": "object", "properties": {"id": {"type": ["string", "null"]}}},
                 ]},
             "response_format": _nullable({
-                "type": "string", "enum": list(OPENAI_FORMATS), "default": "mp3",
-                "description": f"Case-insensitive. `pcm` is s16le at {OPENAI_PCM_RATE} Hz; "
+                "type": "string", "enum": list(OPENAI_FORMATS), "default": OPENAI_DEFAULT_FORMAT,
+                "description": "Case-insensitive. `pcm` is s16le (`audio/pcm;rate=N`), at "
+                               f"{OPENAI_PCM_RATE} Hz unless `sample_rate` says otherwise; "
                                "`flac` is sent whole, the others streamed."}),
             "stream_format": _nullable({
-                "type": "string", "enum": ["audio"], "default": "audio",
-                "description": "Only `audio` (the bytes themselves, streamed); `sse` "
-                               "answers 400."}),
+                "type": "string", "enum": list(STREAM_FORMATS), "default": "audio",
+                "description": "`audio`: the bytes themselves, streamed. `sse`: Server-Sent "
+                               "Events, `speech.audio.delta` (base64 `audio`) then "
+                               "`speech.audio.done`, or `error` if synthesis fails on the "
+                               "way; not with `flac` (400)."}),
             "speed": _nullable({"type": "number", "minimum": MIN_SPEED,
                                 "maximum": MAX_SPEED}),
+            "sample_rate": _nullable({
+                "type": "integer", "minimum": MIN_RATE, "maximum": MAX_RATE,
+                "description": "Chorus's addition, as on `/synthesize`: output rate in Hz "
+                               "(mp3, opus and aac take only their codecs' rates)."}),
         },
+        # A codec takes only some rates: spelled out so that a validator knows too.
+        "allOf": [*({"if": {"properties": {"response_format": {"const": name}},
+                            "required": ["response_format"]},
+                     "then": {"properties": {"sample_rate": {"enum": [*rates, None]}}}}
+                    for name in OPENAI_FORMATS
+                    if (rates := sorted(FORMATS[name].rates or ()))),
+                  # no response_format (or null) is mp3, with mp3's rates
+                  {"if": {"anyOf": [{"not": {"required": ["response_format"]}},
+                                    {"properties": {"response_format": {"type": "null"}},
+                                     "required": ["response_format"]}]},
+                   "then": {"properties": {"sample_rate": {"enum": [
+                       *sorted(FORMATS[OPENAI_DEFAULT_FORMAT].rates or ()), None]}}}},
+                  # Events carry pieces of a stream: a format sent only whole cannot.
+                  {"if": {"properties": {"stream_format": {"const": "sse"}},
+                          "required": ["stream_format"]},
+                   "then": {"properties": {"response_format": {"enum": [
+                       *(name for name in OPENAI_FORMATS if name in STREAMABLE), None]}}}}],
     }
 
 
@@ -256,11 +290,7 @@ def _components(max_text: int | None) -> dict[str, Any]:
             "description": "Only when the server has an API key (`--api-key`, "
                            "`CHORUS_API_KEY`); without one every endpoint is open."}},
         "schemas": {
-            "Error": _object({"error": {**_object({
-                "code": {"type": "string", "examples": [
-                    "bad-request", "empty-text", "text-too-long", "unknown-voice",
-                    "unknown-speaker", "busy", "unauthorized", "too-many-requests"]},
-                "message": {"type": "string"}}), "additionalProperties": False}}),
+            "Error": _object({"error": _error_object()}),
             "SynthesizeRequest": _native_body(all_formats, max_text, streaming=False),
             "SynthesizeStreamRequest": _native_body(streamable, max_text, streaming=True),
             "OpenAISpeechRequest": _openai_body(max_text),
@@ -295,6 +325,40 @@ def _operation(summary: str, tag: str, responses: dict[str, Any], *,
     return operation
 
 
+def _error_object() -> dict[str, Any]:
+    """The inner object of every error body (:mod:`.http_errors`)."""
+    return {**_object({
+        "code": {"type": "string", "examples": [
+            "bad-request", "empty-text", "text-too-long", "unknown-voice",
+            "unknown-speaker", "busy", "unauthorized", "too-many-requests"]},
+        "message": {"type": "string"},
+        "type": {"type": "string", "description": "OpenAI's error type for the status",
+                 "enum": ["invalid_request_error", "authentication_error",
+                          "permission_error", "not_found_error", "rate_limit_error",
+                          "server_error"]},
+        "param": {"type": ["string", "null"], "description": (
+            "The request field at fault, as the route's body names it, or null.")},
+    }), "additionalProperties": False}
+
+
+def _sse_event() -> dict[str, Any]:
+    """One Server-Sent Event of ``stream_format: sse``, as SSE parsers hand it over."""
+    delta = _object({"type": {"const": "speech.audio.delta"},
+                     "audio": {"type": "string", "contentEncoding": "base64"}})
+    done = _object({"type": {"const": "speech.audio.done"}, "usage": _object({
+        "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"}})})
+    error = _object({"type": {"const": "error"}, "error": _error_object()})
+    return {
+        "type": "object", "required": ["data"],
+        "description": "With `stream_format: sse`: `speech.audio.delta` events (encoded "
+                       "audio in `response_format`, base64), then `speech.audio.done`; "
+                       "an `error` event if synthesis fails after the first.",
+        "properties": {"event": {"type": "string"}, "data": {
+            "type": "string", "contentMediaType": _JSON,
+            "contentSchema": {"oneOf": [delta, done, error]}}}}
+
+
 def _paths() -> dict[str, Any]:
     streamable = [name for name in FORMATS if name in STREAMABLE]
     openai_streamed = [name for name in OPENAI_FORMATS if name in STREAMABLE]
@@ -303,6 +367,7 @@ def _paths() -> dict[str, Any]:
                        "flac, which is sent whole with the headers of `/synthesize`.",
                        whole=False)
     speech_ok["content"].update(_audio(openai_whole, "", whole=True)["content"])
+    speech_ok["content"][SSE_CONTENT_TYPE] = {"schema": _sse_event()}
     for name, header in _audio_headers(whole=True).items():  # flac only: not required
         speech_ok["headers"].setdefault(name, {**header, "required": False})
     name_param = {"name": "name", "in": "path", "required": True,
@@ -339,6 +404,13 @@ def _paths() -> dict[str, Any]:
                           "with.", _object({"voices": {"type": "array", "items": _object({
                               "id": {"type": "string"}, "name": {"type": "string"},
                               "voice": {"type": "string"}}, optional=("voice",))}})),
+             **_errors(*_GET_ERRORS)})},
+        "/v1/audio/models": {"get": _operation(
+            "Speech models, shaped as Open WebUI reads them", "openai",
+            {"200": _json("Model names accepted (and ignored).", _object({
+                "models": {"type": "array", "items": _object({
+                    "id": {"type": "string", "enum": list(OPENAI_MODELS)},
+                    "name": {"type": "string"}})}})),
              **_errors(*_GET_ERRORS)})},
         "/v1/models": {"get": _operation(
             "OpenAI model list", "openai",
@@ -418,9 +490,11 @@ def _version() -> str:
 
 
 def build_openapi(max_text_chars: int | None = None,
-                  server_url: str | None = None, *, auth: bool = True) -> dict[str, Any]:
+                  server_url: str | None = None, *, auth: bool = True,
+                  public: Iterable[str] = ()) -> dict[str, Any]:
     """The OpenAPI 3.1 document; ``max_text_chars`` is the server's text limit, ``auth``
-    whether it has an API key (without one, generated clients must not send a token)."""
+    whether it has an API key (without one, generated clients must not send a token),
+    ``public`` the routes ``--public-routes`` opens (served without the key)."""
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -428,10 +502,12 @@ def build_openapi(max_text_chars: int | None = None,
             "version": _version(),
             "description": (
                 "Text to speech over HTTP. Errors are JSON `{\"error\": {\"code\", "
-                "\"message\"}}`. With an API key configured every endpoint except the "
-                "health probes, the web page and this documentation needs "
-                "`Authorization: Bearer <key>`. Every GET also answers HEAD; CORS "
-                "preflights (OPTIONS) are answered for the configured origins."),
+                "\"message\", \"type\", \"param\"}}` on every route (OpenAI's shape "
+                "plus Chorus's `code`). With an API key configured every endpoint except "
+                "the health probes, the web page, this documentation and the listings "
+                "named by `--public-routes` needs `Authorization: Bearer <key>`. Every GET "
+                "also answers HEAD; CORS preflights (OPTIONS) are answered for the "
+                "configured origins."),
         },
         "tags": [{"name": name} for name in
                  ("synthesis", "voices", "openai", "health", "operations", "pages")],
@@ -441,6 +517,10 @@ def build_openapi(max_text_chars: int | None = None,
     }
     if server_url is not None:
         document["servers"] = [{"url": server_url}]
+    for path in public:
+        get = document["paths"][path]["get"]
+        get["security"] = []
+        get["responses"].pop("401", None)
     if not auth:
         _drop_auth(document)
     return document

@@ -9,7 +9,6 @@ refused.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,14 +24,13 @@ class TooManyRequests(Exception):
         self.limit = limit
 
 
-def client_id(remote: str | None, api_key: str | None) -> str:
-    """Who a request counts against: the key's hash when keys are on, else the address.
+def client_id(address: str) -> str:
+    """Who a request counts against: its client's address (see ``client_address``).
 
-    Hashed so that the key itself never sits in memory structures that might be logged.
+    Not the API key: there is one key, shared by everyone who holds it, so counting by
+    key would make every caller one client.
     """
-    if api_key:
-        return "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
-    return "addr:" + (remote or "unknown")
+    return "addr:" + address
 
 
 class ClientLimiter:

@@ -120,7 +120,9 @@ class Runtime:
                              write_timeout=settings.client_timeout, cache=self.cache,
                              max_requests_per_client=settings.max_requests_per_client,
                              body_timeout=settings.http_body_timeout,
-                             max_connections=settings.max_http_connections)
+                             max_connections=settings.max_http_connections,
+                             public_routes=settings.public_routes,
+                             trusted_proxies=settings.trusted_proxies)
         await self._http.start(settings.http_host, settings.http_port,
                                keepalive_timeout=settings.http_keepalive_timeout)
 

@@ -259,7 +259,8 @@ class VoiceStore:
             if not loose:
                 languages = sorted({s.language for s in usable.values()})
                 raise UnknownVoice(f"no installed voice speaks {language!r} "
-                                   f"(installed languages: {', '.join(languages)})")
+                                   f"(installed languages: {', '.join(languages)})",
+                                   param="language")
             # Prefer the default voice, then one already in memory, then by name.
             return min(loose, key=lambda s: (s.name != self.default_voice,
                                              s.name not in self._resident, s.name))

@@ -126,7 +126,7 @@ async def test_every_format_decodes_to_the_same_duration(
     assert status == 200, body
     rate = int(headers["X-Sample-Rate"])
     if fmt == "pcm":
-        assert headers["Content-Type"] == "audio/L16"
+        assert headers["Content-Type"] == f"audio/pcm;rate={rate}"  # s16le: not audio/L16
         seconds = len(body) / 2 / rate
     else:
         decoded_rate, seconds = decode(body)
@@ -369,9 +369,10 @@ async def test_openai_defaults_and_errors(http: aiohttp.ClientSession) -> None:
     status, error, _ = await error_of(http, "/v1/audio/speech",
                                       {"input": "Hello.", "voice": "bogus"})
     assert (status, error["code"]) == (404, "unknown-voice")
-    status, error, _ = await error_of(http, "/v1/audio/speech",
-                                      {"input": "Hello.", "stream_format": "sse"})
-    assert status == 400 and "sse" in error["message"]
+    status, error, _ = await error_of(http, "/v1/audio/speech", {
+        "input": "Hello.", "stream_format": "sse", "response_format": "flac"})
+    assert (status, error["param"]) == (400, "stream_format")
+    assert error["message"].endswith("use one of aac, mp3, opus, pcm, wav")
     status, error, _ = await error_of(http, "/v1/audio/speech",
                                       {"input": "Hello.", "response_format": "ogg"})
     assert status == 422 and "response_format" in error["message"]

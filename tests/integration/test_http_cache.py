@@ -268,7 +268,7 @@ async def test_no_cache_answers_misses_and_empty_stats(server: ServerProcess) ->
             assert response.status == 204
 
 
-def test_cache_endpoints_need_the_key_and_the_key_is_the_client(tmp_path: Path) -> None:
+def test_cache_endpoints_need_the_key_and_a_keyed_client_is_its_address(tmp_path: Path) -> None:
     server = ServerProcess(["--cache-dir", str(tmp_path / "cache"),
                             "--max-requests-per-client", "1"], tmp_path / "server.log",
                            env={**CACHE_ON, "CHORUS_API_KEY": "k3y"})
@@ -287,7 +287,7 @@ def test_cache_endpoints_need_the_key_and_the_key_is_the_client(tmp_path: Path) 
             async with session.post("/synthesize/stream", json={"text": PARAGRAPH}) as long:
                 assert long.status == 200
                 await long.content.readany()
-                # a second connection, same key: the same client, over its limit of 1
+                # a second connection from the same address: the same client, over its limit
                 async with aiohttp.ClientSession(server.http_url, headers=auth) as other:
                     async with other.post("/synthesize", json={"text": "Hi."}) as r:
                         assert r.status == 429

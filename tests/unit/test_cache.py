@@ -109,9 +109,7 @@ def test_client_limiter_counts_in_progress_requests() -> None:
     with limiter.hold("a"):
         assert limiter.active("a") == 1
     assert limiter.active("a") == 0
-    assert client_id("1.2.3.4", None) == "addr:1.2.3.4"
-    assert client_id("1.2.3.4", "key").startswith("key:") and "key" not in client_id(
-        "1.2.3.4", "key")[4:]
+    assert client_id("1.2.3.4") == "addr:1.2.3.4"
 
 
 async def test_recent_hits_are_served_from_memory(tmp_path: Path) -> None:

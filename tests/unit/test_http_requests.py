@@ -19,6 +19,7 @@ from chorus.server.errors import (
 )
 from chorus.server.http_api import error_status
 from chorus.server.http_requests import (
+    OPENAI_VOICES,
     MalformedBody,
     Unsupported,
     load_json,
@@ -65,14 +66,52 @@ def test_native_errors_name_the_field(body: dict[str, Any], field: str) -> None:
 
 
 def test_openai_body() -> None:
-    speech, voice = parse_openai({"model": "tts-1", "input": "Hi.", "voice": "alloy",
-                                  "response_format": "pcm", "speed": 0.5})
-    assert voice == "alloy" and speech.format.name == "pcm" and speech.sample_rate == 24000
+    given = parse_openai({"model": "tts-1", "input": "Hi.", "voice": "alloy",
+                          "response_format": "pcm", "speed": 0.5})
+    speech = given.speech
+    assert given.voice == "alloy" and speech.format.name == "pcm"
+    assert speech.sample_rate == 24000 and not given.sse
     assert speech.params.length_scale == 2.0
-    speech, voice = parse_openai({"input": "Hi.", "voice": {"id": "echo"}})
-    assert voice == "echo" and speech.format.name == "mp3"
-    with pytest.raises(Unsupported):
-        parse_openai({"input": "Hi.", "stream_format": "sse"})
+    given = parse_openai({"input": "Hi.", "voice": {"id": "echo"}})
+    assert given.voice == "echo" and given.speech.format.name == "mp3"
+
+
+def test_openai_sample_rate_and_sse() -> None:
+    assert parse_openai({"input": "Hi.", "response_format": "pcm",
+                         "sample_rate": 16000}).speech.sample_rate == 16000
+    assert parse_openai({"input": "Hi.", "response_format": "mp3",
+                         "sample_rate": 44100}).speech.sample_rate == 44100
+    assert parse_openai({"input": "Hi.", "response_format": "wav"}).speech.sample_rate is None
+    with pytest.raises(BadRequest, match="sample_rate: must be one of") as caught:
+        parse_openai({"input": "Hi.", "response_format": "opus", "sample_rate": 22050})
+    assert caught.value.param == "sample_rate"
+    for fmt in ("mp3", "opus", "aac", "wav", "pcm"):
+        assert parse_openai({"input": "Hi.", "response_format": fmt,
+                             "stream_format": "sse"}).sse
+    with pytest.raises(Unsupported) as refused:
+        parse_openai({"input": "Hi.", "response_format": "flac", "stream_format": "sse"})
+    assert refused.value.param == "stream_format"
+    assert refused.value.message.endswith("use one of aac, mp3, opus, pcm, wav")
+    with pytest.raises(BadRequest, match="stream_format: must be one of audio, sse"):
+        parse_openai({"input": "Hi.", "stream_format": "chunks"})
+
+
+@pytest.mark.parametrize("voice", ["marin", "cedar", "alloy", "Verse"])
+def test_current_openai_voice_names_are_known(voice: str) -> None:
+    assert voice.lower() in OPENAI_VOICES
+    assert parse_openai({"input": "Hi.", "voice": voice}).voice == voice
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"voice": "alloy"}, "input"), ({"input": 3}, "input"),
+    ({"input": "x", "speed": 9}, "speed"), ({"input": "x", "response_format": "ogg"},
+                                             "response_format"),
+    ({"input": "x", "voice": 7}, "voice"), ({"input": "x", "model": []}, "model"),
+])
+def test_openai_errors_carry_the_param(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_openai(body)
+    assert caught.value.param == param and caught.value.message.startswith(f"{param}:")
 
 
 def test_bodies_that_are_not_json_objects() -> None:

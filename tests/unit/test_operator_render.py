@@ -197,6 +197,11 @@ SERVICE_CASES = [
     case("server.http.openaiVoices", {"server": {"http": {"openaiVoices": {
         "nova": JOE, "alloy": AMY}}}},
          lambda c: settings_json(c)["openai-voice"], [f"alloy={AMY}", f"nova={JOE}"]),
+    case("server.http.publicRoutes", {"server": {"http": {"publicRoutes": ["voices", "models"]}}},
+         lambda c: settings_json(c)["public-routes"], "voices,models"),
+    case("server.http.trustedProxies", {"server": {"http": {"trustedProxies": [
+        "10.42.0.0/16", "fd00::/8"]}}},
+         lambda c: settings_json(c)["trusted-proxies"], "10.42.0.0/16,fd00::/8"),
     case("server.cache.enabled", {"server": {"cache": {"enabled": False}}},
          lambda c: ("--no-cache" in server(c)["args"], "--cache-dir" in server(c)["args"],
                     "cache-max-mb" in settings_json(c),

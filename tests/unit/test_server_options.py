@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,28 @@ def test_rendered_server_json_is_read_by_the_server_as_given() -> None:
     for option in PASS_THROUGHS:
         assert getattr(got, option.name) == given[option.key], option.key
     assert got.default_voice == "en_US-amy-low"
+
+
+def test_rendered_http_lists_are_read_by_the_server() -> None:
+    http = {"publicRoutes": ["models", "voices"], "trustedProxies": ["10.42.0.0/16", "fd00::1"]}
+    spec = parse_service({"spec": {"defaultVoice": "en_US-amy-low", "voices": {"names": ["a"]},
+                                   "server": {"http": http}}})
+    config = {key.replace("-", "_"): value for key, value in build_server_settings(spec).items()}
+    got = settings([], {}, config)
+    assert got.public_routes == ("models", "voices")
+    assert got.trusted_proxies == (ipaddress.ip_network("10.42.0.0/16"),
+                                   ipaddress.ip_network("fd00::1/128"))
+
+
+@pytest.mark.parametrize(("http", "message"), [
+    ({"publicRoutes": ["voices", "speech"]}, "synthesis always needs the key"),
+    ({"trustedProxies": ["10.0.0.0/40"]}, "expected CIDRs"),
+])
+def test_bad_http_lists_are_refused_with_the_servers_message(http: dict[str, Any],
+                                                              message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_service({"spec": {"defaultVoice": "en_US-amy-low", "voices": {"names": ["a"]},
+                                "server": {"http": http}}})
 
 
 # --- one cache home -------------------------------------------------------------------
