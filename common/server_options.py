@@ -345,6 +345,38 @@ class ServerOptions:
         parse=bounded_float(0, 10), metavar="S", commands=_BOTH,
         pass_through=PassThrough("sentenceSilence")))
     """A request may override it."""
+    paragraph_silence: float = field(default=0.5, metadata=_how(
+        "seconds of silence after a paragraph (a blank line, a heading, a list), instead of "
+        "the sentence's",
+        parse=bounded_float(0, 10), metavar="S", commands=_BOTH,
+        pass_through=PassThrough("paragraphSilence")))
+    """A request may override it; a paragraph of one sentence is still a paragraph."""
+    markdown: bool = field(default=True, metadata=_how(
+        "read text as plain text: asterisks, hashes and link targets are spoken as written",
+        invert=True, commands=_BOTH))
+    """On: LLM markdown is read as what it shows (``chorus.server.text.markdown``)."""
+    text_cleanup: bool = field(default=True, metadata=_how(
+        "leave emoji, web and mail addresses and runs of punctuation as they are",
+        invert=True, commands=_BOTH))
+    normalize: bool = field(default=True, metadata=_how(
+        "leave numbers, dates, times, currencies and abbreviations to the voice",
+        invert=True, commands=_BOTH))
+    """On: they are written out as words in the voice's language where ``num2words`` and
+    ``babel`` know it (``chorus.server.text.normalize``)."""
+    ssml: bool = field(default=True, metadata=_how(
+        "never read text as SSML, even when it starts with <speak> or a request says so",
+        invert=True, commands=_BOTH))
+    emoji: str = field(default="drop", metadata=_how(
+        "what emoji become: nothing, their name in the voice's language, or themselves",
+        choices=("drop", "describe", "keep"), commands=_BOTH,
+        pass_through=PassThrough("emoji")))
+    code_blocks: str = field(default="announce", metadata=_how(
+        "what a markdown code block becomes: --code-notice, nothing, or its text read out",
+        choices=("announce", "skip", "read"), commands=_BOTH,
+        pass_through=PassThrough("codeBlocks")))
+    code_notice: str = field(default="Code omitted.", metadata=_how(
+        "what is said in place of a code block with --code-blocks announce",
+        metavar="TEXT", commands=_BOTH))
     log_level: str = field(default="INFO", metadata=_how(
         "logging level",
         choices=LOG_LEVELS, commands=_BOTH, pass_through=PassThrough("logLevel")))

@@ -30,6 +30,7 @@ __all__ = [
     "STREAMABLE",
     "AudioEncoder",
     "AudioFormat",
+    "Resampler",
     "check_sample_rate",
     "content_type",
     "encode",
@@ -134,6 +135,38 @@ class _Sink:
         return data
 
 
+def _frame(pcm: PCM, rate: int) -> Any:
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16)
+                                       .reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = rate
+    return frame
+
+
+class Resampler:
+    """Mono int16 PCM from one sample rate to another, piece by piece: the filter's state
+    carries over between pieces (resampling each alone would click at every seam), and
+    :meth:`flush` returns the samples it still holds at the end."""
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self._av = av.AudioResampler(format="s16", layout="mono", rate=out_rate)
+
+    def feed(self, pcm: PCM) -> PCM:
+        if not len(pcm):  # libswresample refuses an empty frame (ENOMEM)
+            return np.zeros(0, dtype=np.int16)
+        return self._join(self._av.resample(_frame(pcm, self.in_rate)))
+
+    def flush(self) -> PCM:
+        return self._join(self._av.resample(None))
+
+    @staticmethod
+    def _join(frames: list[Any]) -> PCM:
+        if not frames:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate([f.to_ndarray().reshape(-1).astype(np.int16) for f in frames])
+
+
 class AudioEncoder:
     """Mono int16 PCM in, encoded bytes out; call :meth:`feed` per unit, then :meth:`finish`.
 
@@ -150,10 +183,9 @@ class AudioEncoder:
         self.samples_in = 0
         self._raw: list[bytes] = []  # wav/pcm without streaming: sized at the end
         self._header_sent = False
-        self._resampler: Any = None
+        self._resampler: Resampler | None = None
         if fmt.container is None and self.out_rate != in_rate:
-            self._resampler = av.AudioResampler(format="s16", layout="mono",
-                                                rate=self.out_rate)
+            self._resampler = Resampler(in_rate, self.out_rate)
         self._container: Any = None
         self._stream: Any = None
         self._buffer: io.BytesIO | _Sink | None = None
@@ -174,14 +206,7 @@ class AudioEncoder:
         self._stream.layout = "mono"
 
     def _frame(self, pcm: PCM) -> Any:
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16)
-                                           .reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.in_rate
-        return frame
-
-    def _resample(self, frame: Any) -> bytes:
-        out = self._resampler.resample(frame)
-        return b"".join(f.to_ndarray().astype("<i2").tobytes() for f in out)
+        return _frame(pcm, self.in_rate)
 
     def _take(self) -> bytes:
         if isinstance(self._buffer, _Sink):
@@ -192,9 +217,8 @@ class AudioEncoder:
         """Encode one chunk of samples; returns the bytes that may be sent now."""
         self.samples_in += len(pcm)
         if self._container is None:
-            # libswresample refuses an empty frame (ENOMEM): no samples, nothing to resample.
-            data = (self._resample(self._frame(pcm)) if self._resampler is not None and len(pcm)
-                    else pcm.astype("<i2").tobytes())
+            data = (self._resampler.feed(pcm) if self._resampler is not None
+                    else pcm).astype("<i2").tobytes()
             if not self.streaming:
                 self._raw.append(data)
                 return b""
@@ -213,7 +237,8 @@ class AudioEncoder:
     def finish(self) -> bytes:
         """Flush the encoder and close the container; returns the remaining bytes."""
         if self._container is None:
-            tail = self._resample(None) if self._resampler is not None else b""
+            tail = self._resampler.flush().astype("<i2").tobytes() \
+                if self._resampler is not None else b""
             if not self.streaming:
                 data = b"".join(self._raw) + tail
                 if self.format.name == "wav":

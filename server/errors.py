@@ -11,6 +11,7 @@ __all__ = [
     "Busy",
     "ChorusError",
     "EmptyText",
+    "InvalidSsml",
     "ShuttingDown",
     "TextTooLong",
     "UnknownSpeaker",
@@ -44,6 +45,14 @@ class EmptyText(ChorusError):
 
 class TextTooLong(ChorusError):
     code = "text-too-long"
+    param: str | None = "text"
+
+
+class InvalidSsml(ChorusError):
+    """SSML that cannot be spoken: malformed, hostile, or over a limit; the message says
+    where (line and column) when the parser knows."""
+
+    code = "invalid-ssml"
     param: str | None = "text"
 
 

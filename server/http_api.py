@@ -52,12 +52,14 @@ from .http_errors import error_body, error_response
 from .http_logging import ProtocolLog
 from .http_requests import (
     OPENAI_VOICES,
+    SSML_CONTENT_TYPE,
     MalformedBody,
     SpeechRequest,
     Unsupported,
     load_json,
     parse_native,
     parse_openai,
+    query_body,
 )
 from .metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from .openapi import DOC_PATHS, OPENAI_MODELS, PUBLIC_ROUTES, add_doc_routes, build_openapi
@@ -74,6 +76,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _STATUS = {
     "bad-request": 422,
     "empty-text": 422,
+    "invalid-ssml": 422,
     "text-too-long": 413,
     "unknown-voice": 404,
     "unknown-speaker": 404,
@@ -349,6 +352,14 @@ class HttpApi:
             # went first; either way nobody is left to answer (see http_connections).
             raise ConnectionResetError("connection closed before the request body "
                                        "arrived") from err
+        if request.content_type == SSML_CONTENT_TYPE:
+            try:
+                document = raw.decode(request.charset or "utf-8")
+            except (UnicodeDecodeError, LookupError) as err:
+                raise MalformedBody(f"SSML body is not {request.charset or 'utf-8'} text: "
+                                    f"{err}") from err
+            return query_body(request.query, document,
+                              "input" if request.path == _OPENAI_SPEECH else "text")
         return load_json(raw)
 
     async def synthesize(self, request: web.Request) -> web.StreamResponse:
@@ -412,7 +423,10 @@ class HttpApi:
         return cache_key(
             engine=spec.engine, voice=spec.name, fingerprint=list(spec.fingerprint),
             **dataclasses.asdict(params),  # every knob, including ones added later
-            text=speech.text, format=fmt.name, container=fmt.container, codec=fmt.codec,
+            text=speech.text, text_format=speech.reading.format,
+            reading=dataclasses.asdict(
+                speech.reading.options(self.synthesizer.front_end.options)),
+            format=fmt.name, container=fmt.container, codec=fmt.codec,
             voice_rate=spec.sample_rate, requested_rate=speech.sample_rate,
             output_rate=rate, content_type=content_type(fmt, rate))
 
@@ -432,7 +446,8 @@ class HttpApi:
                     "X-Audio-Duration": f"{entry.duration:.3f}",
                     "X-Generation-Time": "0.000", "X-Cache": "hit"})
         started = time.perf_counter()
-        utterance = await self.synthesizer.open(speech.voice, speech.params)
+        utterance = await self.synthesizer.open(speech.voice, speech.params,
+                                                text=speech.reading)
         spec = utterance.spec
         record.voice = spec.name
         chunks = []
@@ -478,7 +493,8 @@ class HttpApi:
         """Encoded audio as it is rendered: the bytes themselves, or with ``sse`` each
         piece in a ``speech.audio.delta`` event (:mod:`.sse`)."""
         self.synthesizer.check_text(speech.text)
-        utterance = await self.synthesizer.open(speech.voice, speech.params)
+        utterance = await self.synthesizer.open(speech.voice, speech.params,
+                                                text=speech.reading)
         spec = utterance.spec
         record.voice = spec.name
         frame: Callable[[bytes], bytes] = sse_events.audio_delta if sse else bytes

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .audio_formats import FORMATS, STREAMABLE, AudioFormat, check_sample_rate
 from .engines.base import SynthesisParams
 from .errors import BadRequest
 from .synthesis import VoiceRequest
+from .text import CodeMode, EmojiMode, TextFormat, TextRequest
 
 __all__ = [
     "OPENAI_DEFAULT_FORMAT",
     "OPENAI_FORMATS",
     "OPENAI_VOICES",
+    "SSML_CONTENT_TYPE",
     "STREAM_FORMATS",
     "MalformedBody",
     "OpenAISpeech",
@@ -31,6 +33,7 @@ __all__ = [
     "load_json",
     "parse_native",
     "parse_openai",
+    "query_body",
 ]
 
 OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin",
@@ -48,9 +51,15 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MAX_NOISE = 2.0
 MAX_SENTENCE_SILENCE = 10.0
 
+_TEXT_FIELDS = frozenset({"text_format", "markdown", "cleanup", "normalize", "emoji",
+                          "code_blocks"})
+"""How the text is read (the front end's switches), on both routes."""
 _NATIVE_FIELDS = frozenset({"text", "voice", "speaker", "language", "speed", "noise_scale",
-                            "noise_w_scale", "sentence_silence", "format", "sample_rate",
-                            "use_cache"})
+                            "noise_w_scale", "sentence_silence", "paragraph_silence",
+                            "format", "sample_rate", "use_cache", *_TEXT_FIELDS})
+SSML_CONTENT_TYPE = "application/ssml+xml"
+"""A body of this type is the SSML document itself; the other fields come as query
+parameters."""
 
 
 class MalformedBody(BadRequest):
@@ -72,6 +81,8 @@ class SpeechRequest:
     sample_rate: int | None = None
     use_cache: bool = True
     """Whole responses may be answered from, and stored in, the audio cache."""
+    reading: TextRequest = field(default_factory=TextRequest)
+    """How the text is read: its format and the front-end steps the request switches."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +179,43 @@ def _sample_rate(data: Mapping[str, Any], fmt: AudioFormat) -> int | None:
     return value
 
 
+def _switch(data: Mapping[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"{key}: must be true or false", param=key)
+    return value
+
+
+def _reading(data: Mapping[str, Any]) -> TextRequest:
+    """The front-end fields; absent ones keep the server's settings."""
+    formats = tuple(f.value for f in TextFormat)
+    emoji = data.get("emoji")
+    code = data.get("code_blocks")
+    return TextRequest(
+        format=TextFormat(_choice(data, "text_format", formats, TextFormat.AUTO.value)),
+        markdown=_switch(data, "markdown"), cleanup=_switch(data, "cleanup"),
+        normalize=_switch(data, "normalize"),
+        emoji=None if emoji is None else EmojiMode(
+            _choice(data, "emoji", tuple(m.value for m in EmojiMode), "")),
+        code=None if code is None else CodeMode(
+            _choice(data, "code_blocks", tuple(m.value for m in CodeMode), "")))
+
+
+def query_body(query: Mapping[str, str], document: str, text_key: str) -> dict[str, Any]:
+    """The body of an SSML request (:data:`SSML_CONTENT_TYPE`): the document as the text,
+    every other field from the query string, read as JSON where it is JSON (numbers,
+    ``true``) and as a string otherwise (voice names)."""
+    data: dict[str, Any] = {}
+    for key, value in query.items():
+        try:
+            data[key] = json.loads(value)
+        except ValueError:
+            data[key] = value
+    data[text_key] = document
+    data["text_format"] = TextFormat.SSML.value
+    return data
+
+
 def _length_scale(speed: float | None) -> float | None:
     """Speed 2 means half as long: Piper's length_scale is the inverse of speed."""
     return None if speed is None else 1.0 / speed
@@ -188,19 +236,22 @@ def parse_native(data: Mapping[str, Any]) -> SpeechRequest:
         length_scale=_length_scale(_number(data, "speed", MIN_SPEED, MAX_SPEED)),
         noise_scale=_number(data, "noise_scale", 0.0, MAX_NOISE),
         noise_w_scale=_number(data, "noise_w_scale", 0.0, MAX_NOISE),
-        sentence_silence=_number(data, "sentence_silence", 0.0, MAX_SENTENCE_SILENCE))
+        sentence_silence=_number(data, "sentence_silence", 0.0, MAX_SENTENCE_SILENCE),
+        paragraph_silence=_number(data, "paragraph_silence", 0.0, MAX_SENTENCE_SILENCE))
     use_cache = data.get("use_cache", True)
     if not isinstance(use_cache, bool):
         raise BadRequest("use_cache: must be true or false", param="use_cache")
-    return SpeechRequest(text, voice, params, fmt, _sample_rate(data, fmt), use_cache)
+    return SpeechRequest(text, voice, params, fmt, _sample_rate(data, fmt), use_cache,
+                         _reading(data))
 
 
 def parse_openai(data: Mapping[str, Any]) -> OpenAISpeech:
     """A ``/v1/audio/speech`` body; the voice is mapped by the caller.
 
     Fields OpenAI has and Chorus ignores (``instructions``) are accepted, so existing
-    clients work unchanged. ``sample_rate`` is Chorus's own addition, as on
-    ``/synthesize``; without it ``pcm`` is 24 kHz as OpenAI documents.
+    clients work unchanged. ``sample_rate`` and the text fields (``text_format``,
+    ``markdown``, ...) are Chorus's own additions, as on ``/synthesize``; without
+    ``sample_rate``, ``pcm`` is 24 kHz as OpenAI documents.
     """
     _string(data, "model")
     text = _required_string(data, "input")
@@ -221,5 +272,6 @@ def parse_openai(data: Mapping[str, Any]) -> OpenAISpeech:
     rate = _sample_rate(data, fmt)
     if rate is None and fmt.name == "pcm":
         rate = OPENAI_PCM_RATE
-    return OpenAISpeech(SpeechRequest(text, VoiceRequest(), params, fmt, rate),
+    return OpenAISpeech(SpeechRequest(text, VoiceRequest(), params, fmt, rate,
+                                      reading=_reading(data)),
                         voice or None, sse)

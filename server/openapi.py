@@ -33,10 +33,12 @@ from .http_requests import (
     OPENAI_FORMATS,
     OPENAI_PCM_RATE,
     OPENAI_VOICES,
+    SSML_CONTENT_TYPE,
     STREAM_FORMATS,
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .sse import CONTENT_TYPE as SSE_CONTENT_TYPE
+from .text import CodeMode, EmojiMode, TextFormat
 from .webpage import WEB_DIR as _WEB_DIR
 
 __all__ = ["DOC_PATHS", "OPENAI_MODELS", "PUBLIC_ROUTES", "add_doc_routes", "build_openapi"]
@@ -126,6 +128,37 @@ def _speech_properties(max_text: int | None) -> dict[str, Any]:
     return text
 
 
+def _reading_properties() -> dict[str, Any]:
+    """The text front end's fields, the same on every synthesis route."""
+    def switch(what: str) -> dict[str, Any]:
+        return _nullable({"type": "boolean", "description": (
+            f"{what} Absent or null: as the server is set (on unless switched off).")})
+
+    return {
+        "text_format": _nullable({"type": "string", "enum": [f.value for f in TextFormat],
+                                  "default": "auto", "description": (
+            "`ssml`: the text is an SSML document (a subset: speak, p, s, break, prosody "
+            "rate, say-as, sub, voice, lang, emphasis); `text`: never SSML; `auto`: SSML "
+            "when it starts with `<speak` or `<?xml`. SSML that cannot be spoken: 422 "
+            "`invalid-ssml` naming the line and column. A body of type "
+            "`application/ssml+xml` is the document itself, with the other fields as "
+            "query parameters.")}),
+        "markdown": switch("Read markdown as what it shows (no asterisks, hashes or link "
+                           "targets read out)."),
+        "cleanup": switch("Emoji, web and mail addresses, runs of punctuation made "
+                          "speakable."),
+        "normalize": switch("Numbers, currencies, dates, times, phone numbers and "
+                            "abbreviations written out as words in the voice's language."),
+        "emoji": _nullable({"type": "string", "enum": [m.value for m in EmojiMode],
+                            "description": "What emoji become (server default "
+                                           "`--emoji`, else `drop`)."}),
+        "code_blocks": _nullable({"type": "string", "enum": [m.value for m in CodeMode],
+                                  "description": "What a markdown code block becomes "
+                                                 "(server default `--code-blocks`, else "
+                                                 "`announce`)."}),
+    }
+
+
 def _native_body(formats: list[str], max_text: int | None, streaming: bool) -> dict[str, Any]:
     rates = {name: sorted(fmt.rates) for name in formats
              if (fmt := FORMATS[name]).rates is not None}
@@ -150,6 +183,11 @@ def _native_body(formats: list[str], max_text: int | None, streaming: bool) -> d
             "type": "number", "minimum": 0.0, "maximum": MAX_SENTENCE_SILENCE,
             "description": "Seconds of silence after each sentence (server default "
                            "`--sentence-silence`, else 0)."}),
+        "paragraph_silence": _nullable({
+            "type": "number", "minimum": 0.0, "maximum": MAX_SENTENCE_SILENCE,
+            "description": "Seconds of silence after a paragraph, instead of the "
+                           "sentence's (server default `--paragraph-silence`, else 0.5)."}),
+        **_reading_properties(),
         "format": _nullable({"type": "string", "enum": formats, "default": "wav",
                              "description": "Audio format (case-insensitive)."
                              + (" `flac` cannot be streamed: use `/synthesize`."
@@ -215,6 +253,7 @@ def _openai_body(max_text: int | None) -> dict[str, Any]:
                 "type": "integer", "minimum": MIN_RATE, "maximum": MAX_RATE,
                 "description": "Chorus's addition, as on `/synthesize`: output rate in Hz "
                                "(mp3, opus and aac take only their codecs' rates)."}),
+            **_reading_properties(),
         },
         # A codec takes only some rates: spelled out so that a validator knows too.
         "allOf": [*({"if": {"properties": {"response_format": {"const": name}},
@@ -318,8 +357,10 @@ def _operation(summary: str, tag: str, responses: dict[str, Any], *,
     if description:
         operation["description"] = description
     if body is not None:
-        operation["requestBody"] = {"required": True,
-                                    "content": {_JSON: {"schema": _ref(body)}}}
+        operation["requestBody"] = {"required": True, "content": {
+            _JSON: {"schema": _ref(body)},
+            SSML_CONTENT_TYPE: {"schema": {"type": "string", "description": (
+                "An SSML document; the body's other fields as query parameters.")}}}}
     if public:
         operation["security"] = []
     return operation
@@ -329,7 +370,7 @@ def _error_object() -> dict[str, Any]:
     """The inner object of every error body (:mod:`.http_errors`)."""
     return {**_object({
         "code": {"type": "string", "examples": [
-            "bad-request", "empty-text", "text-too-long", "unknown-voice",
+            "bad-request", "empty-text", "invalid-ssml", "text-too-long", "unknown-voice",
             "unknown-speaker", "busy", "unauthorized", "too-many-requests"]},
         "message": {"type": "string"},
         "type": {"type": "string", "description": "OpenAI's error type for the status",

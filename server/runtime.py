@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .synthesis import Synthesizer, TextLimits
+from .text import TextFrontEnd
 from .voices import VoiceStore
 from .wyoming_handler import WyomingHandler
 from .wyoming_protocol import listen
@@ -62,10 +63,12 @@ class Runtime:
         defaults = SynthesisParams(length_scale=settings.length_scale,
                                    noise_scale=settings.noise_scale,
                                    noise_w_scale=settings.noise_w_scale,
-                                   sentence_silence=settings.sentence_silence)
+                                   sentence_silence=settings.sentence_silence,
+                                   paragraph_silence=settings.paragraph_silence)
         limits = TextLimits(settings.max_text_chars, settings.max_sentence_chars)
-        self.synthesizer = Synthesizer(self.store, self.scheduler, limits,
-                                       defaults, strict_speakers=settings.strict_speakers)
+        self.synthesizer = Synthesizer(self.store, self.scheduler, limits, defaults,
+                                       front_end=TextFrontEnd(settings.front_end_options),
+                                       strict_speakers=settings.strict_speakers)
         self.metrics = Metrics()
         self.metrics.watch(self.scheduler, self.store)
         self._wyoming: asyncio.Server | None = None

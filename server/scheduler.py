@@ -127,10 +127,16 @@ class Piece(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class StartUnit:
-    """A unit's first call: the voice answers with its audio, or with its windows."""
+    """A unit's first call: the voice answers with its audio, or with its windows.
+
+    ``voice`` and ``params`` are the unit's own: most units speak with their job's, but
+    SSML may switch the voice or the rate for part of a document.
+    """
 
     unit: int
     text: Unit
+    voice: LoadedVoice
+    params: SynthesisParams
 
     @property
     def key(self) -> tuple[int, int]:
@@ -145,6 +151,8 @@ class RenderWindow:
     unit: int
     index: int
     windows: Windows
+    voice: LoadedVoice
+    """The voice that answered the windows (its pace, its sample rate)."""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -179,7 +187,6 @@ class Job:
         """Seconds of audio this job was given (see the module docstring)."""
         self._first_at: float | None = None
         """When its first piece was ready (``time.monotonic``)."""
-        self._rate = float(voice.spec.sample_rate or 1)
         self._in_flight = 0
         self._results: dict[tuple[int, int], Result] = {}
         self._counts: dict[int, int] = {}
@@ -197,10 +204,13 @@ class Job:
 
     # Called on the event loop ---------------------------------------------------------
 
-    def add_units(self, units: Iterable[Unit]) -> None:
+    def add_units(self, units: Iterable[Unit], voice: LoadedVoice | None = None,
+                  params: SynthesisParams | None = None) -> None:
+        """Queue units, spoken with the job's voice and params unless others are given."""
+        voice, params = voice or self.voice, params or self.params
         with self.lock:
             for unit in units:
-                self._pending.append(StartUnit(self._units, unit))
+                self._pending.append(StartUnit(self._units, unit, voice, params))
                 self._units += 1
             self.lock.notify_all()
 
@@ -278,7 +288,7 @@ class Job:
             return False
         head = self._pending[0]
         if (isinstance(head, StartUnit) and head.unit > 0
-                and head.unit - 1 not in self._counts and self.voice.streaming):
+                and head.unit - 1 not in self._counts and head.voice.streaming):
             # The unit before is still in its first call: its audio is not counted in
             # ``ahead`` yet, and this unit would be planned as if its listener waited.
             return False
@@ -289,6 +299,11 @@ class Job:
         # windows): that piece may always run, or nobody would ever take one again.
         return head.key == (self._unit, self._window)
 
+    @property
+    def next_voice(self) -> LoadedVoice:
+        """The voice of the next queued item (whose pace predicts its cost)."""
+        return self._pending[0].voice if self._pending else self.voice
+
     def priority(self, now: float, pace: float | None) -> tuple[float, int, int]:
         """Lowest first: slack, then items started, then arrival (module docstring)."""
         return (self._slack(now, pace), self._started, self._arrival)
@@ -297,7 +312,7 @@ class Job:
         """The next item for a worker, and the lead a unit started now is given."""
         item = self._pending.popleft()
         if isinstance(item, RenderWindow):
-            self._service += item.windows.samples(item.index) / self._rate
+            self._service += item.windows.samples(item.index) / _rate(item.voice)
         lead = self._lead(now, pace)
         self._started += 1
         self._in_flight += 1
@@ -309,7 +324,7 @@ class Job:
         if not isinstance(result, np.ndarray):
             return 0.0
         if isinstance(item, StartUnit):
-            return len(result) / self._rate
+            return len(result) / _rate(item.voice)
         return item.windows.cost(item.index)
 
     def complete(self, item: Item, result: PCM | Windows | BaseException) -> Item | None:
@@ -319,7 +334,7 @@ class Job:
             if isinstance(item, StartUnit):
                 self._counts[item.unit] = 1
                 if isinstance(result, np.ndarray):
-                    self._service += len(result) / self._rate
+                    self._service += len(result) / _rate(item.voice)
             self._deliver(item.key, result)
             return None
         if isinstance(item, StartUnit):
@@ -332,12 +347,12 @@ class Job:
         """Render one item; a failure is returned, to reach the consumer in order."""
         try:
             if isinstance(item, StartUnit):
-                return self.voice.start(item.text, self.params, lead, self.stop)
+                return item.voice.start(item.text, item.params, lead, self.stop)
             return item.windows.render(item.index)
         except Cancelled as err:
             return err
         except Exception as err:
-            _LOGGER.exception("Rendering a unit of voice %s failed", self.voice.spec.name)
+            _LOGGER.exception("Rendering a unit of voice %s failed", item.voice.spec.name)
             return err
 
     # Internals, lock held ---------------------------------------------------------------
@@ -390,10 +405,14 @@ class Job:
         at = next((i for i, queued in enumerate(self._pending) if queued.unit > item.unit),
                   len(self._pending))
         for index in range(count - 1, 0, -1):
-            self._pending.insert(at, RenderWindow(item.unit, index, windows))
+            self._pending.insert(at, RenderWindow(item.unit, index, windows, item.voice))
         self._started += 1
-        self._service += windows.samples(0) / self._rate
-        return RenderWindow(item.unit, 0, windows)
+        self._service += windows.samples(0) / _rate(item.voice)
+        return RenderWindow(item.unit, 0, windows, item.voice)
+
+
+def _rate(voice: LoadedVoice) -> float:
+    return float(voice.spec.sample_rate or 1)
 
 
 class Scheduler:
@@ -508,7 +527,7 @@ class Scheduler:
         if not runnable:
             return None
         now = time.monotonic()
-        return min(runnable, key=lambda job: job.priority(now, self.paces.get(job.voice)))
+        return min(runnable, key=lambda job: job.priority(now, self.paces.get(job.next_voice)))
 
     def _work(self) -> None:
         while True:
@@ -520,7 +539,7 @@ class Scheduler:
                     self._cond.wait()
                     job = self.pick()
                 item: Item | None
-                item, lead = job.take(time.monotonic(), self.paces.get(job.voice))
+                item, lead = job.take(time.monotonic(), self.paces.get(job.next_voice))
                 self._busy += 1
             while item is not None:
                 began = time.perf_counter()
@@ -529,7 +548,7 @@ class Scheduler:
                 with self._cond:
                     if isinstance(result, Cancelled):
                         self.cancelled_calls += 1
-                    self.paces.observe(job.voice, took, job.work(item, result))
+                    self.paces.observe(item.voice, took, job.work(item, result))
                     item = job.complete(item, result)
                     if item is None:
                         self._busy -= 1

@@ -14,6 +14,8 @@ from pathlib import Path
 from chorus.common.server_options import ServerOptions
 from chorus.common.xdg import cache_home
 
+from .text import CodeMode, EmojiMode, FrontEndOptions
+
 __all__ = ["ServerSettings", "usable_cpus"]
 
 
@@ -74,6 +76,14 @@ class ServerSettings(ServerOptions):
         """``--preload-voices`` as names (``all`` stays a name of its own)."""
         return tuple(name.strip() for item in self.preload_voices for name in item.split(",")
                      if name.strip())
+
+    @property
+    def front_end_options(self) -> FrontEndOptions:
+        """The text front end as the server is set (requests may switch steps)."""
+        return FrontEndOptions(
+            markdown=self.markdown, cleanup=self.text_cleanup, normalize=self.normalize,
+            ssml=self.ssml, emoji=EmojiMode(self.emoji), code=CodeMode(self.code_blocks),
+            code_notice=self.code_notice, max_piece_chars=self.max_sentence_chars)
 
     @property
     def effective_default_voice(self) -> str | None:

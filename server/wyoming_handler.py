@@ -41,6 +41,7 @@ from .engines.base import VoiceSpec
 from .errors import BadRequest, Busy, ChorusError
 from .metrics import Metrics, RequestMetrics
 from .synthesis import Synthesizer, Utterance, VoiceRequest
+from .text import TextFormat, TextRequest
 from .text_budget import TextBudget
 from .wyoming_protocol import ProtocolError, read_event
 
@@ -101,6 +102,17 @@ def _voice_request(data: dict[str, Any]) -> VoiceRequest:
     )
 
 
+def _text_request(data: dict[str, Any]) -> TextRequest:
+    """Wyoming's ``text_format`` (``text`` or ``ssml``; absent: detected)."""
+    value = data.get("text_format")
+    if value is None:
+        return TextRequest()
+    choices = [f.value for f in TextFormat if f is not TextFormat.AUTO]
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise BadRequest(f"text_format must be one of {', '.join(choices)}")
+    return TextRequest(TextFormat(value.lower()))
+
+
 def _text(data: dict[str, Any], event_type: str) -> str:
     text = data.get("text")
     if not isinstance(text, str):
@@ -151,6 +163,7 @@ class _Request:
     voice: VoiceRequest
     stream: _Stream
     streaming: bool
+    text: TextRequest
     refused: ChorusError | None = None
     """Why it cannot run (no room in ``--max-requests``): answered in order, as an error."""
     events: int = 1
@@ -364,18 +377,20 @@ class WyomingHandler:
                 return  # the compatibility copy sent inside a stream
             text = _text(data, event.type)
             voice = _voice_request(data)
+            text_request = _text_request(data)
             self.synthesizer.check_text(text)
             whole = _Stream(TextBudget(self.synthesizer.max_chars))
             whole.put(text)
             whole.stop()
-            self._start_response(voice, whole, streaming=False)
+            self._start_response(voice, whole, False, text_request)
         elif SynthesizeStart.is_type(event.type):
             if self._stream is not None:
                 raise BadRequest("synthesize-start while a stream is open; "
                                  "send synthesize-stop first")
             voice = _voice_request(data)
+            text_request = _text_request(data)
             self._stream = _Stream(TextBudget(self.synthesizer.max_chars))
-            self._start_response(voice, self._stream, streaming=True)
+            self._start_response(voice, self._stream, True, text_request)
         elif SynthesizeChunk.is_type(event.type):
             text = _text(data, event.type)
             if self._stream is None:
@@ -413,10 +428,11 @@ class WyomingHandler:
             raise BacklogFull(f"too many pipelined events: {queued} wait behind the request "
                               f"in progress (limit {self.max_backlog}); closing")
 
-    def _start_response(self, voice: VoiceRequest, stream: _Stream, streaming: bool) -> None:
+    def _start_response(self, voice: VoiceRequest, stream: _Stream, streaming: bool,
+                        text: TextRequest) -> None:
         if self._current is not None or self._backlog:
             self._check_backlog()
-        request = _Request(voice, stream, streaming)
+        request = _Request(voice, stream, streaming, text)
         try:
             self.synthesizer.scheduler.reserve()
         except ChorusError as err:
@@ -457,7 +473,7 @@ class WyomingHandler:
         try:
             if request.refused is not None:
                 raise request.refused
-            await self._speak(voice, stream, streaming)
+            await self._speak(voice, stream, streaming, request.text)
         except ChorusError as err:
             stream.failed = True
             await self.write_event(Error(err.message, err.code).event())
@@ -491,14 +507,15 @@ class WyomingHandler:
                 self.writer.write_eof()
         self.writer.transport.close()  # the reader sees EOF: run() ends and cleans up
 
-    async def _speak(self, voice: VoiceRequest, stream: _Stream, streaming: bool) -> None:
+    async def _speak(self, voice: VoiceRequest, stream: _Stream, streaming: bool,
+                     text: TextRequest) -> None:
         with self.metrics.request("wyoming", "pcm") as record:
-            await self._speak_recorded(voice, stream, streaming, record)
+            await self._speak_recorded(voice, stream, streaming, text, record)
 
     async def _speak_recorded(self, voice: VoiceRequest, stream: _Stream, streaming: bool,
-                              record: RequestMetrics) -> None:
+                              text: TextRequest, record: RequestMetrics) -> None:
         always_frame = not streaming
-        utterance = await self.synthesizer.open(voice, stream=streaming)
+        utterance = await self.synthesizer.open(voice, stream=streaming, text=text)
         rate = utterance.spec.sample_rate
         record.voice = utterance.spec.name
         pump = asyncio.create_task(self._pump(stream, utterance))

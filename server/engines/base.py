@@ -145,6 +145,11 @@ class SynthesisParams:
     noise_w_scale: float | None = None
     sentence_silence: float | None = None
     """Seconds of silence after each sentence; added by the utterance, not the engine."""
+    paragraph_silence: float | None = None
+    """Seconds of silence after a paragraph, instead of the sentence's; the utterance's."""
+    rate: float | None = None
+    """Speaking rate as a multiple of the voice's (SSML ``prosody rate``), on top of
+    ``length_scale``: 2.0 speaks twice as fast."""
 
 
 class Windows(Protocol):

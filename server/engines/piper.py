@@ -385,7 +385,8 @@ class PiperLoadedVoice:
         config = self._config
         scales = np.array([
             config.noise_scale if params.noise_scale is None else params.noise_scale,
-            config.length_scale if params.length_scale is None else params.length_scale,
+            (config.length_scale if params.length_scale is None else params.length_scale)
+            / (params.rate or 1.0),
             config.noise_w_scale if params.noise_w_scale is None else params.noise_w_scale,
         ], dtype=np.float32)
         ids = np.expand_dims(np.array(list(unit), dtype=np.int64), 0)

@@ -7,11 +7,11 @@ and engine uses the one :class:`~.frontend.TextFrontEnd`.
 """
 
 from .cleanup import EmojiMode
-from .frontend import FrontEndOptions, FrontEndStream, TextFormat, TextFrontEnd
+from .frontend import FrontEndOptions, FrontEndStream, TextFormat, TextFrontEnd, TextRequest
 from .markdown import CodeMode
 from .segments import Pause, PauseKind, Segment, Speech, Style
 from .ssml import SsmlError, SsmlLimits
 
 __all__ = ["CodeMode", "EmojiMode", "FrontEndOptions", "FrontEndStream", "Pause", "PauseKind",
            "Segment", "Speech", "SsmlError", "SsmlLimits", "Style", "TextFormat",
-           "TextFrontEnd"]
+           "TextFrontEnd", "TextRequest"]

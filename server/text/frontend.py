@@ -19,7 +19,7 @@ from .normalize import normalizer_for
 from .segments import Segment, Speech, coalesce
 from .ssml import SsmlError, SsmlLimits, looks_like_ssml, parse_ssml
 
-__all__ = ["FrontEndOptions", "FrontEndStream", "TextFormat", "TextFrontEnd"]
+__all__ = ["FrontEndOptions", "FrontEndStream", "TextFormat", "TextFrontEnd", "TextRequest"]
 
 
 class TextFormat(StrEnum):
@@ -43,14 +43,36 @@ class FrontEndOptions:
     """Numbers, dates, times, phone numbers, abbreviations as words."""
     ssml: bool = True
     """Detect SSML and parse it; off: every text is read as text."""
-    emoji: EmojiMode = EmojiMode.DESCRIBE
+    emoji: EmojiMode = EmojiMode.DROP
     code: CodeMode = CodeMode.ANNOUNCE
     code_notice: str = "Code omitted."
     ssml_limits: SsmlLimits = field(default_factory=SsmlLimits)
+    max_piece_chars: int = 2_000
+    """The most text held back waiting for a sentence or block to end: a stream's speech
+    must not wait for good on text that never ends one (``--max-sentence-chars``)."""
 
     def with_changes(self, **changes: Any) -> FrontEndOptions:
         """These options with a request's own values (None: keep the server's)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """A request's own say on how its text is read: its format, and the steps it switches
+    on or off (``None``: as the server is set)."""
+
+    format: TextFormat = TextFormat.AUTO
+    markdown: bool | None = None
+    cleanup: bool | None = None
+    normalize: bool | None = None
+    emoji: EmojiMode | None = None
+    code: CodeMode | None = None
+
+    def options(self, server: FrontEndOptions) -> FrontEndOptions:
+        """The server's options with this request's changes."""
+        return server.with_changes(markdown=self.markdown, cleanup=self.cleanup,
+                                   normalize=self.normalize, emoji=self.emoji,
+                                   code=self.code)
 
 
 class TextFrontEnd:
@@ -90,9 +112,15 @@ class FrontEndStream:
             self._format = TextFormat.TEXT
         self._pending = ""
         self._text = MarkdownStream(
-            MarkdownOptions(code=options.code, code_notice=options.code_notice),
+            MarkdownOptions(code=options.code, code_notice=options.code_notice,
+                            max_piece_chars=options.max_piece_chars),
             render=options.markdown, transform=self._transform)
         self._last: Segment | None = None
+
+    @property
+    def format(self) -> TextFormat | None:
+        """SSML or text once the first characters told (``None`` until then)."""
+        return self._format
 
     def feed(self, chunk: str) -> list[Segment]:
         self._pending += chunk

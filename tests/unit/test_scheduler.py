@@ -409,7 +409,7 @@ async def test_a_playing_request_whose_next_window_takes_long_goes_first() -> No
     new.add_units([[2, 1, 1]])
     windows = _Windows(voice, 1, 3, 1, samples=16000)  # 1 s of audio per window
     playing._pending.clear()
-    playing._pending.append(RenderWindow(0, 1, windows))
+    playing._pending.append(RenderWindow(0, 1, windows, voice))
     playing._first_at = time.monotonic()
     playing._service = 2.0
     assert scheduler.pick() is new
