@@ -18,20 +18,36 @@ Each figure is in milliseconds per 1,000 characters of input (the first-segment 
 in milliseconds), p50 and p99 over ``--runs`` runs after warm-up, each run with a fresh
 stream so no cache of a previous run's text helps (the per-language normalisers are
 built once per process, as in the server).
+
+``--first-audio N`` adds the end-to-end view: two ``chorus serve`` processes, one as
+shipped and one with every front-end step off (``--no-markdown --no-text-cleanup
+--no-normalize --no-ssml``), each sent the plain paragraph and the markdown answer N
+times as Wyoming streams in 4-character chunks, taking turns; the time from
+``synthesize-start`` to the first audio chunk, p50 and p99, and the ratio on/off
+(target: within noise, i.e. the spread of the off runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 
-from bench.wyoming_bench import PARAGRAPH_1000
+from wyoming.client import AsyncTcpClient
+from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop
+
+from bench.wyoming_bench import PARAGRAPH_1000, venv_bin
 from chorus.server.text import Speech, TextFrontEnd
 
 TARGET_MS_PER_1000 = 2.0
@@ -147,9 +163,87 @@ def measure(front_end: TextFrontEnd, name: str, text: str, runs: int) -> Row:
                (_p(streamed, 50), _p(streamed, 99)), (_p(first, 50), _p(first, 99)))
 
 
+FRONT_END_OFF = ["--no-markdown", "--no-text-cleanup", "--no-normalize", "--no-ssml"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(extra: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "CHORUS_NO_CACHE": "true"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [venv_bin("chorus"), "serve", "--wyoming-uri", f"tcp://127.0.0.1:{port}",
+             "--no-http", *extra], stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while "Chorus ready" not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
+        time.sleep(0.1)
+    return process, port
+
+
+async def _first_audio(port: int, text: str) -> float:
+    """Seconds from synthesize-start to the first audio chunk of a streamed text."""
+    client = AsyncTcpClient("127.0.0.1", port)
+    await client.connect()
+    try:
+        began = time.perf_counter()
+        await client.write_event(SynthesizeStart().event())
+        for start in range(0, len(text), CHUNK):
+            await client.write_event(SynthesizeChunk(text[start:start + CHUNK]).event())
+        await client.write_event(SynthesizeStop().event())
+        first: float | None = None
+        while (event := await client.read_event()) is not None:
+            if event.type == "audio-chunk" and first is None:
+                first = time.perf_counter() - began
+            elif event.type == "error":
+                raise RuntimeError(f"error event: {event.data}")
+            elif event.type == "synthesize-stopped":
+                break
+        if first is None:
+            raise RuntimeError("no audio")
+        return first
+    finally:
+        await client.disconnect()
+
+
+def first_audio(runs: int) -> list[str]:
+    """Markdown rows: first audio of streamed texts with the front end on and off."""
+    lines = ["| input | front end on p50 / p99 (ms) | off p50 / p99 (ms) | on/off p50 |",
+             "|---|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        on, on_port = _serve([], Path(tmp) / "on.log")
+        off, off_port = _serve(FRONT_END_OFF, Path(tmp) / "off.log")
+        try:
+            for name, text in (("plain", PARAGRAPH_1000), ("markdown", MARKDOWN)):
+                times: dict[int, list[float]] = {on_port: [], off_port: []}
+                for run in range(runs + 2):  # two warm-up rounds each
+                    for port in (on_port, off_port) if run % 2 else (off_port, on_port):
+                        took = asyncio.run(_first_audio(port, text))
+                        if run >= 2:
+                            times[port].append(took * 1000)
+                a, b = times[on_port], times[off_port]
+                lines.append(f"| {name} | {_p(a, 50):.0f} / {_p(a, 99):.0f} "
+                             f"| {_p(b, 50):.0f} / {_p(b, 99):.0f} "
+                             f"| {_p(a, 50) / _p(b, 50):.2f} |")
+        finally:
+            for process in (on, off):
+                process.terminate()
+                process.wait(30)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--first-audio", type=int, default=0, metavar="N",
+                        help="also time first audio end to end, N streams per input and "
+                             "server (about 1 s each)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     front_end = TextFrontEnd()
@@ -168,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
           + ("met" if not over else f"missed for {', '.join(over)}"))
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
+    if args.first_audio:
+        print("\n".join(first_audio(args.first_audio)))
     return 0
 
 

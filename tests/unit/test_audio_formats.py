@@ -13,6 +13,7 @@ from chorus.server.audio_formats import (
     FORMATS,
     STREAMABLE,
     AudioEncoder,
+    Resampler,
     check_sample_rate,
     encode,
     output_rate,
@@ -95,3 +96,16 @@ def test_no_samples_with_a_resample_is_an_empty_answer(name: str, streaming: boo
         assert data == (wav_header(16000, None) if streaming else wav_header(16000, 0))
     elif name == "pcm":
         assert data == b""
+
+
+def test_resampling_in_pieces_is_resampling_the_whole() -> None:
+    """The filter's state carries over: pieces give what the whole gives, no seams."""
+    rate = 16000
+    tone = (np.sin(2 * np.pi * 440 * np.arange(rate) / rate) * 10000).astype(np.int16)
+    whole = Resampler(rate, 22050)
+    expected = np.concatenate([whole.feed(tone), whole.flush()])
+    pieces = Resampler(rate, 22050)
+    parts = [pieces.feed(tone[at:at + 1000]) for at in range(0, len(tone), 1000)]
+    got = np.concatenate([*parts, pieces.feed(tone[:0]), pieces.flush()])
+    assert abs(len(got) - 22050) <= 32
+    assert np.array_equal(got, expected)

@@ -11,6 +11,7 @@ from chorus.server.errors import (
     Busy,
     ChorusError,
     EmptyText,
+    InvalidSsml,
     ShuttingDown,
     TextTooLong,
     UnknownSpeaker,
@@ -25,7 +26,9 @@ from chorus.server.http_requests import (
     load_json,
     parse_native,
     parse_openai,
+    query_body,
 )
+from chorus.server.text import CodeMode, EmojiMode, FrontEndOptions, TextFormat, TextRequest
 
 
 def test_native_body_with_every_field() -> None:
@@ -131,3 +134,49 @@ def test_bodies_that_are_not_json_objects() -> None:
 ])
 def test_error_statuses(error: ChorusError, status: int) -> None:
     assert error_status(error) == status
+
+
+def test_text_fields_switch_front_end_steps() -> None:
+    speech = parse_native({"text": "Hi.", "text_format": "SSML", "markdown": False,
+                           "cleanup": True, "emoji": "describe", "code_blocks": "skip",
+                           "paragraph_silence": 1.5})
+    reading = speech.reading
+    assert reading.format is TextFormat.SSML
+    assert (reading.markdown, reading.cleanup, reading.normalize) == (False, True, None)
+    assert (reading.emoji, reading.code) == (EmojiMode.DESCRIBE, CodeMode.SKIP)
+    assert speech.params.paragraph_silence == 1.5
+    options = reading.options(FrontEndOptions())
+    assert not options.markdown and options.cleanup and options.normalize
+    assert parse_openai({"input": "Hi.", "text_format": "text"}).speech.reading.format \
+        is TextFormat.TEXT
+    assert parse_native({"text": "Hi."}).reading == TextRequest()
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"text_format": "xml"}, "text_format"),
+    ({"markdown": "no"}, "markdown"),
+    ({"emoji": "sing"}, "emoji"),
+    ({"code_blocks": 1}, "code_blocks"),
+    ({"paragraph_silence": 11}, "paragraph_silence"),
+])
+def test_bad_text_fields_name_the_field(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_native({"text": "Hi.", **body})
+    assert caught.value.param == param
+    assert caught.value.message.startswith(f"{param}:")
+
+
+def test_an_ssml_body_takes_its_fields_from_the_query() -> None:
+    data = query_body({"voice": "en_US-joe-medium", "speed": "1.5", "use_cache": "false",
+                       "format": "mp3"}, "<speak>Hi.</speak>", "text")
+    speech = parse_native(data)
+    assert speech.text == "<speak>Hi.</speak>"
+    assert speech.reading.format is TextFormat.SSML
+    assert speech.voice.name == "en_US-joe-medium"
+    assert speech.params.length_scale == pytest.approx(1 / 1.5)
+    assert (speech.use_cache, speech.format.name) == (False, "mp3")
+    assert query_body({}, "<speak/>", "input")["input"] == "<speak/>"
+
+
+def test_invalid_ssml_is_422() -> None:
+    assert error_status(InvalidSsml("bad")) == 422

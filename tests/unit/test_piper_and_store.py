@@ -278,3 +278,17 @@ def test_unknown_speakers_are_warned_about_once_each_and_boundedly(
         synthesizer.speaker_id(spec, f"x{n}")
     assert len(warnings()) == WARNED_SPEAKERS
     assert "'x265'" in caplog.text  # still logged, at DEBUG
+
+
+def test_a_speaking_rate_divides_the_length_scale(joe: PiperLoadedVoice) -> None:
+    """SSML ``prosody rate`` reaches the model as a shorter or longer length scale, on top
+    of the request's own."""
+    unit = joe.prepare("Quick.")[0]
+    base = float(joe.feeds(unit, SynthesisParams())["scales"][1])
+    assert float(joe.feeds(unit, SynthesisParams(rate=2.0))["scales"][1]) == \
+        pytest.approx(base / 2)
+    assert float(joe.feeds(unit, SynthesisParams(length_scale=1.5, rate=0.5))["scales"][1]) \
+        == pytest.approx(3.0)
+    fast = joe.render(unit, SynthesisParams(rate=2.0, noise_scale=0, noise_w_scale=0))
+    normal = joe.render(unit, SynthesisParams(noise_scale=0, noise_w_scale=0))
+    assert len(fast) < len(normal) * 0.7
