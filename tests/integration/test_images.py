@@ -9,11 +9,13 @@ with the image names in the environment:
 
 Each test skips, saying why, unless its images are named and a Docker engine answers
 (``docker`` on PATH, ``DOCKER_HOST`` or the default socket); a normal ``pytest`` run
-skips them all. Containers share the host's network (``--network host``: the machines
-this runs on have no bridge), so every port is a free one of the host's and the test
+skips them all. Containers share the host's network (``--network host``: the engine may
+have no default bridge), so every port is a free one of the host's and the test
 process talks to the containers, and they to the API emulator and the voice mirror,
-on 127.0.0.1. Every container runs with a read-only root filesystem and a tmpfs on /tmp,
-as the Kubernetes pods do.
+on 127.0.0.1. The exception is docker-compose.yml, brought up as users run it: on the
+project network Compose creates, with its ports published to free host ports. Every
+container runs with a read-only root filesystem and a tmpfs on /tmp, as the Kubernetes
+pods do.
 """
 
 from __future__ import annotations
