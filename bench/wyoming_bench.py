@@ -1066,7 +1066,7 @@ def console_table(rows: list[Row]) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    """The same rows as a Markdown table for the README."""
+    """The same rows as a Markdown table for docs/benchmarks.md."""
     lines = ["| " + " | ".join(HEADER) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|"]
     lines += ["| " + " | ".join(cell or " " for cell in row.cells()) + " |" for row in rows]

@@ -9,11 +9,13 @@ with the image names in the environment:
 
 Each test skips, saying why, unless its images are named and a Docker engine answers
 (``docker`` on PATH, ``DOCKER_HOST`` or the default socket); a normal ``pytest`` run
-skips them all. Containers share the host's network (``--network host``: the machines
-this runs on have no bridge), so every port is a free one of the host's and the test
+skips them all. Containers share the host's network (``--network host``: the engine may
+have no default bridge), so every port is a free one of the host's and the test
 process talks to the containers, and they to the API emulator and the voice mirror,
-on 127.0.0.1. Every container runs with a read-only root filesystem and a tmpfs on /tmp,
-as the Kubernetes pods do.
+on 127.0.0.1. The exception is docker-compose.yml, brought up as users run it: on the
+project network Compose creates, with its ports published to free host ports. Every
+container runs with a read-only root filesystem and a tmpfs on /tmp, as the Kubernetes
+pods do.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from wyoming.info import Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from emulators.kube import ThreadedEmulator, resource_path
-from tests.conftest import JOE, REPO, describe, free_port, pcm_of, read_until
+from tests.conftest import JOE, REPO, copy_joe, describe, free_port, pcm_of, read_until
 from tests.integration.voice_servers import running_server
 
 pytestmark = pytest.mark.images
@@ -527,3 +529,141 @@ def test_the_pod_the_operator_renders_runs_on_the_server_image(
             assert server.stop() == 0, server.logs()
             assert sidecar.stop() == 0, sidecar.logs()
             assert "Traceback" not in server.logs()
+
+
+# --- docker-compose.yml: the one-host install --------------------------------------------
+
+
+@cache
+def compose_command() -> list[str] | None:
+    """``docker compose`` (the v2 plugin) when the CLI has it, else ``docker-compose``."""
+    if docker("compose", "version", timeout=20, check=False).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose") is not None:
+        return ["docker-compose"]
+    return None
+
+
+class ComposeProject:
+    """``docker-compose.yml`` (plus overrides) as one named project; :meth:`down` removes
+    its containers, network and volumes."""
+
+    def __init__(self, name: str, files: list[Path], env: dict[str, str]) -> None:
+        tool = compose_command()
+        assert tool is not None
+        self.name = name
+        self.base = [*tool, "--project-name", name,
+                     *(arg for f in files for arg in ("--file", str(f)))]
+        self.env = {**os.environ, **env}
+
+    def run(self, *args: str, timeout: float = 180, check: bool = True,
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*self.base, *args], capture_output=True, text=True,
+                                env=self.env, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"compose {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def container(self, service: str) -> str:
+        ids = self.run("ps", "--all", "-q", service).stdout.split()
+        assert len(ids) == 1, f"{service}: containers {ids}"
+        return ids[0]
+
+    def state(self, service: str) -> dict[str, Any]:
+        data: list[dict[str, Any]] = json.loads(docker("inspect",
+                                                       self.container(service)).stdout)
+        state: dict[str, Any] = data[0]["State"]
+        return state
+
+    def healthy(self, service: str) -> bool:
+        state = self.state(service)
+        if not state["Running"]:
+            raise AssertionError(f"{service} exited {state['ExitCode']}:\n{self.logs()}")
+        return bool(state.get("Health", {}).get("Status") == "healthy")
+
+    def logs(self) -> str:
+        result = self.run("logs", "--no-color", check=False)
+        return (result.stdout + result.stderr)[-6000:]
+
+    def volumes(self) -> list[str]:
+        return docker("volume", "ls", "-q", "--filter",
+                      f"label=com.docker.compose.project={self.name}").stdout.split()
+
+    def down(self) -> None:
+        self.run("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)
+
+
+def http_post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),  # noqa: S310
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+        return int(resp.status), dict(resp.headers), resp.read()
+
+
+def test_compose_installs_a_voice_on_the_shared_volume_then_speaks_wyoming_and_http(
+        server_image: str, tmp_path: Path) -> None:
+    """``docker compose up`` of the repository's docker-compose.yml as it is, with its
+    settings in the environment as a user's ``.env`` would give them: the voice manager
+    installs a voice from a local folder (joe's files under another name; nothing leaves
+    the host) into the shared volume, the server picks it up and speaks it over Wyoming and
+    HTTP through the published ports, both containers turn healthy, stop cleanly, and
+    ``down -v`` leaves no volume behind."""
+    stop = pytest.fail if os.environ.get("CHORUS_IMAGES_REQUIRED") == "1" else pytest.skip
+    if compose_command() is None:
+        stop("neither `docker compose` nor `docker-compose` is installed")
+    voice = "en_US-composed-medium"
+    copy_joe(readable_dir(tmp_path / "source"), voice)
+    for path in (tmp_path / "source").iterdir():
+        path.chmod(0o644)
+    config = readable_dir(tmp_path / "config")
+    (config / "voices.json").write_text(json.dumps({"version": 1, "voices": [
+        {"name": voice, "required": True, "source": {"local": {"path": "/source"}}}]}))
+    (config / "voices.json").chmod(0o644)
+    override = tmp_path / "override.yml"  # the local source, seen by the voice manager
+    override.write_text(yaml.safe_dump({"services": {"voices": {"volumes": [
+        f"{tmp_path / 'source'}:/source:ro"]}}}))
+    wyoming, http = free_port(), free_port()
+    project = ComposeProject(
+        f"chorus-test-{os.getpid()}", [REPO / "docker-compose.yml", override],
+        {"CHORUS_IMAGE": server_image, "CHORUS_WYOMING_PORT": str(wyoming),
+         "CHORUS_HTTP_PORT": str(http), "CHORUS_CONFIG_DIR": str(config)})
+    try:
+        project.run("up", "--detach", "--no-build")
+
+        def lists_the_voice() -> bool:
+            info = wyoming_info(wyoming)
+            return info is not None and voice in voice_names(info)
+
+        wait_until(lambda: project.healthy("server") and lists_the_voice(),
+                   f"the server to list {voice}, installed by the voice manager",
+                   within=180, logs=project.logs)
+        info = wyoming_info(wyoming)
+        assert info is not None
+        assert sorted(voice_names(info)) == sorted([JOE, voice])  # the embedded voice, and the new
+        assert assert_speech(wyoming, voice=voice) > 0.5
+
+        assert http_status(f"http://127.0.0.1:{http}/health/ready") == 200
+        url = f"http://127.0.0.1:{http}/synthesize"
+        status, headers, wav = http_post(url, {"text": SENTENCE, "voice": voice})
+        assert status == 200
+        assert (headers["X-Voice"], headers["X-Cache"]) == (voice, "miss")
+        assert wav[:4] == b"RIFF" and len(wav) > 22050, len(wav)
+        status, headers, again = http_post(url, {"text": SENTENCE, "voice": voice})
+        assert (status, headers["X-Cache"], again) == (200, "hit", wav)
+        stats = http_json(f"http://127.0.0.1:{http}/cache/stats")
+        assert (stats["entries"], stats["write_errors"]) == (1, 0), stats  # the cache volume
+
+        wait_until(lambda: project.healthy("voices"), "the voice manager to be healthy",
+                   logs=project.logs)
+        status_file = project.run("exec", "-T", "voices", "cat",
+                                  "/voices/.chorus-status.json").stdout
+        assert json.loads(status_file)["voices"][voice]["state"] == "installed"
+
+        project.run("stop", "--timeout", "30")
+        assert (project.state("server")["ExitCode"], project.state("voices")["ExitCode"]) \
+            == (0, 0), project.logs()
+        assert "Traceback" not in project.logs()
+    finally:
+        project.down()
+    assert project.volumes() == []
