@@ -505,7 +505,9 @@ def build_pod_monitor(name: str, namespace: str, spec: ServiceSpec) -> dict[str,
 
     A PodMonitor rather than a ServiceMonitor: the metrics port is a pod port only (the
     Service carries the speech doors), and every pod is scraped, ready or not, so a pod
-    stuck loading its voices still shows up.
+    stuck loading its voices still shows up. The voice manager's status port (its
+    ``/metrics``: voices installed, download attempts, manifest errors) is the second
+    endpoint; annotation-based discovery can name only one port, the server's.
     """
     monitoring = spec.monitoring
     if not monitoring.pod_monitor:
@@ -514,8 +516,9 @@ def build_pod_monitor(name: str, namespace: str, spec: ServiceSpec) -> dict[str,
     meta["labels"] = {**monitoring.labels, **meta["labels"]}
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": meta,
             "spec": {"selector": {"matchLabels": selector_labels(name)},
-                     "podMetricsEndpoints": [{"port": METRICS_PORT_NAME, "path": "/metrics",
-                                              "interval": monitoring.interval}]}}
+                     "podMetricsEndpoints": [
+                         {"port": port, "path": "/metrics", "interval": monitoring.interval}
+                         for port in (METRICS_PORT_NAME, STATUS_PORT_NAME)]}}
 
 
 def build_children(name: str, namespace: str, spec: ServiceSpec, selection: Selection,

@@ -104,8 +104,9 @@ POD_MONITOR = {
     "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
     "metadata": {"name": NAME, "namespace": NS, "labels": labels_for(NAME)},
     "spec": {"selector": {"matchLabels": selector_labels(NAME)},
-             "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics",
-                                      "interval": "30s"}]}}
+             "podMetricsEndpoints": [
+                 {"port": "metrics", "path": "/metrics", "interval": "30s"},
+                 {"port": "vm-status", "path": "/metrics", "interval": "30s"}]}}
 
 SERVICE_CASES = [
     case("defaultVoice", {"defaultVoice": JOE},

@@ -198,12 +198,15 @@ def test_the_pod_monitor_scrapes_a_port_the_pods_have() -> None:
     assert monitor["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     assert template["metadata"]["labels"].items() >= monitor["spec"]["selector"][
         "matchLabels"].items()
-    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    server = template["spec"]["containers"][0]
-    port = next(p for p in server["ports"] if p["name"] == endpoint["port"])
-    assert port["containerPort"] == 9100
+    server, manager = template["spec"]["containers"]
+    ports = {p["name"]: (c["name"], p["containerPort"])
+             for c in (server, manager) for p in c["ports"]}
+    assert [ports[e["port"]] for e in monitor["spec"]["podMetricsEndpoints"]] == [
+        ("server", 9100), ("voice-manager", 9090)]
     assert server["args"][server["args"].index("--metrics-port") + 1] == "9100"
-    assert endpoint["path"] == "/metrics" and endpoint["interval"] == "1m"
+    assert manager["args"][manager["args"].index("--status-port") + 1] == "9090"
+    assert all((e["path"], e["interval"]) == ("/metrics", "1m")
+               for e in monitor["spec"]["podMetricsEndpoints"])
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
     assert set(monitor["spec"]) == {"selector", "podMetricsEndpoints"}
