@@ -191,7 +191,8 @@ def test_rendered_objects_validate_strictly(case: str, obj: dict[str, Any], vers
 def test_the_pod_monitor_scrapes_a_port_the_pods_have() -> None:
     """A PodMonitor naming a port its pods lack scrapes nothing, silently: its selector
     must match the pod template and its port name the server's metrics port."""
-    (monitor,) = [obj for case, obj in RENDERED if obj["kind"] == "PodMonitor"]
+    (monitor,) = [obj for case, obj in RENDERED
+                  if case == "maximal" and obj["kind"] == "PodMonitor"]
     (deployment,) = [obj for case, obj in RENDERED
                      if case == "maximal" and obj["kind"] == "Deployment"]
     template = deployment["spec"]["template"]
