@@ -54,8 +54,9 @@ DEFAULT_STREAM_WINDOWS = (16, 48, 96, 384)
 """Frames per streaming window, the last repeating (measured choice: see
 ``chorus.server.engines.piper_windows``)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-PUBLIC_ROUTE_GROUPS = ("voices", "models")
-"""Listings ``--public-routes`` may open without the API key; synthesis is never one."""
+PUBLIC_ROUTE_GROUPS = ("voices", "models", "metrics")
+"""Read-only routes ``--public-routes`` may open without the API key (the listings and the
+Prometheus scrape); synthesis is never one."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -129,7 +130,7 @@ def _items(text: str) -> list[str]:
 
 
 def parse_route_groups(text: str) -> tuple[str, ...]:
-    """``voices,models`` -> ``("voices", "models")``; anything else is refused by name."""
+    """``voices,metrics`` -> ``("voices", "metrics")``; anything else is refused by name."""
     groups = tuple(dict.fromkeys(_items(text)))
     wrong = [g for g in groups if g not in PUBLIC_ROUTE_GROUPS]
     if wrong:
@@ -200,7 +201,7 @@ class ServerOptions:
         "seconds an HTTP client may take to send a request body",
         parse=positive_float, metavar="S"))
     http_host: str = field(default="127.0.0.1", metadata=_how(
-        "address the HTTP API listens on",
+        "address the HTTP API (and --metrics-port) listens on",
         metavar="HOST"))
     http_port: int = field(default=5000, metadata=_how(
         "port of the HTTP API",
@@ -213,13 +214,21 @@ class ServerOptions:
         "the docs and --public-routes)",
         metavar="KEY"))
     public_routes: tuple[str, ...] = field(default=(), metadata=_how(
-        "listings answered without the API key, separated by commas: 'voices' (/voices, "
-        "/voices/{name}, /v1/audio/voices), 'models' (/v1/models, /v1/audio/models); for "
-        "clients such as Open WebUI that fetch them without a key; anyone who reaches the "
-        "port then sees the installed voice names; synthesis still needs the key (default: "
-        "none)",
+        "read-only routes answered without the API key, separated by commas: 'voices' "
+        "(/voices, /voices/{name}, /v1/audio/voices), 'models' (/v1/models, "
+        "/v1/audio/models), for clients such as Open WebUI that fetch them without a key; "
+        "'metrics' (/metrics), for scrapers that cannot send one (--metrics-port keeps the "
+        "scrape off the API's port instead); anyone who reaches the port then sees the "
+        "installed voice names; synthesis still needs the key (default: none)",
         parse=parse_route_groups, metavar="GROUPS"))
     """Empty keeps every listing behind the key."""
+    metrics_port: int | None = field(default=None, metadata=_how(
+        "also serve /metrics, and nothing else, on this port of --http-host, without the API "
+        "key (also with --no-http), for Prometheus scrapers that cannot send one; /metrics "
+        "on the HTTP port stays behind the key (default: none)",
+        parse=port, metavar="PORT"))
+    """A door of its own, so the scrape can be opened to the monitoring network without
+    opening the API (see ``chorus.server.metrics_http``)."""
     trusted_proxies: tuple[Network, ...] = field(default=(), metadata=_how(
         "proxies (CIDRs separated by commas) whose X-Forwarded-For names the client for the "
         "per-client limit; the header from any other peer is ignored (default: none)",

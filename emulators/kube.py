@@ -35,6 +35,11 @@ rendering, fetching, request log and DSL reactions (``emulator['get /x'] << 404`
   non-watch requests with that status until cleared (failure injection);
 * POST on a namespaced URL puts the URL's namespace into the object, ``generateName`` works,
   and ``/api/v1/namespaces[/name]`` works at all (kmock's URL parser takes it for a prefix).
+* a kind outside ``declare_resources`` is served only once a CustomResourceDefinition for
+  it is created (its served versions, scope, names and subresources), and deleting that CRD
+  deletes its objects and stops serving the kind: until then every request for it answers
+  404, as for the Prometheus Operator's ``monitoring.coreos.com`` kinds in a cluster
+  without it (see ``_serve_crd``);
 * with ``start_emulator(tls=ca)``: HTTPS with a certificate of that CA, and authentication
   as an API server does it (a client certificate of the CA or a known bearer token).
 
@@ -486,6 +491,8 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
     (``--anonymous-auth=false``): a request needs a client certificate that TLS verified
     against the client CA, or ``Authorization: Bearer`` with one of these tokens; any
     other request is answered 401 Unauthorized."""
+    _crd_kinds: dict[str, list[kmock.resource]] = attrs.field(factory=dict, init=False)
+    """CRD name -> the resources it made servable."""
     authenticated: list[str] = attrs.field(factory=list, init=False)
     """How each accepted request proved its identity: ``cert:<CN>`` or ``token:<token>``."""
 
@@ -580,6 +587,8 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
                     result = self._delete_request(request)
                 if result is not None:
                     self._results[request] = result
+                    if request.resource == _CRDS and request.action != kmock.action.DELETE:
+                        self._serve_crd(result)
                 if request.action == kmock.action.CREATE:
                     self._collect_dangling_later()
         self._forget_old_requests(request)
@@ -850,12 +859,49 @@ class ChorusKubeEmulator(kmock.KubernetesEmulator):
         self._store(key, final)
         self._objects[key].delete()
         self._emit(key[0], WatchEvent("DELETED", final))
+        if key[0] == _CRDS:
+            self._withdraw_crd(final)
         uid = final["metadata"].get("uid")
         if uid and orphan:
             self._orphan_dependents(uid)
         elif uid:
             self._collect_garbage(uid)
         return final
+
+    def _serve_crd(self, crd: Mapping[str, Any]) -> None:
+        """Serve the kind a created or changed CRD defines, in each of its served versions
+        (apiextensions' job in a real API server; Established at once here)."""
+        name = str((crd.get("metadata") or {}).get("name") or "")
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
+        if not (group and plural and kind):
+            return
+        for resource in self._crd_kinds.pop(name, []):
+            self.resources.pop(resource, None)
+        served = []
+        for version in spec.get("versions") or []:
+            if not version.get("served", True):
+                continue
+            resource = kmock.resource(group, version["name"], plural)
+            self.resources[resource] = kmock.ResourceInfo(
+                kind=kind, singular=names.get("singular") or kind.lower(),
+                namespaced=spec.get("scope") == "Namespaced", verbs=set(_VERBS),
+                subresources=set(version.get("subresources") or {}),
+                shortnames=set(names.get("shortNames") or ()),
+                categories=set(names.get("categories") or ()))
+            served.append(resource)
+        self._crd_kinds[name] = served
+
+    def _withdraw_crd(self, crd: Mapping[str, Any]) -> None:
+        """A deleted CRD takes its objects with it, and its kind is no longer served."""
+        name = str((crd.get("metadata") or {}).get("name") or "")
+        for resource in self._crd_kinds.pop(name, []):
+            for key in [key for key in self._objects if key[0] == resource]:
+                if not self._objects[key].deleted:
+                    self._remove(key, copy.deepcopy(self._objects[key].raw))
+                del self._objects[key]
+            self.resources.pop(resource, None)
 
     def _orphan_dependents(self, owner_uid: str) -> None:
         """``propagationPolicy: Orphan``: the garbage collector takes the owner's reference
@@ -1044,6 +1090,7 @@ def _on_the_wire(event: WatchEvent, check: Selector) -> dict[str, Any] | None:
 # --- resources -------------------------------------------------------------------------------
 
 _VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+_CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 
 def declare_resources(emulator: kmock.KubernetesScaffold) -> None:

@@ -35,7 +35,8 @@ _PLURALS = {"ConfigMap": "configmaps", "PersistentVolumeClaim": "persistentvolum
             "Service": "services", "Pod": "pods", "Deployment": "deployments",
             "HorizontalPodAutoscaler": "horizontalpodautoscalers",
             "PodDisruptionBudget": "poddisruptionbudgets", "TTSVoice": "ttsvoices",
-            "TTSService": "ttsservices", "Secret": "secrets", "Event": "events"}
+            "TTSService": "ttsservices", "Secret": "secrets", "Event": "events",
+            "PodMonitor": "podmonitors"}
 
 
 class ApiError(Exception):

@@ -56,6 +56,7 @@ __all__ = [
     "GROUP",
     "VERSION",
     "Autoscaling",
+    "Monitoring",
     "ServiceSpec",
     "SpecError",
     "Storage",
@@ -288,6 +289,30 @@ class Server(_ServerPassThroughs):
         return {key: value for key, value in values.items() if value is not None}
 
 
+PROMETHEUS_DURATION = (r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
+                       r"(([0-9]+)s)?(([0-9]+)ms)?)$")
+"""A Prometheus duration (``30s``, ``1m30s``), as a PodMonitor's ``interval`` takes it."""
+STATUS_PORT = 9090
+"""The voice manager's ``/status`` port, in the same pod (and network namespace) as the
+server: no other door of the pod may take it."""
+
+
+class Monitoring(_Model):
+    """``spec.monitoring``: the pods' keyless metrics door and how Prometheus finds it."""
+
+    port: int = Field(9464, ge=1, le=65535)
+    """``chorus serve --metrics-port``: ``/metrics`` without the API key, on the pod only
+    (the Service does not carry it)."""
+    scrape_annotations: bool = True
+    """``prometheus.io/scrape``/``port``/``path`` on the pod template, pointing at
+    :attr:`port` (annotation-based discovery)."""
+    pod_monitor: bool = False
+    """Render a ``monitoring.coreos.com/v1`` PodMonitor (the Prometheus Operator's way)."""
+    interval: str = Field("30s", pattern=PROMETHEUS_DURATION, max_length=32)
+    labels: dict[str, str] = {}
+    """Extra labels of the PodMonitor, for a Prometheus' ``podMonitorSelector``."""
+
+
 class VoiceManager(_Model):
     image: str | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
@@ -329,6 +354,19 @@ class ServiceSpec(_Model):
     voice_manager: VoiceManager = VoiceManager()
     service: ServiceExposure = ServiceExposure()
     pod: Pod = Pod()
+    monitoring: Monitoring = Monitoring()
+
+    @model_validator(mode="after")
+    def _metrics_port(self) -> ServiceSpec:
+        port = self.monitoring.port
+        taken = {self.server.wyoming.port: "server.wyoming.port",
+                 STATUS_PORT: f"the voice manager's status port {STATUS_PORT}"}
+        if self.server.http.enabled:
+            taken[self.server.http.port] = "server.http.port"
+        if port in taken:
+            raise ValueError(f"monitoring.port {port} is already {taken[port]}; the pod's "
+                             "ports must differ")
+        return self
 
     @model_validator(mode="after")
     def _topology(self) -> ServiceSpec:

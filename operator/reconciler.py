@@ -28,7 +28,13 @@ from .render import (
     child_names,
     select_voices,
 )
-from .status import PodReport, ServiceObservation, service_status, voice_status
+from .status import (
+    PodMonitorState,
+    PodReport,
+    ServiceObservation,
+    service_status,
+    voice_status,
+)
 from .voice_reports import poll_pods
 
 __all__ = ["InvalidSpecError", "OperatorConfig", "Reconciler"]
@@ -39,7 +45,21 @@ API = f"{GROUP}/{VERSION}"
 _CHILD_KINDS = {"configmap": ("v1", "ConfigMap"), "pvc": ("v1", "PersistentVolumeClaim"),
                 "deployment": ("apps/v1", "Deployment"), "service": ("v1", "Service"),
                 "hpa": ("autoscaling/v2", "HorizontalPodAutoscaler"),
-                "pdb": ("policy/v1", "PodDisruptionBudget")}
+                "pdb": ("policy/v1", "PodDisruptionBudget"),
+                "podmonitor": ("monitoring.coreos.com/v1", "PodMonitor")}
+_OPTIONAL_KINDS = frozenset({"podmonitor"})
+"""Children whose kind only a CRD of someone else's makes servable (the Prometheus
+Operator's): a 404 for the kind says "not installed", which is reported, not retried."""
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What one pass of applying the children found."""
+
+    errors: tuple[tuple[str, str], ...] = ()
+    """(reason, message) of each child the API refused or that belongs to someone else."""
+    unavailable: tuple[str, ...] = ()
+    """Roles whose kind the cluster does not serve (no such CRD installed)."""
 
 
 class InvalidSpecError(Exception):
@@ -66,6 +86,14 @@ def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, A
     for key in old.keys() - new.keys():
         patch[key] = None
     return patch
+
+
+def _pod_monitor_state(wanted: bool, outcome: ApplyOutcome | None) -> PodMonitorState:
+    if not wanted:
+        return None
+    if outcome is None:
+        return "pending"
+    return "unavailable" if "podmonitor" in outcome.unavailable else "applied"
 
 
 class Reconciler:
@@ -131,11 +159,11 @@ class Reconciler:
             voices, invalid = await self._voices(namespace)
             selection = select_voices(spec, voices, invalid)
             self.selections[(namespace, name)] = frozenset(v.name for v in selection.voices)
-            apply_errors: tuple[tuple[str, str], ...] = ()
+            outcome: ApplyOutcome | None = None
             if apply and spec.default_voice in selection.keys:
                 # Without its default voice the init container would wait forever; keep
                 # what runs and say why in status instead.
-                apply_errors = await self._apply(name, namespace, body, spec, selection)
+                outcome = await self._apply(name, namespace, body, spec, selection)
             deployment = await self.client.get("apps/v1", "Deployment", namespace,
                                                child_names(name)["deployment"])
             if poll:
@@ -150,22 +178,27 @@ class Reconciler:
                 selection=selection, deployment=deployment,
                 reports=self.reports.get((namespace, name), ()),
                 desired_replicas=spec.replicas if spec.autoscaling is None
-                else spec.autoscaling.min_replicas, apply_errors=apply_errors)
+                else spec.autoscaling.min_replicas,
+                apply_errors=outcome.errors if outcome else (),
+                pod_monitor=_pod_monitor_state(spec.monitoring.pod_monitor, outcome))
             await self._write_status("TTSService", namespace, name, body.get("status"),
                                      service_status(obs, body.get("status")))
             return selection
 
     async def _apply(self, name: str, namespace: str, owner: dict[str, Any], spec: Any,
-                     selection: Selection) -> tuple[tuple[str, str], ...]:
-        """Apply every child; (reason, message) of each one that could not be.
+                     selection: Selection) -> ApplyOutcome:
+        """Apply every child; what could not be, and why.
 
         A refused child does not stop the others (a Service the user owns must not keep
         the Deployment from updating); transient trouble (5xx, network) propagates so
-        the caller retries.
+        the caller retries. A PodMonitor whose kind the cluster does not serve (404: the
+        Prometheus Operator's CRDs are not installed) is reported as unavailable; the
+        periodic resync creates it once the CRD appears.
         """
         children = build_children(name, namespace, spec, selection, self.config.render)
         owner_uid = (owner.get("metadata") or {}).get("uid")
         errors: list[tuple[str, str]] = []
+        unavailable: list[str] = []
         for role, desired in children.items():
             api, kind = _CHILD_KINDS[role]
             try:
@@ -180,10 +213,15 @@ class Reconciler:
             except ApiError as err:
                 if err.status >= 500 or err.status in (409, 429):
                     raise
+                if err.status == 404 and role in _OPTIONAL_KINDS:
+                    _LOGGER.info("TTSService %s/%s: the cluster does not serve %s %s; not "
+                                 "rendered", namespace, name, api, kind)
+                    unavailable.append(role)
+                    continue
                 _LOGGER.warning("TTSService %s/%s: the API refused %s %s: %s", namespace, name,
                             kind, child_names(name)[role], err)
                 errors.append(("ApplyFailed", f"{kind} {child_names(name)[role]}: {err}"))
-        return tuple(errors)
+        return ApplyOutcome(tuple(errors), tuple(unavailable))
 
     def forget_service(self, namespace: str, name: str) -> frozenset[str]:
         """Drop what is known of a deleted service; the TTSVoices it had selected."""

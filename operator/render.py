@@ -21,6 +21,11 @@ Topology choices (the why):
   the API. The operator polls the voice manager's ``/status`` port instead (see
   :mod:`.voice_reports`), so an exposed, unauthenticated Wyoming port sits in a pod
   that holds no credentials.
+* Every server serves ``/metrics`` without the API key on a pod port of its own
+  (``spec.monitoring.port``, named ``metrics``), which the Service does not carry:
+  Prometheus reaches it pod by pod (``prometheus.io`` annotations or a PodMonitor, which
+  only the Prometheus Operator's CRD makes servable), while the API key keeps guarding
+  everything a client of the Service can reach.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from typing import Any
 
 from chorus.common.manifest import Manifest
 
-from .models import ServiceSpec, VoiceResource
+from .models import STATUS_PORT, ServiceSpec, VoiceResource
 
 __all__ = [
     "CONFIG_DIR",
     "DEFAULT_SERVER_IMAGE",
+    "METRICS_PORT_NAME",
     "STATUS_PORT",
     "STATUS_PORT_NAME",
     "VOICES_DIR",
@@ -51,6 +57,7 @@ __all__ = [
     "build_hpa",
     "build_manifest",
     "build_pdb",
+    "build_pod_monitor",
     "build_pvc",
     "build_server_settings",
     "build_service",
@@ -64,8 +71,9 @@ DEFAULT_SERVER_IMAGE = "ghcr.io/chorus-tts/chorus-server:0.1.0"
 VOICES_DIR = "/voices"
 CONFIG_DIR = "/etc/chorus"
 CACHE_DIR = "/var/cache/chorus"
-STATUS_PORT = 9090
 STATUS_PORT_NAME = "vm-status"
+METRICS_PORT_NAME = "metrics"
+SCRAPE_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
 CHECKSUM_ANNOTATION = "tts.chorus.dev/config-checksum"
 SERVICE_LABEL = "tts.chorus.dev/service"
 MANAGED_BY = "chorus-operator"
@@ -139,7 +147,8 @@ def select_voices(spec: ServiceSpec, voices: list[VoiceResource],
 def child_names(service: str) -> dict[str, str]:
     """Names of the children of TTSService ``service`` (same namespace)."""
     return {"configmap": f"{service}-config", "pvc": f"{service}-voices",
-            "deployment": service, "service": service, "hpa": service, "pdb": service}
+            "deployment": service, "service": service, "hpa": service, "pdb": service,
+            "podmonitor": service}
 
 
 def check_service_name(name: str) -> None:
@@ -287,10 +296,14 @@ def _server_container(spec: ServiceSpec, image: str,
     wyoming_port = server.wyoming.port
     args = ["serve", "--config", f"{CONFIG_DIR}/server.json", "--voices-dir", VOICES_DIR,
             "--no-embedded-voice", "--wyoming-uri", f"tcp://0.0.0.0:{wyoming_port}"]
-    ports = [{"name": "wyoming", "containerPort": wyoming_port, "protocol": "TCP"}]
+    metrics_port = spec.monitoring.port
+    # --http-host is where the metrics door listens too, with or without the HTTP API.
+    args += ["--http-host", "0.0.0.0", "--metrics-port", str(metrics_port)]  # noqa: S104
+    ports = [{"name": "wyoming", "containerPort": wyoming_port, "protocol": "TCP"},
+             {"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"}]
     env = [{"name": "CHORUS_HEALTHCHECK_URI", "value": f"tcp://127.0.0.1:{wyoming_port}"}]
     if server.http.enabled:
-        args += ["--http-host", "0.0.0.0", "--http-port", str(server.http.port)]  # noqa: S104
+        args += ["--http-port", str(server.http.port)]
         ports.append({"name": "http", "containerPort": server.http.port, "protocol": "TCP"})
         ready: dict[str, Any] = {"httpGet": {"path": "/health/ready", "port": "http"}}
         live: dict[str, Any] = {"httpGet": {"path": "/health/live", "port": "http"}}
@@ -376,6 +389,15 @@ def _volumes(name: str, spec: ServiceSpec) -> list[dict[str, Any]]:
     return volumes
 
 
+def _scrape_annotations(spec: ServiceSpec) -> dict[str, str]:
+    """Annotation-based discovery of the metrics door; the user's own pod annotations
+    (set explicitly) win over these defaults."""
+    if not spec.monitoring.scrape_annotations:
+        return {}
+    return dict(zip(SCRAPE_ANNOTATIONS, ("true", str(spec.monitoring.port), "/metrics"),
+                    strict=True))
+
+
 def build_deployment(name: str, namespace: str, spec: ServiceSpec,
                      settings: RenderSettings) -> dict[str, Any]:
     image = spec.server.image or settings.server_image
@@ -423,7 +445,7 @@ def build_deployment(name: str, namespace: str, spec: ServiceSpec,
         "revisionHistoryLimit": 3,
         "template": {
             "metadata": {"labels": {**pod.labels, **labels_for(name)},
-                         "annotations": {**pod.annotations,
+                         "annotations": {**_scrape_annotations(spec), **pod.annotations,
                                          CHECKSUM_ANNOTATION: config_checksum(spec)}},
             "spec": pod_spec,
         },
@@ -478,6 +500,27 @@ def build_pdb(name: str, namespace: str, spec: ServiceSpec) -> dict[str, Any] | 
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name)}}}
 
 
+def build_pod_monitor(name: str, namespace: str, spec: ServiceSpec) -> dict[str, Any] | None:
+    """A Prometheus Operator PodMonitor over this service's pods' metrics door, when asked.
+
+    A PodMonitor rather than a ServiceMonitor: the metrics port is a pod port only (the
+    Service carries the speech doors), and every pod is scraped, ready or not, so a pod
+    stuck loading its voices still shows up. The voice manager's status port (its
+    ``/metrics``: voices installed, download attempts, manifest errors) is the second
+    endpoint; annotation-based discovery can name only one port, the server's.
+    """
+    monitoring = spec.monitoring
+    if not monitoring.pod_monitor:
+        return None
+    meta = _meta(child_names(name)["podmonitor"], namespace, name)
+    meta["labels"] = {**monitoring.labels, **meta["labels"]}
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": meta,
+            "spec": {"selector": {"matchLabels": selector_labels(name)},
+                     "podMetricsEndpoints": [
+                         {"port": port, "path": "/metrics", "interval": monitoring.interval}
+                         for port in (METRICS_PORT_NAME, STATUS_PORT_NAME)]}}
+
+
 def build_children(name: str, namespace: str, spec: ServiceSpec, selection: Selection,
                    settings: RenderSettings) -> dict[str, dict[str, Any] | None]:
     """Every child by role; ``None`` marks a child this spec must not have (delete it)."""
@@ -487,4 +530,5 @@ def build_children(name: str, namespace: str, spec: ServiceSpec, selection: Sele
             "deployment": build_deployment(name, namespace, spec, settings),
             "service": build_service(name, namespace, spec),
             "hpa": build_hpa(name, namespace, spec),
-            "pdb": build_pdb(name, namespace, spec)}
+            "pdb": build_pdb(name, namespace, spec),
+            "podmonitor": build_pod_monitor(name, namespace, spec)}

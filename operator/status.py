@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from chorus.common.sizes import human_size
 from chorus.common.voice_status import VolumeStatus, utc_now
@@ -19,6 +19,7 @@ from chorus.common.voice_status import VolumeStatus, utc_now
 from .render import Selection
 
 __all__ = [
+    "PodMonitorState",
     "PodReport",
     "ServiceObservation",
     "condition",
@@ -35,6 +36,10 @@ class PodReport:
     pod: str
     status: VolumeStatus | None = None
     error: str | None = None
+
+
+PodMonitorState = Literal["applied", "unavailable", "pending"] | None
+"""What became of a PodMonitor the spec asks for (``None``: it asks for none)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class ServiceObservation:
     apply_errors: tuple[tuple[str, str], ...] = ()
     """(reason, message) of each child the API refused or that belongs to someone else:
     while there are any, this generation has not converged."""
+    pod_monitor: PodMonitorState = None
 
 
 def condition(previous: Iterable[Mapping[str, Any]], type_: str, status: bool | None,
@@ -206,6 +212,10 @@ def service_status(obs: ServiceObservation,
     degraded = condition(prev, "Degraded", bool(degraded_reasons), reason,
                          "; ".join(degraded_reasons) or "no known problem", gen)
 
+    conditions = [ready_cond, voices_cond, progressing, degraded]
+    if obs.pod_monitor is not None:
+        conditions.append(_pod_monitor_condition(obs, prev))
+
     # observedGeneration says the operator made the cluster match that generation; a
     # refused write means it did not, so the last converged one stays.
     observed = (gen if not obs.apply_errors
@@ -216,11 +226,29 @@ def service_status(obs: ServiceObservation,
         "voicesReady": f"{sum(1 for r in rows if r['ready'])}/{len(rows)}",
         "endpoint": f"tcp://{obs.name}.{obs.namespace}.svc:{obs.wyoming_port}",
         "voices": rows,
-        "conditions": [ready_cond, voices_cond, progressing, degraded],
+        "conditions": conditions,
     }
     if obs.http_port is not None:
         status["httpEndpoint"] = f"http://{obs.name}.{obs.namespace}.svc:{obs.http_port}"
     return status
+
+
+def _pod_monitor_condition(obs: ServiceObservation,
+                           prev: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """``PodMonitorReady``: only for a spec that asks for one. Not having it is not
+    ``Degraded``: the service serves, and the prometheus.io annotations still work."""
+    gen = obs.generation
+    if obs.pod_monitor == "applied":
+        return condition(prev, "PodMonitorReady", True, "Applied",
+                         f"PodMonitor {obs.name} scrapes the pods' metrics port", gen)
+    if obs.pod_monitor == "unavailable":
+        return condition(prev, "PodMonitorReady", False, "MonitoringUnavailable",
+                         "the cluster does not serve monitoring.coreos.com/v1 PodMonitor "
+                         "(the Prometheus Operator's CRDs are not installed); it is created "
+                         "once they are. Until then the pods' prometheus.io annotations "
+                         "(monitoring.scrapeAnnotations) are the way to scrape them", gen)
+    return condition(prev, "PodMonitorReady", None, "NotApplied",
+                     "the children are not applied until the default voice is selected", gen)
 
 
 def voice_status(key: str, generation: int, services: list[str],

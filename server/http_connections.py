@@ -153,10 +153,11 @@ class _Refusal(asyncio.Protocol):
 
 
 class HttpConnections:
-    """Counts the HTTP door's connections and enforces ``--max-http-connections``."""
+    """Counts the HTTP door's connections and enforces ``--max-http-connections``
+    (``door`` names another aiohttp door counted the same way, such as the metrics one)."""
 
-    def __init__(self, limit: int, metrics: Metrics) -> None:
-        self.cap = ConnectionCap("http", limit, metrics)
+    def __init__(self, limit: int, metrics: Metrics, door: str = "http") -> None:
+        self.cap = ConnectionCap(door, limit, metrics)
         self.server: web.Server | None = None
         """aiohttp's low-level server, set once the app runner is set up."""
         self._by_handler: dict[web.RequestHandler, _Counted] = {}

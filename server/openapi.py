@@ -52,6 +52,7 @@ OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 PUBLIC_ROUTES: dict[str, tuple[str, ...]] = {
     "voices": ("/voices", "/voices/{name}", "/v1/audio/voices"),
     "models": ("/v1/models", "/v1/audio/models"),
+    "metrics": ("/metrics",),
 }
 """The routes (GET) of each group ``--public-routes`` can open (``PUBLIC_ROUTE_GROUPS``)."""
 

@@ -5,6 +5,8 @@ in-process or through the CLI. The Wyoming socket opens only after the default v
 is loaded and warmed, so "accepting connections" already means "ready to speak"; the
 HTTP API (:mod:`chorus.server.http_api`) opens at the same moment, on the same loop and
 the same synthesizer, and its ``/health/ready`` turns 503 as soon as shutdown begins.
+The metrics door (``--metrics-port``, :mod:`chorus.server.metrics_http`) opens first,
+before the voices load, and closes last, so warm-up and shutdown can be scraped.
 On SIGTERM the listeners close first, requests in progress get ``shutdown_grace``
 seconds to finish (new ones are refused with ``shutting-down``), then the process
 exits 0.
@@ -27,6 +29,7 @@ from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
 from .http_api import HttpApi
 from .metrics import Metrics
+from .metrics_http import MAX_METRICS_CONNECTIONS, MetricsDoor
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .synthesis import Synthesizer, TextLimits
@@ -73,6 +76,7 @@ class Runtime:
         self.metrics.watch(self.scheduler, self.store)
         self._wyoming: asyncio.Server | None = None
         self._http: HttpApi | None = None
+        self._metrics_door: MetricsDoor | None = None
         self._announcement: Announcement | None = None
         self.cache: AudioCache | None = None
         self._started = False
@@ -88,13 +92,24 @@ class Runtime:
         """
         if doors and self.settings.zeroconf:
             announced_address(self.settings.wyoming_uri)  # a bad URI fails before any load
+        if doors:
+            self.settings.check_ports()
+            if self.settings.metrics_port is not None:
+                # First, unlike the speech doors: a taken port fails at once, and the
+                # warm-up (memory, CPU) can already be scraped.
+                self._metrics_door = MetricsDoor(
+                    self.metrics, keepalive_timeout=self.settings.http_keepalive_timeout)
+                await self._metrics_door.start(self.settings.http_host,
+                                               self.settings.metrics_port)
         self.scheduler.start()
         await self.store.start()
         opened = ""
         if doors:
             raise_open_file_limit(self.settings.max_connections
                                   + (self.settings.max_http_connections
-                                     if self.settings.http else 0))
+                                     if self.settings.http else 0)
+                                  + (MAX_METRICS_CONNECTIONS
+                                     if self.settings.metrics_port is not None else 0))
             self._wyoming = await listen(self.settings.wyoming_uri, self._on_connection)
             opened += f", Wyoming on {self.settings.wyoming_uri}"
             if self.settings.zeroconf:
@@ -109,6 +124,9 @@ class Runtime:
                     self.metrics.watch_cache(self.cache)
                 await self._start_http()
                 opened += f", HTTP on http://{self.settings.http_host}:{self.settings.http_port}"
+            if self._metrics_door is not None:
+                opened += (f", metrics on http://{self.settings.http_host}:"
+                           f"{self._metrics_door.port}/metrics")
         self._started = True
         _LOGGER.info("Chorus ready: %d voice(s), default %s, %d worker(s) x %d thread(s)%s",
                      len(self.store.installed()), self.store.default_voice,
@@ -199,6 +217,8 @@ class Runtime:
             await self._wyoming.wait_closed()
         if self._http is not None:
             await self._http.close()  # responses still being written get a moment
+        if self._metrics_door is not None:
+            await self._metrics_door.close()  # last: a scrape still sees the shutdown
         await self.scheduler.stop()
         await self.store.close()
         if self.cache is not None:

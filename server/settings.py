@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from chorus.common.server_options import ServerOptions
 from chorus.common.xdg import cache_home
@@ -38,6 +39,27 @@ def usable_cpus() -> int:
 @dataclass(frozen=True)
 class ServerSettings(ServerOptions):
     """Everything ``chorus serve`` and ``chorus say`` can be told, as the server reads it."""
+
+    def check_ports(self) -> None:
+        """Refuse a ``--metrics-port`` that another door of this server already takes.
+
+        Checked before any voice loads, so the mistake is named at once rather than found
+        as "address already in use" after a minute of warming up.
+        """
+        if self.metrics_port is None or self.metrics_port == 0:
+            return
+        if self.http and self.metrics_port == self.http_port:
+            raise ValueError(f"--metrics-port {self.metrics_port} is also --http-port; the "
+                             "metrics door needs a port of its own")
+        wyoming = urlsplit(self.wyoming_uri)
+        try:
+            wyoming_port = wyoming.port if wyoming.scheme == "tcp" else None
+        except ValueError:
+            wyoming_port = None  # a bad URI is refused by the Wyoming door itself
+        if wyoming_port == self.metrics_port:
+            raise ValueError(f"--metrics-port {self.metrics_port} is also the port of "
+                             f"--wyoming-uri {self.wyoming_uri}; the metrics door needs a "
+                             "port of its own")
 
     @property
     def effective_cache_dir(self) -> Path:

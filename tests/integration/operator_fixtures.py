@@ -176,6 +176,21 @@ class EmulatedCluster:
                     yield event
 
 
+POD_MONITOR_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podmonitors.monitoring.coreos.com"},
+    "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+             "names": {"kind": "PodMonitor", "listKind": "PodMonitorList",
+                       "plural": "podmonitors", "singular": "podmonitor",
+                       "shortNames": ["pmon"], "categories": ["prometheus-operator"]},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                 "openAPIV3Schema": {"type": "object",
+                                     "x-kubernetes-preserve-unknown-fields": True}}}]}}
+"""The Prometheus Operator's PodMonitor CRD as far as the API server's routing goes (its
+schema is the Prometheus Operator's; what the operator renders is checked in the unit
+tests): creating it in the emulator is "installing the Prometheus Operator"."""
+
+
 @pytest.fixture
 async def kube_emulator(tmp_path: Path) -> AsyncIterator[EmulatedCluster]:
     """A fresh emulator on 127.0.0.1 with the resources declared and a kubeconfig for it."""

@@ -106,6 +106,7 @@ NAMESPACED_RULES: list[Rule] = [
     (("apps",), ("deployments",), ("get", "list", "watch", "create", "patch")),
     (("autoscaling",), ("horizontalpodautoscalers",), ("get", "create", "patch", "delete")),
     (("policy",), ("poddisruptionbudgets",), ("get", "create", "patch", "delete")),
+    (("monitoring.coreos.com",), ("podmonitors",), ("get", "create", "patch", "delete")),
     (("",), ("pods",), ("list",)),
     (("",), ("events",), ("create",)),
 ]

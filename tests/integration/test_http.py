@@ -29,6 +29,7 @@ from tests.conftest import (
     PARAGRAPH_SENTENCES,
     ServerProcess,
     describe,
+    free_port,
     pcm_of,
     read_until,
 )
@@ -47,12 +48,17 @@ async def http(server: ServerProcess) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """API key and CORS origins from the environment (URLs contain ':'), OpenAI mapping."""
+    """API key and CORS origins from the environment (URLs contain ':'), OpenAI mapping,
+    a metrics door."""
     log = tmp_path_factory.mktemp("secured") / "server.log"
     proc = ServerProcess(
-        ["--max-requests", "1", "--workers", "1", "--openai-voice", "nova=" + JOE],
+        ["--max-requests", "1", "--workers", "1", "--openai-voice", "nova=" + JOE,
+         "--metrics-port", str(METRICS_PORT)],
         log, env={"CHORUS_API_KEY": KEY,
                   "CHORUS_CORS_ORIGIN": f"{ORIGIN},http://localhost:3000"})
     yield proc
@@ -509,6 +515,33 @@ async def test_api_key_guards_everything_but_health(secured: ServerProcess) -> N
         for path in ("/health/live", "/health/ready"):
             async with session.get(path) as response:
                 assert response.status == 200, path
+
+
+async def test_the_metrics_port_is_scraped_without_the_key(secured: ServerProcess) -> None:
+    """The scrape, keyless, on its own port; the API's /metrics stays behind the key."""
+    assert f"metrics on http://127.0.0.1:{METRICS_PORT}/metrics" in secured.output()
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{METRICS_PORT}") as door:
+        before = await scrape(door)
+        async with aiohttp.ClientSession(secured.http_url) as api:
+            async with api.get("/metrics") as response:
+                assert response.status == 401
+            status, _, _ = await post(api, "/synthesize", {"text": "Hi."},
+                                      {"Authorization": f"Bearer {KEY}"})
+            assert status == 200
+        after = await scrape(door)
+        for path in ("/voices", "/health/ready", "/synthesize"):
+            async with door.get(path) as response:
+                assert response.status == 404, path
+    key = f"chorus_requests_total{{door=http,format=wav,voice={JOE}}}"
+    assert after[key] - before.get(key, 0.0) == 1  # the same registry as the API's
+    assert after["process_resident_memory_bytes{}"] > 50e6
+
+
+def test_a_metrics_port_another_door_has_fails_at_start(tmp_path: Path) -> None:
+    port = free_port()
+    with pytest.raises(RuntimeError, match=f"--metrics-port {port} is also --http-port"):
+        ServerProcess(["--http-port", str(port), "--metrics-port", str(port)],
+                      tmp_path / "log", ready_timeout=30)
 
 
 async def test_an_api_key_that_is_not_utf8_is_refused_not_a_crash(

@@ -457,7 +457,7 @@ def _pod_run_args(pod: dict[str, Any], spec: dict[str, Any], mounts: dict[str, P
         args += ["-e", f"{name}={value}"]
     command = spec["command"]
     rendered = list(spec.get("args", []))
-    for flag in ("--http-port", "--status-port"):
+    for flag in ("--http-port", "--status-port", "--metrics-port"):
         if flag in rendered:
             at = rendered.index(flag) + 1
             rendered[at] = str(ports.get(rendered[at], rendered[at]))
@@ -491,8 +491,8 @@ def test_the_pod_the_operator_renders_runs_on_the_server_image(
     mounts = {"voices": writable_dir(tmp_path / "voices"), "config": config,
               "cache": writable_dir(tmp_path / "cache")}
     assert {v["name"] for v in pod["volumes"]} == {"voices", "config", "tmp", "cache"}
-    wyoming, http, status = free_port(), free_port(), free_port()
-    ports = {"10200": wyoming, "5000": http, "9090": status}
+    wyoming, http, status, metrics = free_port(), free_port(), free_port(), free_port()
+    ports = {"10200": wyoming, "5000": http, "9090": status, "9464": metrics}
 
     with running_server() as hub:
         hub_env = {"HF_ENDPOINT": hub.base}

@@ -24,6 +24,7 @@ from emulators.kube import (
     resource_path,
 )
 from tests.integration.operator_fixtures import (
+    POD_MONITOR_CRD,
     EmulatedCluster,
     KubeAPIError,
     login_handler,
@@ -746,3 +747,30 @@ async def test_an_outage_answers_the_operators_requests_but_not_its_watches(
             assert answer.status == 200
     assert (await kube_emulator.list("v1", "configmaps", "default"))["items"] == []
     kube_emulator.emulator.outage = None
+
+
+async def test_a_kind_is_served_only_while_its_crd_exists(kube_emulator: EmulatedCluster) -> None:
+    """As an API server: no CRD, 404 for every verb; a CRD, the kind works; CRD deleted,
+    its objects go and the kind answers 404 again."""
+    api, plural = "monitoring.coreos.com/v1", "podmonitors"
+    monitor = {"apiVersion": api, "kind": "PodMonitor",
+               "metadata": {"name": "m", "namespace": "default"}, "spec": {}}
+    path = resource_path(api, plural, "default")
+    for method, where, body in (("GET", path, None), ("GET", f"{path}/m", None),
+                                ("POST", path, monitor), ("DELETE", f"{path}/m", None)):
+        status, _ = await kube_emulator.request(method, where, body=body)
+        assert status == 404, (method, where)
+
+    crd = await kube_emulator.create(POD_MONITOR_CRD)
+    created = await kube_emulator.create(monitor, plural=plural)
+    assert created["kind"] == "PodMonitor" and created["metadata"]["uid"]
+    assert [o["metadata"]["name"] for o in (await kube_emulator.list(api, plural))["items"]] == [
+        "m"]
+
+    await kube_emulator.delete("apiextensions.k8s.io/v1", "customresourcedefinitions", None,
+                               crd["metadata"]["name"])
+    for method, where in (("GET", path), ("GET", f"{path}/m")):
+        status, _ = await kube_emulator.request(method, where)
+        assert status == 404, (method, where)
+    status, _ = await kube_emulator.request("POST", path, body=monitor)
+    assert status == 404

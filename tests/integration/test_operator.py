@@ -27,6 +27,7 @@ from chorus.operator.handlers import build_registry, configure
 from chorus.operator.reconciler import OperatorConfig
 from tests.conftest import CHORUS, JOE, REPO, free_port
 from tests.integration.operator_fixtures import (
+    POD_MONITOR_CRD,
     EmulatedCluster,
     operator_settings,
     running_operator,
@@ -217,6 +218,17 @@ async def lifecycle(kube: EmulatedCluster) -> None:
         await wait_gone(kube, "autoscaling/v2", "horizontalpodautoscalers", "speech")
         await wait_gone(kube, "policy/v1", "poddisruptionbudgets", "speech")
         await wait_obj(kube, "v1", "persistentvolumeclaims", "speech-voices")
+
+        # a PodMonitor: reported unavailable without the Prometheus Operator's CRD, created
+        # by a resync once it is installed
+        await kube.patch(TTS, "ttsservices", NS, "speech",
+                         {"spec": {"monitoring": {"podMonitor": True}}})
+        await wait_obj(kube, TTS, "ttsservices", "speech", lambda o: condition(
+            o, "PodMonitorReady").get("reason") == "MonitoringUnavailable")
+        await kube.create(POD_MONITOR_CRD)
+        await wait_obj(kube, "monitoring.coreos.com/v1", "podmonitors", "speech")
+        await wait_obj(kube, TTS, "ttsservices", "speech", lambda o: condition(
+            o, "PodMonitorReady").get("status") == "True")
 
         # deleting the service leaves the children to garbage collection
         await kube.delete(TTS, "ttsservices", NS, "speech")

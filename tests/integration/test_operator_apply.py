@@ -22,7 +22,7 @@ from chorus.operator.reconciler import OperatorConfig, Reconciler
 from chorus.operator.render import build_children, child_names
 from emulators.kube import canonicalize_and_validate
 from tests.conftest import JOE
-from tests.integration.operator_fixtures import EmulatedCluster
+from tests.integration.operator_fixtures import POD_MONITOR_CRD, EmulatedCluster
 
 pytest_plugins = ["tests.integration.operator_fixtures"]
 
@@ -31,7 +31,8 @@ NS = "default"
 PLURALS = {"configmap": ("v1", "configmaps"), "pvc": ("v1", "persistentvolumeclaims"),
            "deployment": ("apps/v1", "deployments"), "service": ("v1", "services"),
            "hpa": ("autoscaling/v2", "horizontalpodautoscalers"),
-           "pdb": ("policy/v1", "poddisruptionbudgets")}
+           "pdb": ("policy/v1", "poddisruptionbudgets"),
+           "podmonitor": ("monitoring.coreos.com/v1", "podmonitors")}
 BASE: dict[str, Any] = {"defaultVoice": JOE, "voices": {"names": ["joe"]},
                         "storage": {"type": "EmptyDir"}}
 
@@ -197,6 +198,40 @@ async def test_a_refused_apply_is_degraded_and_not_observed(kube_emulator: Emula
     body = await kube_emulator.get(TTS, "ttsservices", NS, "tts")
     assert condition(body, "Degraded")["reason"] != "ApplyFailed"
     assert body["status"]["observedGeneration"] == fixed["metadata"]["generation"]
+
+
+async def test_a_pod_monitor_waits_for_the_prometheus_operator(kube_emulator: EmulatedCluster,
+                                                               rec: Reconciler) -> None:
+    """Without the PodMonitor CRD the rest converges and status says why there is no
+    PodMonitor; once the CRD is installed the next pass creates it; off removes it."""
+    monitored = {**BASE, "monitoring": {"podMonitor": True, "labels": {"release": "prom"}}}
+    created = await put_service(kube_emulator, monitored)
+    await rec.sync_service(NS, "tts")
+    body = await kube_emulator.get(TTS, "ttsservices", NS, "tts")
+    monitor = condition(body, "PodMonitorReady")
+    assert (monitor["status"], monitor["reason"]) == ("False", "MonitoringUnavailable")
+    assert condition(body, "Degraded")["status"] == "False"
+    assert body["status"]["observedGeneration"] == created["metadata"]["generation"]
+    deployment = await kube_emulator.get("apps/v1", "deployments", NS, "tts")
+    template = deployment["spec"]["template"]
+    ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+    assert ports["metrics"] == 9464
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == "9464"
+
+    await kube_emulator.create(POD_MONITOR_CRD)
+    await assert_children_match_render(kube_emulator, rec)
+    live = await kube_emulator.get("monitoring.coreos.com/v1", "podmonitors", NS, "tts")
+    assert live["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    assert live["metadata"]["labels"]["release"] == "prom"
+    assert live["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    body = await kube_emulator.get(TTS, "ttsservices", NS, "tts")
+    monitor = condition(body, "PodMonitorReady")
+    assert (monitor["status"], monitor["reason"]) == ("True", "Applied")
+
+    await put_service(kube_emulator, {**BASE, "monitoring": {"podMonitor": False}})
+    await assert_children_match_render(kube_emulator, rec)  # the PodMonitor is gone
+    body = await kube_emulator.get(TTS, "ttsservices", NS, "tts")
+    assert "PodMonitorReady" not in {c["type"] for c in body["status"]["conditions"]}
 
 
 async def test_a_name_held_by_the_users_object_is_not_adopted(kube_emulator: EmulatedCluster,

@@ -68,12 +68,13 @@ def test_option_parsers() -> None:
         parse_networks("10.0.0.0/33")
     assert parse_route_groups("voices,models,voices") == ("voices", "models")
     assert parse_route_groups("") == ()
-    for refused in ("synthesize", "speech", "metrics"):
+    assert parse_route_groups("metrics") == ("metrics",)
+    for refused in ("synthesize", "speech", "cache"):
         with pytest.raises(argparse.ArgumentTypeError, match="synthesis always needs"):
             parse_route_groups(f"voices,{refused}")
 
 
-def test_public_groups_name_only_listings() -> None:
+def test_public_groups_name_only_read_only_routes() -> None:
     assert set(PUBLIC_ROUTES) == set(PUBLIC_ROUTE_GROUPS)
     document = build_openapi(100)
     for routes in PUBLIC_ROUTES.values():

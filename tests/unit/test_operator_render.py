@@ -34,6 +34,7 @@ from chorus.operator.render import (
     STATUS_PORT,
     RenderSettings,
     build_manifest,
+    labels_for,
     select_voices,
     selector_labels,
 )
@@ -98,6 +99,14 @@ def _pulls(children: Children) -> tuple[object, ...]:
     return tuple(c.get("imagePullPolicy", MISSING)
                  for c in (server(children), manager(children), init(children)))
 
+
+POD_MONITOR = {
+    "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+    "metadata": {"name": NAME, "namespace": NS, "labels": labels_for(NAME)},
+    "spec": {"selector": {"matchLabels": selector_labels(NAME)},
+             "podMetricsEndpoints": [
+                 {"port": "metrics", "path": "/metrics", "interval": "30s"},
+                 {"port": "vm-status", "path": "/metrics", "interval": "30s"}]}}
 
 SERVICE_CASES = [
     case("defaultVoice", {"defaultVoice": JOE},
@@ -238,8 +247,8 @@ SERVICE_CASES = [
          lambda c: obj(c, "service")["spec"]["type"], "LoadBalancer"),
     case("service.annotations", {"service": {"annotations": {"lb.example/internal": "true"}}},
          lambda c: obj(c, "service")["metadata"]["annotations"], {"lb.example/internal": "true"}),
-    case("pod.annotations", {"pod": {"annotations": {"prometheus.io/scrape": "true"}}},
-         lambda c: template(c)["metadata"]["annotations"]["prometheus.io/scrape"], "true"),
+    case("pod.annotations", {"pod": {"annotations": {"prometheus.io/scrape": "false"}}},
+         lambda c: template(c)["metadata"]["annotations"]["prometheus.io/scrape"], "false"),
     case("pod.labels", {"pod": {"labels": {"team": "voice"}}},
          lambda c: template(c)["metadata"]["labels"]["team"], "voice"),
     case("pod.nodeSelector", {"pod": {"nodeSelector": {"disk": "ssd"}}},
@@ -253,6 +262,21 @@ SERVICE_CASES = [
          lambda c: pod(c)["priorityClassName"], "high"),
     case("pod.imagePullSecrets", {"pod": {"imagePullSecrets": [{"name": "regcred"}]}},
          lambda c: pod(c)["imagePullSecrets"], [{"name": "regcred"}]),
+    case("monitoring.port", {"monitoring": {"port": 9100, "podMonitor": True}},
+         lambda c: (cport(server(c), "metrics"), arg(server(c), "--metrics-port"),
+                    template(c)["metadata"]["annotations"]["prometheus.io/port"],
+                    obj(c, "podmonitor")["spec"]["podMetricsEndpoints"][0]["port"]),
+         (9100, "9100", "9100", "metrics")),
+    case("monitoring.scrapeAnnotations", {"monitoring": {"scrapeAnnotations": False}},
+         lambda c: sorted(template(c)["metadata"]["annotations"]), [CHECKSUM_ANNOTATION]),
+    case("monitoring.podMonitor", {"monitoring": {"podMonitor": True}},
+         lambda c: obj(c, "podmonitor"), POD_MONITOR),
+    case("monitoring.interval", {"monitoring": {"podMonitor": True, "interval": "1m30s"}},
+         lambda c: obj(c, "podmonitor")["spec"]["podMetricsEndpoints"][0]["interval"],
+         "1m30s"),
+    case("monitoring.labels", {"monitoring": {"podMonitor": True,
+                                              "labels": {"release": "kube-prometheus"}}},
+         lambda c: obj(c, "podmonitor")["metadata"]["labels"]["release"], "kube-prometheus"),
 ]
 
 
@@ -348,7 +372,7 @@ def test_default_children_names_and_labels() -> None:
         "configmap": ("ConfigMap", "speech-config"),
         "pvc": ("PersistentVolumeClaim", "speech-voices"),
         "deployment": ("Deployment", "speech"), "service": ("Service", "speech"),
-        "hpa": None, "pdb": None}
+        "hpa": None, "pdb": None, "podmonitor": None}
     for child in children.values():
         if child is not None:
             assert child["metadata"]["namespace"] == NS
@@ -397,7 +421,13 @@ def test_containers_and_probes() -> None:
     assert srv["args"][:2] == ["serve", "--config"]
     assert arg(srv, "--voices-dir") == "/voices"
     assert "--no-embedded-voice" in srv["args"]
-    assert (cport(srv, "wyoming"), cport(srv, "http")) == (10200, 5000)
+    assert (cport(srv, "wyoming"), cport(srv, "http"), cport(srv, "metrics")) == (
+        10200, 5000, 9464)
+    assert (arg(srv, "--http-host"), arg(srv, "--metrics-port")) == ("0.0.0.0", "9464")  # noqa: S104
+    assert {k: v for k, v in template(children)["metadata"]["annotations"].items()
+            if k.startswith("prometheus.io/")} == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9464",
+        "prometheus.io/path": "/metrics"}
     assert srv["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
                                 "limits": {"memory": "2Gi"}}
     vm, first = manager(children), init(children)
@@ -711,6 +741,10 @@ def test_http_disabled() -> None:
     srv = server(children)
     assert "--no-http" in srv["args"] and "--http-port" not in srv["args"]
     assert cport(srv, "http") is None
+    # the metrics door stays, on all interfaces, and may take the HTTP API's port
+    assert (arg(srv, "--http-host"), arg(srv, "--metrics-port")) == ("0.0.0.0", "9464")  # noqa: S104
+    assert cport(server(render({"server": {"http": {"enabled": False}},
+                                "monitoring": {"port": 5000}})), "metrics") == 5000
     assert [p["name"] for p in obj(children, "service")["spec"]["ports"]] == ["wyoming"]
     healthcheck = {"exec": {"command": ["python", "-m", "chorus.server.healthcheck"]}}
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):

@@ -40,7 +40,8 @@ def test_chorus_render_multilingual(capsys: pytest.CaptureFixture[str]) -> None:
     code, docs, err = _render_cli(capsys, "service-multilingual.yaml")
     assert (code, err) == (0, "")
     assert [d["kind"] for d in docs] == ["ConfigMap", "Deployment", "Service",
-                                         "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+                                         "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                                         "PodMonitor"]
     assert {d["metadata"]["namespace"] for d in docs} == {"voices"}
     manifest = load_manifest(docs[0]["data"]["manifest.json"])
     assert {v.name: v.required for v in manifest.voices} == {

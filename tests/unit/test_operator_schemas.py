@@ -131,6 +131,8 @@ MAXIMAL: dict[str, Any] = {
         "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                                        "whenUnsatisfiable": "ScheduleAnyway"}],
         "priorityClassName": "speech", "imagePullSecrets": [{"name": "regcred"}]},
+    "monitoring": {"port": 9100, "scrapeAnnotations": True, "podMonitor": True,
+                   "interval": "1m", "labels": {"release": "kube-prometheus-stack"}},
 }
 
 # Patches of the minimal spec (BASE_SPEC: a default voice, two voice names).
@@ -163,12 +165,14 @@ def _rendered() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 RENDERED = list(_rendered())
+BUILT_IN = [(case, obj) for case, obj in RENDERED if obj["kind"] != "PodMonitor"]
+"""What Kubernetes itself defines a schema for (a PodMonitor is the Prometheus Operator's)."""
 
 
 def test_the_representative_specs_render_every_kind() -> None:
     kinds = {obj["kind"] for _, obj in RENDERED}
     assert kinds == {"ConfigMap", "PersistentVolumeClaim", "Deployment", "Service",
-                     "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+                     "HorizontalPodAutoscaler", "PodDisruptionBudget", "PodMonitor"}
     assert {name for name, _ in RENDERED} >= {*RENDER_CASES, "maximal", "service-multilingual",
                                               "service-simple"}
 
@@ -179,9 +183,34 @@ def test_newest_kubernetes_is_newer_than_1_30() -> None:
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize(("case", "obj"), [
-    pytest.param(case, obj, id=f"{case}-{obj['kind']}") for case, obj in RENDERED])
+    pytest.param(case, obj, id=f"{case}-{obj['kind']}") for case, obj in BUILT_IN])
 def test_rendered_objects_validate_strictly(case: str, obj: dict[str, Any], version: str) -> None:
     assert kubernetes_validate.validate(obj, version, strict=True) == version
+
+
+def test_the_pod_monitor_scrapes_a_port_the_pods_have() -> None:
+    """A PodMonitor naming a port its pods lack scrapes nothing, silently: its selector
+    must match the pod template and its port name the server's metrics port."""
+    (monitor,) = [obj for case, obj in RENDERED
+                  if case == "maximal" and obj["kind"] == "PodMonitor"]
+    (deployment,) = [obj for case, obj in RENDERED
+                     if case == "maximal" and obj["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    assert monitor["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert template["metadata"]["labels"].items() >= monitor["spec"]["selector"][
+        "matchLabels"].items()
+    server, manager = template["spec"]["containers"]
+    ports = {p["name"]: (c["name"], p["containerPort"])
+             for c in (server, manager) for p in c["ports"]}
+    assert [ports[e["port"]] for e in monitor["spec"]["podMetricsEndpoints"]] == [
+        ("server", 9100), ("voice-manager", 9090)]
+    assert server["args"][server["args"].index("--metrics-port") + 1] == "9100"
+    assert manager["args"][manager["args"].index("--status-port") + 1] == "9090"
+    assert all((e["path"], e["interval"]) == ("/metrics", "1m")
+               for e in monitor["spec"]["podMetricsEndpoints"])
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(monitor["spec"]) == {"selector", "podMetricsEndpoints"}
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -722,13 +751,14 @@ def cel_failures(obj: dict[str, Any]) -> list[str]:
 
 def test_every_cel_rule_compiles() -> None:
     rules = [rule for kind in CRDS for _, rule, _ in cel_rules(kind)]
-    assert len(rules) == 10
+    assert len(rules) == 11
     for rule in rules:
         assert _program(rule) is not None
 
 
 EMPTY = {"storage": {"type": "EmptyDir"}}
 RWO = "more than one replica cannot share a ReadWriteOnce volume"
+METRICS_PORT = "monitoring.port must differ from server.wyoming.port"
 CEL_CASES = [
     pytest.param(_voice_cr({**HF_VOICE, "source": {"huggingFace": {}, "local": {"path": "/v"}}}),
                  "source needs exactly one of", id="two-sources"),
@@ -775,6 +805,15 @@ CEL_CASES = [
     pytest.param(_service_cr({**BASE_SPEC, "server": {"wyoming": {"port": 5000}}}),
                  "server.http.port and server.wyoming.port must differ",
                  id="wyoming-port-is-the-default-http-port"),
+    pytest.param(_service_cr({**BASE_SPEC, "monitoring": {"port": 10200}}), METRICS_PORT,
+                 id="metrics-port-is-the-wyoming-port"),
+    pytest.param(_service_cr({**BASE_SPEC, "monitoring": {"port": 5000}}), METRICS_PORT,
+                 id="metrics-port-is-the-http-port"),
+    pytest.param(_service_cr({**BASE_SPEC, "monitoring": {"port": 9090}}), METRICS_PORT,
+                 id="metrics-port-is-the-status-port"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"wyoming": {"port": 7000}},
+                              "monitoring": {"port": 7000}}), METRICS_PORT,
+                 id="metrics-port-is-a-chosen-wyoming-port"),
 ]
 
 
@@ -816,6 +855,11 @@ def test_every_cel_rule_has_a_failing_case() -> None:
                  id="same-port-with-http-off"),
     pytest.param(_service_cr({**BASE_SPEC, "autoscaling": {"maxReplicas": 1}}),
                  id="autoscaling-to-one-rwo"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"http": {"enabled": False}},
+                              "monitoring": {"port": 5000}}),
+                 id="metrics-port-on-the-unused-http-port"),
+    pytest.param(_service_cr({**BASE_SPEC, "monitoring": {"port": 9100}}),
+                 id="metrics-port-of-its-own"),
     pytest.param(_voice_cr({**HF_VOICE, "source": {"huggingFace": {
         "path": "en/en_US/a.b/medium", "revision": "v1.0"}}}), id="dotted-path-and-revision"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": "en_US-a.b-medium"}), id="dotted-voice"),

@@ -231,3 +231,22 @@ def test_status_apply_failure_holds_observed_generation_back() -> None:
     assert (degraded["status"], degraded["reason"]) == ("True", "ApplyFailed")
     assert refused[1] in degraded["message"]
     assert service_status(observe(), {"observedGeneration": 3})["observedGeneration"] == 4
+
+
+@pytest.mark.parametrize(("state", "expected"), [
+    (None, None),
+    ("applied", ("True", "Applied")),
+    ("unavailable", ("False", "MonitoringUnavailable")),
+    ("pending", ("Unknown", "NotApplied")),
+])
+def test_a_pod_monitor_is_reported_only_when_asked_for(state: Any,
+                                                       expected: tuple[str, str] | None) -> None:
+    status = service_status(observe(pod_monitor=state))
+    assert brief(status).get("PodMonitorReady") == expected
+    # a missing Prometheus Operator is no reason to call the service degraded or unconverged
+    assert brief(status)["Degraded"] == ("False", "AsExpected")
+    assert status["observedGeneration"] == 4
+    if state == "unavailable":
+        message = conds(status)["PodMonitorReady"]["message"]
+        assert "monitoring.coreos.com/v1 PodMonitor" in message
+        assert "prometheus.io annotations" in message

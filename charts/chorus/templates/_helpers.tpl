@@ -101,6 +101,11 @@ app.kubernetes.io/component: operator
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
+# Chorus: the PodMonitor of a service with monitoring.podMonitor (Prometheus Operator);
+# read on every pass so that turning it off removes it. Harmless where that CRD is absent.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["podmonitors"]
+  verbs: ["get", "create", "patch", "delete"]
 # Chorus: lists the server pods to poll each one's voice-manager status port.
 - apiGroups: [""]
   resources: ["pods"]
