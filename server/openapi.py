@@ -160,6 +160,23 @@ def _reading_properties() -> dict[str, Any]:
     }
 
 
+def _ssml_document(max_text: int | None) -> dict[str, Any]:
+    """An ``application/ssml+xml`` body. The pattern admits only documents that are
+    always spoken (a ``speak`` element around plain text); richer SSML is described, not
+    patterned, since no JSON Schema can tell well-formed XML."""
+    document: dict[str, Any] = {
+        "type": "string", "pattern": "^<speak>[^<>&\ufffe\uffff]*</speak>$",
+        "description": (
+            "An SSML document (see `text_format`): `speak` around text and `p`, `s`, "
+            "`break`, `prosody`, `say-as`, `sub`, `voice`, `lang`, `emphasis`; the "
+            "request's other fields as query parameters (`?voice=...&format=mp3`). Not "
+            "SSML that can be spoken (malformed, a DTD, too deep): 422 `invalid-ssml` "
+            "with the line and column.")}
+    if max_text is not None:
+        document["maxLength"] = max_text
+    return document
+
+
 def _native_body(formats: list[str], max_text: int | None, streaming: bool) -> dict[str, Any]:
     rates = {name: sorted(fmt.rates) for name in formats
              if (fmt := FORMATS[name]).rates is not None}
@@ -334,6 +351,7 @@ def _components(max_text: int | None) -> dict[str, Any]:
             "SynthesizeRequest": _native_body(all_formats, max_text, streaming=False),
             "SynthesizeStreamRequest": _native_body(streamable, max_text, streaming=True),
             "OpenAISpeechRequest": _openai_body(max_text),
+            "SsmlDocument": _ssml_document(max_text),
             "Voice": _object({
                 "engine": {"type": "string"},
                 "name": {"type": "string"},
@@ -360,8 +378,7 @@ def _operation(summary: str, tag: str, responses: dict[str, Any], *,
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {
             _JSON: {"schema": _ref(body)},
-            SSML_CONTENT_TYPE: {"schema": {"type": "string", "description": (
-                "An SSML document; the body's other fields as query parameters.")}}}}
+            SSML_CONTENT_TYPE: {"schema": _ref("SsmlDocument")}}}
     if public:
         operation["security"] = []
     return operation
