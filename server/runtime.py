@@ -27,6 +27,7 @@ from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
 from .http_api import HttpApi
 from .metrics import Metrics
+from .on_demand import OnDemandVoices, VoiceInstaller
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .synthesis import Synthesizer, TextLimits
@@ -43,7 +44,10 @@ _LOGGER = logging.getLogger(__name__)
 class Runtime:
     """The parts of a running server, started and stopped together."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings,
+                 installer: VoiceInstaller | None = None) -> None:
+        """``installer``: where voices offered for download on first use come from
+        (``--download-voices``; see :mod:`.on_demand`)."""
         self.settings = settings
         engine = PiperEngine(
             threads_per_voice=settings.threads_per_worker,
@@ -66,9 +70,12 @@ class Runtime:
                                    sentence_silence=settings.sentence_silence,
                                    paragraph_silence=settings.paragraph_silence)
         limits = TextLimits(settings.max_text_chars, settings.max_sentence_chars)
+        self.on_demand = (OnDemandVoices(installer, self.store) if installer is not None
+                          else None)
         self.synthesizer = Synthesizer(self.store, self.scheduler, limits, defaults,
                                        front_end=TextFrontEnd(settings.front_end_options),
-                                       strict_speakers=settings.strict_speakers)
+                                       strict_speakers=settings.strict_speakers,
+                                       on_demand=self.on_demand)
         self.metrics = Metrics()
         self.metrics.watch(self.scheduler, self.store)
         self._wyoming: asyncio.Server | None = None
@@ -89,6 +96,8 @@ class Runtime:
         if doors and self.settings.zeroconf:
             announced_address(self.settings.wyoming_uri)  # a bad URI fails before any load
         self.scheduler.start()
+        if self.on_demand is not None:  # a default voice still to download comes first
+            await self.on_demand.install_default(self.settings.effective_default_voice)
         await self.store.start()
         opened = ""
         if doors:
@@ -110,8 +119,10 @@ class Runtime:
                 await self._start_http()
                 opened += f", HTTP on http://{self.settings.http_host}:{self.settings.http_port}"
         self._started = True
-        _LOGGER.info("Chorus ready: %d voice(s), default %s, %d worker(s) x %d thread(s)%s",
-                     len(self.store.installed()), self.store.default_voice,
+        offered = (f" (+{len(self.on_demand.offered())} on first use)"
+                   if self.on_demand is not None else "")
+        _LOGGER.info("Chorus ready: %d voice(s)%s, default %s, %d worker(s) x %d thread(s)%s",
+                     len(self.store.installed()), offered, self.store.default_voice,
                      self.scheduler.workers, self.settings.threads_per_worker, opened)
 
     async def _start_http(self) -> None:
@@ -205,9 +216,9 @@ class Runtime:
             await self.cache.close()
 
 
-async def serve(settings: ServerSettings) -> None:
+async def serve(settings: ServerSettings, installer: VoiceInstaller | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, installer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
