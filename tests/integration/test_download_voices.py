@@ -78,8 +78,12 @@ async def _listed(server: ServerProcess, name: str) -> dict[str, object]:
         async with http.get(f"/voices/{name}") as response:
             assert response.status == 200
             one = await response.json()
+        async with http.get("/v1/audio/voices") as response:
+            assert response.status == 200
+            openai = (await response.json())["voices"]
     [entry] = [v for v in voices if v["name"] == name]
     assert entry == one
+    assert {"id": name, "name": name} in openai  # Open WebUI's list offers it too
     return dict(entry)
 
 
