@@ -12,8 +12,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chorus.server.on_demand import VoiceInstaller
+    from chorus.server.settings import ServerSettings
 
 __all__ = ["build_parser", "main"]
+
+
+def _voice_installer(settings: ServerSettings) -> VoiceInstaller:
+    """``chorus serve --download-voices``: the voice manager installs what the server
+    offers (the two components meet only here)."""
+    from .voice_downloads import build_installer
+
+    return build_installer(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {metadata.version('chorus-tts')}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    server_cli.register(subparsers)
+    server_cli.register(subparsers, voice_installer=_voice_installer)
     voices_cli.register(subparsers)
     operator_cli.register(subparsers)
     return parser

@@ -278,6 +278,12 @@ class ServerOptions:
         "names separated by commas; repeatable",
         metavar="all|NAMES", repeat=True))
     """The default voice is always loaded; others otherwise load on first use (seconds)."""
+    download_voices: bool = field(default=False, metadata=_how(
+        "also offer every voice of the Piper voice catalog (rhasspy/piper-voices) and install "
+        "one into the first --voices-dir on its first request, verified against the hub's "
+        "sha256, as wyoming-piper does; also installs a missing --default-voice at start. For "
+        "one host; in Kubernetes a TTSVoice installs voices"))
+    """Off: only installed voices are offered (a voice manager or people install them)."""
 
     voices_dirs: tuple[Path, ...] = field(default=(), metadata=_how(
         "Piper voices directory (<voice>.onnx + .onnx.json); repeatable (env: colon-separated)",

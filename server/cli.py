@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from chorus.common.options import (
     CommandError,
@@ -24,7 +25,14 @@ from chorus.common.server_options import command_options
 
 from .settings import ServerSettings
 
-__all__ = ["SAY_OPTIONS", "SERVE_OPTIONS", "register"]
+if TYPE_CHECKING:
+    from .on_demand import VoiceInstaller
+
+__all__ = ["SAY_OPTIONS", "SERVE_OPTIONS", "InstallerFactory", "register"]
+
+InstallerFactory = Callable[[ServerSettings], "VoiceInstaller"]
+"""Builds the installer behind ``--download-voices`` (raises ``CommandError`` when it
+cannot); the ``chorus`` command passes one made from the voice manager."""
 
 SERVE_OPTIONS = command_options("serve")
 """``chorus serve``'s options, derived from the declaration of the server's settings."""
@@ -36,12 +44,17 @@ SAY_OPTIONS = [
 ]
 
 
-def register(subparsers: Any) -> None:
-    """Add ``serve`` and ``say`` to the ``chorus`` command."""
+def register(subparsers: Any, voice_installer: InstallerFactory | None = None) -> None:
+    """Add ``serve`` and ``say`` to the ``chorus`` command.
+
+    ``voice_installer`` makes ``--download-voices`` work: the server imports no voice
+    manager, so the command that has both hands one in.
+    """
     serve = subparsers.add_parser("serve", help="run the speech server (Wyoming and HTTP)")
     add_config(serve)
     add_options(serve, SERVE_OPTIONS)
     command(serve, _run_serve)
+    serve.set_defaults(voice_installer=voice_installer)
 
     say = subparsers.add_parser("say", help="synthesize TEXT once and write a WAV file")
     say.add_argument("text", metavar="TEXT", help="text to speak ('-' reads stdin)")
@@ -59,11 +72,18 @@ def _resolve(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
 def _run_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings.from_options(_resolve(args, SERVE_OPTIONS))
     setup_logging(settings.log_level)
+    installer = None
+    if settings.download_voices:
+        factory: InstallerFactory | None = getattr(args, "voice_installer", None)
+        if factory is None:
+            raise CommandError("--download-voices needs the voice manager, which this "
+                               "command was built without")
+        installer = factory(settings)
     from .errors import ChorusError
     from .runtime import serve
 
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, installer))
     except (ChorusError, ValueError, OSError) as err:
         raise CommandError(str(err)) from err
     return 0

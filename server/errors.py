@@ -16,6 +16,7 @@ __all__ = [
     "TextTooLong",
     "UnknownSpeaker",
     "UnknownVoice",
+    "VoiceDownloadFailed",
     "VoiceUnavailable",
 ]
 
@@ -70,6 +71,13 @@ class VoiceUnavailable(ChorusError):
     """The voice is installed but its files could not be loaded."""
 
     code = "voice-unavailable"
+
+
+class VoiceDownloadFailed(ChorusError):
+    """A voice offered for download on first use (``--download-voices``) could not be
+    installed; nothing of it was left behind."""
+
+    code = "voice-download-failed"
 
 
 class Busy(ChorusError):

@@ -62,6 +62,7 @@ from .http_requests import (
     query_body,
 )
 from .metrics import CONTENT_TYPE, Metrics, RequestMetrics
+from .on_demand import OfferedVoice
 from .openapi import DOC_PATHS, OPENAI_MODELS, PUBLIC_ROUTES, add_doc_routes, build_openapi
 from .rate_limit import ClientLimiter, TooManyRequests, client_id
 from .synthesis import Synthesizer, VoiceRequest
@@ -81,6 +82,7 @@ _STATUS = {
     "unknown-voice": 404,
     "unknown-speaker": 404,
     "voice-unavailable": 503,
+    "voice-download-failed": 503,
     "busy": 503,
     "shutting-down": 503,
     "body-timeout": 408,
@@ -104,6 +106,16 @@ class BodyTooLarge(TextTooLong):
     """The body is over the request size limit (no one field to blame)."""
 
     param = None
+
+
+def _describe_offered(voice: OfferedVoice) -> dict[str, Any]:
+    """A voice offered for download on first use (``--download-voices``): what the catalog
+    says, ``installed`` false; its sample rate is known once it is installed."""
+    return {"engine": "piper", "name": voice.name, "language": voice.language,
+            "quality": voice.quality, "speakers": list(voice.speakers),
+            "num_speakers": voice.num_speakers, "sample_rate": None,
+            "description": voice.description, "resident": False, "default": False,
+            "installed": False}
 
 
 def error_status(err: ChorusError) -> int:
@@ -434,8 +446,7 @@ class HttpApi:
         self.synthesizer.check_text(speech.text)
         cache = self.cache if speech.use_cache else None
         if cache is not None:
-            key = self._cache_key(speech, self.synthesizer.store.resolve(
-                speech.voice.name, speech.voice.language))
+            key = self._cache_key(speech, await self.synthesizer.resolve(speech.voice))
             entry = await cache.get(key)
             if entry is not None:
                 record.voice = entry.voice
@@ -579,26 +590,36 @@ class HttpApi:
     # -- voices -------------------------------------------------------------------------
 
     def _describe(self, name: str) -> dict[str, Any]:
+        on_demand = self.synthesizer.on_demand
+        if on_demand is not None and (offered := on_demand.get(name)) is not None:
+            return _describe_offered(offered)
         spec = self.synthesizer.store.resolve(name)
         resident = {v.spec.name for v in self.synthesizer.store.resident()}
         return {"engine": spec.engine, "name": spec.name, "language": spec.language,
                 "quality": spec.quality, "speakers": list(spec.speakers),
                 "num_speakers": spec.num_speakers, "sample_rate": spec.sample_rate,
                 "description": spec.description, "resident": spec.name in resident,
-                "default": spec.name == self.synthesizer.store.default_voice}
+                "default": spec.name == self.synthesizer.store.default_voice,
+                "installed": True}
+
+    def _names(self) -> list[str]:
+        """Installed voices, then those offered for download on first use."""
+        on_demand = self.synthesizer.on_demand
+        offered = on_demand.offered() if on_demand is not None else []
+        return ([spec.name for spec in self.synthesizer.store.installed()]
+                + [voice.name for voice in offered])
 
     async def voices(self, request: web.Request) -> web.Response:
-        names = [spec.name for spec in self.synthesizer.store.installed()]
-        return web.json_response({"voices": [self._describe(n) for n in names]})
+        return web.json_response({"voices": [self._describe(n) for n in self._names()]})
 
     async def voice(self, request: web.Request) -> web.Response:
         return web.json_response(self._describe(request.match_info["name"]))
 
     async def openai_voices(self, request: web.Request) -> web.Response:
-        """Installed voices, then OpenAI names with the installed voice each speaks with."""
+        """Installed voices (and offered ones), then OpenAI names with the installed voice
+        each speaks with."""
         store = self.synthesizer.store
-        voices: list[dict[str, str]] = [{"id": s.name, "name": s.name}
-                                        for s in store.installed()]
+        voices: list[dict[str, str]] = [{"id": name, "name": name} for name in self._names()]
         for alias in sorted(set(OPENAI_VOICES) | set(self._openai_voices)):
             target = self._openai_voices.get(alias, store.default_voice)
             voices.append({"id": alias, "name": alias, "voice": target})

@@ -74,7 +74,9 @@ _ERROR_CODES = {
     429: "this client (address, or API key) already has its allowance of requests in "
          "progress (`too-many-requests`, `--max-requests-per-client`)",
     503: "the scheduler's queue is full (`busy`), the server is shutting down "
-         "(`shutting-down`), or the voice could not be loaded (`voice-unavailable`)",
+         "(`shutting-down`), the voice could not be loaded (`voice-unavailable`), or a "
+         "voice offered for download on first use could not be downloaded "
+         "(`voice-download-failed`)",
     500: "a bug in the server (`internal`); never caused by the request",
 }
 
@@ -359,10 +361,14 @@ def _components(max_text: int | None) -> dict[str, Any]:
                 "quality": {"type": ["string", "null"]},
                 "speakers": {"type": "array", "items": {"type": "string"}},
                 "num_speakers": {"type": "integer", "minimum": 1},
-                "sample_rate": {"type": "integer"},
+                "sample_rate": {"type": ["integer", "null"],
+                                "description": "Null for a voice not installed yet."},
                 "description": {"type": "string"},
                 "resident": {"type": "boolean", "description": "Loaded in memory now."},
                 "default": {"type": "boolean"},
+                "installed": {"type": "boolean", "description": (
+                    "False for a voice offered for download on first use "
+                    "(`--download-voices`): the first request for it installs it.")},
             }),
         },
         "responses": {f"E{status}": _error_response(status) for status in _ERROR_CODES},
@@ -447,7 +453,8 @@ def _paths() -> dict[str, Any]:
             body="SynthesizeStreamRequest")},
         "/voices": {"get": _operation(
             "Installed voices", "voices",
-            {"200": _json("Every installed voice.", _object(
+            {"200": _json("Every installed voice; with --download-voices, then those "
+                          "offered for download on first use (`installed` false).", _object(
                 {"voices": {"type": "array", "items": _ref("Voice")}})),
              **_errors(*_GET_ERRORS)})},
         "/voices/{name}": {"get": {**_operation(

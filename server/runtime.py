@@ -30,6 +30,7 @@ from .engines.piper import PiperEngine
 from .http_api import HttpApi
 from .metrics import Metrics
 from .metrics_http import MAX_METRICS_CONNECTIONS, MetricsDoor
+from .on_demand import OnDemandVoices, VoiceInstaller
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .synthesis import Synthesizer, TextLimits
@@ -46,7 +47,10 @@ _LOGGER = logging.getLogger(__name__)
 class Runtime:
     """The parts of a running server, started and stopped together."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings,
+                 installer: VoiceInstaller | None = None) -> None:
+        """``installer``: where voices offered for download on first use come from
+        (``--download-voices``; see :mod:`.on_demand`)."""
         self.settings = settings
         engine = PiperEngine(
             threads_per_voice=settings.threads_per_worker,
@@ -69,9 +73,12 @@ class Runtime:
                                    sentence_silence=settings.sentence_silence,
                                    paragraph_silence=settings.paragraph_silence)
         limits = TextLimits(settings.max_text_chars, settings.max_sentence_chars)
+        self.on_demand = (OnDemandVoices(installer, self.store) if installer is not None
+                          else None)
         self.synthesizer = Synthesizer(self.store, self.scheduler, limits, defaults,
                                        front_end=TextFrontEnd(settings.front_end_options),
-                                       strict_speakers=settings.strict_speakers)
+                                       strict_speakers=settings.strict_speakers,
+                                       on_demand=self.on_demand)
         self.metrics = Metrics()
         self.metrics.watch(self.scheduler, self.store)
         self._wyoming: asyncio.Server | None = None
@@ -102,6 +109,8 @@ class Runtime:
                 await self._metrics_door.start(self.settings.http_host,
                                                self.settings.metrics_port)
         self.scheduler.start()
+        if self.on_demand is not None:  # a default voice still to download comes first
+            await self.on_demand.install_default(self.settings.effective_default_voice)
         await self.store.start()
         opened = ""
         if doors:
@@ -128,8 +137,10 @@ class Runtime:
                 opened += (f", metrics on http://{self.settings.http_host}:"
                            f"{self._metrics_door.port}/metrics")
         self._started = True
-        _LOGGER.info("Chorus ready: %d voice(s), default %s, %d worker(s) x %d thread(s)%s",
-                     len(self.store.installed()), self.store.default_voice,
+        offered = (f" (+{len(self.on_demand.offered())} on first use)"
+                   if self.on_demand is not None else "")
+        _LOGGER.info("Chorus ready: %d voice(s)%s, default %s, %d worker(s) x %d thread(s)%s",
+                     len(self.store.installed()), offered, self.store.default_voice,
                      self.scheduler.workers, self.settings.threads_per_worker, opened)
 
     async def _start_http(self) -> None:
@@ -225,9 +236,9 @@ class Runtime:
             await self.cache.close()
 
 
-async def serve(settings: ServerSettings) -> None:
+async def serve(settings: ServerSettings, installer: VoiceInstaller | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, installer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -28,6 +28,7 @@ from .errors import (
     TextTooLong,
     UnknownSpeaker,
 )
+from .on_demand import OnDemandVoices
 from .scheduler import Job, Scheduler
 from .text import FrontEndStream, SsmlError, TextFormat, TextFrontEnd, TextRequest
 from .text.segments import Pause, Segment, Style, silence_seconds
@@ -354,8 +355,11 @@ class Synthesizer:
     def __init__(self, store: VoiceStore, scheduler: Scheduler, limits: TextLimits,
                  defaults: SynthesisParams | None = None, *,
                  front_end: TextFrontEnd | None = None,
-                 strict_speakers: bool = False) -> None:
+                 strict_speakers: bool = False,
+                 on_demand: OnDemandVoices | None = None) -> None:
         self.store = store
+        self.on_demand = on_demand
+        """Voices installed on first request (``--download-voices``); ``None``: off."""
         self.scheduler = scheduler
         self.limits = limits
         self.defaults = defaults or SynthesisParams()
@@ -406,6 +410,13 @@ class Synthesizer:
         """The longest whole text a request may send."""
         return self.limits.max_chars
 
+    async def resolve(self, voice: VoiceRequest) -> VoiceSpec:
+        """The installed voice a request speaks with; a voice offered for download
+        (``--download-voices``) is installed first."""
+        if self.on_demand is not None:
+            await self.on_demand.ensure(voice.name)
+        return self.store.resolve(voice.name, voice.language)
+
     async def open(self, voice: VoiceRequest, params: SynthesisParams | None = None,
                    *, stream: bool = False, text: TextRequest | None = None) -> Utterance:
         """Resolve and load the voice, then take a scheduler slot (or raise Busy).
@@ -413,7 +424,7 @@ class Synthesizer:
         ``stream``: text arrives while it is spoken, with no total (see :class:`TextLimits`).
         ``text``: the request's text format and front-end switches.
         """
-        spec = self.store.resolve(voice.name, voice.language)
+        spec = await self.resolve(voice)
         params = self.effective_params(spec, voice.speaker, params)
         text = text or TextRequest()
         front = self.front_end.stream(text.format, language=spec.language,

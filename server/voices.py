@@ -74,6 +74,9 @@ class VoiceStore:
         self._resident: OrderedDict[str, LoadedVoice] = OrderedDict()
         self._loading: dict[str, asyncio.Future[LoadedVoice]] = {}
         self._watch_task: asyncio.Task[None] | None = None
+        self._refreshing = asyncio.Lock()
+        """One rescan at a time: a scan that began before a voice was installed must not
+        finish after one that began later and hide the voice again."""
         self.default_voice = ""
 
     # -- installed voices -------------------------------------------------------------
@@ -132,6 +135,10 @@ class VoiceStore:
 
     async def refresh(self) -> None:
         """Rescan the directories and forget resident voices whose files changed."""
+        async with self._refreshing:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         found = await asyncio.to_thread(self._scan)
         added = sorted(set(found) - set(self._installed))
         removed = sorted(set(self._installed) - set(found))

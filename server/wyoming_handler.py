@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -40,6 +41,7 @@ from wyoming.tts import (
 from .engines.base import VoiceSpec
 from .errors import BadRequest, Busy, ChorusError
 from .metrics import Metrics, RequestMetrics
+from .on_demand import OfferedVoice
 from .synthesis import Synthesizer, Utterance, VoiceRequest
 from .text import TextFormat, TextRequest
 from .text_budget import TextBudget
@@ -61,8 +63,32 @@ def _version() -> str:
         return "0.0.0"
 
 
-def build_info(voices: list[VoiceSpec]) -> Info:
-    """The ``info`` answer: one TTS program listing exactly the installed voices."""
+def build_info(voices: list[VoiceSpec], offered: Sequence[OfferedVoice] = ()) -> Info:
+    """The ``info`` answer: one TTS program listing the installed voices, and with
+    ``--download-voices`` the ones installed on first request.
+
+    Offered voices are ``installed`` too, as wyoming-piper lists its downloadable ones:
+    Home Assistant skips a voice whose ``installed`` is false, and could never ask for
+    it. Their description says that the first request downloads them.
+    """
+    listed = [TtsVoice(
+        name=spec.name,
+        description=spec.description,
+        attribution=_PIPER_ATTRIBUTION,
+        installed=True,
+        version=spec.version,
+        languages=[spec.language],
+        speakers=[TtsVoiceSpeaker(name=s) for s in spec.speakers] or None,
+    ) for spec in voices]
+    listed += [TtsVoice(
+        name=voice.name,
+        description=voice.description,
+        attribution=_PIPER_ATTRIBUTION,
+        installed=True,
+        version=None,
+        languages=[voice.language],
+        speakers=[TtsVoiceSpeaker(name=s) for s in voice.speakers] or None,
+    ) for voice in offered]
     return Info(tts=[TtsProgram(
         name="chorus",
         description="Chorus speech server (Piper)",
@@ -70,15 +96,7 @@ def build_info(voices: list[VoiceSpec]) -> Info:
         installed=True,
         version=_version(),
         supports_synthesize_streaming=True,
-        voices=[TtsVoice(
-            name=spec.name,
-            description=spec.description,
-            attribution=_PIPER_ATTRIBUTION,
-            installed=True,
-            version=spec.version,
-            languages=[spec.language],
-            speakers=[TtsVoiceSpeaker(name=s) for s in spec.speakers] or None,
-        ) for spec in voices],
+        voices=sorted(listed, key=lambda v: v.name),
     )])
 
 
@@ -369,7 +387,10 @@ class WyomingHandler:
     async def handle_event(self, event: Event) -> None:
         data = event.data
         if Describe.is_type(event.type):
-            await self.write_event(build_info(self.synthesizer.store.installed()).event())
+            on_demand = self.synthesizer.on_demand
+            await self.write_event(build_info(
+                self.synthesizer.store.installed(),
+                on_demand.offered() if on_demand is not None else ()).event())
         elif Ping.is_type(event.type):
             await self.write_event(Pong(text=data.get("text")).event())
         elif Synthesize.is_type(event.type):

@@ -63,7 +63,10 @@ async function loadVoices() {
     }
     voiceSelect.append(group);
   }
-  setStatus(`${voices.length} voice(s) installed.`);
+  const installed = voices.filter((voice) => voice.installed).length;
+  const later = voices.length - installed;  // --download-voices: installed when first used
+  setStatus(`${installed} voice(s) installed` +
+            (later ? `, ${later} more downloaded on first use.` : "."));
 }
 
 function showStats(firstMs, totalMs, audioSeconds) {

