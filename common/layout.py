@@ -3,6 +3,12 @@
 Piper-compatible and flat, so wyoming-piper or ``piper`` can read the same volume:
 ``<root>/<voice>.onnx`` plus ``<root>/<voice>.onnx.json``. The voice manager writes
 this layout and the server reads it; both import it from here so neither can drift.
+
+Other engines' voices live beside Piper's, each recognised by its entry file: a Kokoro
+voice is ``<root>/<voice>.kokoro.json``, which names its model and its style vectors,
+plain file names in the same directory (one Kokoro model serves many voices, so the
+model is shared, not copied per voice). Piper and wyoming-piper ignore these files, and
+a Kokoro model without an ``.onnx.json`` beside it is no Piper voice.
 Files only ever appear complete (temp name in the same directory, fsync, ``os.replace``),
 so a reader that sees both files may use them; temp names are never voice names.
 """
@@ -15,10 +21,13 @@ from pathlib import Path
 
 __all__ = [
     "CONFIG_SUFFIX",
+    "KOKORO_SUFFIX",
     "MODEL_SUFFIX",
     "TEMP_PREFIX",
+    "VoiceEntry",
     "VoiceFiles",
     "file_fingerprint",
+    "find_voice_entries",
     "find_voice_files",
     "is_valid_voice_name",
     "voice_files",
@@ -26,6 +35,7 @@ __all__ = [
 
 MODEL_SUFFIX = ".onnx"
 CONFIG_SUFFIX = ".onnx.json"
+KOKORO_SUFFIX = ".kokoro.json"
 TEMP_PREFIX = ".chorus-tmp-"
 """Prefix of files being written; they start with a dot so no scan mistakes them for voices."""
 
@@ -88,3 +98,31 @@ def find_voice_files(root: Path, *, report_unreadable: bool = False) -> list[Voi
         if is_valid_voice_name(stem) and f"{stem}{CONFIG_SUFFIX}" in names:
             found.append(voice_files(root, stem))
     return found
+
+
+@dataclass(frozen=True)
+class VoiceEntry:
+    """One voice of any engine: its name, its engine and the file that declares it (a
+    Piper voice's ``.onnx.json``, a Kokoro voice's ``.kokoro.json``)."""
+
+    name: str
+    engine: str
+    config: Path
+
+
+def find_voice_entries(root: Path, *, report_unreadable: bool = False) -> list[VoiceEntry]:
+    """Every voice under ``root``, of every engine, sorted by name (a Piper voice first
+    when two engines' voices share a name). Piper voices need both files
+    (:func:`find_voice_files`); a Kokoro entry is listed as soon as it exists, its
+    engine checks the files it names. Errors as :func:`find_voice_files`."""
+    entries = [VoiceEntry(files.name, "piper", files.config)
+               for files in find_voice_files(root, report_unreadable=report_unreadable)]
+    try:
+        names = sorted(entry.name for entry in root.iterdir())
+    except OSError:
+        names = []  # gone or unreadable since it was listed: as find_voice_files says
+    for file_name in names:
+        stem = file_name[: -len(KOKORO_SUFFIX)]
+        if file_name.endswith(KOKORO_SUFFIX) and is_valid_voice_name(stem):
+            entries.append(VoiceEntry(stem, "kokoro", root / file_name))
+    return sorted(entries, key=lambda e: (e.name, e.engine != "piper"))

@@ -27,6 +27,7 @@ from .connections import ConnectionCap, raise_open_file_limit
 from .discovery import Announcement, announce, announced_address
 from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
+from .engines.registry import EngineOptions, discover
 from .http_api import HttpApi
 from .metrics import Metrics
 from .metrics_http import MAX_METRICS_CONNECTIONS, MetricsDoor
@@ -58,13 +59,16 @@ class Runtime:
             stream_windows=(settings.stream_windows if settings.sub_sentence_streaming
                             else None),
             graph_cache_dir=settings.effective_graph_cache_dir)
+        engines = discover(EngineOptions(threads_per_voice=settings.threads_per_worker),
+                           engine)
         self.store = VoiceStore(
-            engine,
+            list(engines.available.values()),
             settings.voice_directories(),
             default_voice=settings.effective_default_voice,
             memory_budget=settings.voice_memory_mb * 1024 * 1024,
             rescan_interval=settings.rescan_interval,
             preload=settings.preload,
+            missing_engines=engines.missing,
         )
         self.scheduler = Scheduler(settings.worker_count, max_jobs=settings.max_requests)
         defaults = SynthesisParams(length_scale=settings.length_scale,

@@ -1,10 +1,14 @@
 """The voice store: which voices are installed, and which are resident in memory.
 
 Installed voices come from voices directories in the shared layout
-(:mod:`chorus.common.layout`), rescanned every ``rescan_interval`` seconds so voices
-a sidecar adds or removes appear and disappear without a restart. Polling a directory
-listing is cheap, works on ConfigMap volumes, NFS and overlay filesystems alike, and
-only re-reads a config whose size or mtime changed.
+(:mod:`chorus.common.layout`), of every engine: each entry names its engine, and the
+store hands it to that engine (:mod:`.engines.registry` says which are installed). A
+voice whose engine is not installed is offered nowhere, with one log line per voice
+naming the ``pip install`` that brings the engine. Directories are rescanned every
+``rescan_interval`` seconds so voices a sidecar adds or removes appear and disappear
+without a restart. Polling a directory listing is cheap, works on ConfigMap volumes,
+NFS and overlay filesystems alike, and only re-reads a voice whose files' size or mtime
+changed.
 
 Resident voices are kept in an LRU under a memory budget; the default voice is
 loaded and warmed before the server reports ready and is never evicted. A voice whose
@@ -25,10 +29,10 @@ import difflib
 import errno
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from chorus.common.layout import file_fingerprint, find_voice_files
+from chorus.common.layout import find_voice_entries
 
 from .engines.base import Engine, LoadedVoice, VoiceConfigError, VoiceSpec
 from .engines.native_memory import release_memory
@@ -43,19 +47,38 @@ def _normalize_language(code: str) -> str:
     return code.replace("-", "_").lower()
 
 
+def _fingerprint(paths: Sequence[Path]) -> tuple[int, ...]:
+    """(mtime_ns, size) of each file, (-1, -1) for one that is missing: a voice that was
+    unusable for want of a file is read again once the file appears."""
+    values: list[int] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            values += (-1, -1)
+        else:
+            values += (st.st_mtime_ns, st.st_size)
+    return tuple(values)
+
+
 class VoiceStore:
     """Installed voices from directories, resident voices in an LRU."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | Sequence[Engine],
         directories: Sequence[Path],
         default_voice: str | None = None,
         memory_budget: int = 1 << 30,
         rescan_interval: float = 1.0,
         preload: Sequence[str] = (),
+        missing_engines: Mapping[str, str] | None = None,
     ) -> None:
-        self._engine = engine
+        engines = [engine] if not isinstance(engine, Sequence) else list(engine)
+        self._engines = {e.name: e for e in engines}
+        self._missing_engines = dict(missing_engines or {})
+        """Engine name -> the ``pip install`` that brings it, for its voices' log line."""
+        self._reported_missing: set[tuple[str, Path]] = set()
         self._preload = tuple(preload)
         """Voice names to keep loaded ahead of requests; ``("all",)`` means every one."""
         self._preload_task: asyncio.Task[None] | None = None
@@ -68,7 +91,9 @@ class VoiceStore:
         self._memory_budget = memory_budget
         self._rescan_interval = rescan_interval
         self._installed: dict[str, VoiceSpec] = {}
-        self._spec_cache: dict[Path, tuple[tuple[int, ...], VoiceSpec | None]] = {}
+        self._spec_cache: dict[Path, tuple[tuple[Path, ...], tuple[int, ...],
+                                           VoiceSpec | None]] = {}
+        """Entry file -> the files read, their fingerprint, and the spec (None: unusable)."""
         self._broken: dict[str, tuple[int, ...]] = {}
         self._unreadable: dict[Path, str] = {}
         self._resident: OrderedDict[str, LoadedVoice] = OrderedDict()
@@ -86,32 +111,53 @@ class VoiceStore:
         found: dict[str, VoiceSpec] = {}
         for directory in self._directories:
             try:
-                listed = find_voice_files(directory, report_unreadable=True)
+                listed = find_voice_entries(directory, report_unreadable=True)
             except OSError as err:
                 self._note_unreadable(directory, err)
                 continue
             self._note_unreadable(directory, None)
-            for files in listed:
-                if files.name in found:
-                    continue  # an earlier directory wins
-                try:
-                    key = file_fingerprint(files.model, files.config)
-                except OSError:
-                    continue  # removed while scanning
-                cached = self._spec_cache.get(files.config)
-                if cached is None or cached[0] != key:
-                    try:
-                        spec: VoiceSpec | None = self._engine.read_spec(
-                            files.model, files.config, files.name)
-                    except VoiceConfigError as err:
-                        # Once per change of its files: the result is cached by fingerprint.
-                        _LOGGER.error("Voice not offered: %s", err)
-                        spec = None
-                    cached = (key, spec)
-                    self._spec_cache[files.config] = cached
-                if cached[1] is not None:
-                    found[files.name] = cached[1]
+            for entry in listed:
+                if entry.name in found:
+                    continue  # an earlier directory, or a Piper voice of that name, wins
+                engine = self._engines.get(entry.engine)
+                if engine is None:
+                    self._note_missing_engine(entry.name, entry.engine, entry.config)
+                    continue
+                cached = self._spec_cache.get(entry.config)
+                if cached is None or _fingerprint(cached[0]) != cached[1]:
+                    cached = self._read(engine, entry.config, entry.name)
+                    if cached is None:
+                        continue  # removed while scanning
+                    self._spec_cache[entry.config] = cached
+                if cached[2] is not None:
+                    found[entry.name] = cached[2]
         return found
+
+    @staticmethod
+    def _read(engine: Engine, config: Path, name: str,
+              ) -> tuple[tuple[Path, ...], tuple[int, ...], VoiceSpec | None] | None:
+        """A voice's spec with the files and fingerprint it was read from; ``None``
+        when its entry went away meanwhile."""
+        try:
+            spec = engine.read_spec(config, name)
+        except VoiceConfigError as err:
+            if not config.exists():
+                return None
+            # Once per change of its files: the result is cached by fingerprint.
+            _LOGGER.error("Voice not offered: %s", err)
+            files = err.files or (config,)
+            return files, _fingerprint(files), None
+        return spec.watched, spec.fingerprint, spec
+
+    def _note_missing_engine(self, name: str, engine: str, config: Path) -> None:
+        """One WARNING per voice (entry file) whose engine is not installed."""
+        if (engine, config) in self._reported_missing:
+            return
+        self._reported_missing.add((engine, config))
+        hint = self._missing_engines.get(engine)
+        how = f"{hint} adds it" if hint else "this server has no such engine"
+        _LOGGER.warning("Voice %s not offered: its engine %s is not installed (%s); "
+                        "entry %s", name, engine, how, config)
 
     def _note_unreadable(self, directory: Path, err: OSError | None) -> None:
         """An ERROR (once per errno) naming why ``directory`` cannot be listed, and an
@@ -316,7 +362,7 @@ class VoiceStore:
     async def _load(self, spec: VoiceSpec) -> LoadedVoice:
         _LOGGER.info("Loading voice %s from %s", spec.name, spec.model_path)
         try:
-            loaded = await asyncio.to_thread(self._engine.load, spec)
+            loaded = await asyncio.to_thread(self._engines[spec.engine].load, spec)
         except VoiceConfigError as err:
             _LOGGER.error("Voice %s is broken and will be skipped until its files "
                           "change: %s", spec.name, err)

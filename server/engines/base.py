@@ -50,7 +50,15 @@ Unit = Sequence[int]
 
 
 class VoiceConfigError(ValueError):
-    """A voice's files are present but unusable (bad JSON, missing keys, bad model)."""
+    """A voice's files are present but unusable (bad JSON, missing keys, bad model).
+
+    ``files``: the files the verdict rests on, so that the store reads the voice again
+    when one of them changes (or appears); empty means its entry file alone.
+    """
+
+    def __init__(self, message: str, files: Sequence[Path] = ()) -> None:
+        super().__init__(message)
+        self.files = tuple(files)
 
 
 class Cancelled(Exception):
@@ -132,7 +140,15 @@ class VoiceSpec:
     version: str | None = None
     model_bytes: int = 0
     fingerprint: tuple[int, ...] = field(default=(), compare=True)
-    """(mtime_ns, size) of each file: a change means the voice must be reloaded."""
+    """(mtime_ns, size) of each of :attr:`files`: a change means the voice must be
+    reloaded."""
+    files: tuple[Path, ...] = ()
+    """Every file the voice is read from (empty: ``model_path`` and ``config_path``)."""
+
+    @property
+    def watched(self) -> tuple[Path, ...]:
+        """The files whose change means the voice must be read again."""
+        return self.files or (self.model_path, self.config_path)
 
 
 @dataclass(frozen=True)
@@ -219,8 +235,10 @@ class Engine(Protocol):
 
     name: str
 
-    def read_spec(self, model_path: Path, config_path: Path, name: str) -> VoiceSpec:
-        """Read metadata; raises :class:`VoiceConfigError` when the config is unusable."""
+    def read_spec(self, config_path: Path, name: str) -> VoiceSpec:
+        """Read the metadata of the voice declared by ``config_path`` (its entry file in
+        the voices directory, :mod:`chorus.common.layout`); raises
+        :class:`VoiceConfigError` when the voice is unusable."""
         ...
 
     def load(self, spec: VoiceSpec) -> LoadedVoice:

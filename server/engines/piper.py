@@ -170,7 +170,8 @@ class PiperEngine:
     def __post_init__(self) -> None:
         return_large_blocks_when_freed()
 
-    def read_spec(self, model_path: Path, config_path: Path, name: str) -> VoiceSpec:
+    def read_spec(self, config_path: Path, name: str) -> VoiceSpec:
+        model_path = config_path.with_suffix("")  # <voice>.onnx.json -> <voice>.onnx
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
             piper_config = PiperConfig.from_dict(config)
@@ -199,31 +200,12 @@ class PiperEngine:
             version=piper_config.piper_version,
             model_bytes=fingerprint[1],
             fingerprint=fingerprint,
+            files=(model_path, config_path),
         )
 
     def session(self, model: bytes | str) -> onnxruntime.InferenceSession:
         """A session as the server runs one: a whole graph or one part (path or bytes)."""
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads_per_voice
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        # Spinning threads burn a core while waiting for work; with several workers
-        # sharing few cores that costs throughput (measured: 15.8 -> 18.5+ audio-s/s).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # The CPU arena keeps every block it ever grew, per session, for the life of
-        # the session: a long sentence raised RSS for good, and an evicted voice's
-        # memory went back to the arena's malloc heap, not to the system. Plain malloc
-        # lets freed tensors go; measured on the joe voice, three long paragraphs took
-        # RSS +419 MiB with the arena, +156 MiB without, at no measurable speed cost.
-        options.enable_cpu_mem_arena = False
-        # A memory pattern is planned and kept per input shape, and nearly every
-        # sentence has a shape of its own: patterns pile up and each call takes one
-        # block sized for the whole call instead of tensors freed as they die.
-        # Measured (three long paragraphs, then short sentences): +305 MiB for good
-        # with patterns, -2 MiB without.
-        options.enable_mem_pattern = False
-        return onnxruntime.InferenceSession(
-            model, sess_options=options, providers=["CPUExecutionProvider"])
+        return onnx_runs.cpu_session(model, self.threads_per_voice)
 
     def load(self, spec: VoiceSpec) -> PiperLoadedVoice:
         try:

@@ -39,7 +39,7 @@ def engine(cache: Path | None, **kwargs: Any) -> PiperEngine:
 
 
 def load(engine: PiperEngine, model: Path, config: Path, name: str) -> PiperLoadedVoice:
-    return engine.load(engine.read_spec(model, config, name))
+    return engine.load(engine.read_spec(config, name))
 
 
 def load_joe(cache: Path) -> PiperLoadedVoice:

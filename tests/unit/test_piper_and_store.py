@@ -27,8 +27,8 @@ LONG_SENTENCE = ", ".join(["the quick brown fox jumps over the lazy dog"] * 23) 
 def joe(graph_cache_dir: Path) -> PiperLoadedVoice:
     engine = PiperEngine(threads_per_voice=1, max_phonemes=120,
                          graph_cache_dir=graph_cache_dir)
-    spec = engine.read_spec(JOE_DIR / "en_US-joe-medium.onnx",
-                            JOE_DIR / "en_US-joe-medium.onnx.json", "en_US-joe-medium")
+    spec = engine.read_spec(JOE_DIR / "en_US-joe-medium.onnx.json",
+                           "en_US-joe-medium")
     return engine.load(spec)
 
 
@@ -62,7 +62,7 @@ def test_spec_reads_language_speakers_and_quality(tmp_path: Path) -> None:
                             "country_english": "Germany"})
     (tmp_path / "v.onnx.json").write_text(json.dumps(config))
     (tmp_path / "v.onnx").write_bytes(b"model")
-    spec = PiperEngine(1, 150).read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
+    spec = PiperEngine(1, 150).read_spec(tmp_path / "v.onnx.json", "v")
     assert spec.language == "de_DE"
     assert spec.speakers == ("alice", "bob")
     assert spec.quality == "medium"
@@ -83,7 +83,7 @@ def test_unusable_configs_raise_voice_config_error(tmp_path: Path, config: str) 
     (tmp_path / "v.onnx.json").write_text(config)
     (tmp_path / "v.onnx").write_bytes(b"model")
     with pytest.raises(VoiceConfigError):
-        PiperEngine(1, 150).read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
+        PiperEngine(1, 150).read_spec(tmp_path / "v.onnx.json", "v")
 
 
 def _install(directory: Path, name: str, language: str) -> None:
@@ -146,7 +146,7 @@ def test_an_espeak_voice_espeak_ng_lacks_is_refused_when_read(tmp_path: Path) ->
     (tmp_path / "v.onnx.json").write_text(json.dumps(config))
     (tmp_path / "v.onnx").write_bytes(b"model")
     with pytest.raises(VoiceConfigError, match="espeak voice 'xx-nowhere'"):
-        PiperEngine(1, 150).read_spec(tmp_path / "v.onnx", tmp_path / "v.onnx.json", "v")
+        PiperEngine(1, 150).read_spec(tmp_path / "v.onnx.json", "v")
 
 
 async def test_voices_piper_would_refuse_are_not_offered_and_logged_once(

@@ -37,8 +37,7 @@ def _load(stream_windows: Sequence[int] | None = DEFAULT_WINDOWS,
           graph_cache_dir: Path | None = None) -> PiperLoadedVoice:
     engine = PiperEngine(threads_per_voice=1, max_phonemes=1000,
                          stream_windows=stream_windows, graph_cache_dir=graph_cache_dir)
-    return engine.load(engine.read_spec(JOE_DIR / "en_US-joe-medium.onnx",
-                                        JOE_DIR / "en_US-joe-medium.onnx.json", "joe"))
+    return engine.load(engine.read_spec(JOE_DIR / "en_US-joe-medium.onnx.json", "joe"))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,309 @@
+"""The Kokoro engine: kokoro-onnx for text -> phoneme tokens, onnxruntime for the audio.
+
+Installed with ``chorus-tts[kokoro]``; :mod:`.registry` imports this module, and
+nothing else does, so without the extra the server runs Piper alone.
+
+**Voices.** A Kokoro voice is one model (Kokoro-82M, shared by all voices) plus one
+style-vector file (a row of 256 floats per input length, the voice's own timbre). Its
+entry in the voices directory is ``<voice>.kokoro.json`` (:mod:`chorus.common.layout`)::
+
+    {"model": "kokoro-v1.0.int8.onnx", "style": "af_heart.bin", "language": "en_US"}
+
+``model`` and ``style`` are file names in the same directory; the style file is raw
+little-endian float32 (``voices/*.bin`` as Kokoro's ONNX releases and kokoro-js ship
+them) or ``.npy``. ``language`` defaults from the voice name's first letter, Kokoro's
+own convention (``a``: American English, ``b``: British, ``e``: Spanish, ...).
+
+**The model once.** Every voice of one model file uses one onnxruntime session
+(``run`` is thread-safe), kept while any of them is loaded; each loaded voice reports
+its share of the model's memory, so the store's budget counts the model once.
+
+**Units.** kokoro-onnx phonemizes with espeak-ng and cuts phonemes into batches the
+model takes whole (at most 510 tokens, preferring sentence and clause ends); each batch
+is one unit, rendered whole: Kokoro's graph is not cut into windows (``streaming`` is
+False), so a sentence's audio arrives when the sentence is done. The model pads each
+batch with silence; it is trimmed as kokoro-onnx trims it, and the utterance adds the
+server's own sentence silence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime
+from kokoro_onnx.chunker import split_phonemes
+from kokoro_onnx.config import MAX_PHONEME_LENGTH, SAMPLE_RATE
+from kokoro_onnx.session import embedded_vocab, input_dtypes
+from kokoro_onnx.tokenizer import Tokenizer
+from kokoro_onnx.trim import trim
+
+from chorus.common.layout import is_valid_voice_name
+
+from . import onnx_runs
+from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
+from .registry import EngineOptions
+
+__all__ = [
+    "LANGUAGES",
+    "MEMORY_FACTOR",
+    "SPEED_RANGE",
+    "KokoroEngine",
+    "KokoroLoadedVoice",
+    "espeak_language",
+    "load_style",
+    "speed",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+STYLE_DIM = 256
+"""Floats per style row (Kokoro-82M)."""
+
+MEMORY_FACTOR = 2.2
+"""Resident bytes per model byte: the int8 model (92 MB) measured +128 MiB once its
+session was created and +200 MiB after its first sentence."""
+
+SPEED_RANGE = (0.5, 2.0)
+"""Speeds the model speaks well (kokoro-onnx refuses others); requests are clamped."""
+
+LANGUAGES = {
+    "a": "en_US", "b": "en_GB", "e": "es_ES", "f": "fr_FR", "h": "hi_IN",
+    "i": "it_IT", "j": "ja_JP", "p": "pt_BR", "z": "zh_CN",
+}
+"""Kokoro's voice-name prefixes (``af_heart``: American English, female)."""
+
+_ESPEAK = {"en_us": "en-us", "en_gb": "en-gb", "es": "es", "fr": "fr-fr", "hi": "hi",
+           "it": "it", "ja": "ja", "pt_br": "pt-br", "pt": "pt", "zh": "cmn"}
+
+_CHECK_TEXT = "a"
+"""Phonemized once per language when a voice is read: espeak-ng must know it."""
+
+WARM_UP_TEXT = "Ready."
+
+
+def espeak_language(language: str) -> str:
+    """The espeak-ng voice for a language code (``en_US`` -> ``en-us``; ``de_DE`` -> ``de``)."""
+    code = language.replace("-", "_").lower()
+    return _ESPEAK.get(code) or _ESPEAK.get(code.split("_")[0]) or code.split("_")[0]
+
+
+def load_style(path: Path) -> npt.NDArray[np.float32]:
+    """A style-vector file as rows of shape (1, 256); raises ValueError when it is none."""
+    if path.suffix == ".npy":
+        data = np.load(path, allow_pickle=False)
+    else:
+        data = np.fromfile(path, dtype="<f4")
+    flat = np.asarray(data, dtype=np.float32).reshape(-1)
+    if flat.size == 0 or flat.size % STYLE_DIM:
+        raise ValueError(f"{path.name}: {flat.size} floats is not rows of {STYLE_DIM}")
+    if not np.all(np.isfinite(flat)):
+        raise ValueError(f"{path.name}: not finite")
+    return flat.reshape(-1, 1, STYLE_DIM)
+
+
+def _file_in(directory: Path, config: dict[str, Any], key: str, config_path: Path) -> Path:
+    value = config.get(key)
+    if not isinstance(value, str) or not is_valid_voice_name(value):
+        raise VoiceConfigError(f"{config_path.name}: {key!r} must name a file in the same "
+                               f"directory, got {value!r}")
+    return directory / value
+
+
+@dataclass
+class _Model:
+    """One model file's session, shared by the voices that use it."""
+
+    session: onnxruntime.InferenceSession
+    fingerprint: tuple[int, ...]
+    model_bytes: int
+    tokens_input: str
+    speed_dtype: np.dtype[Any]
+    vocab: dict[str, int]
+    users: weakref.WeakSet[KokoroLoadedVoice] = field(default_factory=weakref.WeakSet)
+
+
+class KokoroEngine:
+    """Reads ``<voice>.kokoro.json`` entries and loads their voices."""
+
+    name = "kokoro"
+
+    def __init__(self, options: EngineOptions) -> None:
+        self._threads = options.threads_per_voice
+        self._lock = threading.Lock()
+        self._models: dict[Path, _Model] = {}
+        self._tokenizer: Tokenizer | None = None
+        self._languages: dict[str, str | None] = {}
+        """espeak language -> why it cannot be used (None: it can)."""
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """kokoro-onnx's espeak-ng phonemizer (one per process: espeak-ng is global)."""
+        with self._lock:
+            if self._tokenizer is None:
+                self._tokenizer = Tokenizer()
+            return self._tokenizer
+
+    def _check_language(self, espeak: str) -> str | None:
+        if espeak not in self._languages:
+            try:
+                self.tokenizer.phonemize(_CHECK_TEXT, espeak)
+            except (RuntimeError, ValueError) as err:  # phonemizer: unsupported language
+                self._languages[espeak] = str(err) or type(err).__name__
+            else:
+                self._languages[espeak] = None
+        return self._languages[espeak]
+
+    def read_spec(self, config_path: Path, name: str) -> VoiceSpec:
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise VoiceConfigError(f"voice {name}: unusable config {config_path}: {err}",
+                                   [config_path]) from err
+        if not isinstance(config, dict):
+            raise VoiceConfigError(f"voice {name}: {config_path} is not a JSON object",
+                                   [config_path])
+        directory = config_path.parent
+        model = _file_in(directory, config, "model", config_path)
+        style = _file_in(directory, config, "style", config_path)
+        files = (config_path, model, style)
+        language = config.get("language") or LANGUAGES.get(name[:1].lower())
+        if not isinstance(language, str):
+            raise VoiceConfigError(f"voice {name}: no 'language' in {config_path} and none "
+                                   f"implied by the name (Kokoro prefixes: "
+                                   f"{', '.join(sorted(LANGUAGES))})", files)
+        try:
+            fingerprint = tuple(v for path in files
+                                for v in (path.stat().st_mtime_ns, path.stat().st_size))
+            load_style(style)
+        except (OSError, ValueError) as err:
+            raise VoiceConfigError(f"voice {name}: {err}", files) from err
+        problem = self._check_language(espeak_language(language))
+        if problem is not None:
+            raise VoiceConfigError(f"voice {name}: espeak-ng cannot speak "
+                                   f"{espeak_language(language)!r}: {problem}", files)
+        description = config.get("description")
+        return VoiceSpec(
+            name=name,
+            engine=self.name,
+            model_path=model,
+            config_path=config_path,
+            language=language,
+            sample_rate=SAMPLE_RATE,
+            description=(description if isinstance(description, str)
+                         else f"Kokoro {language}: {name}"),
+            version=str(config.get("version") or "") or None,
+            model_bytes=model.stat().st_size,
+            fingerprint=fingerprint,
+            files=files,
+        )
+
+    def _model(self, spec: VoiceSpec) -> _Model:
+        """The model's shared session, created when no loaded voice holds it yet."""
+        fingerprint = spec.fingerprint[2:4]  # the model file's (mtime, size)
+        with self._lock:
+            known = self._models.get(spec.model_path)
+            if known is not None and known.fingerprint == fingerprint and known.users:
+                return known
+        session = onnx_runs.cpu_session(str(spec.model_path), self._threads)
+        dtypes = input_dtypes(session)
+        tokens_input = "input_ids" if "input_ids" in dtypes else "tokens"
+        missing = {tokens_input, "style", "speed"} - set(dtypes)
+        if missing:
+            raise ValueError(f"not a Kokoro model: no input {', '.join(sorted(missing))}")
+        model = _Model(session, fingerprint, spec.model_bytes, tokens_input,
+                       dtypes["speed"], embedded_vocab(session) or self.tokenizer.vocab)
+        with self._lock:
+            self._models[spec.model_path] = model
+        return model
+
+    def load(self, spec: VoiceSpec) -> KokoroLoadedVoice:
+        try:
+            config = json.loads(spec.config_path.read_text(encoding="utf-8"))
+            style = load_style(spec.config_path.parent / str(config["style"]))
+            model = self._model(spec)
+        except Exception as err:
+            raise VoiceConfigError(f"voice {spec.name}: cannot load: {err}") from err
+        voice = KokoroLoadedVoice(spec, model, style, self.tokenizer,
+                                  espeak_language(spec.language))
+        try:
+            voice.render(voice.prepare(WARM_UP_TEXT)[0], SynthesisParams())
+        except Exception as err:
+            raise VoiceConfigError(f"voice {spec.name}: warm-up failed: {err}") from err
+        return voice
+
+
+def speed(params: SynthesisParams) -> float:
+    """Kokoro's speed from Chorus's knobs: ``rate`` over ``length_scale``, clamped."""
+    value = (params.rate or 1.0) / (params.length_scale or 1.0)
+    low, high = SPEED_RANGE
+    return min(max(value, low), high)
+
+
+class KokoroLoadedVoice:
+    """A resident Kokoro voice; ``render`` and ``start`` may run on several threads."""
+
+    streaming = False
+    """Whole units: Kokoro's graph is not cut into windows."""
+
+    def __init__(self, spec: VoiceSpec, model: _Model, style: npt.NDArray[np.float32],
+                 tokenizer: Tokenizer, espeak: str) -> None:
+        self._spec = spec
+        self._model = model
+        self._style = style
+        self._tokenizer = tokenizer
+        self._espeak = espeak
+        model.users.add(self)
+
+    @property
+    def spec(self) -> VoiceSpec:
+        return self._spec
+
+    @property
+    def memory_bytes(self) -> int:
+        """Its style rows plus its share of the model, which its voices split evenly."""
+        share = int(self._model.model_bytes * MEMORY_FACTOR) // max(len(self._model.users), 1)
+        return int(self._style.nbytes) + share
+
+    def prepare(self, text: str) -> list[Unit]:
+        phonemes = " ".join(self._tokenizer.phonemize(text, self._espeak).split())
+        vocab = self._model.vocab
+        units: list[Unit] = []
+        for batch in split_phonemes(phonemes, MAX_PHONEME_LENGTH):
+            tokens = [vocab[p] for p in batch if p in vocab]
+            if any(p.strip() for p in batch) and tokens:
+                units.append(tokens)
+        return units
+
+    def raw(self, unit: Unit, params: SynthesisParams, stop: StopSignal | None = None,
+            ) -> npt.NDArray[np.float32]:
+        """The model's audio for one unit, silence trimmed, as floats in [-1, 1]."""
+        model = self._model
+        tokens = list(unit)
+        feeds: dict[str, npt.NDArray[Any]] = {
+            model.tokens_input: np.array([[0, *tokens, 0]], dtype=np.int64),
+            "style": self._style[min(len(tokens), len(self._style)) - 1],
+            "speed": np.array([speed(params)], dtype=model.speed_dtype),
+        }
+        audio = np.asarray(onnx_runs.run(model.session, feeds, stop)[0],
+                           dtype=np.float32).reshape(-1)
+        trimmed, _ = trim(audio)
+        return np.asarray(trimmed, dtype=np.float32)
+
+    def render(self, unit: Unit, params: SynthesisParams, stop: StopSignal | None = None,
+               ) -> PCM:
+        audio = np.clip(self.raw(unit, params, stop), -1.0, 1.0)
+        pcm: PCM = (audio * 32767.0).astype(np.int16)
+        return pcm
+
+    def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
+              stop: StopSignal | None = None) -> PCM:
+        return self.render(unit, params, stop)
+
