@@ -82,7 +82,7 @@ def _emoji(text: str, mode: EmojiMode, language: str | None) -> str:
     if not _MAYBE_EMOJI.search(text):
         return text  # the library's own scan costs far more than this one
     if mode is EmojiMode.DROP:
-        return str(emoji.replace_emoji(text, replace=""))
+        return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", str(emoji.replace_emoji(text, replace="")))
     lang = (language or "en").replace("-", "_").split("_")[0].lower()
     if not _load_emoji_language(lang):
         return str(emoji.replace_emoji(text, replace=""))

@@ -137,7 +137,7 @@ class _FailingUtterance:
 def _failing_api() -> tuple[HttpApi, list[_FailingUtterance]]:
     opened: list[_FailingUtterance] = []
 
-    async def open_utterance(voice: Any, params: Any) -> _FailingUtterance:
+    async def open_utterance(voice: Any, params: Any, **_: Any) -> _FailingUtterance:
         opened.append(_FailingUtterance())
         return opened[-1]
 

@@ -33,7 +33,7 @@ def _texts(segments: list[Segment]) -> list[str]:
 def test_llm_markdown_comes_out_clean_and_in_words() -> None:
     assert _texts(FRONT_END.process(LLM, language="en_US")) == [
         "Price list", "|",
-        "Tea costs three dollars, fifty cents on the twenty-first party popper.",
+        "Tea costs three dollars, fifty cents on the twenty-first.",
         "See example.com!", "|",
         "one thousand, two hundred and fifty cups sold", "open at ten thirty", "|",
         "Code omitted."]
@@ -50,11 +50,15 @@ def test_each_step_can_be_switched_off() -> None:
     assert _texts(FRONT_END.process("**Tea** at 10:30 👍", options=raw)) == ["**Tea** at 10:30 👍"]
     no_numbers = FrontEndOptions(normalize=False)
     assert _texts(FRONT_END.process("**Tea** at 10:30 👍", options=no_numbers)) == [
+        "Tea at 10:30"]
+    described = FrontEndOptions(normalize=False, emoji=EmojiMode.DESCRIBE)
+    assert _texts(FRONT_END.process("**Tea** at 10:30 👍", options=described)) == [
         "Tea at 10:30 thumbs up"]
-    quiet = FRONT_END.options.with_changes(emoji=EmojiMode.DROP, code=CodeMode.SKIP,
+    quiet = FRONT_END.options.with_changes(emoji=EmojiMode.DESCRIBE, code=CodeMode.SKIP,
                                            normalize=None)
-    assert quiet.normalize and quiet.emoji is EmojiMode.DROP
-    assert _texts(FRONT_END.process("Hi 👍\n\n```\nx\n```\n", options=quiet)) == ["Hi"]
+    assert quiet.normalize and quiet.emoji is EmojiMode.DESCRIBE
+    assert _texts(FRONT_END.process("Hi 👍\n\n```\nx\n```\n", options=quiet)) == [
+        "Hi thumbs up"]
 
 
 def test_ssml_is_detected_asked_for_or_switched_off() -> None:
