@@ -77,9 +77,10 @@ async def _say(server: ServerProcess, text: str, text_format: str | None = None,
     return np.frombuffer(pcm_of(events), np.int16)
 
 
-async def _stream(server: ServerProcess, chunks: list[str]) -> Audio:
+async def _stream(server: ServerProcess, chunks: list[str],
+                  text_format: str | None = None) -> Audio:
     async with server.client() as client:
-        await client.write_event(SynthesizeStart().event())
+        await client.write_event(SynthesizeStart(text_format=text_format).event())
         for chunk in chunks:
             await client.write_event(SynthesizeChunk(chunk).event())
         await client.write_event(SynthesizeStop().event())
@@ -225,6 +226,16 @@ async def test_chunked_markdown_sounds_like_the_whole(server: ServerProcess) -> 
     for size in (1, 7, 40):
         chunks = [MARKDOWN[i:i + size] for i in range(0, len(MARKDOWN), size)]
         assert np.array_equal(await _stream(server, chunks), whole), size
+
+
+async def test_streamed_ssml_sounds_like_the_whole_document(server: ServerProcess) -> None:
+    document = ('<speak><p>Streamed <prosody rate="fast">SSML</prosody> is spoken once '
+                'it is complete.</p><break time="300ms"/><s>Then it sounds the same.</s>'
+                "</speak>")
+    whole = await _say(server, document, text_format="ssml")
+    chunks = [document[i:i + 9] for i in range(0, len(document), 9)]
+    assert np.array_equal(await _stream(server, chunks, text_format="ssml"), whole)
+    assert np.array_equal(await _stream(server, chunks), whole)  # detected: <speak
 
 
 async def test_plain_sentences_are_unchanged_by_the_front_end(server: ServerProcess) -> None:
