@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from chorus.common.server_options import ServerOptions
 from chorus.common.xdg import cache_home
 
-from .text import CodeMode, EmojiMode, FrontEndOptions
+if TYPE_CHECKING:  # the text front end's libraries are not needed to parse options
+    from .text import FrontEndOptions
 
 __all__ = ["ServerSettings", "usable_cpus"]
 
@@ -102,6 +104,8 @@ class ServerSettings(ServerOptions):
     @property
     def front_end_options(self) -> FrontEndOptions:
         """The text front end as the server is set (requests may switch steps)."""
+        from .text import CodeMode, EmojiMode, FrontEndOptions
+
         return FrontEndOptions(
             markdown=self.markdown, cleanup=self.text_cleanup, normalize=self.normalize,
             ssml=self.ssml, emoji=EmojiMode(self.emoji), code=CodeMode(self.code_blocks),
