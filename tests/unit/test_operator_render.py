@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from chorus.cli.main import build_parser
-from chorus.common.manifest import SOURCE_KINDS, Source, json_keys, load_manifest
+from chorus.common.manifest import SOURCE_RECORDS, Source, json_keys, load_manifest
 from chorus.common.options import OptionError, load_config_file, resolve_options
 from chorus.operator.models import (
     LabelSelector,
@@ -44,6 +44,8 @@ from tests.unit.operator_specs import (
     AMY,
     EMPTY,
     JOE,
+    KOKORO_FILES,
+    KOKORO_SOURCE,
     MISSING,
     NAME,
     NS,
@@ -292,6 +294,11 @@ def _amy(children: Children) -> dict[str, Any]:
 
 
 
+def _kokoro_file(part: str, kind: str, key: str) -> Getter:
+    """The rendered manifest's value of one key of amy's Kokoro ``part`` file."""
+    return lambda c: _amy(c)["source"]["kokoro"][part][kind][key]
+
+
 VOICE_CASES = [
     case("voice", {"voice": "en_US-amy-low"}, _names, ["en_US-amy-low", JOE]),
     case("source.huggingFace.repo", {"source": {"huggingFace": {"repo": "me/voices"}}},
@@ -310,6 +317,10 @@ VOICE_CASES = [
     case("source.local.path", {"source": {"local": {"path": "/opt/voices"}}},
          lambda c: _amy(c)["source"], {"local": {"path": "/opt/voices"}}),
     case("sha256", {"sha256": SHA}, lambda c: _amy(c)["sha256"], SHA),
+    *(case(f"source.kokoro.{part}.{kind}.{key}",
+           {"engine": "kokoro", "source": {"kokoro": {**KOKORO_SOURCE, part: {kind: body}}}},
+           _kokoro_file(part, kind, key), body[key])
+      for part in ("model", "style") for kind, body in KOKORO_FILES.items() for key in body),
 ]
 
 
@@ -320,11 +331,22 @@ def test_every_voice_field_has_an_effect(patch: dict[str, Any], get: Getter,
     assert attempt(get, render()) != expected, "the default already renders this"
 
 
-def test_engine_is_piper_and_nothing_else() -> None:
+def test_engine_is_rendered_and_takes_its_own_source_shape() -> None:
     assert _amy(render(voice_list=voices(engine="piper")))["engine"] == "piper"
     assert _amy(render())["engine"] == "piper"
-    with pytest.raises(SpecError, match="engine"):
+    kokoro = _amy(render(voice_list=voices(engine="kokoro",
+                                           source={"kokoro": KOKORO_SOURCE})))
+    assert (kokoro["engine"], kokoro["source"]) == ("kokoro", {"kokoro": {
+        "model": {"huggingFace": {"path": "onnx/model_quantized.onnx",
+                                  "repo": "onnx-community/Kokoro-82M-v1.0-ONNX",
+                                  "revision": "main"}},
+        "style": {"local": {"path": "/opt/styles/af_heart.bin"}}}})
+    with pytest.raises(SpecError, match=r"engine .kokoro. needs source\.kokoro"):
         voice("amy", AMY, engine="kokoro")
+    with pytest.raises(SpecError, match=r"source\.kokoro is for engine"):
+        voice("amy", AMY, source={"kokoro": KOKORO_SOURCE})
+    with pytest.raises(SpecError, match="a Kokoro voice pins each file"):
+        voice("amy", AMY, engine="kokoro", source={"kokoro": KOKORO_SOURCE}, sha256=SHA)
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -342,7 +364,7 @@ def spec_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
         path = prefix + (info.alias or name)
         kind = _unwrap(info.annotation)
         if kind == Source:
-            paths |= {f"{path}.{key}.{k.key}" for key, record in SOURCE_KINDS.items()
+            paths |= {".".join((path, *below, k.key)) for below, record in SOURCE_RECORDS.items()
                       for k in json_keys(record)}
         elif (isinstance(kind, type) and issubclass(kind, BaseModel)
                 and kind not in (Resources, SecretKey)):
