@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from chorus.common.kokoro import STYLE_BYTES, V1_VOICES, voice_gender, voice_language
 from chorus.common.layout import TEMP_PREFIX, VoiceEntry, find_voice_entries
 from chorus.common.manifest import Manifest, parse_manifest
 from chorus.common.voice_status import STATUS_FILE
 from chorus.voice_manager.kokoro import model_name
 from chorus.voice_manager.sources import FetchSettings
 from chorus.voice_manager.sync import SyncSettings, VolumeSyncer
+from tests.conftest import CHORUS
 from tests.integration.voice_servers import ServedFile, VoiceServer
+from tests.kokoro_files import VOICES_DIR
 
 MODEL = b"kokoro model " * 1000
 MODEL_2 = b"another kokoro model " * 1000
@@ -73,6 +78,11 @@ def _entry(dest: Path, name: str) -> dict[str, Any]:
 
 def _models(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.glob("kokoro-*.onnx"))
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CHORUS, "voices", *args], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ), check=False)
 
 
 def _gets(server: VoiceServer, suffix: str) -> int:
@@ -175,3 +185,49 @@ def test_local_files_keep_the_style_format(tmp_path: Path, voice_server: VoiceSe
     report = syncer.converge(_manifest(wrong))
     assert "sha256 mismatch" in (report.voices["ff_siwis"].error or "")
     syncer.close()
+
+
+def test_voices_list_engine_kokoro(tmp_path: Path, voice_server: VoiceServer) -> None:
+    syncer = _syncer(tmp_path, voice_server)
+    assert syncer.converge(_manifest(_hub_voice("bm_george"))).failed == []
+    syncer.close()
+    (tmp_path / "my_voice.kokoro.json").write_text(json.dumps(
+        {"model": model_name(_sha(MODEL)), "style": "bm_george.style.bin"}))
+
+    table = _run("list", "--engine", "kokoro", "--dest", str(tmp_path))
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "LANGUAGE", "GENDER", "INSTALLED"]
+    assert len(lines) == 1 + len(V1_VOICES) == 55
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert rows["bm_george"] == ["en_GB", "male", "installed"]
+    assert rows["af_heart"] == ["en_US", "female"]
+    assert rows["zm_yunxi"] == ["zh_CN", "male"]
+    assert rows["jf_alpha"] == ["ja_JP", "female"]
+
+    spanish = _run("list", "--engine", "kokoro", "--language", "es", "--json")
+    assert [r["name"] for r in json.loads(spanish.stdout)] == ["ef_dora", "em_alex", "em_santa"]
+
+    installed = _run("list", "--engine", "kokoro", "--installed", "--json",
+                     "--dest", str(tmp_path))
+    by_name = {r["name"]: r for r in json.loads(installed.stdout)}
+    assert set(by_name) == {"bm_george", "my_voice"}
+    assert by_name["bm_george"]["state"] == "installed"
+    assert by_name["bm_george"]["bytes"] == len(MODEL) + len(STYLES["bm_george"])
+    assert by_name["bm_george"]["sha256"] == _sha(STYLES["bm_george"])
+    assert (by_name["my_voice"]["state"], by_name["my_voice"]["inCatalog"]) == (
+        "unmanaged", False)
+
+    piper = _run("list", "--dest", str(tmp_path), "--installed", "--json")
+    assert piper.returncode == 0, piper.stderr
+    assert json.loads(piper.stdout) == []  # Kokoro voices are no Piper voices
+    assert "en_US-joe-medium" in _run("list").stdout  # the hub catalog as before
+
+
+def test_the_v1_voices_are_kokoro_js_voices_and_their_names_parse() -> None:
+    assert len(V1_VOICES) == len(set(V1_VOICES)) == 54
+    assert all(voice_language(n) and voice_gender(n) for n in V1_VOICES)
+    if VOICES_DIR.is_dir():
+        assert sorted(p.stem for p in VOICES_DIR.glob("*.bin")) == sorted(V1_VOICES)
+        assert {p.stat().st_size for p in VOICES_DIR.glob("*.bin")} == {STYLE_BYTES}
+    assert (voice_language("my_voice"), voice_gender("af")) == (None, None)
