@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "DEFAULT_MODEL_BYTES",
     "GENDERS",
     "LANGUAGES",
     "MEMORY_FACTOR",
@@ -36,6 +37,10 @@ MEMORY_FACTOR = 2.2
 """Resident bytes per model byte: the int8 model (92 MB) measured +128 MiB once its
 session was created and +200 MiB after its first sentence. One model file is loaded
 once, however many voices use it."""
+
+DEFAULT_MODEL_BYTES = 92_361_271
+"""The size assumed for a model not yet downloaded: kokoro-v1.0.int8.onnx, the published
+int8 model (the fp32 one is about 3.5 times larger; give such a service its resources)."""
 
 STYLE_BYTES = 510 * 256 * 4
 """One v1.0 voice's style vectors: 510 rows of 256 float32 (``voices/<voice>.bin``)."""
@@ -65,5 +70,6 @@ def voice_gender(name: str) -> str | None:
 
 
 def memory_estimate(model_bytes: Iterable[int]) -> int:
-    """Resident bytes of Kokoro voices using models of these sizes, each model once."""
-    return sum(int(size * MEMORY_FACTOR) for size in set(model_bytes))
+    """Resident bytes of Kokoro voices using models of these sizes, one size per distinct
+    model (however many voices share it): what the engine reports once they are loaded."""
+    return sum(int(size * MEMORY_FACTOR) for size in model_bytes)

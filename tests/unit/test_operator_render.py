@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from pydantic import BaseModel
 
 from chorus.cli.main import build_parser
+from chorus.common.kokoro import DEFAULT_MODEL_BYTES, MEMORY_FACTOR, memory_estimate
 from chorus.common.manifest import SOURCE_RECORDS, Source, json_keys, load_manifest
 from chorus.common.options import OptionError, load_config_file, resolve_options
 from chorus.operator.models import (
@@ -27,6 +29,7 @@ from chorus.operator.models import (
     ServiceSpec,
     SpecError,
     Voice,
+    VoiceResource,
 )
 from chorus.operator.render import (
     CHECKSUM_ANNOTATION,
@@ -34,6 +37,7 @@ from chorus.operator.render import (
     STATUS_PORT,
     RenderSettings,
     build_manifest,
+    engine_memory,
     labels_for,
     select_voices,
     selector_labels,
@@ -347,6 +351,49 @@ def test_engine_is_rendered_and_takes_its_own_source_shape() -> None:
         voice("amy", AMY, source={"kokoro": KOKORO_SOURCE})
     with pytest.raises(SpecError, match="a Kokoro voice pins each file"):
         voice("amy", AMY, engine="kokoro", source={"kokoro": KOKORO_SOURCE}, sha256=SHA)
+
+
+def _kokoro_voice(name: str, key: str, model: dict[str, Any] | None = None) -> VoiceResource:
+    source = {**KOKORO_SOURCE, "model": model or KOKORO_SOURCE["model"],
+              "style": {"huggingFace": {"path": f"voices/{key}.bin"}}}
+    return voice(name, key, engine="kokoro", source={"kokoro": source})
+
+
+def _with_kokoro(*kokoro: VoiceResource) -> Children:
+    names = ["amy", "joe", *(v.name for v in kokoro)]
+    return render({"voices": {"names": names}}, voice_list=[*voices(), *kokoro])
+
+
+KOKORO_MODEL_MIB = math.ceil(int(DEFAULT_MODEL_BYTES * MEMORY_FACTOR) / 2**20)
+
+
+def test_a_kokoro_model_raises_the_memory_once_however_many_voices_share_it() -> None:
+    assert KOKORO_MODEL_MIB == 194  # 92 MB int8 model x 2.2
+    heart, george = _kokoro_voice("heart", "af_heart"), _kokoro_voice("george", "bm_george")
+    shared = _with_kokoro(heart, george)
+    assert server(shared)["resources"] == {
+        "requests": {"cpu": "500m", "memory": f"{512 + KOKORO_MODEL_MIB}Mi"},
+        "limits": {"memory": f"{2048 + KOKORO_MODEL_MIB}Mi"}}
+    assert server(_with_kokoro(heart))["resources"] == server(shared)["resources"]
+    assert {n: v["engine"] for n, v in manifest_voices(shared).items()} == {
+        "af_heart": "kokoro", AMY: "piper", "bm_george": "kokoro", JOE: "piper"}
+    assert manifest_voices(shared)["bm_george"]["source"]["kokoro"]["style"] == {
+        "huggingFace": {"path": "voices/bm_george.bin", "revision": "main",
+                        "repo": "onnx-community/Kokoro-82M-v1.0-ONNX"}}
+    other = _kokoro_voice("fr", "ff_siwis", {"url": {"url": "https://example.org/k.onnx",
+                                                     "sha256": SHA["model"]}})
+    two = server(_with_kokoro(heart, george, other))["resources"]
+    assert two["requests"]["memory"] == f"{512 + 2 * KOKORO_MODEL_MIB}Mi"
+    assert server(render())["resources"]["requests"]["memory"] == "512Mi"  # Piper only
+
+
+def test_given_server_resources_are_used_as_they_are_with_kokoro_voices() -> None:
+    heart = _kokoro_voice("heart", "af_heart")
+    children = render({"voices": {"names": ["amy", "heart"]},
+                       "server": {"resources": RESOURCES}}, voice_list=[*voices(), heart])
+    assert server(children)["resources"] == RESOURCES
+    assert engine_memory(select_voices(service({"voices": {"names": ["heart"]}}), [heart])
+                         ) == memory_estimate([DEFAULT_MODEL_BYTES])
 
 
 def _unwrap(annotation: Any) -> Any:
