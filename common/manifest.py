@@ -7,9 +7,15 @@ an unknown key or an unsafe voice name or path is refused with a message naming 
 offending field, because a half-understood manifest must never delete or replace voices.
 
 A voice source is defined here and nowhere else: the source dataclasses' fields are the
-table of kinds and keys (:data:`SOURCE_KINDS`, :func:`json_keys`) that the parser reads,
-the serialiser writes, the operator's ``TTSVoice.spec.source`` is validated by, and the
-CRD schema is compared with in the tests.
+table of kinds and keys (:data:`SOURCE_KINDS`, :data:`FILE_KINDS`, :func:`json_keys`) that
+the parser reads, the serialiser writes, the operator's ``TTSVoice.spec.source`` is
+validated by, and the CRD schema is compared with in the tests.
+
+Each engine has its own source shape. A Piper voice is two files in one place (a repo
+folder, two URLs, a directory). A Kokoro voice is a shared model plus the voice's style
+vectors, two files that usually come from different places, so ``{"kokoro": {"model":
+<file>, "style": <file>}}`` names each file on its own, each with its own sha256
+(:class:`KokoroSource`). Which engine takes which shape is :func:`check_engine`'s rule.
 """
 
 from __future__ import annotations
@@ -28,20 +34,34 @@ from .layout import is_valid_voice_name
 
 __all__ = [
     "DEFAULT_HF_REPO",
+    "DEFAULT_KOKORO_REPO",
+    "ENGINES",
+    "FILE_KINDS",
+    "KOKORO_PARTS",
     "MANIFEST_VERSION",
+    "PIPER_KINDS",
     "SOURCE_KINDS",
+    "SOURCE_RECORDS",
     "DesiredVoice",
+    "FileSource",
+    "HuggingFaceFile",
     "HuggingFaceSource",
     "JsonKey",
+    "KokoroSource",
+    "LocalFile",
     "LocalSource",
     "Manifest",
     "ManifestError",
     "Sha256",
     "Source",
+    "UrlFile",
     "UrlSource",
+    "check_engine",
     "check_verifiable",
+    "file_to_dict",
     "json_keys",
     "load_manifest",
+    "parse_file",
     "parse_manifest",
     "parse_sha256",
     "parse_source",
@@ -51,6 +71,11 @@ __all__ = [
 
 MANIFEST_VERSION = 1
 DEFAULT_HF_REPO = "rhasspy/piper-voices"
+DEFAULT_KOKORO_REPO = "onnx-community/Kokoro-82M-v1.0-ONNX"
+"""Kokoro-82M v1.0 as ONNX (``onnx/model_quantized.onnx``) with every voice's style
+vectors as raw float32 (``voices/<voice>.bin``), the files kokoro-js downloads."""
+ENGINES = ("piper", "kokoro")
+"""The engines a manifest entry may name; the first is the default."""
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,255}$")
@@ -116,6 +141,20 @@ def _local_path(value: Any, where: str) -> str:
     return path
 
 
+def _local_file(value: Any, where: str) -> str:
+    path = _string(value, where)
+    if not path.startswith("/") or "\x00" in path or path.endswith("/"):
+        raise ManifestError(f"{where}: expected an absolute file path")
+    return path
+
+
+def _repo_file(value: Any, where: str) -> str:
+    """A file in a repo: a safe relative path (:func:`_repo_path`) naming a file."""
+    if isinstance(value, str) and value.endswith("/"):
+        raise ManifestError(f"{where}: expected a file path, got {value!r}")
+    return _repo_path(value, where)
+
+
 def _hex64(value: Any, where: str) -> str:
     text = _string(value, where).lower()
     if not _SHA256_RE.match(text):
@@ -169,14 +208,74 @@ class LocalSource:
     path: str = field(metadata=_checked(_local_path))
 
 
-Source = HuggingFaceSource | UrlSource | LocalSource
+@dataclass(frozen=True)
+class HuggingFaceFile:
+    """One file in a Hugging Face repo at a pinned revision; verified against the hub's
+    LFS sha256 (or its git blob id) unless ``sha256`` pins it."""
 
-SOURCE_KINDS: dict[str, type[Source]] = {
+    path: str = field(metadata=_checked(_repo_file))
+    repo: str = field(default=DEFAULT_KOKORO_REPO, metadata=_checked(_repo))
+    revision: str = field(default="main", metadata=_checked(_revision))
+    sha256: str | None = field(default=None, metadata=_checked(_hex64))
+
+
+@dataclass(frozen=True)
+class UrlFile:
+    """One file at an HTTP(S) URL; the sha256 is required, nothing else could verify it."""
+
+    url: str = field(metadata=_checked(_url))
+    sha256: str = field(metadata=_checked(_hex64))
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """One file (baked into an image or mounted), copied into the volume; ``sha256``
+    optionally pins it."""
+
+    path: str = field(metadata=_checked(_local_file))
+    sha256: str | None = field(default=None, metadata=_checked(_hex64))
+
+
+FileSource = HuggingFaceFile | UrlFile | LocalFile
+
+FILE_KINDS: dict[str, type[FileSource]] = {
+    "huggingFace": HuggingFaceFile, "url": UrlFile, "local": LocalFile}
+"""Kinds of one file's source, by the JSON key that selects them (``{"url": {...}}``)."""
+
+
+@dataclass(frozen=True)
+class KokoroSource:
+    """A Kokoro voice: the model (shared by every voice that names the same file and
+    sha256) and the voice's own style vectors, each from wherever it is published."""
+
+    model: FileSource
+    style: FileSource
+
+
+Source = HuggingFaceSource | UrlSource | LocalSource | KokoroSource
+
+PIPER_KINDS: dict[str, type[HuggingFaceSource | UrlSource | LocalSource]] = {
     "huggingFace": HuggingFaceSource, "url": UrlSource, "local": LocalSource}
+"""A Piper voice's source kinds, by the one JSON key that selects them."""
+
+SOURCE_KINDS: dict[str, type[Source]] = {**PIPER_KINDS, "kokoro": KokoroSource}
 """Source kinds by the one JSON key that selects them (``{"url": {...}}``)."""
 
+KOKORO_PARTS = ("model", "style")
+"""The files of a :class:`KokoroSource`, its JSON keys and attributes alike."""
+
+SOURCE_RECORDS: dict[tuple[str, ...], type[HuggingFaceSource | UrlSource | LocalSource
+                                          | FileSource]] = {
+    **{(kind,): record for kind, record in PIPER_KINDS.items()},
+    **{("kokoro", part, kind): record for part in KOKORO_PARTS
+       for kind, record in FILE_KINDS.items()}}
+"""Every flat record a source may hold, by its path below ``source`` (the table the
+CRD schema is compared with)."""
+
 _KIND_NAMES = ", ".join(SOURCE_KINDS)
-_R = TypeVar("_R", bound=HuggingFaceSource | UrlSource | LocalSource | Sha256)
+_FILE_KIND_NAMES = ", ".join(FILE_KINDS)
+_R = TypeVar("_R", bound=HuggingFaceSource | UrlSource | LocalSource | Sha256
+             | HuggingFaceFile | UrlFile | LocalFile)
 
 
 @dataclass(frozen=True)
@@ -217,15 +316,24 @@ def json_keys(record: type[_R]) -> tuple[JsonKey, ...]:
         for f in dataclasses.fields(record))
 
 
-def record_to_dict(record: Source | Sha256) -> dict[str, Any]:
+def record_to_dict(record: HuggingFaceSource | UrlSource | LocalSource | Sha256 | FileSource
+                   ) -> dict[str, Any]:
     """A record as its JSON object; absent optional values (``None``) are left out."""
     values = ((k.key, getattr(record, k.attribute)) for k in json_keys(type(record)))
     return {key: value for key, value in values if value is not None}
 
 
+def file_to_dict(source: FileSource) -> dict[str, Any]:
+    """``{"<kind>": {...}}``, the JSON shape of one file's source."""
+    (kind,) = (k for k, record in FILE_KINDS.items() if isinstance(source, record))
+    return {kind: record_to_dict(source)}
+
+
 def source_to_dict(source: Source) -> dict[str, Any]:
     """``{"<kind>": {...}}``, the JSON shape of a source in the manifest and the CRD."""
-    (kind,) = (k for k, record in SOURCE_KINDS.items() if isinstance(source, record))
+    if isinstance(source, KokoroSource):
+        return {"kokoro": {part: file_to_dict(getattr(source, part)) for part in KOKORO_PARTS}}
+    (kind,) = (k for k, record in PIPER_KINDS.items() if isinstance(source, record))
     return {kind: record_to_dict(source)}
 
 
@@ -238,7 +346,7 @@ class DesiredVoice:
 
     name: str
     source: Source
-    engine: Literal["piper"] = "piper"
+    engine: Literal["piper", "kokoro"] = "piper"
     required: bool = True
     sha256: Sha256 | None = None
 
@@ -298,12 +406,27 @@ def _record(record: type[_R], value: Any, where: str) -> _R:
                      for k in keys if k.key in obj})
 
 
+def parse_file(value: Any, where: str) -> FileSource:
+    """``{"<kind>": {...}}`` -> one file's source; raises :class:`ManifestError`."""
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ManifestError(f"{where} needs exactly one of {_FILE_KIND_NAMES}")
+    kind, body = next(iter(value.items()))
+    record = FILE_KINDS.get(kind)
+    if record is None:
+        raise ManifestError(f"{where}.{kind}: unknown source kind (expected {_FILE_KIND_NAMES})")
+    return _record(record, body, f"{where}.{kind}")
+
+
 def parse_source(value: Any, where: str) -> Source:
     """``{"<kind>": {...}}`` -> a source; raises :class:`ManifestError` naming ``where``."""
     if not isinstance(value, dict) or len(value) != 1:
         raise ManifestError(f"{where} needs exactly one of {_KIND_NAMES}")
     kind, body = next(iter(value.items()))
-    record = SOURCE_KINDS.get(kind)
+    if kind == "kokoro":
+        obj = _object(body, f"{where}.kokoro", set(KOKORO_PARTS))
+        return KokoroSource(*(parse_file(obj[part], f"{where}.kokoro.{part}")
+                              for part in KOKORO_PARTS))
+    record = PIPER_KINDS.get(kind)
     if record is None:
         raise ManifestError(f"{where}.{kind}: unknown source kind (expected {_KIND_NAMES})")
     return _record(record, body, f"{where}.{kind}")
@@ -324,6 +447,28 @@ def check_verifiable(source: Source, sha256: Sha256 | None, where: str = "") -> 
         raise ManifestError(f"{where}: {message}" if where else message)
 
 
+def check_engine(engine: str, source: Source, sha256: Sha256 | None, where: str = "") -> None:
+    """Refuse a source of another engine's shape: a Kokoro voice has ``source.kokoro``
+    (and pins each file there), a Piper voice any other kind.
+
+    The rule between ``engine``, ``source`` and ``sha256``, for every reader of them;
+    the CRD's CEL rules say the same to the API server.
+    """
+    prefix = f"{where}: " if where else ""
+    if engine not in ENGINES:
+        raise ManifestError(f"{prefix}unsupported engine {engine!r} "
+                            f"(expected one of {', '.join(ENGINES)})")
+    if (engine == "kokoro") != isinstance(source, KokoroSource):
+        raise ManifestError(
+            f"{prefix}engine {engine!r} needs "
+            + ("source.kokoro (model and style)" if engine == "kokoro"
+               else f"one of {', '.join(PIPER_KINDS)} as its source (source.kokoro is "
+                    "for engine 'kokoro')"))
+    if isinstance(source, KokoroSource) and sha256 is not None:
+        raise ManifestError(f"{prefix}sha256 pins a Piper voice's model and config; a Kokoro "
+                            "voice pins each file in source.kokoro")
+
+
 def _voice(value: Any, where: str) -> DesiredVoice:
     obj = _object(value, where, {"name", "source"}, {"engine", "required", "sha256"})
     name = _string(obj["name"], f"{where}.name")
@@ -331,13 +476,15 @@ def _voice(value: Any, where: str) -> DesiredVoice:
         raise ManifestError(f"{where}.name: unsafe voice name {name!r}")
     where = f"voice {name!r}"
     engine = obj.get("engine", "piper")
-    if engine != "piper":
-        raise ManifestError(f"{where}.engine: unsupported engine {engine!r} (only piper)")
+    if engine not in ENGINES:
+        raise ManifestError(f"{where}.engine: unsupported engine {engine!r} "
+                            f"(expected one of {', '.join(ENGINES)})")
     required = _bool(obj.get("required", True), f"{where}.required")
     source = parse_source(obj["source"], f"{where}.source")
     sha = parse_sha256(obj["sha256"], f"{where}.sha256") if "sha256" in obj else None
+    check_engine(engine, source, sha, where)
     check_verifiable(source, sha, where)
-    return DesiredVoice(name, source, "piper", required, sha)
+    return DesiredVoice(name, source, engine, required, sha)
 
 
 def parse_manifest(data: Any) -> Manifest:

@@ -39,6 +39,7 @@ from chorus.common.manifest import (
     ManifestError,
     Sha256,
     Source,
+    check_engine,
     check_verifiable,
     parse_sha256,
     parse_source,
@@ -106,7 +107,7 @@ class Voice(_Model):
     its parser: the operator renders them into the manifest unchanged."""
 
     voice: str
-    engine: Literal["piper"] = "piper"
+    engine: Literal["piper", "kokoro"] = "piper"
     source: SourceField
     sha256: Sha256Field | None = None
 
@@ -119,6 +120,7 @@ class Voice(_Model):
 
     @model_validator(mode="after")
     def _verifiable(self) -> Voice:
+        check_engine(self.engine, self.source, self.sha256)
         check_verifiable(self.source, self.sha256)
         return self
 

@@ -38,7 +38,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from chorus.common.manifest import Manifest
+from chorus.common.kokoro import DEFAULT_MODEL_BYTES, memory_estimate
+from chorus.common.manifest import KokoroSource, Manifest
 
 from .models import STATUS_PORT, ServiceSpec, VoiceResource
 
@@ -62,6 +63,7 @@ __all__ = [
     "build_server_settings",
     "build_service",
     "child_names",
+    "engine_memory",
     "labels_for",
     "select_voices",
     "selector_labels",
@@ -205,9 +207,38 @@ def _resources(given: Any, defaults: dict[str, dict[str, str]]) -> dict[str, Any
     return out
 
 
-def server_resources(spec: ServiceSpec) -> dict[str, Any]:
-    """Container resources; with autoscaling a CPU request is guaranteed (HPA needs one)."""
-    res = _resources(spec.server.resources, _SERVER_RESOURCES)
+def engine_memory(selection: Selection) -> int:
+    """Bytes the selected voices' engines need beyond the server's default resources.
+
+    Each distinct Kokoro model counts once, however many voices share it, at the
+    engine's own estimate (:func:`chorus.common.kokoro.memory_estimate`) for a model of
+    :data:`~chorus.common.kokoro.DEFAULT_MODEL_BYTES` (its size is unknown until it is
+    downloaded; a pod template that changed after each download would roll the pods
+    twice). Adding a voice of a model already selected changes nothing, so voices come
+    and go without restarting pods; a new model does restart them, with room for it.
+    """
+    models = {v.spec.source.model for v in selection.voices
+              if isinstance(v.spec.source, KokoroSource)}
+    return memory_estimate([DEFAULT_MODEL_BYTES] * len(models))
+
+
+def _plus(quantity: str, extra: int) -> str:
+    """``512Mi`` plus ``extra`` bytes, rounded up to whole MiB."""
+    mib = {"Mi": 1, "Gi": 1024}[quantity[-2:]] * int(quantity[:-2])
+    return f"{mib + -(-extra // 2**20)}Mi"
+
+
+def server_resources(spec: ServiceSpec, extra_memory: int = 0) -> dict[str, Any]:
+    """Container resources; with autoscaling a CPU request is guaranteed (HPA needs one).
+
+    The defaults grow by ``extra_memory`` (:func:`engine_memory`); resources the spec
+    gives are used as they are.
+    """
+    defaults = copy.deepcopy(_SERVER_RESOURCES)
+    if extra_memory:
+        for kind in ("requests", "limits"):
+            defaults[kind]["memory"] = _plus(defaults[kind]["memory"], extra_memory)
+    res = _resources(spec.server.resources, defaults)
     if spec.autoscaling is not None and "cpu" not in res.get("requests", {}):
         res.setdefault("requests", {})["cpu"] = _SERVER_RESOURCES["requests"]["cpu"]
     return res
@@ -290,8 +321,8 @@ def _env_secret(env_name: str, ref: Any) -> dict[str, Any]:
             "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
-def _server_container(spec: ServiceSpec, image: str,
-                      pull: str | None) -> dict[str, Any]:
+def _server_container(spec: ServiceSpec, image: str, pull: str | None,
+                      extra_memory: int) -> dict[str, Any]:
     server = spec.server
     wyoming_port = server.wyoming.port
     args = ["serve", "--config", f"{CONFIG_DIR}/server.json", "--voices-dir", VOICES_DIR,
@@ -322,7 +353,7 @@ def _server_container(spec: ServiceSpec, image: str,
         args.append("--no-cache")
     container: dict[str, Any] = {
         "name": "server", "image": image, "command": ["chorus"], "args": args,
-        "ports": ports, "env": env, "resources": server_resources(spec),
+        "ports": ports, "env": env, "resources": server_resources(spec, extra_memory),
         "volumeMounts": mounts, "securityContext": dict(_CONTAINER_SECURITY),
         "readinessProbe": {**ready, "periodSeconds": 5, "timeoutSeconds": 5,
                            "failureThreshold": 3},
@@ -399,7 +430,8 @@ def _scrape_annotations(spec: ServiceSpec) -> dict[str, str]:
 
 
 def build_deployment(name: str, namespace: str, spec: ServiceSpec,
-                     settings: RenderSettings) -> dict[str, Any]:
+                     settings: RenderSettings,
+                     selection: Selection | None = None) -> dict[str, Any]:
     image = spec.server.image or settings.server_image
     pull = spec.server.image_pull_policy or settings.image_pull_policy
     manager_image = spec.voice_manager.image or image
@@ -416,7 +448,8 @@ def build_deployment(name: str, namespace: str, spec: ServiceSpec,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [_manager_container(spec, manager_image, manager_pull, settings,
                                               init=True)],
-        "containers": [_server_container(spec, image, pull),
+        "containers": [_server_container(spec, image, pull,
+                                        engine_memory(selection or Selection())),
                        _manager_container(spec, manager_image, manager_pull, settings,
                                           init=False)],
         "volumes": _volumes(name, spec),
@@ -527,7 +560,7 @@ def build_children(name: str, namespace: str, spec: ServiceSpec, selection: Sele
     check_service_name(name)
     return {"configmap": build_config_map(name, namespace, spec, selection),
             "pvc": build_pvc(name, namespace, spec),
-            "deployment": build_deployment(name, namespace, spec, settings),
+            "deployment": build_deployment(name, namespace, spec, settings, selection),
             "service": build_service(name, namespace, spec),
             "hpa": build_hpa(name, namespace, spec),
             "pdb": build_pdb(name, namespace, spec),

@@ -97,6 +97,8 @@ LIST_OPTIONS = [
     Option("--installed", "only voices installed in --dest, those the catalog does not "
            "know included", kind="flag", default=False),
     Option("--json", "print JSON instead of a table", kind="flag", default=False),
+    Option("--engine", "which engine's voices: piper (the hub catalog) or kokoro "
+           "(Kokoro-82M v1.0's voices)", default="piper", choices=["piper", "kokoro"]),
     CATALOG_OPTION,
 ]
 
@@ -299,8 +301,29 @@ def _known_to_catalog(catalog: Any, repo: str, names: list[str]) -> bool:
     return not unknown
 
 
+def _list_kokoro(values: dict[str, Any]) -> int:
+    from .listing import format_kokoro_table, kokoro_rows
+
+    rows = kokoro_rows(values["dest"], language=values["language"],
+                       installed_only=bool(values["installed"]))
+    if values["json"]:
+        import json
+
+        print(json.dumps([row.to_dict() for row in rows], indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        language = f" for language {values['language']!r}" if values["language"] else ""
+        print(f"no Kokoro voices{language}", file=sys.stderr)
+        return 0
+    for line in format_kokoro_table(rows):
+        print(line)
+    return 0
+
+
 def _run_list(args: argparse.Namespace) -> int:
     values = _resolve(args, LIST_OPTIONS)
+    if values["engine"] == "kokoro":
+        return _list_kokoro(values)
     from .catalog import known_languages
     from .listing import format_table, voice_rows
 

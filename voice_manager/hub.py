@@ -203,9 +203,14 @@ def fetch_hf(spec: DesiredVoice, source: HuggingFaceSource, dest: Path,
 
 
 def fetch_hub_file(repo: str, filename: str, revision: str, dest: Path,
-                   settings: FetchSettings) -> tuple[StagedFile, str]:
-    """Stage one file of a hub repo (the voice index, say), verified against the hub's
-    ETag like a voice's files; returns it and the commit it came from."""
+                   settings: FetchSettings, expected_sha256: str | None = None
+                   ) -> tuple[StagedFile, str]:
+    """Stage one file of a hub repo (the voice index, a Kokoro voice's model or style),
+    verified against ``expected_sha256``, else the hub's ETag like a voice's files;
+    returns it and the commit it came from."""
     meta = _metadata(repo, filename, revision, settings)
+    if meta.size is not None:
+        ensure_free_space(dest, meta.size)
     commit = meta.commit_hash or revision
-    return _download(repo, filename, commit, dest, None, meta.etag, settings), commit
+    return _download(repo, filename, commit, dest, expected_sha256, meta.etag,
+                     settings), commit

@@ -4,6 +4,10 @@ Installed voices are what is really on disk (the same scan the server uses) join
 the status file; the catalog (:mod:`.catalog`) adds what the hub knows about each key.
 By default the rows are the catalog's voices, marked when installed; ``installed_only``
 turns that around: every voice on disk, those the catalog does not know included.
+
+Kokoro voices (``--engine kokoro``) are listed from Kokoro-82M v1.0's own voices
+(:data:`chorus.common.kokoro.V1_VOICES`), whose names say their language and gender;
+the hub index the Piper catalog is made from knows nothing of them.
 """
 
 from __future__ import annotations
@@ -12,12 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chorus.common.layout import find_voice_files
+from chorus.common.kokoro import STYLE_BYTES, V1_VOICES, voice_gender, voice_language
+from chorus.common.layout import find_voice_entries, find_voice_files
 from chorus.common.voice_status import STATUS_FILE, VolumeStatus
 
 from .catalog import Catalog, CatalogVoice, key_language, language_matches
+from .kokoro import installed_kokoro
 
-__all__ = ["InstalledVoice", "VoiceRow", "format_table", "installed_voices", "voice_rows"]
+__all__ = ["InstalledVoice", "KokoroRow", "VoiceRow", "format_kokoro_table", "format_table",
+           "installed_kokoro_voices", "installed_voices", "kokoro_rows", "voice_rows"]
+
+
+def _status(dest: Path) -> VolumeStatus:
+    try:
+        return VolumeStatus.from_json((dest / STATUS_FILE).read_bytes())
+    except (OSError, ValueError):
+        return VolumeStatus()
 
 
 @dataclass(frozen=True)
@@ -32,11 +46,8 @@ class InstalledVoice:
 
 
 def installed_voices(dest: Path) -> list[InstalledVoice]:
-    """Every complete voice under ``dest``, sorted by name."""
-    try:
-        status = VolumeStatus.from_json((dest / STATUS_FILE).read_bytes())
-    except (OSError, ValueError):
-        status = VolumeStatus()
+    """Every complete Piper voice under ``dest``, sorted by name."""
+    status = _status(dest)
     rows = []
     for files in find_voice_files(dest):
         try:
@@ -129,4 +140,75 @@ def format_table(rows: list[VoiceRow], installed_only: bool) -> list[str]:
     right = {3, 4}  # numbers
     return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w)
                      for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+            for line in table]
+
+
+def installed_kokoro_voices(dest: Path) -> list[InstalledVoice]:
+    """Every Kokoro voice under ``dest`` whose entry names files that are there."""
+    status = _status(dest)
+    rows = []
+    for entry in find_voice_entries(dest):
+        installed = installed_kokoro(dest, entry.name) if entry.engine == "kokoro" else None
+        if installed is None:
+            continue
+        try:
+            size = installed.size
+        except OSError:
+            continue  # files missing, or removed while we looked
+        known = status.voices.get(entry.name)
+        rows.append(InstalledVoice(entry.name, size, known.state if known else "unmanaged",
+                                   known.sha256_config if known else None,
+                                   known.error if known else None))
+    return rows
+
+
+@dataclass(frozen=True)
+class KokoroRow:
+    """One line of the Kokoro listing: a v1.0 voice, an installed one, or both."""
+
+    name: str
+    known: bool
+    installed: InstalledVoice | None
+
+    @property
+    def language(self) -> str | None:
+        return voice_language(self.name)
+
+    @property
+    def gender(self) -> str | None:
+        return voice_gender(self.name)
+
+    def matches_language(self, query: str) -> bool:
+        language = self.language
+        return language is not None and language_matches(query, language,
+                                                         language.split("_")[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        installed = self.installed
+        return {"name": self.name, "engine": "kokoro", "inCatalog": self.known,
+                "language": self.language, "gender": self.gender,
+                "styleBytes": STYLE_BYTES if self.known else None,
+                "installed": installed is not None,
+                "bytes": installed.bytes if installed else None,
+                "state": installed.state if installed else None,
+                "sha256": installed.sha256 if installed else None,
+                "error": installed.error if installed else None}
+
+
+def kokoro_rows(dest: Path, *, language: str | None = None,
+                installed_only: bool = False) -> list[KokoroRow]:
+    """The Kokoro listing's rows, sorted by name (as :func:`voice_rows`)."""
+    on_disk = {v.name: v for v in installed_kokoro_voices(dest)}
+    names = sorted(on_disk) if installed_only else sorted(V1_VOICES)
+    rows = [KokoroRow(name, name in V1_VOICES, on_disk.get(name)) for name in names]
+    return [r for r in rows if not language or r.matches_language(language)]
+
+
+def format_kokoro_table(rows: list[KokoroRow]) -> list[str]:
+    """Aligned lines for people, header first."""
+    table = [["NAME", "LANGUAGE", "GENDER", "INSTALLED"]] + [
+        [r.name, r.language or "-", r.gender or "-", r.installed.state if r.installed else ""]
+        for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
             for line in table]

@@ -9,6 +9,10 @@ failure leaves the previously installed copy of that voice in place.
 Voices that leave the manifest are deleted only after a grace period
 (``remove_after_s``, off by default) and only when this manager installed them, so a
 bad manifest edit cannot delete a voice at once, nor ever one it does not own.
+
+Kokoro voices (:mod:`.kokoro`) go through the same passes, retries and status entries;
+their ``sha256_config`` is the style's hash. A Kokoro model shared by several voices is
+deleted only at the end of a prune, once no voice in the volume names it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from chorus.common.voice_status import (
 
 from .errors import VoiceInstallError
 from .install import clean_stale_temp, commit_voice, discard, hash_file
+from .kokoro import collect_models, install_kokoro, installed_kokoro, remove_kokoro
 from .sources import FetchSettings, StagedVoice, fetch_local, fetch_url
 
 __all__ = ["LOCK_FILE", "SyncReport", "SyncSettings", "VolumeBusyError", "VolumeSyncer"]
@@ -191,14 +196,14 @@ class VolumeSyncer:
             return False
 
     def _check_current(self, spec: DesiredVoice) -> bool:
-        files = voice_files(self.dest, spec.name)
-        if not (files.model.is_file() and files.config.is_file()):
+        size = self._installed_size(spec.name, spec.engine)
+        if size is None:
             return False
-        size = files.model.stat().st_size + files.config.stat().st_size
         known = self.status.voices.get(spec.name)
         if (known is not None and known.fingerprint == spec.fingerprint()
                 and known.installed_at is not None and known.bytes == size):
             return True
+        files = voice_files(self.dest, spec.name)
         if spec.sha256 is not None and (hash_file(files.model) == spec.sha256.model
                                         and hash_file(files.config) == spec.sha256.config):
             now = utc_now()
@@ -207,6 +212,21 @@ class VolumeSyncer:
                 fingerprint=spec.fingerprint(), installed_at=now, updated_at=now))
             return True
         return False
+
+    def _installed_size(self, name: str, engine: str) -> int | None:
+        """Bytes of the voice's files in the volume; None when any is missing.
+
+        Raises OSError when a file goes while it is measured.
+        """
+        if engine == "kokoro":
+            kokoro = installed_kokoro(self.dest, name)
+            if kokoro is None or not (kokoro.model.is_file() and kokoro.style.is_file()):
+                return None
+            return kokoro.size
+        files = voice_files(self.dest, name)
+        if not (files.model.is_file() and files.config.is_file()):
+            return None
+        return files.model.stat().st_size + files.config.stat().st_size
 
     def install(self, spec: DesiredVoice) -> VoiceStatus:
         """Make ``spec`` installed (or record why not); never raises for source faults."""
@@ -254,9 +274,9 @@ class VolumeSyncer:
         """
         if known.installed_at is None or known.bytes is None:
             return False
-        files = voice_files(self.dest, name)
+        engine = "kokoro" if installed_kokoro(self.dest, name) is not None else "piper"
         try:
-            return files.model.stat().st_size + files.config.stat().st_size == known.bytes
+            return self._installed_size(name, engine) == known.bytes
         except OSError:
             return False
 
@@ -272,6 +292,12 @@ class VolumeSyncer:
             return VoiceInstallError(f"{spec.name}: internal error: {err!r}")
 
     def _install_once(self, spec: DesiredVoice, attempts: int) -> VoiceStatus:
+        if spec.engine == "kokoro":
+            done = install_kokoro(self.dest, spec, self.settings.fetch)
+            now = utc_now()
+            return VoiceStatus("installed", spec.required, done.size, done.model_sha256,
+                               done.style_sha256, None, attempts, spec.fingerprint(),
+                               updated_at=now, installed_at=now)
         staged = _fetch(spec, self.dest, self.settings.fetch)
         try:
             commit_voice(self.dest, spec.name, staged.model, staged.config)
@@ -316,7 +342,8 @@ class VolumeSyncer:
         Only voices this manager installed (they have a status entry) are candidates;
         files someone put there by hand are never touched, nor voices in ``keep``.
         The model goes first, so the server stops listing the voice before its config
-        disappears. Returns the names removed.
+        disappears (a Kokoro voice: its entry first, and a model only once no voice
+        names it). Returns the names removed.
         """
         grace = self.settings.remove_after_s
         desired = {v.name for v in manifest.voices}
@@ -331,6 +358,7 @@ class VolumeSyncer:
                 continue
             files = voice_files(self.dest, name)
             try:
+                remove_kokoro(self.dest, name)
                 files.model.unlink(missing_ok=True)
                 files.config.unlink(missing_ok=True)
             except OSError as err:
@@ -343,6 +371,7 @@ class VolumeSyncer:
                 self._write_status()
             _LOGGER.info("voice %s removed: not in the manifest for %g s", name, grace)
             removed.append(name)
+        collect_models(self.dest)
         return removed
 
 

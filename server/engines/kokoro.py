@@ -45,6 +45,7 @@ from kokoro_onnx.session import embedded_vocab, input_dtypes
 from kokoro_onnx.tokenizer import Tokenizer
 from kokoro_onnx.trim import trim
 
+from chorus.common.kokoro import LANGUAGES, MEMORY_FACTOR
 from chorus.common.layout import is_valid_voice_name
 
 from . import onnx_runs
@@ -67,18 +68,8 @@ _LOGGER = logging.getLogger(__name__)
 STYLE_DIM = 256
 """Floats per style row (Kokoro-82M)."""
 
-MEMORY_FACTOR = 2.2
-"""Resident bytes per model byte: the int8 model (92 MB) measured +128 MiB once its
-session was created and +200 MiB after its first sentence."""
-
 SPEED_RANGE = (0.5, 2.0)
 """Speeds the model speaks well (kokoro-onnx refuses others); requests are clamped."""
-
-LANGUAGES = {
-    "a": "en_US", "b": "en_GB", "e": "es_ES", "f": "fr_FR", "h": "hi_IN",
-    "i": "it_IT", "j": "ja_JP", "p": "pt_BR", "z": "zh_CN",
-}
-"""Kokoro's voice-name prefixes (``af_heart``: American English, female)."""
 
 _ESPEAK = {"en_us": "en-us", "en_gb": "en-gb", "es": "es", "fr": "fr-fr", "hi": "hi",
            "it": "it", "ja": "ja", "pt_br": "pt-br", "pt": "pt", "zh": "cmn"}

@@ -2,7 +2,9 @@
 voices (:mod:`tests.kokoro_files`): ``describe`` lists both engines' voices with their
 languages, a Kokoro voice answers at 24 kHz, and whisper hears what two English Kokoro
 voices say (word error rate at most 10 %; the same audio reversed must fail). A French
-voice is checked for plausible, non-silent audio (whisper here knows English only).
+voice is checked for plausible, non-silent audio (whisper here knows English only). Over
+HTTP, ``/voices`` and ``/v1/audio/voices`` list the Kokoro voices beside Piper's and
+``/v1/audio/speech`` speaks one at 24 kHz, by its name or an OpenAI name mapped to it.
 
 Skipped only when the ``kokoro`` extra is not installed.
 """
@@ -10,9 +12,12 @@ Skipped only when the ``kokoro`` extra is not installed.
 from __future__ import annotations
 
 import asyncio
+import io
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import jiwer
 import numpy as np
 import numpy.typing as npt
@@ -47,7 +52,8 @@ WER_LIMIT = 0.10
 @pytest.fixture(scope="module")
 def kokoro_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Piper's embedded joe voice plus three Kokoro voices sharing one model; the default
-    voice is Kokoro's, so the server is ready only once a Kokoro voice has spoken."""
+    voice is Kokoro's, so the server is ready only once a Kokoro voice has spoken. Its
+    HTTP API maps OpenAI's ``nova`` to a Kokoro voice."""
     voices = tmp_path_factory.mktemp("kokoro-voices")
     model = join_model(tmp_path_factory.mktemp("kokoro-model"))
     for name in ENGLISH:
@@ -55,7 +61,7 @@ def kokoro_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     install_kokoro_voice(voices, FRENCH, model, language="fr_FR")
     log = tmp_path_factory.mktemp("logs") / "kokoro-server.log"
     proc = ServerProcess(["--voices-dir", str(voices), "--default-voice", "af_heart",
-                          "--no-http"], log)
+                          "--openai-voice", "nova=bm_george"], log)
     yield proc
     assert proc.terminate() == 0, proc.output()
 
@@ -88,6 +94,53 @@ async def test_kokoro_voice_speaks_at_24_khz_and_piper_still_at_22(
     assert 1.0 < len(pcm) / 24000 < 5.0
     start, _ = await _speak(kokoro_server, SENTENCES[0], JOE)
     assert start.rate == 22050
+
+
+async def test_http_lists_kokoro_voices_and_speaks_them_at_24_khz(
+        kokoro_server: ServerProcess) -> None:
+    async with aiohttp.ClientSession(kokoro_server.http_url) as http:
+        async with http.get("/voices") as response:
+            listed = {v["name"]: v for v in (await response.json())["voices"]}
+        assert set(listed) == {JOE, *ENGLISH, FRENCH}
+        assert {n: (v["engine"], v["language"], v["sample_rate"]) for n, v in listed.items()
+                } == {JOE: ("piper", "en_US", 22050), "af_heart": ("kokoro", "en_US", 24000),
+                      "bm_george": ("kokoro", "en_GB", 24000),
+                      FRENCH: ("kokoro", "fr_FR", 24000)}
+        assert listed["af_heart"]["default"]
+        async with http.get("/v1/audio/voices") as response:
+            openai = {v["id"]: v for v in (await response.json())["voices"]}
+        assert {JOE, *ENGLISH, FRENCH} <= set(openai)
+        assert openai["nova"]["voice"] == "bm_george"
+        assert openai["alloy"]["voice"] == "af_heart"  # unmapped names: the default voice
+
+        for voice, expected in (("bm_george", "bm_george"), ("nova", "bm_george"),
+                                (JOE, JOE)):
+            async with http.post("/v1/audio/speech", json={
+                    "model": "tts-1", "input": SENTENCES[1], "voice": voice,
+                    "response_format": "wav"}) as response:
+                body = await response.read()
+                assert response.status == 200, body[:200]
+                assert response.headers["X-Voice"] == expected
+            rate, seconds = _wav(body)
+            assert rate == (22050 if expected == JOE else 24000)
+            assert 1.0 < seconds < 6.0, seconds
+
+        async with http.post("/v1/audio/speech", json={
+                "model": "tts-1", "input": "Hello.", "voice": "bm_georg"}) as response:
+            assert response.status == 404
+            error = (await response.json())["error"]
+        assert error["code"] == "unknown-voice"
+        assert "bm_george" in error["message"]  # the close name is offered
+
+
+def _wav(body: bytes) -> tuple[int, float]:
+    """(sample rate, seconds) of a 16-bit mono WAV body; streamed, its header gives no
+    length, so the length is the bytes after the 44-byte header."""
+    assert body[:4] == b"RIFF" and body[8:12] == b"WAVE"
+    with wave.open(io.BytesIO(body)) as wav:
+        assert (wav.getsampwidth(), wav.getnchannels()) == (2, 1)
+        rate = wav.getframerate()
+    return rate, (len(body) - 44) / (2 * rate)
 
 
 async def test_french_kokoro_voice_makes_plausible_sound(

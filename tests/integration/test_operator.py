@@ -458,3 +458,56 @@ async def test_a_voice_relabelled_during_an_api_outage_is_applied_soon_after(
                              lambda o: (o.get("status") or {}).get("services") == [],
                              within=5.0)
         assert amy["status"]["phase"] == "Unused"
+
+
+def kokoro_voice(name: str, key: str, model_path: str = "onnx/model_quantized.onnx",
+                 source: dict[str, Any] | None = None) -> dict[str, Any]:
+    obj = voice(name, key, source=source or {"kokoro": {
+        "model": {"huggingFace": {"path": model_path}},
+        "style": {"huggingFace": {"path": f"voices/{key}.bin"}}}})
+    obj["spec"]["engine"] = "kokoro"
+    return obj
+
+
+def server_memory(deployment: dict[str, Any]) -> tuple[str, str]:
+    (srv,) = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+              if c["name"] == "server"]
+    return srv["resources"]["requests"]["memory"], srv["resources"]["limits"]["memory"]
+
+
+async def test_kokoro_voices_reach_the_manifest_and_size_the_server(
+        kubeconfig_env: EmulatedCluster) -> None:
+    kube = kubeconfig_env
+    model_mib = 194  # the Kokoro engine's estimate for the 92 MB int8 model
+    async with operator():
+        await kube.create(voice("joe", JOE))
+        await kube.create(kokoro_voice("heart", "af_heart"))
+        await kube.create(service("speech", {"defaultVoice": JOE, "voices": {
+            "names": ["joe", "heart", "george", "siwis"]}}))
+        dep = await wait_obj(kube, "apps/v1", "deployments", "speech")
+        assert server_memory(dep) == (f"{512 + model_mib}Mi", f"{2048 + model_mib}Mi")
+        config = await wait_obj(kube, "v1", "configmaps", "speech-config")
+        entries = {v["name"]: v for v in json.loads(config["data"]["manifest.json"])["voices"]}
+        assert (entries["af_heart"]["engine"], entries[JOE]["engine"]) == ("kokoro", "piper")
+        assert entries["af_heart"]["source"]["kokoro"]["style"]["huggingFace"]["path"] == (
+            "voices/af_heart.bin")
+        first = checksum(dep)
+
+        # a voice of the same model: in the manifest, the pods untouched
+        await kube.create(kokoro_voice("george", "bm_george"))
+        await wait_obj(kube, "v1", "configmaps", "speech-config",
+                       lambda c: "bm_george" in manifest_names(c))
+        dep = await wait_obj(kube, "apps/v1", "deployments", "speech")
+        assert server_memory(dep)[0] == f"{512 + model_mib}Mi"
+        assert checksum(dep) == first
+
+        # a second model: room for it
+        await kube.create(kokoro_voice("siwis", "ff_siwis", "onnx/model.onnx"))
+        dep = await wait_obj(kube, "apps/v1", "deployments", "speech",
+                             lambda d: server_memory(d)[0] == f"{512 + 2 * model_mib}Mi")
+
+        # another engine's source shape is refused with the reason, the rest carries on
+        await kube.create(kokoro_voice("wrong", "af_bella", source={"huggingFace": {}}))
+        wrong = await wait_obj(kube, TTS, "ttsvoices", "wrong",
+                               lambda o: (o.get("status") or {}).get("phase") == "Failed")
+        assert "engine 'kokoro' needs source.kokoro" in wrong["status"]["message"]

@@ -71,6 +71,16 @@ BASE_SPEC: dict[str, Any] = {"defaultVoice": AMY, "voices": {"names": ["amy", "j
 EMPTY = {"storage": {"type": "EmptyDir"}}
 URL = {"model": "https://example.org/v.onnx", "config": "https://example.org/v.onnx.json"}
 SHA: dict[str, str] = {"model": SHA_A, "config": SHA_B}
+KOKORO_SOURCE: dict[str, Any] = {
+    "model": {"huggingFace": {"path": "onnx/model_quantized.onnx"}},
+    "style": {"local": {"path": "/opt/styles/af_heart.bin"}}}
+"""A Kokoro voice's source: the model from the default repo, the style from a file."""
+KOKORO_FILES: dict[str, dict[str, str]] = {
+    "huggingFace": {"path": "onnx/model.onnx", "repo": "me/kokoro", "revision": "v1.0",
+                    "sha256": SHA_A},
+    "url": {"url": "https://example.org/kokoro.onnx", "sha256": SHA_B},
+    "local": {"path": "/opt/kokoro/model.onnx", "sha256": SHA_A}}
+"""One file's source of each kind, every key set to a value other than its default."""
 
 
 def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

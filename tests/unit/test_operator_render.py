@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 from pydantic import BaseModel
 
 from chorus.cli.main import build_parser
-from chorus.common.manifest import SOURCE_KINDS, Source, json_keys, load_manifest
+from chorus.common.kokoro import DEFAULT_MODEL_BYTES, MEMORY_FACTOR, memory_estimate
+from chorus.common.manifest import SOURCE_RECORDS, Source, json_keys, load_manifest
 from chorus.common.options import OptionError, load_config_file, resolve_options
 from chorus.operator.models import (
     LabelSelector,
@@ -27,6 +29,7 @@ from chorus.operator.models import (
     ServiceSpec,
     SpecError,
     Voice,
+    VoiceResource,
 )
 from chorus.operator.render import (
     CHECKSUM_ANNOTATION,
@@ -34,6 +37,7 @@ from chorus.operator.render import (
     STATUS_PORT,
     RenderSettings,
     build_manifest,
+    engine_memory,
     labels_for,
     select_voices,
     selector_labels,
@@ -44,6 +48,8 @@ from tests.unit.operator_specs import (
     AMY,
     EMPTY,
     JOE,
+    KOKORO_FILES,
+    KOKORO_SOURCE,
     MISSING,
     NAME,
     NS,
@@ -292,6 +298,11 @@ def _amy(children: Children) -> dict[str, Any]:
 
 
 
+def _kokoro_file(part: str, kind: str, key: str) -> Getter:
+    """The rendered manifest's value of one key of amy's Kokoro ``part`` file."""
+    return lambda c: _amy(c)["source"]["kokoro"][part][kind][key]
+
+
 VOICE_CASES = [
     case("voice", {"voice": "en_US-amy-low"}, _names, ["en_US-amy-low", JOE]),
     case("source.huggingFace.repo", {"source": {"huggingFace": {"repo": "me/voices"}}},
@@ -310,6 +321,10 @@ VOICE_CASES = [
     case("source.local.path", {"source": {"local": {"path": "/opt/voices"}}},
          lambda c: _amy(c)["source"], {"local": {"path": "/opt/voices"}}),
     case("sha256", {"sha256": SHA}, lambda c: _amy(c)["sha256"], SHA),
+    *(case(f"source.kokoro.{part}.{kind}.{key}",
+           {"engine": "kokoro", "source": {"kokoro": {**KOKORO_SOURCE, part: {kind: body}}}},
+           _kokoro_file(part, kind, key), body[key])
+      for part in ("model", "style") for kind, body in KOKORO_FILES.items() for key in body),
 ]
 
 
@@ -320,11 +335,65 @@ def test_every_voice_field_has_an_effect(patch: dict[str, Any], get: Getter,
     assert attempt(get, render()) != expected, "the default already renders this"
 
 
-def test_engine_is_piper_and_nothing_else() -> None:
+def test_engine_is_rendered_and_takes_its_own_source_shape() -> None:
     assert _amy(render(voice_list=voices(engine="piper")))["engine"] == "piper"
     assert _amy(render())["engine"] == "piper"
-    with pytest.raises(SpecError, match="engine"):
+    kokoro = _amy(render(voice_list=voices(engine="kokoro",
+                                           source={"kokoro": KOKORO_SOURCE})))
+    assert (kokoro["engine"], kokoro["source"]) == ("kokoro", {"kokoro": {
+        "model": {"huggingFace": {"path": "onnx/model_quantized.onnx",
+                                  "repo": "onnx-community/Kokoro-82M-v1.0-ONNX",
+                                  "revision": "main"}},
+        "style": {"local": {"path": "/opt/styles/af_heart.bin"}}}})
+    with pytest.raises(SpecError, match=r"engine .kokoro. needs source\.kokoro"):
         voice("amy", AMY, engine="kokoro")
+    with pytest.raises(SpecError, match=r"source\.kokoro is for engine"):
+        voice("amy", AMY, source={"kokoro": KOKORO_SOURCE})
+    with pytest.raises(SpecError, match="a Kokoro voice pins each file"):
+        voice("amy", AMY, engine="kokoro", source={"kokoro": KOKORO_SOURCE}, sha256=SHA)
+
+
+def _kokoro_voice(name: str, key: str, model: dict[str, Any] | None = None) -> VoiceResource:
+    source = {**KOKORO_SOURCE, "model": model or KOKORO_SOURCE["model"],
+              "style": {"huggingFace": {"path": f"voices/{key}.bin"}}}
+    return voice(name, key, engine="kokoro", source={"kokoro": source})
+
+
+def _with_kokoro(*kokoro: VoiceResource) -> Children:
+    names = ["amy", "joe", *(v.name for v in kokoro)]
+    return render({"voices": {"names": names}}, voice_list=[*voices(), *kokoro])
+
+
+KOKORO_MODEL_MIB = math.ceil(int(DEFAULT_MODEL_BYTES * MEMORY_FACTOR) / 2**20)
+
+
+def test_a_kokoro_model_raises_the_memory_once_however_many_voices_share_it() -> None:
+    assert KOKORO_MODEL_MIB == 194  # 92 MB int8 model x 2.2
+    heart, george = _kokoro_voice("heart", "af_heart"), _kokoro_voice("george", "bm_george")
+    shared = _with_kokoro(heart, george)
+    assert server(shared)["resources"] == {
+        "requests": {"cpu": "500m", "memory": f"{512 + KOKORO_MODEL_MIB}Mi"},
+        "limits": {"memory": f"{2048 + KOKORO_MODEL_MIB}Mi"}}
+    assert server(_with_kokoro(heart))["resources"] == server(shared)["resources"]
+    assert {n: v["engine"] for n, v in manifest_voices(shared).items()} == {
+        "af_heart": "kokoro", AMY: "piper", "bm_george": "kokoro", JOE: "piper"}
+    assert manifest_voices(shared)["bm_george"]["source"]["kokoro"]["style"] == {
+        "huggingFace": {"path": "voices/bm_george.bin", "revision": "main",
+                        "repo": "onnx-community/Kokoro-82M-v1.0-ONNX"}}
+    other = _kokoro_voice("fr", "ff_siwis", {"url": {"url": "https://example.org/k.onnx",
+                                                     "sha256": SHA["model"]}})
+    two = server(_with_kokoro(heart, george, other))["resources"]
+    assert two["requests"]["memory"] == f"{512 + 2 * KOKORO_MODEL_MIB}Mi"
+    assert server(render())["resources"]["requests"]["memory"] == "512Mi"  # Piper only
+
+
+def test_given_server_resources_are_used_as_they_are_with_kokoro_voices() -> None:
+    heart = _kokoro_voice("heart", "af_heart")
+    children = render({"voices": {"names": ["amy", "heart"]},
+                       "server": {"resources": RESOURCES}}, voice_list=[*voices(), heart])
+    assert server(children)["resources"] == RESOURCES
+    assert engine_memory(select_voices(service({"voices": {"names": ["heart"]}}), [heart])
+                         ) == memory_estimate([DEFAULT_MODEL_BYTES])
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -342,7 +411,7 @@ def spec_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
         path = prefix + (info.alias or name)
         kind = _unwrap(info.annotation)
         if kind == Source:
-            paths |= {f"{path}.{key}.{k.key}" for key, record in SOURCE_KINDS.items()
+            paths |= {".".join((path, *below, k.key)) for below, record in SOURCE_RECORDS.items()
                       for k in json_keys(record)}
         elif (isinstance(kind, type) and issubclass(kind, BaseModel)
                 and kind not in (Resources, SecretKey)):

@@ -34,7 +34,7 @@ from celpy.evaluation import CELEvalError
 from kubernetes_validate import utils as kv_utils  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel
 
-from chorus.common.manifest import SOURCE_KINDS, Source, json_keys
+from chorus.common.manifest import SOURCE_KINDS, SOURCE_RECORDS, Source, json_keys
 from chorus.operator.models import ServiceSpec, SpecError, Voice, parse_service, parse_voice
 from chorus.operator.render import RenderSettings
 from chorus.operator.render_files import render_files
@@ -43,6 +43,8 @@ from tests.unit.operator_specs import (
     AMY,
     BASE_SPEC,
     JOE,
+    KOKORO_FILES,
+    KOKORO_SOURCE,
     SHA_A,
     SHA_B,
     URL,
@@ -301,7 +303,12 @@ def _voice_cr(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 HF_VOICE: dict[str, Any] = {"voice": AMY, "source": {"huggingFace": {}}}
+KOKORO_VOICE: dict[str, Any] = {"voice": "af_heart", "engine": "kokoro",
+                                "source": {"kokoro": KOKORO_SOURCE}}
 MAXIMAL_VOICES = [
+    *({"voice": "af_heart", "engine": "kokoro",
+       "source": {"kokoro": {"model": {kind: body}, "style": {kind: body}}}}
+      for kind, body in KOKORO_FILES.items()),
     {"voice": AMY, "engine": "piper",
      "source": {"huggingFace": {"repo": "rhasspy/piper-voices", "revision": "v1.0.0",
                                 "path": "en/en_US/amy/medium"}},
@@ -323,7 +330,15 @@ def test_maximal_specs_are_valid_everywhere() -> None:
 
 
 @pytest.mark.parametrize(("cr", "keyword"), [
-    pytest.param(_voice_cr({**HF_VOICE, "engine": "kokoro"}), "enum", id="voice-engine-enum"),
+    pytest.param(_voice_cr({**HF_VOICE, "engine": "espeak"}), "enum", id="voice-engine-enum"),
+    pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"kokoro": {
+        **KOKORO_SOURCE, "model": {"url": {"url": "https://example.org/m.onnx"}}}}}),
+                 "required", id="kokoro-url-without-sha256"),
+    pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"kokoro": {
+        "model": KOKORO_SOURCE["model"]}}}), "required", id="kokoro-without-style"),
+    pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"kokoro": {
+        **KOKORO_SOURCE, "style": {"local": {"path": "/opt/styles/"}}}}}),
+                 "pattern", id="kokoro-local-directory"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": "../x"}), "pattern", id="voice-pattern"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": ""}), "minLength", id="voice-empty"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": "a" * 129}), "maxLength", id="voice-long"),
@@ -513,7 +528,7 @@ def _manifest_records(kind: Any) -> dict[tuple[str, ...], Any] | None:
     """The manifest records a field holds, by their path below the field: each kind of
     a voice source, or the field's own record (``sha256``); None for any other field."""
     if kind == Source:
-        return {(key,): record for key, record in SOURCE_KINDS.items()}
+        return dict(SOURCE_RECORDS)
     if dataclasses.is_dataclass(kind):
         return {(): kind}
     return None
@@ -539,8 +554,10 @@ RECORD_PAIRS = [pytest.param(r, s, id=p) for kind, model in (("TTSService", Serv
 
 
 def test_voice_source_and_sha256_are_the_manifest_records() -> None:
-    assert {p.id for p in RECORD_PAIRS} == {"spec.source.huggingFace", "spec.source.url",
-                                           "spec.source.local", "spec.sha256"}
+    assert {p.id for p in RECORD_PAIRS} == {
+        "spec.source.huggingFace", "spec.source.url", "spec.source.local", "spec.sha256",
+        *(f"spec.source.kokoro.{part}.{kind}" for part in ("model", "style")
+          for kind in ("huggingFace", "url", "local"))}
     assert set(spec_schema("TTSVoice")["properties"]["source"]["properties"]) == set(SOURCE_KINDS)
 
 
@@ -612,6 +629,9 @@ MINIMAL_SPECS: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
     ("TTSVoice", Voice, {"voice": AMY, "source": {"url": URL},
                          "sha256": {"model": SHA_A, "config": SHA_B}}),
     ("TTSVoice", Voice, {"voice": AMY, "source": {"local": {"path": "/v"}}}),
+    ("TTSVoice", Voice, {"voice": "af_heart", "engine": "kokoro", "source": {"kokoro": {
+        "model": {"huggingFace": {"path": "onnx/model.onnx"}},
+        "style": {"huggingFace": {"path": "voices/af_heart.bin"}}}}}),
 ]
 
 
@@ -751,7 +771,7 @@ def cel_failures(obj: dict[str, Any]) -> list[str]:
 
 def test_every_cel_rule_compiles() -> None:
     rules = [rule for kind in CRDS for _, rule, _ in cel_rules(kind)]
-    assert len(rules) == 11
+    assert len(rules) == 19
     for rule in rules:
         assert _program(rule) is not None
 
@@ -771,6 +791,20 @@ CEL_CASES = [
                  id="url-without-sha256"),
     pytest.param(_voice_cr({**HF_VOICE, "source": {"url": {**URL, "allowUnverified": False}}}),
                  "url sources need sha256", id="url-explicitly-verified-without-sha256"),
+    pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"huggingFace": {}}}),
+                 "engine kokoro needs source.kokoro", id="kokoro-with-a-piper-source"),
+    pytest.param(_voice_cr({**HF_VOICE, "source": {"kokoro": KOKORO_SOURCE}}),
+                 "engine kokoro needs source.kokoro", id="piper-with-a-kokoro-source"),
+    pytest.param(_voice_cr({**KOKORO_VOICE, "sha256": {"model": SHA_A, "config": SHA_B}}),
+                 "sha256 pins a Piper voice's", id="kokoro-with-piper-hashes"),
+    pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"kokoro": {
+        **KOKORO_SOURCE, "model": {**KOKORO_SOURCE["model"], **KOKORO_SOURCE["style"]}}}}),
+                 "model needs exactly one of", id="kokoro-model-two-kinds"),
+    pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"kokoro": {
+        **KOKORO_SOURCE, "style": {}}}}), "style needs exactly one of", id="kokoro-no-style-kind"),
+    pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"kokoro": KOKORO_SOURCE},
+                            "engine": "piper"}),
+                 "engine kokoro needs source.kokoro", id="kokoro-source-engine-piper"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": "en..x"}), "voice must not contain '..'",
                  id="voice-dotdot"),
     pytest.param(_voice_cr({**HF_VOICE, "source": {"huggingFace": {"revision": "a..b"}}}),
@@ -867,6 +901,7 @@ def test_every_cel_rule_has_a_failing_case() -> None:
                  id="url-unverified-opt-in"),
     pytest.param(_voice_cr({**HF_VOICE, "source": {"url": URL},
                             "sha256": {"model": SHA_A, "config": SHA_B}}), id="url-pinned"),
+    pytest.param(_voice_cr(KOKORO_VOICE), id="kokoro"),
 ])
 def test_cel_rules_accept_valid_specs(cr: dict[str, Any]) -> None:
     assert [e.message for e in schema_errors(cr)] == []

@@ -10,13 +10,19 @@ import pytest
 
 from chorus.common.manifest import (
     DEFAULT_HF_REPO,
+    DEFAULT_KOKORO_REPO,
     SOURCE_KINDS,
+    HuggingFaceFile,
     HuggingFaceSource,
+    KokoroSource,
+    LocalFile,
     LocalSource,
     ManifestError,
     Sha256,
     Source,
+    UrlFile,
     UrlSource,
+    check_engine,
     check_verifiable,
     json_keys,
     load_manifest,
@@ -29,6 +35,9 @@ from chorus.common.voice_status import VoiceStatus, VolumeStatus
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
+KOKORO: dict[str, Any] = {
+    "model": {"huggingFace": {"path": "onnx/model_quantized.onnx", "revision": "v1"}},
+    "style": {"url": {"url": "https://example.org/af_heart.bin", "sha256": SHA_B.upper()}}}
 
 
 def _voice(**overrides: Any) -> dict[str, Any]:
@@ -96,7 +105,22 @@ def test_fingerprint_ignores_required_but_not_source() -> None:
     (_manifest(_voice(name="a/b")), "unsafe voice name"),
     (_manifest(_voice(name="")), "non-empty string"),
     (_manifest(_voice(), _voice()), "listed twice"),
-    (_manifest(_voice(engine="kokoro")), "unsupported engine"),
+    (_manifest(_voice(engine="espeak")), "unsupported engine 'espeak'"),
+    (_manifest(_voice(engine="kokoro")), "engine 'kokoro' needs source.kokoro"),
+    (_manifest(_voice(source={"kokoro": KOKORO})), "source.kokoro is for engine 'kokoro'"),
+    (_manifest(_voice(engine="kokoro", source={"kokoro": KOKORO},
+                      sha256={"model": SHA_A, "config": SHA_B})), "pins each file"),
+    (_manifest(_voice(engine="kokoro", source={"kokoro": {"model": KOKORO["model"]}})),
+     "source.kokoro: missing style"),
+    (_manifest(_voice(engine="kokoro", source={"kokoro": {
+        **KOKORO, "style": {"url": {"url": "https://a/s.bin"}}}})),
+     "source.kokoro.style.url: missing sha256"),
+    (_manifest(_voice(engine="kokoro", source={"kokoro": {
+        **KOKORO, "style": {"local": {"path": "/opt/"}}}})), "absolute file path"),
+    (_manifest(_voice(engine="kokoro", source={"kokoro": {
+        **KOKORO, "model": {"huggingFace": {"path": "../m.onnx"}}}})), "unsafe repo path"),
+    (_manifest(_voice(engine="kokoro", source={"kokoro": {**KOKORO, "model": {}}})),
+     "source.kokoro.model needs exactly one of huggingFace, url, local"),
     (_manifest(_voice(required="yes")), "expected true or false"),
     (_manifest(_voice(source={})), "exactly one of"),
     (_manifest(_voice(source={"huggingFace": {}, "local": {"path": "/x"}})), "exactly one"),
@@ -121,6 +145,32 @@ def test_invalid_manifests_are_refused_with_the_field_named(data: Any, message: 
 
 def test_source_kinds_are_the_source_types() -> None:
     assert set(typing.get_args(Source)) == set(SOURCE_KINDS.values())
+
+
+def test_a_kokoro_voice_names_its_model_and_style_apart() -> None:
+    voice = parse_manifest(_manifest({"name": "af_heart", "engine": "kokoro",
+                                      "source": {"kokoro": KOKORO}})).voices[0]
+    assert voice.engine == "kokoro"
+    assert voice.source == KokoroSource(
+        HuggingFaceFile("onnx/model_quantized.onnx", DEFAULT_KOKORO_REPO, "v1"),
+        UrlFile("https://example.org/af_heart.bin", SHA_B))
+    assert parse_manifest(voice_manifest := _manifest(voice.to_dict())).voices[0] == voice
+    assert voice_manifest["voices"][0]["source"]["kokoro"]["model"] == {"huggingFace": {
+        "path": "onnx/model_quantized.onnx", "repo": DEFAULT_KOKORO_REPO, "revision": "v1"}}
+    other = parse_manifest(_manifest({"name": "af_heart", "engine": "kokoro", "source": {
+        "kokoro": {**KOKORO, "model": {"local": {"path": "/opt/m.onnx"}}}}})).voices[0]
+    assert other.fingerprint() != voice.fingerprint()
+
+
+@pytest.mark.parametrize("source", [
+    KokoroSource(HuggingFaceFile("a/b.onnx"), LocalFile("/opt/s.bin")),
+    KokoroSource(UrlFile("https://a/m", SHA_A), HuggingFaceFile("v/s.bin", "me/k", "v2", SHA_B)),
+    KokoroSource(LocalFile("/m.onnx", SHA_A), UrlFile("http://a/s", SHA_B))])
+def test_kokoro_sources_round_trip(source: KokoroSource) -> None:
+    assert parse_source(source_to_dict(source), "source") == source
+    check_engine("kokoro", source, None)
+    with pytest.raises(ManifestError, match=r"^voice 'x': engine 'piper' needs one of"):
+        check_engine("piper", source, None, "voice 'x'")
 
 
 def test_json_keys_are_read_off_the_records() -> None:
