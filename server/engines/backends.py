@@ -70,7 +70,8 @@ class Part(Protocol):
 
 
 class Backend(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def part(self, model: bytes | str, ranks: Mapping[str, int],
              precision: Precision) -> Part:
