@@ -54,7 +54,7 @@ from chorus.common.layout import file_fingerprint
 
 from . import onnx_runs
 from .backend_gates import BackendChoice, PartChoice, Wanted, choose
-from .backends import Backend, OnnxRuntime, OpenVino
+from .backends import Backend, OnnxRuntime, OpenVino, openvino_available
 from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 from .native_memory import return_large_blocks_when_freed
 from .piper_build import Builder, SplitReport
@@ -255,6 +255,10 @@ class PiperEngine:
         the choice kept on ``voice`` and logged."""
         if report.graph is None:
             return report
+        if self.backend != "onnxruntime" and not openvino_available():
+            _LOGGER.warning("Voice %s: --backend %s: OpenVINO is not installed (the "
+                            "chorus-tts[openvino] extra); onnxruntime f32 for every part",
+                            spec.name, self.backend)
         wanted = Wanted(self.backend, self.precision)
         backends: dict[str, Backend] = {
             "onnxruntime": OnnxRuntime(self.threads_per_voice),
