@@ -240,3 +240,19 @@ def test_an_openvino_call_stops_when_its_request_ends(
     assert stopped < whole * 0.6
     # the request is usable again after a cancel
     assert part.run(feeds)[0].shape == calls[-1]["dec2"][1][0].shape
+
+
+@needs_openvino
+def test_auto_keeps_onnxruntime_where_the_candidate_is_slower(
+        reference: SplitGraph, sources: dict[str, bytes | str],
+        sentences: list[dict[str, Array]]) -> None:
+    def slow(out: Array) -> Array:
+        time.sleep(0.05)  # per output, per call: far slower than dec1 on onnxruntime
+        return out
+
+    graph, choice, lines = _choose(reference, sources, sentences, {"dec1": slow},
+                                   backend="auto")
+    assert lines == []  # not a quality failure: nothing to warn about
+    assert choice.parts["dec1"].label == "onnxruntime f32"
+    assert "slower" in (choice.parts["dec1"].refused or "")
+    assert graph.sessions["dec1"] is reference.sessions["dec1"]
