@@ -45,7 +45,7 @@ from .audio_formats import STREAMABLE, AudioEncoder, content_type, encode, outpu
 from .cache import AudioCache, CacheEntry, cache_key
 from .client_address import Network, TrustedProxies
 from .connections import LISTEN_BACKLOG
-from .engines.base import PCM, VoiceSpec
+from .engines.base import PCM, ReportsBackends, VoiceSpec
 from .errors import BadRequest, ChorusError, TextTooLong
 from .http_connections import HttpConnections
 from .http_errors import error_body, error_response
@@ -115,7 +115,7 @@ def _describe_offered(voice: OfferedVoice) -> dict[str, Any]:
             "quality": voice.quality, "speakers": list(voice.speakers),
             "num_speakers": voice.num_speakers, "sample_rate": None,
             "description": voice.description, "resident": False, "default": False,
-            "installed": False}
+            "installed": False, "backends": None}
 
 
 def error_status(err: ChorusError) -> int:
@@ -594,13 +594,17 @@ class HttpApi:
         if on_demand is not None and (offered := on_demand.get(name)) is not None:
             return _describe_offered(offered)
         spec = self.synthesizer.store.resolve(name)
-        resident = {v.spec.name for v in self.synthesizer.store.resident()}
+        resident = {v.spec.name: v for v in self.synthesizer.store.resident()}
+        loaded = resident.get(spec.name)
         return {"engine": spec.engine, "name": spec.name, "language": spec.language,
                 "quality": spec.quality, "speakers": list(spec.speakers),
                 "num_speakers": spec.num_speakers, "sample_rate": spec.sample_rate,
                 "description": spec.description, "resident": spec.name in resident,
                 "default": spec.name == self.synthesizer.store.default_voice,
-                "installed": True}
+                "installed": True,
+                # what runs each graph part, with its quality-gate figures (resident only)
+                "backends": (loaded.backends if isinstance(loaded, ReportsBackends)
+                             else None)}
 
     def _names(self) -> list[str]:
         """Installed voices, then those offered for download on first use."""

@@ -27,6 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .engines.base import ReportsBackends
 from .errors import ChorusError
 
 if TYPE_CHECKING:
@@ -74,6 +75,16 @@ class _RuntimeCollector(Collector):
         for voice in resident:
             memory.add_metric([voice.spec.name], voice.memory_bytes)
         yield memory
+        backend = GaugeMetricFamily("chorus_voice_part_backend",
+                                    "1 per resident voice's graph part: the backend and "
+                                    "precision that run it (chosen at load)",
+                                    labels=["voice", "part", "backend", "precision"])
+        for voice in resident:
+            if isinstance(voice, ReportsBackends):
+                for part, choice in voice.backends.get("parts", {}).items():
+                    backend.add_metric([voice.spec.name, part, str(choice["backend"]),
+                                        str(choice["precision"])], 1)
+        yield backend
 
 
 class _CacheCollector(Collector):

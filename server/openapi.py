@@ -369,6 +369,12 @@ def _components(max_text: int | None) -> dict[str, Any]:
                 "installed": {"type": "boolean", "description": (
                     "False for a voice offered for download on first use "
                     "(`--download-voices`): the first request for it installs it.")},
+                "backends": {"type": ["object", "null"], "description": (
+                    "For a resident voice: `parts`, each graph part's `backend` and "
+                    "`precision` (chosen at load by `--backend`/`--precision` behind "
+                    "quality gates) with its `snr_db` against onnxruntime f32 and "
+                    "calibration timings (`ms`, `reference_ms`) or why a candidate was "
+                    "`refused`; `windows_snr_db`; null when not loaded.")},
             }),
         },
         "responses": {f"E{status}": _error_response(status) for status in _ERROR_CODES},

@@ -58,7 +58,9 @@ class Runtime:
             max_phonemes=settings.max_sentence_phonemes,
             stream_windows=(settings.stream_windows if settings.sub_sentence_streaming
                             else None),
-            graph_cache_dir=settings.effective_graph_cache_dir)
+            graph_cache_dir=settings.effective_graph_cache_dir,
+            backend=settings.backend, precision=settings.precision,
+            workers=settings.worker_count)
         engines = discover(EngineOptions(threads_per_voice=settings.threads_per_worker),
                            engine)
         self.store = VoiceStore(

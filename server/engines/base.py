@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ __all__ = [
     "Cancelled",
     "Engine",
     "LoadedVoice",
+    "ReportsBackends",
     "StopSignal",
     "SynthesisParams",
     "Unit",
@@ -186,6 +187,17 @@ class Windows(Protocol):
 
     def render(self, index: int) -> PCM:
         """Audio of window ``index``; windows may be rendered in any order, concurrently."""
+        ...
+
+
+@runtime_checkable
+class ReportsBackends(Protocol):
+    """A loaded voice that says what runs each of its graph parts (``/voices``, metrics)."""
+
+    @property
+    def backends(self) -> dict[str, Any]:
+        """``{"parts": {part: {"backend", "precision", "snr_db", ...}}, ...}``: the
+        backend and precision of each part and the quality gates' figures for it."""
         ...
 
 

@@ -49,6 +49,7 @@ from chorus.common.kokoro import LANGUAGES, MEMORY_FACTOR
 from chorus.common.layout import is_valid_voice_name
 
 from . import onnx_runs
+from .backend_gates import BackendChoice, PartChoice
 from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 from .registry import EngineOptions
 
@@ -256,6 +257,11 @@ class KokoroLoadedVoice:
     @property
     def spec(self) -> VoiceSpec:
         return self._spec
+
+    @property
+    def backends(self) -> dict[str, Any]:
+        """One whole graph on onnxruntime f32 (no backend choice for Kokoro yet)."""
+        return BackendChoice({"model": PartChoice()}).to_json()
 
     @property
     def memory_bytes(self) -> int:

@@ -35,6 +35,7 @@ usually one window each and cost what whole-sentence synthesis costs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -52,6 +53,8 @@ from piper.config import PhonemeType, PiperConfig
 from chorus.common.layout import file_fingerprint
 
 from . import onnx_runs
+from .backend_gates import BackendChoice, PartChoice, Wanted, choose
+from .backends import Backend, OnnxRuntime, OpenVino, openvino_available
 from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 from .native_memory import return_large_blocks_when_freed
 from .piper_build import Builder, SplitReport
@@ -166,6 +169,12 @@ class PiperEngine:
     graph_cache_dir: Path | None = None
     """Where graph parts are cached; ``None`` builds them in memory at every load."""
     name: str = "piper"
+    backend: str = "onnxruntime"
+    """``--backend``: what runs the streaming parts (see :mod:`.backend_gates`)."""
+    precision: str = "auto"
+    """``--precision`` (used by OpenVINO only; onnxruntime runs f32)."""
+    workers: int = 1
+    """Model calls that may run at once (OpenVINO compiles one stream per worker)."""
 
     def __post_init__(self) -> None:
         return_large_blocks_when_freed()
@@ -221,6 +230,11 @@ class PiperEngine:
 
         voice = PiperLoadedVoice(spec, config, self.max_phonemes)
         report = self._streaming_parts(spec, voice, full_session) if self.stream_windows else None
+        if report is not None and report.graph is not None:
+            report = self._backends(spec, voice, report)
+        elif self.backend != "onnxruntime":
+            _LOGGER.info("Voice %s renders whole sentences: onnxruntime f32 (--backend %s "
+                         "applies to streaming parts)", spec.name, self.backend)
         try:
             if report is None or report.graph is None:
                 voice.attach_session(full_session())
@@ -234,6 +248,32 @@ class PiperEngine:
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: warm-up failed: {err}") from err
         return voice
+
+    def _backends(self, spec: VoiceSpec, voice: PiperLoadedVoice,
+                  report: SplitReport) -> SplitReport:
+        """The report with its parts on the chosen backends (behind the quality gates),
+        the choice kept on ``voice`` and logged."""
+        if report.graph is None:
+            return report
+        if self.backend != "onnxruntime" and not openvino_available():
+            _LOGGER.warning("Voice %s: --backend %s: OpenVINO is not installed (the "
+                            "chorus-tts[openvino] extra); onnxruntime f32 for every part",
+                            spec.name, self.backend)
+        wanted = Wanted(self.backend, self.precision)
+        backends: dict[str, Backend] = {
+            "onnxruntime": OnnxRuntime(self.threads_per_voice),
+            "openvino": OpenVino(self.threads_per_voice, max(1, self.workers))}
+        graph, choice = choose(
+            report.graph, report.sources,
+            [voice.feeds(u, SynthesisParams(noise_scale=0.0, noise_w_scale=0.0))
+             for u in voice.prepare(CALIBRATION_TEXT)],
+            tuple(self.stream_windows or DEFAULT_WINDOWS), wanted, backends,
+            lambda line: _LOGGER.warning("Voice %s: %s", spec.name, line))
+        voice.backend_choice = choice
+        if self.backend != "onnxruntime":
+            _LOGGER.info("Voice %s: backends (--backend %s --precision %s): %s", spec.name,
+                         self.backend, self.precision, choice.summary())
+        return dataclasses.replace(report, graph=graph, sources={})
 
     def _streaming_parts(self, spec: VoiceSpec, voice: PiperLoadedVoice,
                          full_session: Any) -> SplitReport:
@@ -296,6 +336,8 @@ class PiperLoadedVoice:
         self._split: SplitGraph | None = None
         self._split_report: SplitReport | None = None
         self._windows: tuple[int, ...] = ()
+        self.backend_choice = BackendChoice({"model": PartChoice()})
+        """What runs each graph part (set by the engine when it streams in parts)."""
         self.gain = 1.0
         """Raw model output x gain = audio (see the module docstring)."""
 
@@ -337,6 +379,10 @@ class PiperLoadedVoice:
     @property
     def spec(self) -> VoiceSpec:
         return self._spec
+
+    @property
+    def backends(self) -> dict[str, Any]:
+        return self.backend_choice.to_json()
 
     @property
     def memory_bytes(self) -> int:

@@ -23,8 +23,8 @@ import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import onnxruntime
 
 from chorus.common.files import write_atomic
 
+from .backends import OrtPart, Part
 from .piper_graph import SplitError, SplitLayout, analyze, extract_parts
 from .piper_windows import FloatArray, Sentence, SplitGraph, plan_windows
 
@@ -186,6 +187,9 @@ class SplitReport:
     """The parts were read from ``cache_entry`` rather than cut from the model."""
     cache_error: str | None = None
     """Why the parts could not be written to the cache."""
+    sources: Mapping[str, bytes | str] = field(default_factory=dict, repr=False)
+    """Each part's ONNX model (a cache path, or bytes when not cached), for another
+    backend to build its own parts from (:mod:`.backend_gates`); dropped once used."""
 
     @property
     def notes(self) -> list[str]:
@@ -248,33 +252,39 @@ class Builder:
             outcome = verified.get(key)
             if outcome is not None and "error" in outcome:
                 raise SplitError(f"{outcome['error']} (recorded in {entry})")
-            graph = SplitGraph(layout, {part: self.session(str(entry / f"{part}.onnx"))
-                                        for part in layout.parts})
+            sources: dict[str, bytes | str] = {part: str(entry / f"{part}.onnx")
+                                               for part in layout.parts}
+            graph = SplitGraph(layout, {part: OrtPart(self.session(source))
+                                        for part, source in sources.items()})
             if outcome is not None:
                 return SplitReport(graph=graph, verification=key,
                                    exact=bool(outcome["exact"]), cache_entry=entry,
-                                   from_cache=True)
-            return self._verified(graph, key, entry, verified, from_cache=True)
+                                   from_cache=True, sources=sources)
+            return self._verified(graph, key, entry, verified, from_cache=True,
+                                  sources=sources)
         import onnx
 
         model = onnx.load(str(model_path))
         layout = analyze(model)
         blobs = extract_parts(model, layout)
         del model
-        sessions = {part: self.session(blob) for part, blob in blobs.items()}
+        sessions: dict[str, Part] = {part: OrtPart(self.session(blob))
+                                     for part, blob in blobs.items()}
         graph = SplitGraph(measure(SplitGraph(layout, sessions), self.calibration()[-1]),
                            sessions)
         cache_error = None
+        sources = dict[str, bytes | str](blobs)
         if entry is not None:
             try:
                 entry.mkdir(parents=True, exist_ok=True)
                 for part, blob in blobs.items():
                     write_atomic(entry / f"{part}.onnx", blob)
+                sources = {part: str(entry / f"{part}.onnx") for part in blobs}
             except OSError as err:
                 cache_error = err.strerror or str(err)
                 entry = None
         return self._verified(graph, key, entry, {}, from_cache=False,
-                              cache_error=cache_error)
+                              cache_error=cache_error, sources=sources)
 
     def _entry(self, model_path: Path) -> Path | None:
         if self.cache_dir is None:
@@ -296,7 +306,8 @@ class Builder:
 
     def _verified(self, graph: SplitGraph, key: str, entry: Path | None,
                   verified: dict[str, Any], *, from_cache: bool,
-                  cache_error: str | None = None) -> SplitReport:
+                  sources: dict[str, bytes | str], cache_error: str | None = None,
+                  ) -> SplitReport:
         """Compare with the whole graph; record the outcome (failures too) in the cache."""
         try:
             snr = verify(graph, self.full_session(), self.calibration(), self.windows)
@@ -309,7 +320,7 @@ class Builder:
             self._save_meta(entry, graph.layout, {**verified, key: {"exact": exact}})
         return SplitReport(graph=graph, verification=key, exact=exact, snr_db=snr,
                            cache_entry=entry, from_cache=from_cache,
-                           cache_error=cache_error)
+                           cache_error=cache_error, sources=sources)
 
     @staticmethod
     def _save_meta(entry: Path, layout: SplitLayout, verified: dict[str, Any]) -> None:

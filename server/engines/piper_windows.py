@@ -30,11 +30,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime
 
 from chorus.common.server_options import DEFAULT_STREAM_WINDOWS
 
-from . import onnx_runs
+from .backends import Part
 from .base import StopSignal
 from .piper_graph import CONDITIONING_INPUTS, SplitLayout
 
@@ -116,7 +115,8 @@ def _widen_within(start: int, end: int, low: int, high: int,
 
 @dataclass(frozen=True)
 class SplitGraph:
-    """A voice's graph parts as onnxruntime sessions, rendering sentences in windows.
+    """A voice's graph parts (each run by a backend, see :mod:`.backends`), rendering
+    sentences in windows.
 
     A window ``[start, end)`` of frames needs the decoder's last part to run on the
     window plus the decoder's reach on each side; that needs ``z`` to be exact over that
@@ -125,7 +125,7 @@ class SplitGraph:
     """
 
     layout: SplitLayout
-    sessions: dict[str, onnxruntime.InferenceSession]
+    sessions: dict[str, Part]
     min_span: int = MIN_GEMM_SPAN
 
     @property
@@ -136,9 +136,7 @@ class SplitGraph:
             stop: StopSignal | None = None) -> list[FloatArray]:
         """One part on its inputs taken from ``feeds`` (extra entries are ignored)."""
         names = self.layout.part_inputs[part]
-        result = onnx_runs.run(self.sessions[part], {name: feeds[name] for name in names},
-                               stop)
-        return [np.asarray(r) for r in result]
+        return self.sessions[part].run({name: feeds[name] for name in names}, stop)
 
     def encode(self, feeds: dict[str, npt.NDArray[Any]],
                stop: StopSignal | None = None) -> Encoded:

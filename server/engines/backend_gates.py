@@ -1,0 +1,265 @@
+"""Which backend and precision runs each of a voice's graph parts, chosen at load behind
+quality gates.
+
+A faster backend or a lower precision is only worth having if the voice still sounds the
+same. So each candidate part (see :mod:`.backends`) is run at load on the calibration
+text's exact inputs to that part, as onnxruntime f32 computes them, and compared with
+onnxruntime f32's outputs:
+
+- **durations**: the encoder part's frame count and frame mask must be identical (timing,
+  windows and sentence joins then stay exactly as with onnxruntime); its other outputs
+  must meet the SNR gate as well;
+- **per part**: every output at least :data:`MIN_PART_SNR_DB` dB SNR against f32;
+- **windows**: with the parts chosen, a sentence rendered in windows must equal the same
+  sentence rendered whole by the same parts, or be within :data:`MIN_WINDOW_SNR_DB` dB
+  (else windows would click where they join).
+
+A part that fails keeps onnxruntime f32; a failing window gate drops the candidates
+altogether; either is said in one log line. With ``--backend auto`` a passing candidate
+is kept only where it measured faster than onnxruntime on the calibration text.
+Measured on en_US-joe-medium (docs/benchmarks.md): OpenVINO bf16 flow ~44 dB and dec2
+~43 dB; a bf16 encoder changes durations, so the encoder is only offered in f32.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .backends import Backend, Part, Precision, bf16_supported, openvino_available
+from .piper_build import snr_db
+from .piper_windows import Sentence, SplitGraph, plan_windows
+
+__all__ = [
+    "MIN_PART_SNR_DB",
+    "MIN_WINDOW_SNR_DB",
+    "BackendChoice",
+    "GateFailed",
+    "PartChoice",
+    "Wanted",
+    "choose",
+    "reference_calls",
+    "window_snr",
+]
+
+MIN_PART_SNR_DB = 35.0
+"""Each part's outputs against onnxruntime f32 on the calibration text."""
+
+MIN_WINDOW_SNR_DB = 60.0
+"""Windows against the whole sentence in the same backend and precision."""
+
+REFERENCE = "onnxruntime f32"
+
+Array = npt.NDArray[Any]
+Calls = list[dict[str, tuple[dict[str, Array], list[Array]]]]
+"""Per calibration sentence: part → (its inputs, onnxruntime f32's outputs)."""
+
+
+class GateFailed(Exception):
+    """A candidate configuration does not sound like onnxruntime f32."""
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What was asked for: ``--backend`` and ``--precision``."""
+
+    backend: str = "onnxruntime"
+    precision: str = "f32"
+
+
+@dataclass(frozen=True)
+class PartChoice:
+    """What runs one part, and the gate's figures for it."""
+
+    label: str = REFERENCE
+    snr_db: float | None = None
+    """Worst output SNR against onnxruntime f32 (inf: identical; None: not measured)."""
+    ms: float | None = None
+    """Its time on the calibration text (ms), when a candidate was measured."""
+    reference_ms: float | None = None
+    refused: str | None = None
+    """Why the candidate was not used (then the part runs onnxruntime f32)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backend": self.label.split()[0], "precision": self.label.split()[1],
+                "snr_db": _finite(self.snr_db), "ms": _round(self.ms),
+                "reference_ms": _round(self.reference_ms), "refused": self.refused}
+
+
+def _finite(value: float | None) -> float | str | None:
+    if value is None:
+        return None
+    return "inf" if math.isinf(value) else round(value, 1)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """What runs each part of one voice, and why."""
+
+    parts: dict[str, PartChoice] = field(default_factory=dict)
+    windows_snr_db: float | None = None
+    refused: str | None = None
+    """Why every candidate was dropped (the window gate), if so."""
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {part: choice.label for part, choice in self.parts.items()}
+
+    def summary(self) -> str:
+        """One line for the load log: each part's backend and SNR."""
+        items = []
+        for part, choice in self.parts.items():
+            note = f" ({choice.snr_db:.0f} dB)" if choice.snr_db is not None and \
+                math.isfinite(choice.snr_db) and choice.label != REFERENCE else ""
+            items.append(f"{part} {choice.label}{note}")
+        if self.windows_snr_db is not None:
+            items.append("windows " + ("bit-exact" if math.isinf(self.windows_snr_db)
+                                       else f"{self.windows_snr_db:.0f} dB"))
+        return ", ".join(items)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"parts": {part: c.to_json() for part, c in self.parts.items()},
+                "windows_snr_db": _finite(self.windows_snr_db), "refused": self.refused}
+
+
+def reference_calls(graph: SplitGraph, sentences: Sequence[dict[str, Array]]) -> Calls:
+    """Every part's inputs and outputs for each calibration sentence, whole, as
+    ``graph`` (onnxruntime f32) computes them."""
+    layout = graph.layout
+    calls: Calls = []
+    for feeds in sentences:
+        mine: dict[str, tuple[dict[str, Array], list[Array]]] = {}
+        values: dict[str, Array] = dict(feeds)
+        names = {"encoder": list(layout.encoder_outputs), "flow": [layout.z],
+                 "dec1": [layout.upsampled or ""], "dec2": [layout.output],
+                 "dec": [layout.output]}
+        for part in layout.parts:
+            inputs = {name: values[name] for name in layout.part_inputs[part]}
+            outputs = graph.sessions[part].run(inputs)
+            mine[part] = (inputs, outputs)
+            values.update(zip(names[part], outputs, strict=False))
+        calls.append(mine)
+    return calls
+
+
+def ranks(calls: Calls, part: str) -> dict[str, int]:
+    """The rank of each of ``part``'s inputs (the split parts do not record them)."""
+    return {name: array.ndim for name, array in calls[0][part][0].items()}
+
+
+def _timed(run: Part, calls: Calls, part: str) -> tuple[list[list[Array]], float]:
+    """Outputs on every sentence and the time of a second (warm) pass, in ms."""
+    outputs = [run.run(call[part][0]) for call in calls]
+    begin = time.perf_counter()
+    for call in calls:
+        run.run(call[part][0])
+    return outputs, (time.perf_counter() - begin) * 1000.0
+
+
+def gate_part(part: str, candidate: Part, reference: Part, calls: Calls,
+              ) -> PartChoice:
+    """The candidate's figures for ``part``; raises :class:`GateFailed` below a gate."""
+    got, ms = _timed(candidate, calls, part)
+    _, reference_ms = _timed(reference, calls, part)
+    worst = math.inf
+    for call, outputs in zip(calls, got, strict=True):
+        expected = call[part][1]
+        for out, ref in zip(outputs, expected, strict=True):
+            if out.shape != ref.shape:
+                raise GateFailed(f"{part}: output shape {out.shape} instead of {ref.shape}"
+                                 + (" (durations changed)" if part == "encoder" else ""))
+            if part == "encoder" and np.array_equal(ref, np.round(ref)) and \
+                    not np.array_equal(out, ref):
+                raise GateFailed("encoder: durations changed (the frame mask differs)")
+            worst = min(worst, snr_db(out, ref))
+    if worst < MIN_PART_SNR_DB:
+        raise GateFailed(f"{part}: {worst:.1f} dB SNR against {REFERENCE} "
+                         f"(< {MIN_PART_SNR_DB:.0f} dB)")
+    return PartChoice(candidate.label, worst, ms, reference_ms)
+
+
+def window_snr(graph: SplitGraph, sentences: Sequence[dict[str, Array]],
+               windows: Sequence[int]) -> float:
+    """Worst SNR of windowed against whole-sentence audio, both from ``graph``."""
+    worst = math.inf
+    for feeds in sentences:
+        encoded = graph.encode(feeds)
+        whole = graph.render(encoded, 0, encoded.frames)
+        sentence = Sentence(graph, encoded, plan_windows(encoded.frames, windows))
+        got = np.concatenate([sentence.render(i) for i in range(len(sentence))])
+        if got.shape != whole.shape:
+            return -math.inf
+        worst = min(worst, snr_db(got, whole))
+    return worst
+
+
+def candidates(wanted: Wanted, part: str) -> list[tuple[str, Precision]]:
+    """(backend, precision) to try for ``part``, best first; empty: onnxruntime f32."""
+    if wanted.backend == "onnxruntime" or not openvino_available():
+        return []
+    precision: Precision
+    if wanted.precision == "auto":
+        precision = "bf16" if bf16_supported() else "f32"
+    else:
+        precision = "bf16" if wanted.precision == "bf16" else "f32"
+    if part == "encoder" or precision == "f32":
+        return [("openvino", "f32")]  # a bf16 encoder changes durations (measured)
+    return [("openvino", precision)]
+
+
+def choose(reference: SplitGraph, sources: Mapping[str, bytes | str],
+           sentences: Sequence[dict[str, Array]], windows: Sequence[int], wanted: Wanted,
+           backends: Mapping[str, Backend],
+           log: Callable[[str], None]) -> tuple[SplitGraph, BackendChoice]:
+    """The parts to serve with and what was chosen; ``reference`` is onnxruntime f32.
+
+    ``log`` gets one line per refused candidate or configuration."""
+    if wanted.backend == "onnxruntime":
+        return reference, BackendChoice({part: PartChoice() for part in
+                                         reference.layout.parts})
+    calls = reference_calls(reference, sentences)
+    sessions: dict[str, Part] = {}
+    parts: dict[str, PartChoice] = {}
+    for part in reference.layout.parts:
+        sessions[part], parts[part] = reference.sessions[part], PartChoice()
+        for name, precision in candidates(wanted, part):
+            label = f"{name} {precision}"
+            try:
+                candidate = backends[name].part(sources[part], ranks(calls, part), precision)
+                choice = gate_part(part, candidate, reference.sessions[part], calls)
+            except Exception as err:  # noqa: BLE001 - converters raise assorted errors
+                reason = str(err) if isinstance(err, GateFailed) else \
+                    f"{type(err).__name__}: {err}"
+                log(f"part {part}: {label} refused, {REFERENCE} kept: {reason}")
+                parts[part] = PartChoice(refused=f"{label}: {reason}")
+                continue
+            if wanted.backend == "auto" and choice.ms is not None and \
+                    choice.reference_ms is not None and choice.ms >= choice.reference_ms:
+                parts[part] = PartChoice(refused=f"{label}: slower "
+                                         f"({choice.ms:.1f} ms vs {choice.reference_ms:.1f})")
+                continue
+            sessions[part], parts[part] = candidate, choice
+            break
+    if all(choice.label == REFERENCE for choice in parts.values()):
+        return reference, BackendChoice(parts)
+    graph = SplitGraph(reference.layout, sessions, reference.min_span)
+    snr = window_snr(graph, sentences, windows)
+    if snr < MIN_WINDOW_SNR_DB:
+        reason = (f"windows differ from whole sentences ({snr:.1f} dB SNR < "
+                  f"{MIN_WINDOW_SNR_DB:.0f} dB) with " +
+                  ", ".join(f"{p} {c.label}" for p, c in parts.items()))
+        log(f"{reason}; {REFERENCE} kept for every part")
+        return reference, BackendChoice(
+            {part: PartChoice(refused=choice.refused) for part, choice in parts.items()},
+            refused=reason)
+    return graph, BackendChoice(parts, windows_snr_db=snr)

@@ -1,0 +1,196 @@
+"""Backends: what runs an ONNX graph part (onnxruntime, or OpenVINO) and in which precision.
+
+The Piper engine cuts a voice's graph into parts (encoder + durations, flow, dec1, dec2;
+see :mod:`.piper_windows`). Each part becomes a :class:`Part`: a callable with the part's
+inputs and outputs, stopped part-way when its job's :class:`~.base.StopSignal` fires.
+A :class:`Backend` turns an ONNX part (a path or model bytes, plus the rank of every
+input, which the split parts do not record) into one.
+
+- :class:`OnnxRuntime`: today's sessions (:func:`.onnx_runs.cpu_session`), f32 only;
+  stopping sets the run's ``RunOptions.terminate``.
+- :class:`OpenVino`: the ``openvino`` package (the ``chorus-tts[openvino]`` extra), f32 or
+  bf16 (bf16 only on CPUs that compute it natively: AMX or AVX-512 bf16). Each worker
+  thread keeps one infer request per part and runs it asynchronously, so stopping calls
+  ``InferRequest.cancel()``. Measured limit: OpenVINO checks a cancel between its own
+  scheduled nodes, so a running convolution finishes first (still milliseconds).
+
+Which backend and precision a voice's parts get is decided at load against quality gates
+(:mod:`.backend_gates`); this module only builds and runs parts.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime
+
+from . import onnx_runs
+from .base import Cancelled, StopSignal
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "Backend",
+    "OnnxRuntime",
+    "OpenVino",
+    "OrtPart",
+    "Part",
+    "Precision",
+    "bf16_supported",
+    "openvino_available",
+]
+
+Precision = Literal["f32", "bf16"]
+BACKENDS = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "f32", "bf16")
+
+Array = npt.NDArray[Any]
+
+
+class Part(Protocol):
+    """One graph part, callable from several threads at once."""
+
+    @property
+    def label(self) -> str:
+        """What runs it, e.g. ``onnxruntime f32`` (for logs, ``/voices`` and metrics)."""
+        ...
+
+    def run(self, feeds: Mapping[str, Array], stop: StopSignal | None = None,
+            ) -> list[Array]:
+        """The part's outputs in graph order; raises :class:`~.base.Cancelled` when
+        ``stop`` fires before or during the call."""
+        ...
+
+
+class Backend(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def part(self, model: bytes | str, ranks: Mapping[str, int],
+             precision: Precision) -> Part:
+        """A part from an ONNX model (path or bytes); ``ranks``: each input's rank."""
+        ...
+
+
+@dataclass(frozen=True)
+class OrtPart:
+    """An onnxruntime session as a :class:`Part`."""
+
+    session: onnxruntime.InferenceSession
+    label: str = "onnxruntime f32"
+
+    def run(self, feeds: Mapping[str, Array], stop: StopSignal | None = None,
+            ) -> list[Array]:
+        return [np.asarray(r) for r in onnx_runs.run(self.session, feeds, stop)]
+
+
+@dataclass(frozen=True)
+class OnnxRuntime:
+    """Today's backend: CPU sessions as the server has always run them (f32)."""
+
+    threads: int
+    name: str = "onnxruntime"
+
+    def part(self, model: bytes | str, ranks: Mapping[str, int] | None = None,
+             precision: Precision = "f32") -> OrtPart:
+        if precision != "f32":
+            raise ValueError(f"onnxruntime runs f32 only, not {precision}")
+        return OrtPart(onnx_runs.cpu_session(model, self.threads))
+
+
+def openvino_available() -> bool:
+    """Whether the ``openvino`` package can be imported (the ``openvino`` extra)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@cache
+def bf16_supported() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively on this CPU."""
+    if not openvino_available():
+        return False
+    import openvino
+
+    try:
+        caps = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError:
+        return False
+    return "BF16" in [str(c).upper() for c in caps]
+
+
+@dataclass
+class OvPart:
+    """An OpenVINO compiled model as a :class:`Part`: one infer request per thread."""
+
+    compiled: Any
+    label: str
+    _local: threading.local = field(default_factory=threading.local)
+
+    def _request(self) -> Any:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
+
+    def run(self, feeds: Mapping[str, Array], stop: StopSignal | None = None,
+            ) -> list[Array]:
+        request = self._request()
+        inputs = {name: np.ascontiguousarray(array) for name, array in feeds.items()}
+        if stop is None:
+            request.infer(inputs)
+        else:
+            stop.check()
+            with stop.hooked(request.cancel):
+                try:
+                    request.start_async(inputs)
+                    request.wait()
+                except Exception as err:
+                    if stop.is_set():
+                        raise Cancelled("model call stopped: the request ended") from err
+                    raise
+            if stop.is_set():  # cancelled after the last node: the outputs may be partial
+                raise Cancelled("model call stopped: the request ended")
+        # Copies: the request's output memory is reused by its next call.
+        return [np.array(request.get_output_tensor(i).data)
+                for i in range(len(self.compiled.outputs))]
+
+
+@dataclass(frozen=True)
+class OpenVino:
+    """OpenVINO's CPU plugin. ``streams``: calls that may run at once (the workers);
+    each gets ``threads`` threads."""
+
+    threads: int
+    streams: int = 1
+    name: str = "openvino"
+
+    def part(self, model: bytes | str, ranks: Mapping[str, int],
+             precision: Precision) -> OvPart:
+        import openvino
+
+        if precision == "bf16" and not bf16_supported():
+            raise ValueError("this CPU does not compute bf16 natively")
+        # The converter needs every input's rank: a split part's cut inputs have none
+        # recorded, and a convolution cannot be converted without it.
+        source = io.BytesIO(model) if isinstance(model, bytes) else model
+        ov_model = openvino.convert_model(source, input=[
+            (name, openvino.PartialShape.dynamic(rank)) for name, rank in ranks.items()])
+        core = openvino.Core()
+        compiled = core.compile_model(ov_model, "CPU", {
+            "INFERENCE_PRECISION_HINT": precision,
+            "NUM_STREAMS": str(self.streams),
+            "INFERENCE_NUM_THREADS": str(self.threads * self.streams),
+            # Other processes share the cores: pinning threads would fight them.
+            "ENABLE_CPU_PINNING": "NO",
+        })
+        return OvPart(compiled, f"openvino {precision}")

