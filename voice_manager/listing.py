@@ -54,11 +54,22 @@ def installed_voices(dest: Path) -> list[InstalledVoice]:
             size = files.model.stat().st_size + files.config.stat().st_size
         except OSError:
             continue  # replaced or removed while we looked
-        known = status.voices.get(files.name)
-        rows.append(InstalledVoice(files.name, size, known.state if known else "unmanaged",
-                                   known.sha256_model if known else None,
-                                   known.error if known else None))
+        rows.append(_installed(status, files.name, size, model_hash=True))
     return rows
+
+
+def _installed(status: VolumeStatus, name: str, size: int, *,
+               model_hash: bool) -> InstalledVoice:
+    """A voice found in the volume, with what the status file says of it (a voice no
+    sync installed is ``unmanaged``). ``model_hash``: the hash shown is the model's (a
+    Piper voice), else the one file of its own (a Kokoro voice's style; its model is
+    shared)."""
+    known = status.voices.get(name)
+    if known is None:
+        return InstalledVoice(name, size, "unmanaged", None, None)
+    return InstalledVoice(name, size, known.state,
+                          known.sha256_model if model_hash else known.sha256_config,
+                          known.error)
 
 
 @dataclass(frozen=True)
@@ -155,10 +166,7 @@ def installed_kokoro_voices(dest: Path) -> list[InstalledVoice]:
             size = installed.size
         except OSError:
             continue  # files missing, or removed while we looked
-        known = status.voices.get(entry.name)
-        rows.append(InstalledVoice(entry.name, size, known.state if known else "unmanaged",
-                                   known.sha256_config if known else None,
-                                   known.error if known else None))
+        rows.append(_installed(status, entry.name, size, model_hash=False))
     return rows
 
 
