@@ -32,10 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,10 +41,16 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-from wyoming.client import AsyncTcpClient
 from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
-from bench.wyoming_bench import PARAGRAPH_1000, venv_bin
+from bench.wyoming_bench import (
+    PARAGRAPH_1000,
+    RunningServer,
+    chorus_spec,
+    connected,
+    running,
+    wait_ready,
+)
 from chorus.server.text import Speech, TextFrontEnd
 
 TARGET_MS_PER_1000 = 2.0
@@ -166,32 +169,9 @@ def measure(front_end: TextFrontEnd, name: str, text: str, runs: int) -> Row:
 FRONT_END_OFF = ["--no-markdown", "--no-text-cleanup", "--no-normalize", "--no-ssml"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(extra: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "CHORUS_NO_CACHE": "true"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [venv_bin("chorus"), "serve", "--wyoming-uri", f"tcp://127.0.0.1:{port}",
-             "--no-http", *extra], stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 120
-    while "Chorus ready" not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
-        time.sleep(0.1)
-    return process, port
-
-
 async def _first_audio(port: int, text: str) -> float:
     """Seconds from synthesize-start to the first audio chunk of a streamed text."""
-    client = AsyncTcpClient("127.0.0.1", port)
-    await client.connect()
-    try:
+    async with connected(port) as client:
         began = time.perf_counter()
         await client.write_event(SynthesizeStart().event())
         for start in range(0, len(text), CHUNK):
@@ -205,37 +185,37 @@ async def _first_audio(port: int, text: str) -> float:
                 raise RuntimeError(f"error event: {event.data}")
             elif event.type == "synthesize-stopped":
                 break
-        if first is None:
-            raise RuntimeError("no audio")
-        return first
-    finally:
-        await client.disconnect()
+    if first is None:
+        raise RuntimeError("no audio")
+    return first
+
+
+async def _first_audio_rows(on: RunningServer, off: RunningServer, runs: int) -> list[str]:
+    await wait_ready(on)
+    await wait_ready(off)
+    lines = []
+    for name, text in (("plain", PARAGRAPH_1000), ("markdown", MARKDOWN)):
+        times: dict[int, list[float]] = {on.port: [], off.port: []}
+        for run in range(runs + 2):  # two warm-up rounds each
+            for port in (on.port, off.port) if run % 2 else (off.port, on.port):
+                took = await _first_audio(port, text)
+                if run >= 2:
+                    times[port].append(took * 1000)
+        a, b = times[on.port], times[off.port]
+        lines.append(f"| {name} | {_p(a, 50):.0f} / {_p(a, 99):.0f} "
+                     f"| {_p(b, 50):.0f} / {_p(b, 99):.0f} "
+                     f"| {_p(a, 50) / _p(b, 50):.2f} |")
+    return lines
 
 
 def first_audio(runs: int) -> list[str]:
     """Markdown rows: first audio of streamed texts with the front end on and off."""
-    lines = ["| input | front end on p50 / p99 (ms) | off p50 / p99 (ms) | on/off p50 |",
-             "|---|---:|---:|---:|"]
-    with tempfile.TemporaryDirectory() as tmp:
-        on, on_port = _serve([], Path(tmp) / "on.log")
-        off, off_port = _serve(FRONT_END_OFF, Path(tmp) / "off.log")
-        try:
-            for name, text in (("plain", PARAGRAPH_1000), ("markdown", MARKDOWN)):
-                times: dict[int, list[float]] = {on_port: [], off_port: []}
-                for run in range(runs + 2):  # two warm-up rounds each
-                    for port in (on_port, off_port) if run % 2 else (off_port, on_port):
-                        took = asyncio.run(_first_audio(port, text))
-                        if run >= 2:
-                            times[port].append(took * 1000)
-                a, b = times[on_port], times[off_port]
-                lines.append(f"| {name} | {_p(a, 50):.0f} / {_p(a, 99):.0f} "
-                             f"| {_p(b, 50):.0f} / {_p(b, 99):.0f} "
-                             f"| {_p(a, 50) / _p(b, 50):.2f} |")
-        finally:
-            for process in (on, off):
-                process.terminate()
-                process.wait(30)
-    return lines
+    with tempfile.TemporaryDirectory() as tmp, \
+            running(chorus_spec(), Path(tmp) / "on.log") as on, \
+            running(chorus_spec(FRONT_END_OFF), Path(tmp) / "off.log") as off:
+        rows = asyncio.run(_first_audio_rows(on, off, runs))
+    return ["| input | front end on p50 / p99 (ms) | off p50 / p99 (ms) | on/off p50 |",
+            "|---|---:|---:|---:|", *rows]
 
 
 def main(argv: list[str] | None = None) -> int:
