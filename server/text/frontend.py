@@ -146,6 +146,8 @@ class FrontEndStream:
         return self._emit(self._text.feed(text) + self._text.finish())
 
     def _emit(self, segments: list[Segment]) -> list[Segment]:
+        if not segments:
+            return segments
         out = coalesce(segments, self._last)
         if out:
             self._last = out[-1]

@@ -110,6 +110,14 @@ class PieceCutter:
         self._counts = {"`": 0, "[": 0, "]": 0, "(": 0, ")": 0, "*": 0, "_": 0, "~": 0}
 
     def feed(self, chunk: str) -> list[Piece]:
+        if (self._line_decided and self._pos == len(self._buf)
+                and len(self._buf) + len(chunk) < self._start + self._max
+                and not _NOTABLE.search(chunk)):
+            # Most chunks of a stream (a token or two of a word) decide nothing: what
+            # the scan would do with them, without starting it.
+            self._buf += chunk
+            self._pos = len(self._buf)
+            return []
         self._buf += chunk
         return list(self._run())
 
@@ -355,18 +363,35 @@ _TAG = re.compile(r"<[^>]*>")
 # paragraph of exactly its text.
 _INLINE_LINE = re.compile(r"(?:[*_]{1,2})?[^\W\d_][^\n|<]*\n?")
 _PLAIN_LINE = re.compile(r"[^\W\d_][^\n*_`\[\]<>|#~&\\!]*\n?")
+# A heading or a list item of one such line: the block parser would only take off its
+# marker (and a heading's closing hashes, hence none allowed in it).
+_LINE_END = r"[ \t]*(?:\n[ \t]*)*"
+_HEADING_LINE = re.compile(r"#{1,6}[ \t]+((?:[*_]{1,2})?[^\W\d_][^\n|<#]*?)" + _LINE_END)
+_ITEM_LINE = re.compile(r"(?:[-+*]|(\d{1,9})[.)]) {1,4}((?:[*_]{1,2})?[^\W\d_][^\n|<]*?)"
+                        + _LINE_END)
 
 
 def read_piece(md: MarkdownIt, text: str, options: MarkdownOptions, *,
                shortcuts: bool = True) -> list[Leaf]:
-    """The blocks of one piece. ``shortcuts``: a one-line piece skips the block parser
-    (and one with no markup all of markdown-it), giving what the full parse gives."""
+    """The blocks of one piece. ``shortcuts``: a one-line piece (a paragraph, a heading or
+    a list item) skips the block parser (and one with no markup all of markdown-it),
+    giving what the full parse gives."""
     if shortcuts and _PLAIN_LINE.fullmatch(text):
         return [Leaf(TEXT, text)]
     if shortcuts and _INLINE_LINE.fullmatch(text):
-        return [Leaf(TEXT, _inline_text(token.children))
-                for token in md.parseInline(text.strip())]
+        return [Leaf(TEXT, _inline(md, text))]
+    if shortcuts and (heading := _HEADING_LINE.fullmatch(text)):
+        return [Leaf(TEXT, _inline(md, heading.group(1)))]
+    if shortcuts and (item := _ITEM_LINE.fullmatch(text)):
+        number = f"{item.group(1)}. " if item.group(1) else ""
+        return [Leaf(ITEM, number + _inline(md, item.group(2)))]
     return list(_leaves(md.parse(text), options))
+
+
+def _inline(md: MarkdownIt, text: str) -> str:
+    """One line's inline markup read as its text."""
+    return "".join(_inline_text(token.children)
+                   for token in md.parseInline(text.strip())).strip()
 
 
 def _plain_leaves(text: str) -> list[Leaf]:
@@ -419,7 +444,8 @@ class MarkdownStream:
         self._last_kind: str | None = None
 
     def feed(self, chunk: str) -> list[Segment]:
-        return self._segments(self._cutter.feed(chunk))
+        pieces = self._cutter.feed(chunk)
+        return self._segments(pieces) if pieces else []
 
     def finish(self) -> list[Segment]:
         return self._segments(self._cutter.finish())
