@@ -363,25 +363,26 @@ _TAG = re.compile(r"<[^>]*>")
 # paragraph of exactly its text.
 _INLINE_LINE = re.compile(r"(?:[*_]{1,2})?[^\W\d_][^\n|<]*\n?")
 _PLAIN_LINE = re.compile(r"[^\W\d_][^\n*_`\[\]<>|#~&\\!]*\n?")
-# A heading or a list item of one such line: the block parser would only take off its
-# marker (and a heading's closing hashes, hence none allowed in it).
+# A heading, a list item or a quote of one such line: the block parser would only take
+# off its marker (and a heading's closing hashes, hence none allowed in it).
 _LINE_END = r"[ \t]*(?:\n[ \t]*)*"
 _HEADING_LINE = re.compile(r"#{1,6}[ \t]+((?:[*_]{1,2})?[^\W\d_][^\n|<#]*?)" + _LINE_END)
 _ITEM_LINE = re.compile(r"(?:[-+*]|(\d{1,9})[.)]) {1,4}((?:[*_]{1,2})?[^\W\d_][^\n|<]*?)"
                         + _LINE_END)
+_QUOTE_LINE = re.compile(r"(?:> ?)+((?:[*_]{1,2})?[^\W\d_][^\n|<]*?)" + _LINE_END)
 
 
 def read_piece(md: MarkdownIt, text: str, options: MarkdownOptions, *,
                shortcuts: bool = True) -> list[Leaf]:
-    """The blocks of one piece. ``shortcuts``: a one-line piece (a paragraph, a heading or
-    a list item) skips the block parser (and one with no markup all of markdown-it),
+    """The blocks of one piece. ``shortcuts``: a one-line piece (a paragraph, a heading, a
+    list item or a quote) skips the block parser (and one with no markup all of markdown-it),
     giving what the full parse gives."""
     if shortcuts and _PLAIN_LINE.fullmatch(text):
         return [Leaf(TEXT, text)]
     if shortcuts and _INLINE_LINE.fullmatch(text):
         return [Leaf(TEXT, _inline(md, text))]
-    if shortcuts and (heading := _HEADING_LINE.fullmatch(text)):
-        return [Leaf(TEXT, _inline(md, heading.group(1)))]
+    if shortcuts and (line := _HEADING_LINE.fullmatch(text) or _QUOTE_LINE.fullmatch(text)):
+        return [Leaf(TEXT, _inline(md, line.group(1)))]
     if shortcuts and (item := _ITEM_LINE.fullmatch(text)):
         number = f"{item.group(1)}. " if item.group(1) else ""
         return [Leaf(ITEM, number + _inline(md, item.group(2)))]

@@ -177,13 +177,14 @@ def test_single_line_shortcuts_read_as_markdown_it_does(head: str, line: str,
 @settings(max_examples=300)
 @given(st.sampled_from(["# ", "###### ", "#\t", "####### ", "#", "- ", "* ", "+ ", "1. ",
                         "007) ", "1234567890. ", "2.  ", "3.    ", "4.     ", "-\t", "> ",
-                        "1.", "- - ", "* * "]),
+                        "1.", "- - ", "* * ", ">", "> > ", ">> ", ">  ", ">\t", ">     ",
+                        "> # ", "> - "]),
        st.sampled_from(["", "A", "Word ", "*A", "**B", "_C", "1"]), _LINE,
        st.sampled_from(["", "\n", "\n\n", "  \n \n", " #", " ##\n"]))
-def test_heading_and_item_shortcuts_read_as_markdown_it_does(marker: str, head: str,
-                                                             line: str, end: str) -> None:
-    """A one-line heading or list item skips the block parser; its leaves (kind and
-    text) must be the full parse's."""
+def test_heading_item_and_quote_shortcuts_read_as_markdown_it_does(marker: str, head: str,
+                                                                  line: str, end: str) -> None:
+    """A one-line heading, list item or quote skips the block parser; its leaves (kind
+    and text) must be the full parse's."""
     text = marker + head + line + end
     md = parser()
     full = read_piece(md, text, MarkdownOptions(), shortcuts=False)
