@@ -18,7 +18,8 @@ from .audio_formats import FORMATS, STREAMABLE, AudioFormat, check_sample_rate
 from .engines.base import SynthesisParams
 from .errors import BadRequest
 from .synthesis import VoiceRequest
-from .text import CodeMode, EmojiMode, TextFormat, TextRequest
+from .text import TextFormat, TextRequest
+from .text_fields import TEXT_FIELDS, choice, text_request
 
 __all__ = [
     "OPENAI_DEFAULT_FORMAT",
@@ -51,12 +52,9 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MAX_NOISE = 2.0
 MAX_SENTENCE_SILENCE = 10.0
 
-_TEXT_FIELDS = frozenset({"text_format", "markdown", "cleanup", "normalize", "emoji",
-                          "code_blocks"})
-"""How the text is read (the front end's switches), on both routes."""
 _NATIVE_FIELDS = frozenset({"text", "voice", "speaker", "language", "speed", "noise_scale",
                             "noise_w_scale", "sentence_silence", "paragraph_silence",
-                            "format", "sample_rate", "use_cache", *_TEXT_FIELDS})
+                            "format", "sample_rate", "use_cache", *TEXT_FIELDS})
 SSML_CONTENT_TYPE = "application/ssml+xml"
 """A body of this type is the SSML document itself; the other fields come as query
 parameters."""
@@ -134,16 +132,6 @@ def _number(data: Mapping[str, Any], key: str, low: float, high: float) -> float
     return float(value)
 
 
-def _choice(data: Mapping[str, Any], key: str, choices: tuple[str, ...] | list[str],
-            default: str) -> str:
-    value = data.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise BadRequest(f"{key}: must be one of {', '.join(choices)}", param=key)
-    return value.lower()
-
-
 def _integer(value: Any) -> int | None:
     """``value`` as an int if it is a JSON integer: ``22050.0`` is one (JSON Schema says
     so, and some clients' serializers write whole floats that way), ``true`` is not."""
@@ -179,28 +167,6 @@ def _sample_rate(data: Mapping[str, Any], fmt: AudioFormat) -> int | None:
     return value
 
 
-def _switch(data: Mapping[str, Any], key: str) -> bool | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise BadRequest(f"{key}: must be true or false", param=key)
-    return value
-
-
-def _reading(data: Mapping[str, Any]) -> TextRequest:
-    """The front-end fields; absent ones keep the server's settings."""
-    formats = tuple(f.value for f in TextFormat)
-    emoji = data.get("emoji")
-    code = data.get("code_blocks")
-    return TextRequest(
-        format=TextFormat(_choice(data, "text_format", formats, TextFormat.AUTO.value)),
-        markdown=_switch(data, "markdown"), cleanup=_switch(data, "cleanup"),
-        normalize=_switch(data, "normalize"),
-        emoji=None if emoji is None else EmojiMode(
-            _choice(data, "emoji", tuple(m.value for m in EmojiMode), "")),
-        code=None if code is None else CodeMode(
-            _choice(data, "code_blocks", tuple(m.value for m in CodeMode), "")))
-
-
 def query_body(query: Mapping[str, str], document: str, text_key: str) -> dict[str, Any]:
     """The body of an SSML request (:data:`SSML_CONTENT_TYPE`): the document as the text,
     every other field from the query string, read as JSON where it is JSON (numbers,
@@ -228,7 +194,7 @@ def parse_native(data: Mapping[str, Any]) -> SpeechRequest:
         raise BadRequest(f"{unknown[0]}: unknown field (known: "
                          f"{', '.join(sorted(_NATIVE_FIELDS))})", param=unknown[0])
     text = _required_string(data, "text")
-    fmt = FORMATS[_choice(data, "format", list(FORMATS), "wav")]
+    fmt = FORMATS[choice(data, "format", list(FORMATS), "wav")]
     voice = VoiceRequest(name=_string(data, "voice") or None,
                          language=_string(data, "language") or None,
                          speaker=_speaker(data))
@@ -242,7 +208,7 @@ def parse_native(data: Mapping[str, Any]) -> SpeechRequest:
     if not isinstance(use_cache, bool):
         raise BadRequest("use_cache: must be true or false", param="use_cache")
     return SpeechRequest(text, voice, params, fmt, _sample_rate(data, fmt), use_cache,
-                         _reading(data))
+                         text_request(data))
 
 
 def parse_openai(data: Mapping[str, Any]) -> OpenAISpeech:
@@ -260,8 +226,8 @@ def parse_openai(data: Mapping[str, Any]) -> OpenAISpeech:
         voice = voice.get("id")
     if voice is not None and not isinstance(voice, str):
         raise BadRequest("voice: must be a string", param="voice")
-    fmt = FORMATS[_choice(data, "response_format", OPENAI_FORMATS, OPENAI_DEFAULT_FORMAT)]
-    sse = _choice(data, "stream_format", STREAM_FORMATS, "audio") == "sse"
+    fmt = FORMATS[choice(data, "response_format", OPENAI_FORMATS, OPENAI_DEFAULT_FORMAT)]
+    sse = choice(data, "stream_format", STREAM_FORMATS, "audio") == "sse"
     if sse and fmt.name not in STREAMABLE:
         raise Unsupported(
             f"stream_format: 'sse' cannot carry response_format {fmt.name}, which is only "
@@ -273,5 +239,5 @@ def parse_openai(data: Mapping[str, Any]) -> OpenAISpeech:
     if rate is None and fmt.name == "pcm":
         rate = OPENAI_PCM_RATE
     return OpenAISpeech(SpeechRequest(text, VoiceRequest(), params, fmt, rate,
-                                      reading=_reading(data)),
+                                      reading=text_request(data)),
                         voice or None, sse)

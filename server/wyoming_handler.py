@@ -43,8 +43,9 @@ from .errors import BadRequest, Busy, ChorusError
 from .metrics import Metrics, RequestMetrics
 from .on_demand import OfferedVoice
 from .synthesis import Synthesizer, Utterance, VoiceRequest
-from .text import TextFormat, TextRequest
+from .text import TextRequest
 from .text_budget import TextBudget
+from .text_fields import text_request
 from .wyoming_protocol import ProtocolError, read_event
 
 __all__ = ["SAMPLES_PER_CHUNK", "WyomingHandler", "build_info"]
@@ -118,17 +119,6 @@ def _voice_request(data: dict[str, Any]) -> VoiceRequest:
         language=_optional_str(voice, "language", "voice"),
         speaker=_optional_str(voice, "speaker", "voice"),
     )
-
-
-def _text_request(data: dict[str, Any]) -> TextRequest:
-    """Wyoming's ``text_format`` (``text`` or ``ssml``; absent: detected)."""
-    value = data.get("text_format")
-    if value is None:
-        return TextRequest()
-    choices = [f.value for f in TextFormat if f is not TextFormat.AUTO]
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise BadRequest(f"text_format must be one of {', '.join(choices)}")
-    return TextRequest(TextFormat(value.lower()))
 
 
 def _text(data: dict[str, Any], event_type: str) -> str:
@@ -398,20 +388,20 @@ class WyomingHandler:
                 return  # the compatibility copy sent inside a stream
             text = _text(data, event.type)
             voice = _voice_request(data)
-            text_request = _text_request(data)
+            reading = text_request(data)
             self.synthesizer.check_text(text)
             whole = _Stream(TextBudget(self.synthesizer.max_chars))
             whole.put(text)
             whole.stop()
-            self._start_response(voice, whole, False, text_request)
+            self._start_response(voice, whole, False, reading)
         elif SynthesizeStart.is_type(event.type):
             if self._stream is not None:
                 raise BadRequest("synthesize-start while a stream is open; "
                                  "send synthesize-stop first")
             voice = _voice_request(data)
-            text_request = _text_request(data)
+            reading = text_request(data)
             self._stream = _Stream(TextBudget(self.synthesizer.max_chars))
-            self._start_response(voice, self._stream, True, text_request)
+            self._start_response(voice, self._stream, True, reading)
         elif SynthesizeChunk.is_type(event.type):
             text = _text(data, event.type)
             if self._stream is None:

@@ -209,6 +209,32 @@ async def test_markdown_switched_off_reads_the_markup(server: ServerProcess,
     assert "example" in heard, heard
 
 
+async def test_wyoming_requests_switch_front_end_steps_as_http_ones_do(
+        server: ServerProcess) -> None:
+    """The same switches ride in a Wyoming event's data: the markup-read audio is the
+    HTTP request's, sample for sample, and not the default reading."""
+    text = "See **the docs** at https://example.com/docs now."
+    switches = {"markdown": False, "cleanup": False}
+    async with aiohttp.ClientSession(server.http_url) as session, session.post(
+            "/synthesize", json={"text": text, "format": "pcm", **switches}) as response:
+        assert response.status == 200
+        over_http = np.frombuffer(await response.read(), np.int16)
+    for start in (Synthesize(text).event(), SynthesizeStart().event()):
+        start.data.update(switches)
+        async with server.client() as client:
+            await client.write_event(start)
+            if start.type == "synthesize-start":
+                await client.write_event(SynthesizeChunk(text).event())
+                await client.write_event(SynthesizeStop().event())
+            events = await read_until(client, "audio-stop")
+        assert np.array_equal(np.frombuffer(pcm_of(events), np.int16), over_http), start.type
+    assert not np.array_equal(await _say(server, text), over_http)
+    event = Synthesize(text).event()
+    event.data["emoji"] = "sing"
+    code, message, _ = await _error(server, event)
+    assert code == "bad-request" and "emoji" in message and "describe" in message
+
+
 @pytest.mark.parametrize(("text", "heard"), [
     ("It costs $3.50 today.", r"3\.?50|three (dollars )?(and )?fifty"),
     ("She finished 21st in the race.", r"21st|twenty first"),
