@@ -22,7 +22,9 @@ built once per process, as in the server).
 ``--first-audio N`` adds the end-to-end view: two ``chorus serve`` processes, one as
 shipped and one with every front-end step off (``--no-markdown --no-text-cleanup
 --no-normalize --no-ssml``), each sent the plain paragraph and the markdown answer N
-times as Wyoming streams in 4-character chunks, taking turns; the time from
+times as Wyoming streams in 4-character chunks, taking turns (the server with the front
+end off is sent what the front end reads in the text, so both speak the same first
+sentence, not "## Making" against "Making"); the time from
 ``synthesize-start`` to the first audio chunk, p50 and p99, and the ratio on/off
 (target: within noise, i.e. the spread of the off runs).
 """
@@ -190,15 +192,24 @@ async def _first_audio(port: int, text: str) -> float:
     return first
 
 
+def reading(text: str) -> str:
+    """What the front end makes of ``text``, as plain text: the server with every step
+    off, sent this, speaks the same first unit as the one with the front end on sent
+    ``text``, so their first audio differs by the front end's work alone."""
+    segments = TextFrontEnd().process(text, language="en_US")
+    return "\n\n".join(s.text for s in segments if isinstance(s, Speech))
+
+
 async def _first_audio_rows(on: RunningServer, off: RunningServer, runs: int) -> list[str]:
     await wait_ready(on)
     await wait_ready(off)
     lines = []
     for name, text in (("plain", PARAGRAPH_1000), ("markdown", MARKDOWN)):
+        sent = {on.port: text, off.port: reading(text)}
         times: dict[int, list[float]] = {on.port: [], off.port: []}
         for run in range(runs + 2):  # two warm-up rounds each
             for port in (on.port, off.port) if run % 2 else (off.port, on.port):
-                took = await _first_audio(port, text)
+                took = await _first_audio(port, sent[port])
                 if run >= 2:
                     times[port].append(took * 1000)
         a, b = times[on.port], times[off.port]
