@@ -107,8 +107,9 @@ class _Sentence:
     """Text to speak as one sentence, and how."""
 
     text: str
-    voice: VoiceSpec | None
-    """``None``: the utterance's own voice; else the voice SSML switched to."""
+    voice: VoiceSpec | str | None
+    """``None``: the utterance's own voice; else the voice SSML switched to (by name
+    while it is yet to be installed, see :meth:`Utterance._switch_to`)."""
     params: SynthesisParams
 
 
@@ -132,12 +133,14 @@ class Utterance:
     """
 
     def __init__(self, voice: LoadedVoice, job: Job, limits: TextLimits,
-                 front: FrontEndStream, store: VoiceStore, *, stream: bool = False) -> None:
+                 front: FrontEndStream, store: VoiceStore, *, stream: bool = False,
+                 on_demand: OnDemandVoices | None = None) -> None:
         self.voice = voice
         self._job = job
         self._limits = limits
         self._front = front
         self._store = store
+        self._on_demand = on_demand
         self._stream = stream
         self._chars = 0
         self._ahead = TextBudget(limits.max_chars)
@@ -199,20 +202,28 @@ class Utterance:
             for sentence in _sentences(segment.text, self._limits.max_unit_chars):
                 self._put(_Sentence(sentence, voice, params), len(sentence))
 
-    def _style(self, style: Style) -> tuple[VoiceSpec | None, SynthesisParams]:
+    def _style(self, style: Style) -> tuple[VoiceSpec | str | None, SynthesisParams]:
         """The voice (resolved now, so an unknown one fails the request before any
         audio of it) and the params a style asks for."""
         params = self._job.params
-        voice: VoiceSpec | None = None
+        voice: VoiceSpec | str | None = None
         if style.voice is not None and style.voice != self.spec.name:
-            voice = self._store.resolve(style.voice)
-            if voice.name == self.spec.name:
+            voice = self._switch_to(style.voice)
+            if isinstance(voice, VoiceSpec) and voice.name == self.spec.name:
                 voice = None
             else:  # the request's speaker is one of its own voice's
                 params = replace(params, speaker_id=None)
         if style.rate != 1.0:
             params = replace(params, rate=(params.rate or 1.0) * style.rate)
         return voice, params
+
+    def _switch_to(self, name: str) -> VoiceSpec | str:
+        """The voice an SSML ``voice`` switches to; one offered for download
+        (``--download-voices``) stays a name, installed when the feeder reaches it, so
+        the speech before it is not held up by the download."""
+        if self._on_demand is not None and self._on_demand.get(name) is not None:
+            return name
+        return self._store.resolve(name)
 
     def _put(self, item: _Sentence | _Silence, chars: int) -> None:
         self._ahead.hold(chars)
@@ -268,7 +279,11 @@ class Utterance:
         self._job.add_units(units, voice, sentence.params)
         return True
 
-    async def _voice(self, spec: VoiceSpec) -> LoadedVoice:
+    async def _voice(self, spec: VoiceSpec | str) -> LoadedVoice:
+        if isinstance(spec, str):
+            if self._on_demand is not None:
+                await self._on_demand.ensure(spec)
+            spec = self._store.resolve(spec)
         loaded = self._voices.get(spec.name)
         if loaded is None:
             loaded = self._voices[spec.name] = await self._store.acquire(spec)
@@ -431,7 +446,8 @@ class Synthesizer:
                                       options=text.options(self.front_end.options))
         loaded = await self.store.acquire(spec)
         job = self.scheduler.open(loaded, params)
-        return Utterance(loaded, job, self.limits, front, self.store, stream=stream)
+        return Utterance(loaded, job, self.limits, front, self.store, stream=stream,
+                         on_demand=self.on_demand)
 
     async def speak(self, text: str, voice: VoiceRequest,
                     params: SynthesisParams | None = None,

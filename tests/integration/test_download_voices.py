@@ -162,6 +162,34 @@ async def test_a_download_that_fails_verification_is_an_error_and_leaves_nothing
     assert _leftovers(voices) == [f"{JOE}.onnx", f"{JOE}.onnx.json"]
 
 
+async def test_an_ssml_voice_switch_installs_an_offered_voice(
+        running: ServerProcess, voices: Path) -> None:
+    """SSML may switch to a catalog voice: it is installed when the speech reaches it."""
+    document = (f'<speak><s>Before the switch.</s><voice name="{JOE}"><s>Spoken by the '
+                "downloaded voice.</s></voice></speak>")
+    async with running.client() as client:
+        await client.write_event(Synthesize(document, text_format="ssml").event())
+        events = await read_until(client, "audio-stop", limit=120)
+    assert events[-1].type == "audio-stop", events[-1]
+    assert _leftovers(voices) == [f"{JOE}.onnx", f"{JOE}.onnx.json"]
+    switched = pcm_of(events)
+    async with running.client() as client:
+        await client.write_event(Synthesize("Spoken by the downloaded voice.",
+                                            voice=SynthesizeVoice(name=JOE)).event())
+        direct = pcm_of(await read_until(client, "audio-stop", limit=120))
+    # the copy's sentence, then joe's at the same rate (the server's noise makes each
+    # rendering differ, so lengths, not samples)
+    assert len(direct) * 1.5 < len(switched) < len(direct) * 3
+
+    # an unknown name in SSML is refused before any audio, as before
+    async with running.client() as client:
+        await client.write_event(Synthesize(
+            '<speak>Hi. <voice name="en_US-nobody-medium">No.</voice></speak>',
+            text_format="ssml").event())
+        [error] = await read_until(client, "audio-stop", limit=30)
+    assert error.type == "error" and error.data["code"] == "unknown-voice"
+
+
 def test_a_default_voice_in_the_catalog_is_installed_before_the_server_is_ready(
         tmp_path: Path, voice_server: VoiceServer) -> None:
     voices = tmp_path / "empty"
