@@ -80,6 +80,7 @@ _STATUS = {
     "invalid-ssml": 422,
     "text-too-long": 413,
     "unknown-voice": 404,
+    "invalid-voice-blend": 422,
     "unknown-speaker": 404,
     "voice-unavailable": 503,
     "voice-download-failed": 503,
