@@ -54,8 +54,9 @@ installed voice can be named this (parentheses are not allowed in voice names)."
 
 _MARKS = re.compile(r"[+()]")
 _PART = re.compile(r"(?P<name>[^()\s]+)\s*(?:\((?P<weight>[^()]*)\))?")
-_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-"""A weight as written: plain decimal digits; no sign, exponent, ``inf`` or ``nan``."""
+_NUMBER = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+"""A weight as written: a decimal number, maybe with an exponent (a canonical name writes
+tiny weights so); no sign, ``inf`` or ``nan``."""
 
 
 class InvalidVoiceBlend(ChorusError):
@@ -108,8 +109,12 @@ def parse_blend(text: str) -> Blend:
     if total == float("inf"):
         raise InvalidVoiceBlend(f"voice blend {text!r}: the weights are too large")
     # Rounded once: the canonical name's weights are exactly the ones rendered.
-    return Blend(tuple((name, float(_format(weight / total)))
-                       for name, weight in weights.items()))
+    parts = tuple((name, float(_format(weight / total))) for name, weight in weights.items())
+    for name, weight in parts:
+        if weight == 0.0:
+            raise InvalidVoiceBlend(f"voice blend {text!r}: the weight of {name} is too "
+                                    "small next to the others to count")
+    return Blend(parts)
 
 
 def _parse_part(text: str, index: int, part: str) -> tuple[str, float]:
