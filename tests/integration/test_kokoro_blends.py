@@ -27,6 +27,7 @@ import pytest
 from wyoming.error import Error
 from wyoming.tts import Synthesize, SynthesizeVoice
 
+from chorus.server.errors import UnknownVoice
 from tests.conftest import JOE, ServerProcess, describe, pcm_of, read_until
 from tests.integration.conftest import CACHE_ON
 from tests.kokoro_files import KOKORO_MISSING, install_kokoro_voice, join_model, kokoro_installed
@@ -230,3 +231,66 @@ async def test_openai_sdk_speaks_a_blend_and_raises_on_a_bad_one(
         await client.audio.speech.create(model="tts-1", voice=f"af_bela+{SKY}", input=TEXT)
     assert "did you mean af_bella" in str(missing.value)
     await client.close()
+
+
+# -- the store, in process: what a blend holds ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return join_model(tmp_path_factory.mktemp("store-model"))
+
+
+def _store(directory: Path, model: Path, budget: int = 1 << 30) -> Any:
+    from chorus.server.engines.kokoro import KokoroEngine
+    from chorus.server.engines.registry import EngineOptions
+    from chorus.server.voices import VoiceStore
+
+    for name in (BELLA, SKY):
+        install_kokoro_voice(directory, name, model)
+    return VoiceStore([KokoroEngine(EngineOptions())], [directory], memory_budget=budget)
+
+
+async def test_a_blend_borrows_its_parts_model_and_is_kept_while_they_are_resident(
+        tmp_path: Path, model: Path) -> None:
+    from chorus.server.engines.kokoro import KokoroLoadedVoice, load_style
+
+    store = _store(tmp_path, model)
+    await store.refresh()
+    spec = store.resolve(f"{BELLA}(3)+{SKY}(1)")
+    blend = await store.acquire(spec)
+    assert isinstance(blend, KokoroLoadedVoice)
+    assert (spec.name, spec.engine, spec.language) == ("af_bella(0.75)+af_sky(0.25)",
+                                                       "kokoro", "en_US")
+    bella, sky = [await store.acquire(store.resolve(n)) for n in (BELLA, SKY)]
+    assert isinstance(bella, KokoroLoadedVoice) and isinstance(sky, KokoroLoadedVoice)
+    assert blend.model is bella.model is sky.model
+    assert set(bella.model.users) == {bella, sky}  # the blend takes no share of it
+    assert blend.memory_bytes == blend.style.nbytes < 1 << 20
+    expected = (np.float32(0.75) * load_style(tmp_path / f"{BELLA}.bin")
+                + np.float32(0.25) * load_style(tmp_path / f"{SKY}.bin"))
+    assert np.array_equal(blend.style, expected)
+    assert {v.spec.name for v in store.resident()} == {BELLA, SKY}
+    assert await store.acquire(store.resolve(f"{BELLA}(6)+{SKY}(2)")) is blend
+
+    (tmp_path / f"{SKY}.kokoro.json").unlink()  # a part goes: so does the kept blend
+    await store.refresh()
+    with pytest.raises(UnknownVoice, match="'af_sky' is not installed"):
+        store.resolve(f"{BELLA}+{SKY}")
+    install_kokoro_voice(tmp_path, SKY, model)
+    await store.refresh()
+    again = await store.acquire(store.resolve(f"{BELLA}(3)+{SKY}(1)"))
+    assert isinstance(again, KokoroLoadedVoice)
+    assert again is not blend and np.array_equal(again.style, expected)
+    await store.close()
+
+
+async def test_a_blend_whose_parts_do_not_fit_the_budget_is_not_kept(
+        tmp_path: Path, model: Path) -> None:
+    store = _store(tmp_path, model, budget=1)  # one resident voice at a time
+    await store.refresh()
+    spec = store.resolve(f"{BELLA}+{SKY}")
+    first = await store.acquire(spec)
+    assert [v.spec.name for v in store.resident()] == [SKY]
+    assert await store.acquire(spec) is not first
+    await store.close()
