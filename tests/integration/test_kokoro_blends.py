@@ -141,6 +141,13 @@ async def test_blends_are_not_listed(server: ServerProcess, http: aiohttp.Client
     async with http.get("/voices") as response:
         listed = [v["name"] for v in (await response.json())["voices"]]
     assert sorted(listed) == sorted([JOE, BELLA, SKY, OTHER_MODEL])
+    async with http.get(f"/voices/{SKY}(1)+{BELLA}(3)") as response:
+        described = await response.json()
+    assert response.status == 200, described
+    assert {k: described[k] for k in ("name", "engine", "language", "installed",
+                                      "resident", "sample_rate")} == {
+        "name": "af_sky(0.25)+af_bella(0.75)", "engine": "kokoro", "language": "en_US",
+        "installed": False, "resident": False, "sample_rate": 24000}
 
 
 def _rss(pid: int) -> int:
