@@ -80,6 +80,7 @@ _STATUS = {
     "invalid-ssml": 422,
     "text-too-long": 413,
     "unknown-voice": 404,
+    "invalid-voice-blend": 422,
     "unknown-speaker": 404,
     "voice-unavailable": 503,
     "voice-download-failed": 503,
@@ -601,7 +602,7 @@ class HttpApi:
                 "num_speakers": spec.num_speakers, "sample_rate": spec.sample_rate,
                 "description": spec.description, "resident": spec.name in resident,
                 "default": spec.name == self.synthesizer.store.default_voice,
-                "installed": True,
+                "installed": not spec.blend,  # a blend is made per request
                 # what runs each graph part, with its quality-gate figures (resident only)
                 "backends": (loaded.backends if isinstance(loaded, ReportsBackends)
                              else None)}

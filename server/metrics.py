@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from .engines.base import ReportsBackends
 from .errors import ChorusError
+from .voice_blends import metric_label
 
 if TYPE_CHECKING:
     from .cache import AudioCache
@@ -261,7 +262,8 @@ class RequestMetrics:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._metrics.requests.labels(self.door, self.voice, self.format).inc()
+        self._metrics.requests.labels(self.door, metric_label(self.voice),
+                                      self.format).inc()
         if exc is not None:
             self.fail(exc)
         if self._failed or self.cached:

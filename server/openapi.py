@@ -70,7 +70,8 @@ _ERROR_CODES = {
     413: "the text is longer than the server's limit, or the body larger than the "
          "request size limit (`text-too-long`)",
     422: "a field has the wrong type or value, an unknown field, or empty text "
-         "(`bad-request`, `empty-text`); the message names the field",
+         "(`bad-request`, `empty-text`); the message names the field; a voice blend "
+         "that is malformed or mixes voices that cannot mix (`invalid-voice-blend`)",
     429: "this client (address, or API key) already has its allowance of requests in "
          "progress (`too-many-requests`, `--max-requests-per-client`)",
     503: "the scheduler's queue is full (`busy`), the server is shutting down "
@@ -185,7 +186,8 @@ def _native_body(formats: list[str], max_text: int | None, streaming: bool) -> d
     properties: dict[str, Any] = {
         "text": _speech_properties(max_text),
         "voice": _nullable({"type": "string", "description": (
-            "Installed voice name (`GET /voices`); empty or absent: the voice for "
+            "Installed voice name (`GET /voices`), or a blend of Kokoro voices "
+            "(`af_bella+af_sky`, `af_bella(2)+af_sky(1)`); empty or absent: the voice for "
             "`language`, else the default voice. Unknown: 404 with close names.")}),
         "speaker": {"type": ["string", "integer", "null"], "description": (
             "Speaker name or numeric id of a multi-speaker voice; an unknown one is "
@@ -248,7 +250,8 @@ def _openai_body(max_text: int | None) -> dict[str, Any]:
             "input": _speech_properties(max_text),
             "voice": {
                 "description": (
-                    "An installed voice name, or an OpenAI name ("
+                    "An installed voice name, a blend of Kokoro voices "
+                    "(`af_bella(2)+af_sky(1)`), or an OpenAI name ("
                     + ", ".join(OPENAI_VOICES) + ") mapped by `--openai-voice NAME=VOICE` "
                     "(unmapped OpenAI names speak with the default voice); also "
                     "`{\"id\": ...}` as newer clients send. Unknown: 404."),

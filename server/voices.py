@@ -19,6 +19,12 @@ start and whenever one of them is installed later (a sidecar brings voices after
 server started), so their first request does not wait for a load (1.3-3.4 s measured
 with Home Assistant). Preloading stops, with a warning, at the first load that would
 push another voice out of the budget: a preload must never evict what is in use.
+
+A name written as a blend (``af_bella(2)+af_sky(1)``, :mod:`.voice_blends`) resolves to
+a per-request voice mixed from installed parts. Acquiring it acquires its parts (they
+are resident voices like any other, under the budget) and asks their engine to mix
+them; the last few blends are kept, with their scheduler pace, for as long as their
+parts stay resident, so a blend never keeps an evicted model alive.
 """
 
 from __future__ import annotations
@@ -34,13 +40,18 @@ from pathlib import Path
 
 from chorus.common.layout import find_voice_entries
 
-from .engines.base import Engine, LoadedVoice, VoiceConfigError, VoiceSpec
+from .engines.base import BlendsVoices, Engine, LoadedVoice, VoiceConfigError, VoiceSpec
 from .engines.native_memory import release_memory
 from .errors import UnknownSpeaker, UnknownVoice, VoiceUnavailable
+from .voice_blends import blend_spec, is_blend_name, parse_blend
 
 __all__ = ["VoiceStore"]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+BLENDS_KEPT = 8
+"""Blended voices kept for reuse (each one style array, about 0.5 MB for Kokoro)."""
 
 
 def _normalize_language(code: str) -> str:
@@ -98,6 +109,9 @@ class VoiceStore:
         self._unreadable: dict[Path, str] = {}
         self._resident: OrderedDict[str, LoadedVoice] = OrderedDict()
         self._loading: dict[str, asyncio.Future[LoadedVoice]] = {}
+        self._blends: OrderedDict[VoiceSpec, LoadedVoice] = OrderedDict()
+        """Recently used blends, most recent last; only while all their parts are
+        resident (:meth:`_forget_blends`)."""
         self._watch_task: asyncio.Task[None] | None = None
         self._refreshing = asyncio.Lock()
         """One rescan at a time: a scan that began before a voice was installed must not
@@ -198,6 +212,7 @@ class VoiceStore:
         for name in unloaded:
             _LOGGER.info("Unloading voice %s: its files changed or went away", name)
             del self._resident[name]
+        self._forget_blends()
         if unloaded:
             await asyncio.to_thread(release_memory)
         for name, fingerprint in list(self._broken.items()):
@@ -239,6 +254,7 @@ class VoiceStore:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._resident.clear()
+        self._blends.clear()
         release_memory()
 
     async def _watch(self) -> None:
@@ -300,9 +316,11 @@ class VoiceStore:
         """Pick a voice by name, else by language, else the default voice."""
         usable = {spec.name: spec for spec in self.installed()}
         if name:
-            if name not in usable:
-                raise UnknownVoice(self._unknown_message(name))
-            return usable[name]
+            if name in usable:
+                return usable[name]
+            if is_blend_name(name):
+                return self._resolve_blend(name, usable)
+            raise UnknownVoice(self._unknown_message(name))
         if language:
             wanted = _normalize_language(language)
             exact = [s for s in usable.values() if _normalize_language(s.language) == wanted]
@@ -321,6 +339,14 @@ class VoiceStore:
             raise UnknownVoice(self._unknown_message(self.default_voice, "default voice"))
         return usable[self.default_voice]
 
+    def _resolve_blend(self, name: str, usable: Mapping[str, VoiceSpec]) -> VoiceSpec:
+        blend = parse_blend(name)
+        for part, _ in blend.parts:
+            if part not in usable:
+                raise UnknownVoice(self._unknown_message(part, f"voice blend {name!r}: voice"))
+        blending = [n for n, engine in self._engines.items() if isinstance(engine, BlendsVoices)]
+        return blend_spec(blend, [usable[part] for part, _ in blend.parts], blending)
+
     @staticmethod
     def speaker_id(spec: VoiceSpec, speaker: str | None) -> int | None:
         """Map a speaker name or numeric id to the voice's speaker id."""
@@ -338,6 +364,8 @@ class VoiceStore:
 
     async def acquire(self, spec: VoiceSpec) -> LoadedVoice:
         """The loaded voice for ``spec``, loading it in a thread when not resident."""
+        if spec.blend:
+            return await self._acquire_blend(spec)
         loaded = self._resident.get(spec.name)
         if loaded is not None and loaded.spec == spec:
             self._resident.move_to_end(spec.name)
@@ -358,6 +386,37 @@ class VoiceStore:
                 del self._loading[spec.name]
             return loaded
         return await asyncio.shield(pending)
+
+    async def _acquire_blend(self, spec: VoiceSpec) -> LoadedVoice:
+        """A blend's voice: its parts acquired (loaded, or marked recently used), then
+        mixed by their engine unless a kept blend is at hand. A blend is kept only when
+        its parts all stayed resident: one that pushed another out is not."""
+        parts = [await self.acquire(self.resolve(name)) for name, _ in spec.blend]
+        resident = all(self._resident.get(part.spec.name) is part for part in parts)
+        kept = self._blends.get(spec)
+        if kept is not None and resident:
+            self._blends.move_to_end(spec)
+            return kept
+        engine = self._engines[spec.engine]
+        if not isinstance(engine, BlendsVoices):  # resolve made sure; this is for the types
+            raise VoiceUnavailable(f"voice blend {spec.name!r}: {spec.engine} cannot blend")
+        try:
+            blended = engine.blend(spec, parts)
+        except VoiceConfigError as err:
+            raise VoiceUnavailable(f"voice blend {spec.name!r} could not be made: "
+                                   f"{err}") from err
+        if resident:
+            self._blends[spec] = blended
+            while len(self._blends) > BLENDS_KEPT:
+                self._blends.popitem(last=False)
+        return blended
+
+    def _forget_blends(self) -> None:
+        """Drop kept blends whose parts are no longer all resident: a blend borrows its
+        parts' model, which must go when they do."""
+        for spec in [spec for spec in self._blends
+                     if any(name not in self._resident for name, _ in spec.blend)]:
+            del self._blends[spec]
 
     async def _load(self, spec: VoiceSpec) -> LoadedVoice:
         _LOGGER.info("Loading voice %s from %s", spec.name, spec.model_path)
@@ -387,4 +446,6 @@ class VoiceStore:
             evicted = True
             self._evictions += 1
             _LOGGER.info("Evicted voice %s to stay under the memory budget", name)
+        if evicted:
+            self._forget_blends()
         return evicted

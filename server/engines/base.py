@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 __all__ = [
     "PCM",
+    "BlendsVoices",
     "Cancelled",
     "Engine",
     "LoadedVoice",
@@ -145,6 +146,9 @@ class VoiceSpec:
     reloaded."""
     files: tuple[Path, ...] = ()
     """Every file the voice is read from (empty: ``model_path`` and ``config_path``)."""
+    blend: tuple[tuple[str, float], ...] = ()
+    """For a per-request blend (:mod:`chorus.server.voice_blends`): its installed parts
+    and their weights, summing to 1; empty for an installed voice."""
 
     @property
     def watched(self) -> tuple[Path, ...]:
@@ -239,6 +243,17 @@ class LoadedVoice(Protocol):
         be ready before its listener needs it (0: the listener is waiting). Small windows
         exist for early audio and cost extra compute; a voice skips them when the lead
         allows."""
+        ...
+
+
+@runtime_checkable
+class BlendsVoices(Protocol):
+    """An engine whose voices can be mixed per request (:mod:`chorus.server.voice_blends`)."""
+
+    def blend(self, spec: VoiceSpec, parts: Sequence[LoadedVoice]) -> LoadedVoice:
+        """A voice speaking ``spec`` (whose ``blend`` gives the weights) from the loaded
+        ``parts``, in that order. Cheap and without a model of its own: it reuses the
+        parts' loaded model. Raises :class:`VoiceConfigError` when the parts cannot mix."""
         ...
 
 

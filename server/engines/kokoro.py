@@ -24,6 +24,11 @@ is one unit, rendered whole: Kokoro's graph is not cut into windows (``streaming
 False), so a sentence's audio arrives when the sentence is done. The model pads each
 batch with silence; it is trimmed as kokoro-onnx trims it, and the utterance adds the
 server's own sentence silence.
+
+**Blends.** A per-request blend (``af_bella(2)+af_sky(1)``, :mod:`chorus.server.voice_blends`)
+is the weighted sum of its parts' style rows on the first part's model session: no
+second session, no warm-up, and half a megabyte of rows built in well under a
+millisecond. Kokoro-FastAPI blends the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import json
 import logging
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +56,7 @@ from chorus.common.layout import is_valid_voice_name
 
 from . import onnx_runs
 from .backend_gates import BackendChoice, PartChoice
-from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
+from .base import PCM, LoadedVoice, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 from .registry import EngineOptions
 
 __all__ = [
@@ -231,6 +237,20 @@ class KokoroEngine:
             raise VoiceConfigError(f"voice {spec.name}: warm-up failed: {err}") from err
         return voice
 
+    def blend(self, spec: VoiceSpec, parts: Sequence[LoadedVoice]) -> KokoroLoadedVoice:
+        """The weighted sum of the parts' style rows (the rows of the shortest style, were
+        they of different lengths; Kokoro's are all 510), spoken with the first part's
+        model session and ``spec``'s language."""
+        voices = [part for part in parts if isinstance(part, KokoroLoadedVoice)]
+        if len(voices) != len(parts) or len(parts) != len(spec.blend):
+            raise VoiceConfigError(f"voice blend {spec.name}: parts are not Kokoro voices")
+        rows = min(len(voice.style) for voice in voices)
+        style = np.zeros((rows, 1, STYLE_DIM), dtype=np.float32)
+        for voice, (_, weight) in zip(voices, spec.blend, strict=True):
+            style += np.float32(weight) * voice.style[:rows]
+        return KokoroLoadedVoice(spec, voices[0].model, style, self.tokenizer,
+                                 espeak_language(spec.language), blended=True)
+
 
 def speed(params: SynthesisParams) -> float:
     """Kokoro's speed from Chorus's knobs: ``rate`` over ``length_scale``, clamped."""
@@ -246,17 +266,31 @@ class KokoroLoadedVoice:
     """Whole units: Kokoro's graph is not cut into windows."""
 
     def __init__(self, spec: VoiceSpec, model: _Model, style: npt.NDArray[np.float32],
-                 tokenizer: Tokenizer, espeak: str) -> None:
+                 tokenizer: Tokenizer, espeak: str, *, blended: bool = False) -> None:
+        """``blended``: a per-request blend, which borrows its parts' model: it is not
+        one of the model's users, so the resident voices' shares still add up to it."""
         self._spec = spec
         self._model = model
         self._style = style
         self._tokenizer = tokenizer
         self._espeak = espeak
-        model.users.add(self)
+        self._blended = blended
+        if not blended:
+            model.users.add(self)
 
     @property
     def spec(self) -> VoiceSpec:
         return self._spec
+
+    @property
+    def model(self) -> _Model:
+        """The model session it speaks with (a blend borrows its first part's)."""
+        return self._model
+
+    @property
+    def style(self) -> npt.NDArray[np.float32]:
+        """Its style rows, shape (rows, 1, 256); read-only by convention."""
+        return self._style
 
     @property
     def backends(self) -> dict[str, Any]:
@@ -265,7 +299,10 @@ class KokoroLoadedVoice:
 
     @property
     def memory_bytes(self) -> int:
-        """Its style rows plus its share of the model, which its voices split evenly."""
+        """Its style rows plus its share of the model, which its voices split evenly (a
+        blend's rows alone: the model is its parts')."""
+        if self._blended:
+            return int(self._style.nbytes)
         share = int(self._model.model_bytes * MEMORY_FACTOR) // max(len(self._model.users), 1)
         return int(self._style.nbytes) + share
 
