@@ -1,7 +1,8 @@
 """A Kokoro TTSVoice that names only its files' paths, installed from the hub's defaults.
 
-The shortest Kokoro ``TTSVoice`` (the one ``docs/voices.md`` shows for ``af_heart``)
-gives the model's and the style's paths and nothing else: repo and revision default to
+The shortest Kokoro ``TTSVoice``, the one ``docs/voices.md`` shows for ``af_heart`` (read
+from that page, with the manifest entry shown beside it), gives the model's and the
+style's paths and nothing else: repo and revision default to
 ``onnx-community/Kokoro-82M-v1.0-ONNX`` at ``main``. Here it goes the whole way a cluster
 takes it: the operator's model parses it into the manifest entry it renders (the same
 entry as ``examples/voice-kokoro.yaml``'s, which spells the defaults out), ``chorus
@@ -23,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ import yaml
 from wyoming.audio import AudioStart
 from wyoming.tts import Synthesize, SynthesizeVoice
 
-from chorus.common.manifest import DEFAULT_KOKORO_REPO, Manifest
+from chorus.common.manifest import DEFAULT_KOKORO_REPO, Manifest, parse_manifest
 from chorus.common.voice_status import STATUS_FILE
 from chorus.operator.models import VoiceResource
 from chorus.voice_manager.kokoro import model_name
@@ -45,24 +47,16 @@ pytestmark = pytest.mark.skipif(not kokoro_installed(), reason=KOKORO_MISSING)
 
 MODEL_PATH = "onnx/model_quantized.onnx"
 STYLE_PATH = "voices/af_heart.bin"
-SHORTEST = """
-apiVersion: tts.chorus.dev/v1alpha1
-kind: TTSVoice
-metadata:
-  name: af-heart
-spec:
-  voice: af_heart
-  engine: kokoro
-  source:
-    kokoro:
-      model:
-        huggingFace:
-          path: onnx/model_quantized.onnx
-      style:
-        huggingFace:
-          path: voices/af_heart.bin
-"""
-"""The TTSVoice of docs/voices.md: the two paths, every other field its default."""
+SECTION = "#### From Hugging Face with the defaults"
+
+
+def _documented(language: str) -> str:
+    """The first ``language`` code block of that section of docs/voices.md."""
+    page = (REPO / "docs" / "voices.md").read_text()
+    section = page[page.index(SECTION):]
+    found = re.search(rf"^```{language}\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    assert found is not None, f"no {language} block under {SECTION!r} in docs/voices.md"
+    return found.group(1)
 
 
 def _resource(doc: dict[str, Any]) -> VoiceResource:
@@ -76,7 +70,13 @@ def _sha(data: bytes) -> str:
 
 def test_the_shortest_kokoro_voice_installs_from_the_default_hub_paths_and_speaks(
         tmp_path: Path, voice_server: VoiceServer) -> None:
-    shortest = _resource(yaml.safe_load(SHORTEST)).spec.manifest_entry(required=True)
+    shortest = _resource(yaml.safe_load(_documented("yaml"))).spec.manifest_entry(
+        required=True)
+    entry = json.loads(_documented("json"))
+    assert parse_manifest({"version": 1, "voices": [entry]}).voices == (shortest,)
+    urls = _documented("text").split()
+    assert urls == [f"https://huggingface.co/{DEFAULT_KOKORO_REPO}/resolve/main/{path}"
+                    for path in (MODEL_PATH, STYLE_PATH)]
     examples = [d for d in yaml.safe_load_all(
         (REPO / "examples" / "voice-kokoro.yaml").read_text()) if d]
     spelled_out = _resource(next(d for d in examples if d["spec"]["voice"] == "af_heart"))
