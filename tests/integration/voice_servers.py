@@ -6,6 +6,10 @@ files two ways: as plain URLs (``/files/<name>``) and as the Hugging Face resolv
 (``/{owner}/{repo}/resolve/{revision}/{path}``) with the headers huggingface_hub reads:
 ``X-Repo-Commit``, ``ETag``/``X-Linked-Etag`` (sha256 for LFS files, git blob id for
 small ones), ``X-Linked-Size`` and ``Content-Length``. Faults are injected per file.
+With ``lfs_redirects`` it answers for LFS files as huggingface.co does: HEAD and GET alike
+get a 302 to a CDN URL carrying ``X-Repo-Commit``, ``X-Linked-Etag`` (the sha256) and
+``X-Linked-Size``, while the redirect's own ``ETag`` and ``Content-Length`` describe the
+LFS pointer and the redirect body, not the file.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ class VoiceServer:
     """(path, Authorization header) of every request."""
     port: int = 0
     ssl_context: ssl.SSLContext | None = None
+    lfs_redirects: bool = False
+    """LFS files answer 302 to ``/cdn/<path>`` on HEAD and GET, as the real hub does."""
+    cdn_port: int = 0
+    """A second port of the same server: the CDN of ``lfs_redirects``, another origin
+    (huggingface_hub follows a redirect only within one origin)."""
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _stalls: list[asyncio.Event] = field(default_factory=list)
@@ -92,6 +101,8 @@ class VoiceServer:
             return web.Response(status=404, text="not found", headers=headers)
         if served.fault == "500":
             return web.Response(status=500, text="boom")
+        if hub and served.lfs and self.lfs_redirects:
+            return self._lfs_redirect(path, served)
         data = served.data
         if served.fault == "wrong":
             data = data[::-1]
@@ -126,6 +137,17 @@ class VoiceServer:
         await response.write_eof()
         return response
 
+    def _lfs_redirect(self, path: str, served: ServedFile) -> web.Response:
+        """huggingface.co's answer for an LFS file: the file's hash and size only in the
+        ``X-Linked-*`` headers of a 302 whose ``ETag`` is the git id of the LFS pointer."""
+        sha = hashlib.sha256(served.data).hexdigest()
+        pointer = (f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\n"
+                   f"size {len(served.data)}\n").encode()
+        location = f"{self.base.rsplit(':', 1)[0]}:{self.cdn_port}/cdn/{path}"
+        return web.Response(status=302, text=f"Found. Redirecting to {location}", headers={
+            "Location": location, "X-Repo-Commit": COMMIT, "ETag": f'"{git_blob_id(pointer)}"',
+            "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(served.data))})
+
     async def _files(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "files/" + request.match_info["path"], hub=False)
 
@@ -159,6 +181,10 @@ class VoiceServer:
             server = site._server
             assert isinstance(server, asyncio.Server)
             self.port = server.sockets[0].getsockname()[1]
+            cdn = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+            await cdn.start()
+            assert isinstance(cdn._server, asyncio.Server)
+            self.cdn_port = cdn._server.sockets[0].getsockname()[1]
             ready.set()
 
         def run() -> None:
