@@ -153,7 +153,9 @@ class KokoroEngine:
         if espeak not in self._languages:
             try:
                 self.tokenizer.phonemize(_CHECK_TEXT, espeak)
-            except (RuntimeError, ValueError) as err:  # phonemizer: unsupported language
+            except Exception as err:  # noqa: BLE001 - an unsupported language, or espeak-ng
+                # itself unusable (its library cannot be mapped from a noexec /tmp): the
+                # voice is refused with the reason, the server and its other voices go on
                 self._languages[espeak] = str(err) or type(err).__name__
             else:
                 self._languages[espeak] = None

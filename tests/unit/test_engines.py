@@ -106,6 +106,32 @@ async def test_kokoro_voice_waits_for_its_files_and_says_why(
 
 
 @needs_kokoro
+async def test_an_unusable_espeak_refuses_kokoro_voices_and_piper_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """espeak-ng's library failing to map (a noexec /tmp) refuses the Kokoro voices with
+    the reason; the scan, and the Piper voices beside them, are unaffected."""
+    from chorus.server.engines import kokoro
+
+    class Unmappable:
+        def __init__(self) -> None:
+            raise OSError("libespeak-ng.so: failed to map segment from shared object")
+
+    monkeypatch.setattr(kokoro, "Tokenizer", Unmappable)
+    copy_joe(tmp_path, "en_US-joe-medium")
+    (tmp_path / "model.onnx").write_bytes(b"not read")
+    _kokoro_entry(tmp_path, "af_heart")
+    (tmp_path / "af_heart.bin").write_bytes(np.zeros((510, 256), "<f4").tobytes())
+    store = VoiceStore([PiperEngine(1, 150), kokoro.KokoroEngine(EngineOptions())],
+                       [tmp_path])
+    with caplog.at_level(logging.ERROR, logger="chorus.server.voices"):
+        await store.refresh()
+    assert [spec.name for spec in store.installed()] == ["en_US-joe-medium"]
+    errors = "\n".join(r.getMessage() for r in caplog.records)
+    assert "af_heart" in errors and "failed to map segment" in errors, errors
+
+
+@needs_kokoro
 def test_kokoro_speed_and_languages() -> None:
     from chorus.server.engines.kokoro import espeak_language, speed
 
