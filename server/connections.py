@@ -17,7 +17,7 @@ from typing import Protocol
 
 from .metrics import Metrics
 
-__all__ = ["FD_RESERVE", "LISTEN_BACKLOG", "Connection", "ConnectionCap",
+__all__ = ["FD_RESERVE", "LISTEN_BACKLOG", "MAX_METRICS_CONNECTIONS", "Connection", "ConnectionCap",
            "raise_open_file_limit"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -25,6 +25,9 @@ _LOGGER = logging.getLogger(__name__)
 FD_RESERVE = 128
 """Descriptors kept for everything but client connections: listeners, voice and cache
 files, onnxruntime's threads, log files, the event loop's own."""
+
+MAX_METRICS_CONNECTIONS = 16
+"""Open connections to the metrics door: a few scrapers, each with one keep-alive socket."""
 
 LISTEN_BACKLOG = 1024
 """Connections the kernel queues for a door's listener before they are accepted.

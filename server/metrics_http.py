@@ -20,16 +20,12 @@ import logging
 
 from aiohttp import web
 
-from .connections import LISTEN_BACKLOG
+from .connections import LISTEN_BACKLOG, MAX_METRICS_CONNECTIONS
 from .http_connections import HttpConnections
 from .http_logging import ProtocolLog
 from .metrics import CONTENT_TYPE, Metrics
 
 __all__ = ["MAX_METRICS_CONNECTIONS", "MetricsDoor"]
-
-MAX_METRICS_CONNECTIONS = 16
-"""Open connections to the metrics door: a few scrapers, each with one keep-alive socket."""
-
 
 class MetricsDoor:
     """A listener serving only ``GET /metrics`` (and ``HEAD``), with no key."""

@@ -18,19 +18,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from wyoming.error import Error
 from wyoming.event import async_write_event
 
 from .cache import AudioCache
-from .connections import ConnectionCap, raise_open_file_limit
+from .connections import MAX_METRICS_CONNECTIONS, ConnectionCap, raise_open_file_limit
 from .discovery import Announcement, announce, announced_address
 from .engines.base import SynthesisParams
 from .engines.piper import PiperEngine
 from .engines.registry import EngineOptions, discover
-from .http_api import HttpApi
 from .metrics import Metrics
-from .metrics_http import MAX_METRICS_CONNECTIONS, MetricsDoor
 from .on_demand import OnDemandVoices, VoiceInstaller
 from .scheduler import Scheduler
 from .settings import ServerSettings
@@ -39,6 +38,10 @@ from .text import TextFrontEnd
 from .voices import VoiceStore
 from .wyoming_handler import WyomingHandler
 from .wyoming_protocol import listen
+
+if TYPE_CHECKING:  # the HTTP doors (aiohttp) are imported when they open, after Wyoming's
+    from .http_api import HttpApi
+    from .metrics_http import MetricsDoor
 
 __all__ = ["Runtime", "serve"]
 
@@ -99,9 +102,13 @@ class Runtime:
         """Each open Wyoming connection's task, to cancel at stop, and its handler, to drain."""
 
     async def start(self, doors: bool = True) -> None:
-        """Warm the default voice, then open the front doors.
+        """Open the front doors, then warm the default voice.
 
-        ``doors=False`` (``chorus say``) opens neither Wyoming nor HTTP.
+        The doors open as soon as the voices are scanned, so a client's ``describe`` is
+        answered at once; a request that comes before the default voice is warm waits
+        for that load, and the HTTP readiness check says "not ready" until it is (what
+        load balancers and Kubernetes go by). ``doors=False`` (``chorus say``) opens
+        neither Wyoming nor HTTP.
         """
         if doors and self.settings.zeroconf:
             announced_address(self.settings.wyoming_uri)  # a bad URI fails before any load
@@ -110,6 +117,8 @@ class Runtime:
             if self.settings.metrics_port is not None:
                 # First, unlike the speech doors: a taken port fails at once, and the
                 # warm-up (memory, CPU) can already be scraped.
+                from .metrics_http import MetricsDoor
+
                 self._metrics_door = MetricsDoor(
                     self.metrics, keepalive_timeout=self.settings.http_keepalive_timeout)
                 await self._metrics_door.start(self.settings.http_host,
@@ -117,7 +126,7 @@ class Runtime:
         self.scheduler.start()
         if self.on_demand is not None:  # a default voice still to download comes first
             await self.on_demand.install_default(self.settings.effective_default_voice)
-        await self.store.start()
+        await self.store.open()
         opened = ""
         if doors:
             raise_open_file_limit(self.settings.max_connections
@@ -142,6 +151,7 @@ class Runtime:
             if self._metrics_door is not None:
                 opened += (f", metrics on http://{self.settings.http_host}:"
                            f"{self._metrics_door.port}/metrics")
+        await self.store.warm()
         self._started = True
         offered = (f" (+{len(self.on_demand.offered())} on first use)"
                    if self.on_demand is not None else "")
@@ -151,6 +161,8 @@ class Runtime:
 
     async def _start_http(self) -> None:
         settings = self.settings
+        from .http_api import HttpApi
+
         self._http = HttpApi(self.synthesizer, self.metrics, ready=self.not_ready,
                              api_key=settings.api_key or None,
                              cors_origins=settings.cors_origins,
@@ -168,10 +180,11 @@ class Runtime:
         """Why the server should get no traffic now, or ``None`` when it is ready."""
         if self._stopping:
             return "shutting down"
+        default = self.store.default_voice
+        if default and default not in {v.spec.name for v in self.store.resident()}:
+            return f"default voice {default} is not loaded"
         if not self._started:
             return "starting"
-        if self.store.default_voice not in {v.spec.name for v in self.store.resident()}:
-            return f"default voice {self.store.default_voice} is not loaded"
         return None
 
     async def _on_connection(self, reader: asyncio.StreamReader,

@@ -232,6 +232,12 @@ class VoiceStore:
 
     async def start(self) -> None:
         """Scan, load and warm the default voice, then keep watching the directories."""
+        await self.open()
+        await self.warm()
+
+    async def open(self) -> None:
+        """Scan and choose the default voice, loading nothing: enough to describe the
+        voices (the server opens its doors here, while the default voice warms)."""
         await self.refresh()
         voices = self.installed()
         if not voices:
@@ -240,6 +246,10 @@ class VoiceStore:
         self.default_voice = self._requested_default or voices[0].name
         if self.default_voice not in self._installed:
             raise UnknownVoice(self._unknown_message(self.default_voice, "default voice"))
+
+    async def warm(self) -> None:
+        """Load and warm the default voice (a request for it meanwhile waits for this
+        same load), then preload and keep watching the directories."""
         await self.acquire(self._installed[self.default_voice])
         missing = sorted(set(self._preload) - {"all"} - set(self._installed))
         if missing:
