@@ -346,14 +346,16 @@ class ServerOptions:
         "what runs Piper voices' streaming graph parts: onnxruntime, openvino (the openvino "
         "extra), or auto (per part, the fastest that passes the quality gates at load); a "
         "part that fails a gate runs onnxruntime",
-        choices=("auto", "onnxruntime", "openvino"), commands=_BOTH))
+        choices=("auto", "onnxruntime", "openvino"), commands=_BOTH,
+        pass_through=PassThrough("backend")))
     """onnxruntime stays the default: OpenVINO is an optional 56 MiB wheel (180 MB
     installed), and its gain is measured on this machine only (docs/benchmarks.md)."""
     precision: str = field(default="auto", metadata=_how(
         "precision of the flow and decoder parts on --backend openvino/auto: f32, bf16 (CPUs "
         "with AMX or AVX-512 bf16), or auto (bf16 where the CPU has it); the encoder "
         "stays f32, so durations stay exactly onnxruntime's",
-        choices=("auto", "f32", "bf16"), commands=_BOTH))
+        choices=("auto", "f32", "bf16"), commands=_BOTH,
+        pass_through=PassThrough("precision")))
     length_scale: float | None = field(default=None, metadata=_how(
         "default phoneme length scale (>1 is slower speech)",
         parse=positive_float, metavar="X", commands=_BOTH,
