@@ -18,10 +18,14 @@ own convention (``a``: American English, ``b``: British, ``e``: Spanish, ...).
 (``run`` is thread-safe), kept while any of them is loaded; each loaded voice reports
 its share of the model's memory, so the store's budget counts the model once.
 
-**Units.** kokoro-onnx phonemizes with espeak-ng and cuts phonemes into batches the
-model takes whole (at most 510 tokens, preferring sentence and clause ends); each batch
-is one unit, rendered whole: Kokoro's graph is not cut into windows (``streaming`` is
-False), so a sentence's audio arrives when the sentence is done. The model pads each
+**Phonemes.** English voices (``en_US``, ``en_GB``) are phonemized by misaki, Kokoro's
+own G2P, where the ``kokoro-g2p`` extra installs it (:mod:`.kokoro_g2p`); other
+languages, and English without it, by espeak-ng through kokoro-onnx.
+
+**Units.** Phonemes are cut into batches the model takes whole (at most 510 tokens,
+preferring sentence and clause ends); each batch is one unit, rendered whole: Kokoro's
+graph is not cut into windows (``streaming`` is False), so a sentence's audio arrives
+when the sentence is done. The model pads each
 batch with silence; it is trimmed as kokoro-onnx trims it, and the utterance adds the
 server's own sentence silence.
 
@@ -57,6 +61,7 @@ from chorus.common.layout import is_valid_voice_name
 from . import onnx_runs
 from .backend_gates import BackendChoice, PartChoice
 from .base import PCM, LoadedVoice, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
+from .kokoro_g2p import Phonemize, english_phonemizer
 from .registry import EngineOptions
 
 __all__ = [
@@ -140,6 +145,8 @@ class KokoroEngine:
         self._tokenizer: Tokenizer | None = None
         self._languages: dict[str, str | None] = {}
         """espeak language -> why it cannot be used (None: it can)."""
+        self._phonemizers: dict[str, tuple[str, Phonemize]] = {}
+        """language -> (G2P name, its phonemizer), built once per language."""
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -148,6 +155,22 @@ class KokoroEngine:
             if self._tokenizer is None:
                 self._tokenizer = Tokenizer()
             return self._tokenizer
+
+    def phonemizer(self, language: str) -> tuple[str, Phonemize]:
+        """The G2P for a voice language and its name: misaki for English where it is
+        installed, else espeak-ng."""
+        with self._lock:
+            known = self._phonemizers.get(language)
+        if known is not None:
+            return known
+        misaki = english_phonemizer(language)
+        if misaki is not None:
+            chosen: tuple[str, Phonemize] = ("misaki", misaki)
+        else:
+            tokenizer, espeak = self.tokenizer, espeak_language(language)
+            chosen = ("espeak-ng", lambda text: str(tokenizer.phonemize(text, espeak)))
+        with self._lock:
+            return self._phonemizers.setdefault(language, chosen)
 
     def _check_language(self, espeak: str) -> str | None:
         if espeak not in self._languages:
@@ -231,8 +254,7 @@ class KokoroEngine:
             model = self._model(spec)
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: cannot load: {err}") from err
-        voice = KokoroLoadedVoice(spec, model, style, self.tokenizer,
-                                  espeak_language(spec.language))
+        voice = KokoroLoadedVoice(spec, model, style, self.phonemizer(spec.language))
         try:
             voice.render(voice.prepare(WARM_UP_TEXT)[0], SynthesisParams())
         except Exception as err:
@@ -250,8 +272,8 @@ class KokoroEngine:
         style = np.zeros((rows, 1, STYLE_DIM), dtype=np.float32)
         for voice, (_, weight) in zip(voices, spec.blend, strict=True):
             style += np.float32(weight) * voice.style[:rows]
-        return KokoroLoadedVoice(spec, voices[0].model, style, self.tokenizer,
-                                 espeak_language(spec.language), blended=True)
+        return KokoroLoadedVoice(spec, voices[0].model, style, self.phonemizer(spec.language),
+                                 blended=True)
 
 
 def speed(params: SynthesisParams) -> float:
@@ -268,14 +290,14 @@ class KokoroLoadedVoice:
     """Whole units: Kokoro's graph is not cut into windows."""
 
     def __init__(self, spec: VoiceSpec, model: _Model, style: npt.NDArray[np.float32],
-                 tokenizer: Tokenizer, espeak: str, *, blended: bool = False) -> None:
-        """``blended``: a per-request blend, which borrows its parts' model: it is not
+                 g2p: tuple[str, Phonemize], *, blended: bool = False) -> None:
+        """``g2p``: its phonemizer and that G2P's name (:meth:`KokoroEngine.phonemizer`).
+        ``blended``: a per-request blend, which borrows its parts' model: it is not
         one of the model's users, so the resident voices' shares still add up to it."""
         self._spec = spec
         self._model = model
         self._style = style
-        self._tokenizer = tokenizer
-        self._espeak = espeak
+        self._g2p, self._phonemize = g2p
         self._blended = blended
         if not blended:
             model.users.add(self)
@@ -283,6 +305,11 @@ class KokoroLoadedVoice:
     @property
     def spec(self) -> VoiceSpec:
         return self._spec
+
+    @property
+    def g2p(self) -> str:
+        """Which G2P phonemizes its text: ``misaki`` or ``espeak-ng``."""
+        return self._g2p
 
     @property
     def model(self) -> _Model:
@@ -309,7 +336,7 @@ class KokoroLoadedVoice:
         return int(self._style.nbytes) + share
 
     def prepare(self, text: str) -> list[Unit]:
-        phonemes = " ".join(self._tokenizer.phonemize(text, self._espeak).split())
+        phonemes = " ".join(self._phonemize(text).split())
         vocab = self._model.vocab
         units: list[Unit] = []
         for batch in split_phonemes(phonemes, MAX_PHONEME_LENGTH):
