@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -95,7 +96,9 @@ def english_phonemizer(language: str) -> Phonemize | None:
             self.version = None
             self.british = british
             self.nlp = nlp
-            self.lexicon = en.Lexicon(british)
+            with warnings.catch_warnings():  # misaki reads its data with open_text
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.lexicon = en.Lexicon(british)
             self.fallback = EspeakFallback(british=british)
             self.unk = ""
 
