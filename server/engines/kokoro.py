@@ -61,7 +61,7 @@ from chorus.common.layout import is_valid_voice_name
 from . import onnx_runs
 from .backend_gates import BackendChoice, PartChoice
 from .base import PCM, LoadedVoice, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
-from .kokoro_g2p import Phonemize, english_phonemizer
+from .kokoro_g2p import Phonemize, english_g2p_note, english_phonemizer
 from .registry import EngineOptions
 
 __all__ = [
@@ -170,6 +170,9 @@ class KokoroEngine:
             tokenizer, espeak = self.tokenizer, espeak_language(language)
             chosen = ("espeak-ng", lambda text: str(tokenizer.phonemize(text, espeak)))
         with self._lock:
+            if language not in self._phonemizers:
+                _LOGGER.info("Kokoro %s phonemized by %s%s", language, chosen[0],
+                             english_g2p_note() if misaki is not None else "")
             return self._phonemizers.setdefault(language, chosen)
 
     def _check_language(self, espeak: str) -> str | None:

@@ -27,7 +27,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["ENGLISH", "Phonemize", "available", "english_phonemizer", "tagger_installed"]
+__all__ = ["ENGLISH", "Phonemize", "available", "english_g2p_note", "english_phonemizer",
+           "tagger_installed"]
 
 Phonemize = Callable[[str], str]
 """Text -> Kokoro phonemes."""
@@ -57,6 +58,12 @@ def available() -> bool:
 def tagger_installed() -> bool:
     """Whether spaCy's trained English pipeline is there to tag homographs."""
     return importlib.util.find_spec(TAGGER) is not None
+
+
+def english_g2p_note() -> str:
+    """How misaki tags, for the log: homographs are resolved only with the tagger."""
+    return (f" (tagged by spaCy's {TAGGER})" if tagger_installed()
+            else f" (no {TAGGER}: homographs take their dictionary default)")
 
 
 def _pipeline() -> Any:
