@@ -62,6 +62,7 @@ class Runtime:
             stream_windows=(settings.stream_windows if settings.sub_sentence_streaming
                             else None),
             graph_cache_dir=settings.effective_graph_cache_dir,
+            prebuilt_graphs=settings.prebuilt_graphs,
             backend=settings.backend, precision=settings.precision,
             workers=settings.worker_count)
         engines = discover(EngineOptions(threads_per_voice=settings.threads_per_worker),

@@ -168,6 +168,8 @@ class PiperEngine:
     """Frames per window below sentence level; ``None`` renders whole sentences."""
     graph_cache_dir: Path | None = None
     """Where graph parts are cached; ``None`` builds them in memory at every load."""
+    prebuilt_graphs: Path | None = None
+    """A read-only graph cache made ahead (``--prebuilt-graphs``), looked in second."""
     name: str = "piper"
     backend: str = "onnxruntime"
     """``--backend``: what runs the streaming parts (see :mod:`.backend_gates`)."""
@@ -281,7 +283,8 @@ class PiperEngine:
         builder = Builder(
             session=self.session, threads=self.threads_per_voice,
             windows=tuple(self.stream_windows or DEFAULT_WINDOWS),
-            cache_dir=self.graph_cache_dir, full_session=full_session,
+            cache_dir=self.graph_cache_dir, prebuilt_dir=self.prebuilt_graphs,
+            full_session=full_session,
             calibration=lambda: [voice.feeds(u, SynthesisParams(noise_scale=0.0,
                                                                  noise_w_scale=0.0))
                                  for u in voice.prepare(CALIBRATION_TEXT)])

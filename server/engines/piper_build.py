@@ -25,6 +25,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -216,9 +217,30 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd")
+"""CPU features that change which kernels onnxruntime runs, and so its exact results."""
+
+
+@cache
+def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """This CPU's :data:`_ISA_FLAGS`, e.g. ``avx2+fma`` (``unknown`` where not told):
+    a verification made on another kind of CPU is not taken on trust."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "unknown"
+    flags: set[str] = set()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            flags.update(value.split())
+            break
+    return "+".join(flag for flag in _ISA_FLAGS if flag in flags) or "unknown"
+
+
 def verification_key(threads: int, windows: Sequence[int]) -> str:
     return (f"onnxruntime {onnxruntime.__version__}, {threads} thread(s), "
-            f"windows {','.join(map(str, windows))}")
+            f"windows {','.join(map(str, windows))}, cpu {cpu_isa()}")
 
 
 @dataclass
@@ -232,6 +254,10 @@ class Builder:
     full_session: Callable[[], onnxruntime.InferenceSession]
     calibration: Callable[[], list[dict[str, npt.NDArray[Any]]]]
     """Model inputs of the calibration sentences (noise 0)."""
+    prebuilt_dir: Path | None = None
+    """A read-only cache made ahead (the server image's, for its embedded voice): its
+    parts are used when ``cache_dir`` has none, and its verification when it was made
+    for the same key (onnxruntime, threads, windows, CPU features)."""
 
     def build(self, model_path: Path) -> SplitReport:
         """The voice's parts and how they were made; never raises for a graph that
@@ -244,8 +270,7 @@ class Builder:
             return SplitReport(graph=None, verification=key, fallback=reason)
 
     def _build(self, model_path: Path, key: str) -> SplitReport:
-        entry = self._entry(model_path)
-        meta = self._read_meta(entry) if entry else None
+        entry, meta = self._lookup(model_path)
         if meta is not None and entry is not None:
             layout = SplitLayout.from_json(meta["layout"])
             verified = meta.get("verified", {})
@@ -260,8 +285,9 @@ class Builder:
                 return SplitReport(graph=graph, verification=key,
                                    exact=bool(outcome["exact"]), cache_entry=entry,
                                    from_cache=True, sources=sources)
+            prebuilt = self.prebuilt_dir is not None and entry.parent == self.prebuilt_dir
             return self._verified(graph, key, entry, verified, from_cache=True,
-                                  sources=sources)
+                                  sources=sources, record=not prebuilt)
         import onnx
 
         model = onnx.load(str(model_path))
@@ -286,10 +312,20 @@ class Builder:
         return self._verified(graph, key, entry, {}, from_cache=False,
                               cache_error=cache_error, sources=sources)
 
-    def _entry(self, model_path: Path) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        return self.cache_dir / f"v{FORMAT}-{_sha256(model_path)}"
+    def _lookup(self, model_path: Path) -> tuple[Path | None, dict[str, Any] | None]:
+        """The cache entry to use and its record: the writable cache's, else the
+        prebuilt one's (a verification not made for this key is then made again, and
+        its outcome kept only in memory: the prebuilt cache is not written)."""
+        if self.cache_dir is None and self.prebuilt_dir is None:
+            return None, None
+        name = f"v{FORMAT}-{_sha256(model_path)}"
+        entry = self.cache_dir / name if self.cache_dir is not None else None
+        meta = self._read_meta(entry) if entry is not None else None
+        if meta is None and self.prebuilt_dir is not None:
+            prebuilt = self._read_meta(self.prebuilt_dir / name)
+            if prebuilt is not None:
+                return self.prebuilt_dir / name, prebuilt
+        return entry, meta
 
     @staticmethod
     def _read_meta(entry: Path) -> dict[str, Any] | None:
@@ -307,16 +343,17 @@ class Builder:
     def _verified(self, graph: SplitGraph, key: str, entry: Path | None,
                   verified: dict[str, Any], *, from_cache: bool,
                   sources: dict[str, bytes | str], cache_error: str | None = None,
-                  ) -> SplitReport:
-        """Compare with the whole graph; record the outcome (failures too) in the cache."""
+                  record: bool = True) -> SplitReport:
+        """Compare with the whole graph; record the outcome (failures too) in the cache
+        (``record``: the entry is the writable cache's, not the prebuilt one)."""
         try:
             snr = verify(graph, self.full_session(), self.calibration(), self.windows)
         except SplitError as err:
-            if entry is not None:
+            if entry is not None and record:
                 self._save_meta(entry, graph.layout, {**verified, key: {"error": str(err)}})
             raise
         exact = math.isinf(snr)
-        if entry is not None:
+        if entry is not None and record:
             self._save_meta(entry, graph.layout, {**verified, key: {"exact": exact}})
         return SplitReport(graph=graph, verification=key, exact=exact, snr_db=snr,
                            cache_entry=entry, from_cache=from_cache,

@@ -315,6 +315,8 @@ def test_server_container_is_healthy_then_describes_and_speaks_joe(server_image:
         assert_speech(port, voice=JOE)
         assert server.stop() == 0, server.logs()
         assert "Traceback" not in server.logs()
+        # its graph parts come from the image, not from a cut in this fresh container
+        assert "graph parts from /opt/chorus/graphs/v2-" in server.logs(), server.logs()
 
 
 def test_server_image_serves_a_kokoro_voice_at_24_khz(server_image: str,

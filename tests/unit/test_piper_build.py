@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from chorus.server.engines.piper import PiperLoadedVoice
-from chorus.server.engines.piper_build import snr_db
+from chorus.server.engines.piper_build import cpu_isa, snr_db
 from tests.unit.piper_streaming import JOE_CONFIG, JOE_MODEL, engine, load, load_joe
 
 
@@ -60,6 +60,44 @@ def test_parts_are_cached_by_content_and_reused(tmp_path: Path) -> None:
                   model_dir / "copy.onnx.json", "copy")
     assert memory.split_report is not None and memory.streaming
     assert any("not writable" in n for n in memory.split_report.notes)
+
+
+def test_a_prebuilt_cache_is_read_never_written(tmp_path: Path) -> None:
+    """The server image's prebuilt parts serve a voice whose writable cache is empty;
+    their verification is taken only when made for the same key (CPU features
+    included), else made again and kept in memory: the prebuilt cache stays as built."""
+    prebuilt, cache = tmp_path / "prebuilt", tmp_path / "cache"
+    built = load(engine(prebuilt), JOE_MODEL, JOE_CONFIG, "joe")
+    [entry] = prebuilt.iterdir()
+    record = entry / "split.json"
+    meta = json.loads(record.read_text())
+    [key] = meta["verified"]
+    assert f"cpu {cpu_isa()}" in key
+
+    trusted = load(engine(cache, prebuilt_graphs=prebuilt), JOE_MODEL, JOE_CONFIG, "joe")
+    report = trusted.split_report
+    assert report is not None and report.from_cache and report.cache_entry == entry
+    assert report.exact and report.snr_db is None  # the record's verification, not a new one
+    assert not cache.exists()
+    assert trusted.gain == built.gain
+
+    meta["verified"] = {key.replace(f"cpu {cpu_isa()}", "cpu other"): {"exact": True}}
+    record.write_text(json.dumps(meta))
+    before = record.read_bytes()
+    checked = load(engine(cache, prebuilt_graphs=prebuilt), JOE_MODEL, JOE_CONFIG, "joe")
+    report = checked.split_report
+    assert report is not None and report.from_cache and report.snr_db == float("inf")
+    assert record.read_bytes() == before
+    assert not cache.exists()
+
+
+def test_cpu_features_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f amx_tile\n")
+    assert cpu_isa.__wrapped__(cpuinfo) == "avx2+fma+avx512f+amx_tile"
+    cpuinfo.write_text("processor\t: 0\n")
+    assert cpu_isa.__wrapped__(cpuinfo) == "unknown"
+    assert cpu_isa.__wrapped__(tmp_path / "missing") == "unknown"
 
 
 def _float(values: list[float]) -> npt.NDArray[np.float32]:
