@@ -80,6 +80,12 @@ _LOGGER = logging.getLogger(__name__)
 STYLE_DIM = 256
 """Floats per style row (Kokoro-82M)."""
 
+STYLE_LIMIT = 100.0
+"""The largest magnitude a style value may have. Kokoro's own 54 voices stay within
+3.2; a file of other data read as floats passes the size and finiteness checks often
+enough (a 1 KiB one about a third of the time) but holds values up to 1e38, which the
+model would turn into noise or NaN audio instead of a refusal."""
+
 SPEED_RANGE = (0.5, 2.0)
 """Speeds the model speaks well (kokoro-onnx refuses others); requests are clamped."""
 
@@ -109,6 +115,9 @@ def load_style(path: Path) -> npt.NDArray[np.float32]:
         raise ValueError(f"{path.name}: {flat.size} floats is not rows of {STYLE_DIM}")
     if not np.all(np.isfinite(flat)):
         raise ValueError(f"{path.name}: not finite")
+    if np.abs(flat).max() > STYLE_LIMIT:
+        raise ValueError(f"{path.name}: values up to {np.abs(flat).max():.3g}, not a "
+                         f"Kokoro style (whose values stay within {STYLE_LIMIT:g})")
     return flat.reshape(-1, 1, STYLE_DIM)
 
 
