@@ -247,7 +247,8 @@ class KokoroEngine:
             known = self._models.get(spec.model_path)
             if known is not None and known.fingerprint == fingerprint and known.users:
                 return known
-        session = onnx_runs.cpu_session(str(spec.model_path), self._threads)
+        # The arena: without it a third of a call's time is page faults (onnx_runs).
+        session = onnx_runs.cpu_session(str(spec.model_path), self._threads, arena=True)
         dtypes = input_dtypes(session)
         tokens_input = "input_ids" if "input_ids" in dtypes else "tokens"
         missing = {tokens_input, "style", "speed"} - set(dtypes)
