@@ -8,8 +8,8 @@ tests.kokoro_files import join_model; print(join_model(Path('/tmp')))"``)::
         [--style .tools/kokoro-js/voices/af_heart.bin] [--runs 2] [--requests 1] \\
         [--clients 1,2,4,8] [--full-paragraph] [--json]
 
-Raw: ``kokoro_onnx.Kokoro`` on a session made as the server makes every session
-(``onnx_runs.cpu_session``, one thread per call as ``--threads-per-worker`` defaults to),
+Raw: ``kokoro_onnx.Kokoro`` on a session made as the Kokoro engine makes its own
+(``kokoro.model_session``, one thread per call as ``--threads-per-worker`` defaults to),
 ``create(text, style, 1.0, "en-us")`` timed whole, ``--runs`` times after a warm-up, half
 of them before the server starts and half after it stopped (their spread is the noise).
 Chorus: ``chorus serve`` with the same model and style as its only voice, its default
@@ -18,15 +18,18 @@ synthesis (``synthesize-start``, the text, ``synthesize-stop``), timed from the 
 event sent to the first audio chunk and to ``audio-stop``. Both measure the same texts:
 
 - the Wyoming bench's 199-character request: one client ``--runs`` times in a row
-  (overhead = Chorus whole time / raw time, target at most 1.05), then 1/2/4/8 clients
+  (overhead = Chorus whole time / raw time, target at most 1.05), once more on a second
+  server with ``--workers 1``: one request's sentences render on every worker at once,
+  so the default server may beat raw's one core, and one worker is the like-for-like
+  overhead; then on the default server 1/2/4/8 clients
   each sending ``--requests`` at once (throughput in audio seconds per wall second,
   target at 8 clients at least 1.0x raw single-stream throughput);
 - a paragraph (the Wyoming bench's first four sentences; ``--full-paragraph``: all ten,
   1,000 characters): Chorus's first audio against raw's whole paragraph (target at most
   0.5x), and Chorus's whole paragraph against raw's.
 
-Kokoro on a small machine is slow (measured here: about 1.5 s per audio second on two
-shared cores), so the default run is a few minutes and its figures are rough; raise
+Kokoro on a small machine is slow (measured here: 0.7-1.5 s per audio second on two
+shared cores), so the default run takes about five minutes and its figures are rough; raise
 ``--runs`` and ``--requests`` for tighter ones. ``uptime``'s load is printed before and
 after: the machine is shared, and load from elsewhere shows up in every figure.
 """
@@ -107,14 +110,13 @@ class Raw:
         import numpy as np
         from kokoro_onnx import Kokoro
 
-        from chorus.server.engines import onnx_runs
-        from chorus.server.engines.kokoro import load_style
+        from chorus.server.engines.kokoro import load_style, model_session
 
         voices = scratch / "voices.npz"
         self.style = load_style(style)
         np.savez(voices, voice=self.style)
         started = time.perf_counter()
-        self.kokoro = Kokoro.from_session(onnx_runs.cpu_session(str(model), 1), str(voices))
+        self.kokoro = Kokoro.from_session(model_session(model, 1), str(voices))
         self.create("Ready.")
         self.load_s = time.perf_counter() - started
 
@@ -210,11 +212,13 @@ async def _point(port: int, voice: str, clients: int, requests: int,
 
 
 async def _drive(server: Any, voice: str, args: argparse.Namespace, paragraph_text: str,
-                 problems: Problems) -> ChorusTimes:
+                 problems: Problems, only_sentence: bool) -> ChorusTimes:
     ready = await wait_ready(server)
     await _checked(server.port, TEXT_199, voice, problems, "warm-up")
     sentence = [r for _ in range(args.runs)
                 if (r := await _checked(server.port, TEXT_199, voice, problems, "1 client"))]
+    if only_sentence:
+        return ChorusTimes(ready, sentence, [], [])
     points = [await _point(server.port, voice, n, args.requests, problems)
               for n in args.clients]
     whole = [r for _ in range(args.paragraph_runs)
@@ -223,9 +227,8 @@ async def _drive(server: Any, voice: str, args: argparse.Namespace, paragraph_te
     return ChorusTimes(ready, sentence, points, whole)
 
 
-def measure_chorus(model: Path, style: Path, scratch: Path, args: argparse.Namespace,
-                   paragraph_text: str, problems: Problems) -> ChorusTimes:
-    """The server with the voice as its only one, from its own voices directory."""
+def install_voice(model: Path, style: Path, scratch: Path) -> Path:
+    """A voices directory holding the style's voice on the model."""
     voices = scratch / "voices"
     voices.mkdir()
     voice = style.stem
@@ -236,10 +239,20 @@ def measure_chorus(model: Path, style: Path, scratch: Path, args: argparse.Names
     shutil.copyfile(style, voices / f"{voice}{style.suffix}")
     entry = {"model": model.name, "style": f"{voice}{style.suffix}", "language": "en_US"}
     (voices / f"{voice}{KOKORO_SUFFIX}").write_text(json.dumps(entry), encoding="utf-8")
+    return voices
+
+
+def measure_chorus(voices: Path, voice: str, log: Path, args: argparse.Namespace,
+                   paragraph_text: str, problems: Problems, one_worker: bool = False,
+                   ) -> ChorusTimes:
+    """The server with the voice as its only one; ``one_worker``: with ``--workers 1``,
+    the raw run's one core, and only the one-client sentence runs."""
     spec = chorus_spec(["--voices-dir", str(voices), "--no-embedded-voice",
-                        "--default-voice", voice, "--no-cache"])
-    with running(spec, scratch / "chorus.log") as server:
-        times = asyncio.run(_drive(server, voice, args, paragraph_text, problems))
+                        "--default-voice", voice, "--no-cache",
+                        *(["--workers", "1"] if one_worker else [])])
+    with running(spec, log) as server:
+        times = asyncio.run(_drive(server, voice, args, paragraph_text, problems,
+                                   one_worker))
     if server.exit_code != 0:
         problems.add("chorus", f"exit code {server.exit_code}")
     return times
@@ -256,7 +269,8 @@ def _verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
-def report(raw: RawTimes, chorus: ChorusTimes) -> tuple[list[str], dict[str, float]]:
+def report(raw: RawTimes, chorus: ChorusTimes, single: ChorusTimes,
+           ) -> tuple[list[str], dict[str, float]]:
     """Markdown lines and the headline ratios."""
     raw_s, raw_p = _median(raw.sentence_s), _median(raw.paragraph_s)
     raw_tp = raw.sentence_audio_s / raw_s
@@ -267,7 +281,9 @@ def report(raw: RawTimes, chorus: ChorusTimes) -> tuple[list[str], dict[str, flo
     ch_audio = chorus.sentence[-1].audio_s if chorus.sentence else float("nan")
     p_audio = chorus.paragraph[-1].audio_s if chorus.paragraph else float("nan")
     at8 = next((p.throughput for p in chorus.points if p.clients == 8), float("nan"))
-    ratios = {"overhead_1_client": ch_s / raw_s, "throughput_8_over_raw": at8 / raw_tp,
+    one_s = _median([r.total_s for r in single.sentence])
+    ratios = {"overhead_1_client": ch_s / raw_s, "overhead_1_worker": one_s / raw_s,
+              "throughput_8_over_raw": at8 / raw_tp,
               "first_audio_over_raw_paragraph": p_first / raw_p,
               "paragraph_whole_over_raw": p_whole / raw_p}
     spread = (f"{min(raw.sentence_s):.2f}-{max(raw.sentence_s):.2f}"
@@ -278,6 +294,9 @@ def report(raw: RawTimes, chorus: ChorusTimes) -> tuple[list[str], dict[str, flo
         f"| 199 chars, 1 client: whole time (s, median; raw spread {spread}) "
         f"| {raw_s:.2f} | {ch_s:.2f} | {ratios['overhead_1_client']:.2f}x "
         f"| <= {TARGET_OVERHEAD}x: {_verdict(ratios['overhead_1_client'] <= TARGET_OVERHEAD)} |",
+        f"| same, Chorus with --workers 1 (raw's one core) | {raw_s:.2f} | {one_s:.2f} "
+        f"| {ratios['overhead_1_worker']:.2f}x | <= {TARGET_OVERHEAD}x: "
+        f"{_verdict(ratios['overhead_1_worker'] <= TARGET_OVERHEAD)} |",
         f"| 199 chars: audio (s) | {raw.sentence_audio_s:.2f} | {ch_audio:.2f} "
         f"| {ch_audio / raw.sentence_audio_s:.2f}x | - |",
         f"| 199 chars, 1 client: first audio (s) | {raw_s:.2f} (whole) | {ch_first:.2f} "
@@ -337,8 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = (args.runs + 1) // 2
         measure_raw(raw, before, TEXT_199, times, text, (args.paragraph_runs + 1) // 2)
         print(f"raw before: {times.sentence_s} s, paragraph {times.paragraph_s} s", flush=True)
-        chorus = measure_chorus(args.model.resolve(), args.style.resolve(), scratch, args,
-                                text, problems)
+        voices = install_voice(args.model.resolve(), args.style.resolve(), scratch)
+        chorus = measure_chorus(voices, args.style.stem, scratch / "chorus.log", args, text,
+                                problems)
+        single = measure_chorus(voices, args.style.stem, scratch / "chorus-1.log", args,
+                                text, problems, one_worker=True)
         measure_raw(raw, args.runs - before, TEXT_199, times, text,
                     args.paragraph_runs // 2)
         print(f"raw all: {times.sentence_s} s, paragraph {times.paragraph_s} s", flush=True)
@@ -347,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not chorus.sentence or not chorus.paragraph:
         print("Chorus gave no usable answer; its log ends:\n" + log_tail)
         return 1
-    lines, ratios = report(times, chorus)
+    lines, ratios = report(times, chorus, single)
     print(f"{len(text)}-character paragraph; Chorus ready in {chorus.ready_s:.1f} s; "
           f"raw load {times.load_s:.1f} s")
     print("\n".join(lines))
@@ -358,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = RESULTS / f"{time.strftime('%Y%m%dT%H%M%S')}-kokoro.json"
         path.write_text(json.dumps({
             "environment": environment(), "args": {k: str(v) for k, v in vars(args).items()},
-            "raw": asdict(times), "chorus": asdict(chorus), "ratios": ratios,
+            "raw": asdict(times), "chorus": asdict(chorus),
+            "chorus_one_worker": asdict(single), "ratios": ratios,
             "problems": problems.lines()}, indent=2))
         print(f"wrote {path}")
     return 1 if problems.failures() else 0

@@ -72,6 +72,7 @@ __all__ = [
     "KokoroLoadedVoice",
     "espeak_language",
     "load_style",
+    "model_session",
     "speed",
 ]
 
@@ -119,6 +120,12 @@ def load_style(path: Path) -> npt.NDArray[np.float32]:
         raise ValueError(f"{path.name}: values up to {np.abs(flat).max():.3g}, not a "
                          f"Kokoro style (whose values stay within {STYLE_LIMIT:g})")
     return flat.reshape(-1, 1, STYLE_DIM)
+
+
+def model_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+    """The session a Kokoro model runs in: the server's kind, with onnxruntime's CPU
+    arena, without which a third of a call's time is page faults (:mod:`.onnx_runs`)."""
+    return onnx_runs.cpu_session(str(path), threads, arena=True)
 
 
 def _file_in(directory: Path, config: dict[str, Any], key: str, config_path: Path) -> Path:
@@ -247,8 +254,7 @@ class KokoroEngine:
             known = self._models.get(spec.model_path)
             if known is not None and known.fingerprint == fingerprint and known.users:
                 return known
-        # The arena: without it a third of a call's time is page faults (onnx_runs).
-        session = onnx_runs.cpu_session(str(spec.model_path), self._threads, arena=True)
+        session = model_session(spec.model_path, self._threads)
         dtypes = input_dtypes(session)
         tokens_input = "input_ids" if "input_ids" in dtypes else "tokens"
         missing = {tokens_input, "style", "speed"} - set(dtypes)
