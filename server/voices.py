@@ -12,7 +12,9 @@ changed.
 
 Resident voices are kept in an LRU under a memory budget; the default voice is
 loaded and warmed before the server reports ready and is never evicted. A voice whose
-files are broken is skipped with a log line until its files change.
+files are broken is skipped with a log line until its files change; meanwhile it is
+listed nowhere, and a request that names it gets ``voice-unavailable`` saying why (not
+``unknown-voice``: its entry is there, and the fix is to its files, not to the request).
 
 Preloaded voices (``preload``: names, or ``all``) are loaded in the background after
 start and whenever one of them is installed later (a sidecar brings voices after the
@@ -103,9 +105,13 @@ class VoiceStore:
         self._rescan_interval = rescan_interval
         self._installed: dict[str, VoiceSpec] = {}
         self._spec_cache: dict[Path, tuple[tuple[Path, ...], tuple[int, ...],
-                                           VoiceSpec | None]] = {}
-        """Entry file -> the files read, their fingerprint, and the spec (None: unusable)."""
-        self._broken: dict[str, tuple[int, ...]] = {}
+                                           VoiceSpec | str]] = {}
+        """Entry file -> the files read, their fingerprint, and the spec (a str: why the
+        voice is unusable)."""
+        self._refused: dict[str, str] = {}
+        """Voices whose entry is there but cannot be read -> why."""
+        self._broken: dict[str, tuple[tuple[int, ...], str]] = {}
+        """Voices that failed to load -> the fingerprint of their files then, and why."""
         self._unreadable: dict[Path, str] = {}
         self._resident: OrderedDict[str, LoadedVoice] = OrderedDict()
         self._loading: dict[str, asyncio.Future[LoadedVoice]] = {}
@@ -120,9 +126,11 @@ class VoiceStore:
 
     # -- installed voices -------------------------------------------------------------
 
-    def _scan(self) -> dict[str, VoiceSpec]:
-        """Read the directories (runs in a worker thread: it touches the filesystem)."""
+    def _scan(self) -> tuple[dict[str, VoiceSpec], dict[str, str]]:
+        """Read the directories (runs in a worker thread: it touches the filesystem):
+        the usable voices, and the unusable ones with why."""
         found: dict[str, VoiceSpec] = {}
+        refused: dict[str, str] = {}
         for directory in self._directories:
             try:
                 listed = find_voice_entries(directory, report_unreadable=True)
@@ -143,15 +151,17 @@ class VoiceStore:
                     if cached is None:
                         continue  # removed while scanning
                     self._spec_cache[entry.config] = cached
-                if cached[2] is not None:
+                if isinstance(cached[2], str):
+                    refused.setdefault(entry.name, cached[2])
+                else:
                     found[entry.name] = cached[2]
-        return found
+        return found, {name: why for name, why in refused.items() if name not in found}
 
     @staticmethod
     def _read(engine: Engine, config: Path, name: str,
-              ) -> tuple[tuple[Path, ...], tuple[int, ...], VoiceSpec | None] | None:
-        """A voice's spec with the files and fingerprint it was read from; ``None``
-        when its entry went away meanwhile."""
+              ) -> tuple[tuple[Path, ...], tuple[int, ...], VoiceSpec | str] | None:
+        """A voice's spec (or why it has none) with the files and fingerprint it was
+        read from; ``None`` when its entry went away meanwhile."""
         try:
             spec = engine.read_spec(config, name)
         except VoiceConfigError as err:
@@ -160,7 +170,7 @@ class VoiceStore:
             # Once per change of its files: the result is cached by fingerprint.
             _LOGGER.error("Voice not offered: %s", err)
             files = err.files or (config,)
-            return files, _fingerprint(files), None
+            return files, _fingerprint(files), str(err)
         return spec.watched, spec.fingerprint, spec
 
     def _note_missing_engine(self, name: str, engine: str, config: Path) -> None:
@@ -199,7 +209,7 @@ class VoiceStore:
             await self._refresh()
 
     async def _refresh(self) -> None:
-        found = await asyncio.to_thread(self._scan)
+        found, self._refused = await asyncio.to_thread(self._scan)
         added = sorted(set(found) - set(self._installed))
         removed = sorted(set(self._installed) - set(found))
         if added:
@@ -215,7 +225,7 @@ class VoiceStore:
         self._forget_blends()
         if unloaded:
             await asyncio.to_thread(release_memory)
-        for name, fingerprint in list(self._broken.items()):
+        for name, (fingerprint, _) in list(self._broken.items()):
             if name not in found or found[name].fingerprint != fingerprint:
                 del self._broken[name]
         self._installed = found
@@ -316,6 +326,14 @@ class VoiceStore:
 
     # -- selection ----------------------------------------------------------------------
 
+    def _unusable(self, name: str) -> VoiceUnavailable | None:
+        """The error for a voice that is installed but cannot be used, if ``name`` is one."""
+        why = self._broken[name][1] if name in self._broken else self._refused.get(name)
+        if why is None:
+            return None
+        return VoiceUnavailable(f"voice {name!r} is installed but cannot be used until its "
+                                f"files change: {why}")
+
     def _unknown_message(self, name: str, what: str = "voice") -> str:
         names = [spec.name for spec in self.installed()]
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
@@ -330,7 +348,7 @@ class VoiceStore:
                 return usable[name]
             if is_blend_name(name):
                 return self._resolve_blend(name, usable)
-            raise UnknownVoice(self._unknown_message(name))
+            raise self._unusable(name) or UnknownVoice(self._unknown_message(name))
         if language:
             wanted = _normalize_language(language)
             exact = [s for s in usable.values() if _normalize_language(s.language) == wanted]
@@ -346,14 +364,16 @@ class VoiceStore:
             return min(loose, key=lambda s: (s.name != self.default_voice,
                                              s.name not in self._resident, s.name))
         if self.default_voice not in usable:
-            raise UnknownVoice(self._unknown_message(self.default_voice, "default voice"))
+            raise self._unusable(self.default_voice) or UnknownVoice(
+                self._unknown_message(self.default_voice, "default voice"))
         return usable[self.default_voice]
 
     def _resolve_blend(self, name: str, usable: Mapping[str, VoiceSpec]) -> VoiceSpec:
         blend = parse_blend(name)
         for part, _ in blend.parts:
             if part not in usable:
-                raise UnknownVoice(self._unknown_message(part, f"voice blend {name!r}: voice"))
+                raise self._unusable(part) or UnknownVoice(
+                    self._unknown_message(part, f"voice blend {name!r}: voice"))
         blending = [n for n, engine in self._engines.items() if isinstance(engine, BlendsVoices)]
         return blend_spec(blend, [usable[part] for part, _ in blend.parts], blending)
 
@@ -435,7 +455,7 @@ class VoiceStore:
         except VoiceConfigError as err:
             _LOGGER.error("Voice %s is broken and will be skipped until its files "
                           "change: %s", spec.name, err)
-            self._broken[spec.name] = spec.fingerprint
+            self._broken[spec.name] = (spec.fingerprint, str(err))
             raise VoiceUnavailable(f"voice {spec.name!r} could not be loaded: {err}") from err
         if self._installed.get(spec.name) == spec:
             self._resident[spec.name] = loaded

@@ -72,6 +72,7 @@ __all__ = [
     "KokoroLoadedVoice",
     "espeak_language",
     "load_style",
+    "model_session",
     "speed",
 ]
 
@@ -79,6 +80,12 @@ _LOGGER = logging.getLogger(__name__)
 
 STYLE_DIM = 256
 """Floats per style row (Kokoro-82M)."""
+
+STYLE_LIMIT = 100.0
+"""The largest magnitude a style value may have. Kokoro's own 54 voices stay within
+3.2; a file of other data read as floats passes the size and finiteness checks often
+enough (a 1 KiB one about a third of the time) but holds values up to 1e38, which the
+model would turn into noise or NaN audio instead of a refusal."""
 
 SPEED_RANGE = (0.5, 2.0)
 """Speeds the model speaks well (kokoro-onnx refuses others); requests are clamped."""
@@ -109,7 +116,16 @@ def load_style(path: Path) -> npt.NDArray[np.float32]:
         raise ValueError(f"{path.name}: {flat.size} floats is not rows of {STYLE_DIM}")
     if not np.all(np.isfinite(flat)):
         raise ValueError(f"{path.name}: not finite")
+    if np.abs(flat).max() > STYLE_LIMIT:
+        raise ValueError(f"{path.name}: values up to {np.abs(flat).max():.3g}, not a "
+                         f"Kokoro style (whose values stay within {STYLE_LIMIT:g})")
     return flat.reshape(-1, 1, STYLE_DIM)
+
+
+def model_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+    """The session a Kokoro model runs in: the server's kind, with onnxruntime's CPU
+    arena, without which a third of a call's time is page faults (:mod:`.onnx_runs`)."""
+    return onnx_runs.cpu_session(str(path), threads, arena=True)
 
 
 def _file_in(directory: Path, config: dict[str, Any], key: str, config_path: Path) -> Path:
@@ -238,7 +254,7 @@ class KokoroEngine:
             known = self._models.get(spec.model_path)
             if known is not None and known.fingerprint == fingerprint and known.users:
                 return known
-        session = onnx_runs.cpu_session(str(spec.model_path), self._threads)
+        session = model_session(spec.model_path, self._threads)
         dtypes = input_dtypes(session)
         tokens_input = "input_ids" if "input_ids" in dtypes else "tokens"
         missing = {tokens_input, "style", "speed"} - set(dtypes)

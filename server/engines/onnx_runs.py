@@ -25,9 +25,11 @@ from .base import Cancelled, StopSignal
 __all__ = ["cpu_session", "run"]
 
 
-def cpu_session(model: bytes | str, threads: int) -> onnxruntime.InferenceSession:
+def cpu_session(model: bytes | str, threads: int, *, arena: bool = False,
+                ) -> onnxruntime.InferenceSession:
     """A CPU session as the server runs every model (a whole graph or a part, from a
-    path or bytes): ``threads`` per call, no spinning, no arena, no memory patterns."""
+    path or bytes): ``threads`` per call, no spinning, no memory patterns, and no arena
+    unless ``arena`` (see below why Kokoro's model wants one)."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -40,7 +42,13 @@ def cpu_session(model: bytes | str, threads: int) -> onnxruntime.InferenceSessio
     # memory went back to the arena's malloc heap, not to the system. Plain malloc
     # lets freed tensors go; measured on the joe voice, three long paragraphs took
     # RSS +419 MiB with the arena, +156 MiB without, at no measurable speed cost.
-    options.enable_cpu_mem_arena = False
+    #
+    # Kokoro's model is the exception: its calls allocate far more in large tensors (a
+    # 119-token sentence faulted in about 2 million fresh pages per call under the
+    # server's 1 MiB mmap threshold, :mod:`.native_memory`), so without the arena a
+    # third of its time went to the kernel: 7.3-9.8 s per call (3.1-3.5 s system)
+    # against 4.3-5.2 s (0.0-0.1 s system) with it, at 436 against 325 MiB peak RSS.
+    options.enable_cpu_mem_arena = arena
     # A memory pattern is planned and kept per input shape, and nearly every
     # sentence has a shape of its own: patterns pile up and each call takes one
     # block sized for the whole call instead of tensors freed as they die.
