@@ -63,6 +63,7 @@ from bench.wyoming_bench import (
     chorus_spec,
     connected,
     environment,
+    read_audio,
     running,
     wait_ready,
 )
@@ -151,12 +152,7 @@ async def stream(port: int, text: str, voice: str) -> SynthResult:
                     voice=SynthesizeVoice(name=voice)).event())
                 await client.write_event(SynthesizeChunk(text).event())
                 await client.write_event(SynthesizeStop().event())
-                while not reader.done:
-                    event = await client.read_event()
-                    if event is None:
-                        raise RequestFailed(f"connection closed after {reader.chunks} "
-                                            "chunk(s), before audio-stop")
-                    reader.feed(event)
+                await read_audio(client, reader)
         except TimeoutError as err:
             raise RequestFailed(f"timed out after {time.perf_counter() - sent:.0f} s") \
                 from err

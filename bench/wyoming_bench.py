@@ -324,6 +324,17 @@ class AudioReader:
         return self.pcm_bytes / 2 / self.rate if self.rate else 0.0
 
 
+async def read_audio(client: AsyncTcpClient, reader: AudioReader) -> None:
+    """Feed ``reader`` every event up to ``audio-stop``; a connection closed before it
+    is a :class:`RequestFailed`."""
+    while not reader.done:
+        event = await client.read_event()
+        if event is None:
+            raise RequestFailed(f"connection closed after {reader.chunks} chunk(s), "
+                                "before audio-stop")
+        reader.feed(event)
+
+
 async def synthesize(client: AsyncTcpClient, text: str) -> SynthResult:
     """One ``synthesize`` request, timed from sending it to receiving ``audio-stop``."""
     sent = time.perf_counter()
@@ -331,12 +342,7 @@ async def synthesize(client: AsyncTcpClient, text: str) -> SynthResult:
     try:
         await client.write_event(Synthesize(text=text).event())
         async with asyncio.timeout(REQUEST_TIMEOUT_S):
-            while not reader.done:
-                event = await client.read_event()
-                if event is None:
-                    raise RequestFailed(f"connection closed after {reader.chunks} chunk(s), "
-                                        "before audio-stop")
-                reader.feed(event)
+            await read_audio(client, reader)
     except TimeoutError as err:
         raise RequestFailed(f"timed out after {time.perf_counter() - sent:.1f} s with "
                             f"{reader.chunks} chunk(s) received") from err
