@@ -33,10 +33,12 @@ American English)."""
 GENDERS = {"f": "female", "m": "male"}
 """The second letter of a Kokoro voice name (``af_heart``: female)."""
 
-MEMORY_FACTOR = 2.2
-"""Resident bytes per model byte: the int8 model (92 MB) measured +128 MiB once its
-session was created and +200 MiB after its first sentence. One model file is loaded
-once, however many voices use it."""
+MEMORY_FACTOR = 8.0
+"""Resident bytes per model byte, at the worst: the int8 model (92 MB) measured +302 MiB
+once loaded and warmed, +331 MiB after a short sentence and +727 MiB after a 600-character
+one cut into batches near the 510-token limit (its session keeps onnxruntime's CPU arena,
+which holds the largest call's memory; without it each call was a third page faults).
+One model file is loaded once, however many voices use it."""
 
 DEFAULT_MODEL_BYTES = 92_361_271
 """The size assumed for a model not yet downloaded: kokoro-v1.0.int8.onnx, the published

@@ -372,7 +372,7 @@ KOKORO_MODEL_MIB = math.ceil(int(DEFAULT_MODEL_BYTES * MEMORY_FACTOR) / 2**20)
 
 
 def test_a_kokoro_model_raises_the_memory_once_however_many_voices_share_it() -> None:
-    assert KOKORO_MODEL_MIB == 194  # 92 MB int8 model x 2.2
+    assert KOKORO_MODEL_MIB == 705  # 92 MB int8 model x 8
     heart, george = _kokoro_voice("heart", "af_heart"), _kokoro_voice("george", "bm_george")
     shared = _with_kokoro(heart, george)
     assert server(shared)["resources"] == {
