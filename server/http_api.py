@@ -46,7 +46,7 @@ from .cache import AudioCache, CacheEntry, cache_key
 from .client_address import Network, TrustedProxies
 from .connections import LISTEN_BACKLOG
 from .engines.base import PCM, ReportsBackends, VoiceSpec
-from .errors import BadRequest, ChorusError, TextTooLong
+from .errors import BadRequest, ChorusError, TextTooLong, UnknownVoice
 from .http_connections import HttpConnections
 from .http_errors import error_body, error_response
 from .http_logging import ProtocolLog
@@ -66,6 +66,7 @@ from .on_demand import OfferedVoice
 from .openapi import DOC_PATHS, OPENAI_MODELS, PUBLIC_ROUTES, add_doc_routes, build_openapi
 from .rate_limit import ClientLimiter, TooManyRequests, client_id
 from .synthesis import Synthesizer, VoiceRequest
+from .voice_blends import InvalidVoiceBlend
 from .webpage import PUBLIC_PREFIXES, add_web_routes
 
 __all__ = ["HttpApi", "error_status"]
@@ -618,7 +619,12 @@ class HttpApi:
         return web.json_response({"voices": [self._describe(n) for n in self._names()]})
 
     async def voice(self, request: web.Request) -> web.Response:
-        return web.json_response(self._describe(request.match_info["name"]))
+        name = request.match_info["name"]
+        try:
+            return web.json_response(self._describe(name))
+        except InvalidVoiceBlend as err:  # a lookup: a name that is no voice is not found
+            raise UnknownVoice(f"voice {name!r} is not installed, nor a voice blend: "
+                               f"{err.message}") from err
 
     async def openai_voices(self, request: web.Request) -> web.Response:
         """Installed voices (and offered ones), then OpenAI names with the installed voice

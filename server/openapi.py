@@ -469,7 +469,7 @@ def _paths() -> dict[str, Any]:
         "/voices/{name}": {"get": {**_operation(
             "One installed voice", "voices",
             {"200": _json("The voice.", _ref("Voice")),
-             **_errors(401, 404, 500)}), "parameters": [name_param]}},
+             **_errors(401, 404, 503, 500)}), "parameters": [name_param]}},
         "/v1/audio/speech": {"post": _operation(
             "OpenAI-compatible speech", "openai",
             {"200": speech_ok, **_errors(*_SYNTH_ERRORS)}, body="OpenAISpeechRequest")},
