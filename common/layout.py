@@ -8,7 +8,9 @@ Other engines' voices live beside Piper's, each recognised by its entry file: a 
 voice is ``<root>/<voice>.kokoro.json``, which names its model and its style vectors,
 plain file names in the same directory (one Kokoro model serves many voices, so the
 model is shared, not copied per voice). Piper and wyoming-piper ignore these files, and
-a Kokoro model without an ``.onnx.json`` beside it is no Piper voice.
+a Kokoro model without an ``.onnx.json`` beside it is no Piper voice. An XTTS voice is
+``<root>/<voice>.xtts.json``, which names its reference clips (plain files beside it) and
+the checkpoint directory it speaks with (:mod:`chorus.common.xtts`).
 Files only ever appear complete (temp name in the same directory, fsync, ``os.replace``),
 so a reader that sees both files may use them; temp names are never voice names.
 """
@@ -24,6 +26,7 @@ __all__ = [
     "KOKORO_SUFFIX",
     "MODEL_SUFFIX",
     "TEMP_PREFIX",
+    "XTTS_SUFFIX",
     "VoiceEntry",
     "VoiceFiles",
     "file_fingerprint",
@@ -36,6 +39,7 @@ __all__ = [
 MODEL_SUFFIX = ".onnx"
 CONFIG_SUFFIX = ".onnx.json"
 KOKORO_SUFFIX = ".kokoro.json"
+XTTS_SUFFIX = ".xtts.json"
 TEMP_PREFIX = ".chorus-tmp-"
 """Prefix of files being written; they start with a dot so no scan mistakes them for voices."""
 
@@ -103,18 +107,22 @@ def find_voice_files(root: Path, *, report_unreadable: bool = False) -> list[Voi
 @dataclass(frozen=True)
 class VoiceEntry:
     """One voice of any engine: its name, its engine and the file that declares it (a
-    Piper voice's ``.onnx.json``, a Kokoro voice's ``.kokoro.json``)."""
+    Piper voice's ``.onnx.json``, a Kokoro voice's ``.kokoro.json``, an XTTS voice's
+    ``.xtts.json``)."""
 
     name: str
     engine: str
     config: Path
 
 
+_ENTRY_SUFFIXES = ((KOKORO_SUFFIX, "kokoro"), (XTTS_SUFFIX, "xtts"))
+
+
 def find_voice_entries(root: Path, *, report_unreadable: bool = False) -> list[VoiceEntry]:
     """Every voice under ``root``, of every engine, sorted by name (a Piper voice first
     when two engines' voices share a name). Piper voices need both files
-    (:func:`find_voice_files`); a Kokoro entry is listed as soon as it exists, its
-    engine checks the files it names. Errors as :func:`find_voice_files`."""
+    (:func:`find_voice_files`); a Kokoro or XTTS entry is listed as soon as it exists,
+    its engine checks the files it names. Errors as :func:`find_voice_files`."""
     entries = [VoiceEntry(files.name, "piper", files.config)
                for files in find_voice_files(root, report_unreadable=report_unreadable)]
     try:
@@ -122,7 +130,8 @@ def find_voice_entries(root: Path, *, report_unreadable: bool = False) -> list[V
     except OSError:
         names = []  # gone or unreadable since it was listed: as find_voice_files says
     for file_name in names:
-        stem = file_name[: -len(KOKORO_SUFFIX)]
-        if file_name.endswith(KOKORO_SUFFIX) and is_valid_voice_name(stem):
-            entries.append(VoiceEntry(stem, "kokoro", root / file_name))
+        for suffix, engine in _ENTRY_SUFFIXES:
+            stem = file_name[: -len(suffix)]
+            if file_name.endswith(suffix) and is_valid_voice_name(stem):
+                entries.append(VoiceEntry(stem, engine, root / file_name))
     return sorted(entries, key=lambda e: (e.name, e.engine != "piper"))

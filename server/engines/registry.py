@@ -30,6 +30,9 @@ class EngineOptions:
 
     threads_per_voice: int = 1
     """onnxruntime threads per model call (``--threads-per-worker``)."""
+    device: str = "cpu"
+    """Where models run, as resolved from ``--device`` at start-up: ``cpu`` or
+    ``cuda:N`` (never ``auto``: the server has chosen by the time engines are built)."""
 
 
 @dataclass(frozen=True)
