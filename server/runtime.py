@@ -27,6 +27,7 @@ from .cache import AudioCache
 from .connections import MAX_METRICS_CONNECTIONS, ConnectionCap, raise_open_file_limit
 from .discovery import Announcement, announce, announced_address
 from .engines.base import SynthesisParams
+from .engines.native_memory import trim_heaps
 from .engines.piper import PiperEngine
 from .engines.registry import EngineOptions, discover
 from .metrics import Metrics
@@ -76,7 +77,8 @@ class Runtime:
             preload=settings.preload,
             missing_engines=engines.missing,
         )
-        self.scheduler = Scheduler(settings.worker_count, max_jobs=settings.max_requests)
+        self.scheduler = Scheduler(settings.worker_count, max_jobs=settings.max_requests,
+                                   on_idle=trim_heaps)
         defaults = SynthesisParams(length_scale=settings.length_scale,
                                    noise_scale=settings.noise_scale,
                                    noise_w_scale=settings.noise_w_scale,

@@ -415,13 +415,31 @@ def _rate(voice: LoadedVoice) -> float:
     return float(voice.spec.sample_rate or 1)
 
 
-class Scheduler:
-    """A fixed pool of worker threads shared by every job of every front door."""
+IDLE_AFTER = 1.0
+"""Seconds without model calls after which the scheduler runs its ``on_idle`` hook."""
 
-    def __init__(self, workers: int, max_jobs: int = 64, lookahead: int | None = None) -> None:
+
+class Scheduler:
+    """A fixed pool of worker threads shared by every job of every front door.
+
+    ``on_idle`` runs on a worker once no model call has run for :data:`IDLE_AFTER`
+    seconds after some have: the server hands free heap pages back to the system there
+    (:func:`~chorus.server.engines.native_memory.trim_heaps`), while calls in quick
+    succession keep them and fault nothing in afresh.
+    """
+
+    def __init__(self, workers: int, max_jobs: int = 64, lookahead: int | None = None,
+                 on_idle: Callable[[], None] | None = None,
+                 idle_after: float = IDLE_AFTER) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers = workers
+        self.on_idle = on_idle
+        self.idle_after = idle_after
+        self._idle_due = False
+        """Model calls have run since ``on_idle`` last did."""
+        self.idle_runs = 0
+        """How often ``on_idle`` has run (a counter, for tests and metrics)."""
         self.max_jobs = max_jobs
         self.lookahead = lookahead or LOOKAHEAD_PER_WORKER * workers
         self._cond = threading.Condition()
@@ -529,18 +547,49 @@ class Scheduler:
         now = time.monotonic()
         return min(runnable, key=lambda job: job.priority(now, self.paces.get(job.next_voice)))
 
+    def _idle_hook_waiting(self) -> bool:
+        """Whether a free worker should wait out :attr:`idle_after` (lock held)."""
+        return self._idle_due and self._busy == 0 and self.on_idle is not None
+
+    def _run_idle_hook(self, hook: Callable[[], None]) -> None:
+        try:
+            hook()
+        except Exception:  # a hook's failure must not take a worker down
+            _LOGGER.exception("The scheduler's idle hook failed")
+        with self._cond:
+            self.idle_runs += 1
+
+    def _wait_for_work(self) -> tuple[Job, Item | None, float] | Callable[[], None] | None:
+        """(Lock held.) The next job, its item and lead; or the idle hook to run, once
+        no call has run for :attr:`idle_after` s; or ``None`` when stopping."""
+        job = self.pick()
+        while job is None:
+            if self._stopping:
+                return None
+            hook = self.on_idle
+            if hook is not None and self._idle_hook_waiting():
+                timed_out = not self._cond.wait(self.idle_after)
+                job = self.pick()
+                if job is None and timed_out and self._idle_hook_waiting():
+                    self._idle_due = False
+                    return hook
+                continue
+            self._cond.wait()
+            job = self.pick()
+        item, lead = job.take(time.monotonic(), self.paces.get(job.next_voice))
+        self._busy += 1
+        return job, item, lead
+
     def _work(self) -> None:
         while True:
             with self._cond:
-                job = self.pick()
-                while job is None:
-                    if self._stopping:
-                        return
-                    self._cond.wait()
-                    job = self.pick()
-                item: Item | None
-                item, lead = job.take(time.monotonic(), self.paces.get(job.next_voice))
-                self._busy += 1
+                work = self._wait_for_work()
+            if work is None:
+                return
+            if callable(work):
+                self._run_idle_hook(work)
+                continue
+            job, item, lead = work
             while item is not None:
                 began = time.perf_counter()
                 result = job.run(item, lead)
@@ -548,6 +597,7 @@ class Scheduler:
                 with self._cond:
                     if isinstance(result, Cancelled):
                         self.cancelled_calls += 1
+                    self._idle_due = True
                     self.paces.observe(item.voice, took, job.work(item, result))
                     item = job.complete(item, result)
                     if item is None:

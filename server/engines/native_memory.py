@@ -1,18 +1,20 @@
 """How freed native memory (onnxruntime tensors, voice weights) gets back to the system.
 
 onnxruntime allocates a model call's tensors with plain ``malloc`` (the CPU arena is
-off, see :meth:`~chorus.server.engines.piper.PiperEngine.session`). glibc serves
+off for Piper, see :func:`~chorus.server.engines.onnx_runs.cpu_session`). glibc serves
 blocks above its mmap threshold with ``mmap`` and unmaps them when freed, but raises
 that threshold to the size of every mmapped block freed (up to 32 MiB), so after the
-first long sentence the next ones' tensors of a few MiB land in the worker threads'
-heaps, where freed pages stay resident and fragment. Measured on the joe voice (three
-ever longer paragraphs, then short sentences again): RSS +305 MiB for good with glibc's
-defaults, +0.1 MiB with a fixed threshold of 256 KiB, +2 MiB with this module's 1 MiB
-and onnxruntime's memory patterns off.
+first sentences a call's tensors of a few MiB land in the worker threads' heaps, where
+freed pages stay resident: after ever longer paragraphs, RSS stayed +305 MiB for good
+(joe voice, then short sentences again).
 
-A fixed threshold (``mallopt(M_MMAP_THRESHOLD)`` also turns the adjustment off) makes
-every tensor above it an ``mmap`` of its own that is returned when freed; small
-objects stay in the heaps. Both calls are no-ops where the C library is not glibc.
+A fixed threshold (``mallopt(M_MMAP_THRESHOLD)``, 1 MiB) fixed that by making every
+large tensor an ``mmap`` of its own, but each call then faults in its tensors' pages
+afresh: on a 2-core VM of 2026-12-06, 7 requests of 199 characters took 3.6-3.9 s of
+system time against 0.4-0.8 s with glibc's defaults, and a request 842-931 ms against
+525-671 ms (raw piper-tts: 533 ms). So the heaps keep their pages while the server
+works, and :func:`trim_heaps` hands the free ones back once it has been idle for a
+moment (the scheduler calls it; see :class:`~chorus.server.scheduler.Scheduler`).
 """
 
 from __future__ import annotations
@@ -22,18 +24,9 @@ import ctypes.util
 import gc
 import logging
 
-__all__ = ["MMAP_THRESHOLD", "release_memory", "return_large_blocks_when_freed"]
+__all__ = ["release_memory", "trim_heaps"]
 
 _LOGGER = logging.getLogger(__name__)
-
-_M_MMAP_THRESHOLD = -3
-"""glibc's ``mallopt`` parameter number (malloc.h)."""
-
-MMAP_THRESHOLD = 1 << 20
-"""Blocks from 1 MiB up are mmapped: the large activation tensors of a model call, not
-the interpreter's small objects. Measured with other work on the machine: CPU time per
-paragraph 19.0-20.0 s against 16.2-19.1 s with glibc's defaults; the fresh pages cost a
-few per cent at most."""
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -42,7 +35,7 @@ def _load_libc() -> ctypes.CDLL | None:
         libc = ctypes.CDLL(name) if name else None
     except OSError:
         return None
-    if libc is None or not hasattr(libc, "malloc_trim") or not hasattr(libc, "mallopt"):
+    if libc is None or not hasattr(libc, "malloc_trim"):
         return None
     return libc
 
@@ -50,11 +43,13 @@ def _load_libc() -> ctypes.CDLL | None:
 _LIBC = _load_libc()
 
 
-def return_large_blocks_when_freed() -> None:
-    """Fix glibc's mmap threshold (see the module docstring); call before models run."""
-    if _LIBC is not None and not _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD):
-        _LOGGER.warning("mallopt(M_MMAP_THRESHOLD) refused; memory freed after long "
-                        "sentences may stay resident")
+def trim_heaps() -> None:
+    """Return the free pages of every malloc heap (each worker thread has one) to the
+    system: ``malloc_trim(0)`` releases whole free pages inside the heaps, not only at
+    their tops. A no-op where the C library is not glibc. Costs a walk over the heaps'
+    free blocks; the pages it returns are faulted in again by the next calls."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def release_memory() -> None:
@@ -65,5 +60,4 @@ def release_memory() -> None:
     fall. ``malloc_trim(0)`` returns the free pages of every heap.
     """
     gc.collect()  # sessions caught in reference cycles go now, not at some later GC
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    trim_heaps()

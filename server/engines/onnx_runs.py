@@ -44,10 +44,11 @@ def cpu_session(model: bytes | str, threads: int, *, arena: bool = False,
     # RSS +419 MiB with the arena, +156 MiB without, at no measurable speed cost.
     #
     # Kokoro's model is the exception: its calls allocate far more in large tensors (a
-    # 119-token sentence faulted in about 2 million fresh pages per call under the
-    # server's 1 MiB mmap threshold, :mod:`.native_memory`), so without the arena a
-    # third of its time went to the kernel: 7.3-9.8 s per call (3.1-3.5 s system)
-    # against 4.3-5.2 s (0.0-0.1 s system) with it, at 436 against 325 MiB peak RSS.
+    # 119-token sentence faulted in about 2 million fresh pages per call under the fixed
+    # 1 MiB mmap threshold the server once set, see :mod:`.native_memory`), so without
+    # the arena a third of its time went to the kernel: 7.3-9.8 s per call (3.1-3.5 s
+    # system) against 4.3-5.2 s (0.0-0.1 s system) with it, at 436 against 325 MiB peak
+    # RSS.
     options.enable_cpu_mem_arena = arena
     # A memory pattern is planned and kept per input shape, and nearly every
     # sentence has a shape of its own: patterns pile up and each call takes one

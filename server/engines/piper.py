@@ -56,7 +56,6 @@ from . import onnx_runs
 from .backend_gates import BackendChoice, PartChoice, Wanted, choose
 from .backends import Backend, OnnxRuntime, OpenVino, openvino_available
 from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
-from .native_memory import return_large_blocks_when_freed
 from .piper_build import Builder, SplitReport
 from .piper_windows import DEFAULT_WINDOWS, Sentence, SplitGraph, plan_windows
 
@@ -177,9 +176,6 @@ class PiperEngine:
     """``--precision`` (used by OpenVINO only; onnxruntime runs f32)."""
     workers: int = 1
     """Model calls that may run at once (OpenVINO compiles one stream per worker)."""
-
-    def __post_init__(self) -> None:
-        return_large_blocks_when_freed()
 
     def read_spec(self, config_path: Path, name: str) -> VoiceSpec:
         model_path = config_path.with_suffix("")  # <voice>.onnx.json -> <voice>.onnx

@@ -7,6 +7,7 @@ voice goes through the same scheduler in the integration tests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import threading
 import time
@@ -484,3 +485,47 @@ async def test_a_job_that_ends_normally_cancels_nothing(scheduler: Scheduler) ->
     job.close()
     assert await _collect(job) == [0, 1, 2, 3]
     assert scheduler.cancelled_calls == 0
+
+
+async def test_idle_hook_runs_once_per_quiet_spell_after_work() -> None:
+    """The server trims its heaps there: once after calls, not while none have run."""
+    calls: list[float] = []
+    scheduler = Scheduler(workers=2, on_idle=lambda: calls.append(time.monotonic()),
+                          idle_after=0.2)
+    scheduler.start()
+    try:
+        await asyncio.sleep(0.5)
+        assert calls == []  # nothing ran yet: nothing to give back
+        job = scheduler.open(RecordingVoice(), SynthesisParams())
+        job.add_units([[1, 1], [2, 1]])
+        job.close()
+        ended = time.monotonic()
+        assert await _collect(job) == [1, 2]
+        await _until(lambda: len(calls) == 1)
+        assert calls[0] - ended >= 0.2
+        await asyncio.sleep(0.6)
+        assert len(calls) == 1  # once per quiet spell, by one worker
+        assert scheduler.idle_runs == 1
+    finally:
+        await scheduler.stop()
+
+
+def _ran(scheduler: Scheduler, runs: int) -> bool:
+    return scheduler.idle_runs == runs
+
+
+async def test_a_failing_idle_hook_leaves_the_workers_working() -> None:
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    scheduler = Scheduler(workers=1, on_idle=broken, idle_after=0.05)
+    scheduler.start()
+    try:
+        for runs in (1, 2):
+            job = scheduler.open(RecordingVoice(), SynthesisParams())
+            job.add_units([[runs, 1]])
+            job.close()
+            assert await _collect(job) == [runs]
+            await _until(functools.partial(_ran, scheduler, runs))
+    finally:
+        await scheduler.stop()
