@@ -56,6 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     install_kokoro_voice(voices, OTHER_MODEL, other, style="af_nicole")
     log = tmp_path_factory.mktemp("logs") / "blend-server.log"
     proc = ServerProcess(["--voices-dir", str(voices), "--default-voice", BELLA,
+                          "--openai-voice", f"nova={BELLA}+{SKY}",
                           "--cache-dir", str(tmp_path_factory.mktemp("cache"))], log,
                          env=CACHE_ON)
     yield proc
@@ -238,6 +239,39 @@ async def test_openai_sdk_speaks_a_blend_and_raises_on_a_bad_one(
         await client.audio.speech.create(model="tts-1", voice=f"af_bela+{SKY}", input=TEXT)
     assert "did you mean af_bella" in str(missing.value)
     await client.close()
+
+
+async def test_an_openai_voice_name_maps_to_a_blend(server: ServerProcess) -> None:
+    """``--openai-voice nova=af_bella+af_sky``: the SDK's ``nova`` speaks the blend."""
+    client = openai.AsyncOpenAI(base_url=server.http_url + "/v1", api_key="unused",
+                                max_retries=0, timeout=60)
+    response = await client.audio.speech.create(model="tts-1", voice="nova", input=TEXT,
+                                                response_format="pcm")
+    await client.close()
+    assert response.response.headers["X-Voice"] == "af_bella(0.5)+af_sky(0.5)"
+    pcm = np.frombuffer(response.content, dtype=np.int16)
+    assert _same(pcm, await _speak(server, f"{BELLA}+{SKY}"))
+
+
+async def test_ssml_switches_to_a_blend_and_back(server: ServerProcess) -> None:
+    first, second = "The first part is Bella's.", "The second part is a blend."
+    alone_first = await _speak(server, BELLA, first)
+    alone_second = await _speak(server, f"{BELLA}+{SKY}", second)
+    async with server.client() as client:
+        await client.write_event(Synthesize(
+            f'<speak>{first} <voice name="{BELLA} + {SKY}">{second}</voice></speak>',
+            voice=SynthesizeVoice(name=BELLA)).event())
+        events = await read_until(client, "audio-stop", limit=120)
+    assert [e.data["rate"] for e in events if e.type == "audio-start"] == [24000]
+    mixed = np.frombuffer(pcm_of(events), dtype=np.int16)
+    assert _same(mixed[:len(alone_first)], alone_first)
+    assert _same(mixed[len(mixed) - len(alone_second):], alone_second)
+    async with server.client() as client:
+        await client.write_event(Synthesize(
+            f'<speak>Hi. <voice name="{BELLA}+af_bela">Bye.</voice></speak>').event())
+        error = (await read_until(client, "error", limit=40))[-1]
+    assert error.data["code"] == "unknown-voice", error.data
+    assert "did you mean af_bella" in error.data["text"]
 
 
 # -- the store, in process: what a blend holds ------------------------------------------
