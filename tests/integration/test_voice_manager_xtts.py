@@ -252,3 +252,33 @@ def test_voices_list_engine_xtts(tmp_path: Path, voice_server: VoiceServer) -> N
     assert (row["name"], row["checkpoint"], row["origin"], row["state"]) == (
         "narrator", "XTTS-v2", "manifest", "installed")
     assert row["sha256"] == _sha(CLIPS["narrator"])
+
+
+def test_voices_sync_refuses_an_unaccepted_licence_and_a_piper_shaped_source(
+        tmp_path: Path, voice_server: VoiceServer) -> None:
+    """``chorus voices sync --manifest``, which no API server validates, holds the same
+    rules: the licence refusal is a failed required voice, a wrong shape a bad manifest."""
+    _serve(voice_server)
+    manifest, dest = tmp_path / "manifest.json", tmp_path / "voices"
+    voice = _voice(voice_server, "narrator", accept=False)
+    manifest.write_text(json.dumps({"version": 1, "voices": [voice]}))
+    run = [*CHORUS, "voices", "sync", "--manifest", str(manifest), "--dest", str(dest),
+           "--once", "--hf-endpoint", voice_server.base]
+    refused = subprocess.run(run, capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ), check=False)
+    assert refused.returncode == 1
+    assert "required voice narrator failed" in refused.stderr
+    assert "acceptLicense: CPML" in refused.stderr and LICENSE_URL in refused.stderr
+    assert voice_server.requests == []
+    voice["source"]["xtts"]["acceptLicense"] = "CPML"
+    manifest.write_text(json.dumps({"version": 1, "voices": [voice]}))
+    accepted = subprocess.run(run, capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ), check=False)
+    assert accepted.returncode == 0, accepted.stderr
+    assert XttsEntry.read(dest / "narrator.xtts.json").origin == "manifest"
+    manifest.write_text(json.dumps({"version": 1, "voices": [
+        {**voice, "source": {"huggingFace": {}}}]}))
+    wrong = subprocess.run(run, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ), check=False)
+    assert wrong.returncode != 0
+    assert "engine 'xtts' needs source.xtts" in wrong.stderr
