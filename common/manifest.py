@@ -15,7 +15,11 @@ Each engine has its own source shape. A Piper voice is two files in one place (a
 folder, two URLs, a directory). A Kokoro voice is a shared model plus the voice's style
 vectors, two files that usually come from different places, so ``{"kokoro": {"model":
 <file>, "style": <file>}}`` names each file on its own, each with its own sha256
-(:class:`KokoroSource`). Which engine takes which shape is :func:`check_engine`'s rule.
+(:class:`KokoroSource`). An XTTS voice is cloned from reference clips and spoken by a
+checkpoint shared by every XTTS voice that names it: ``{"xtts": {"clips": [<file>, ...],
+"language": ..., "checkpoint": {...}, "acceptLicense": "CPML"}}`` (:class:`XttsSource`).
+Which engine takes which shape is :func:`check_engine`'s rule; whether a checkpoint may
+be fetched at all (its licence accepted) is :func:`license_refusal`'s.
 """
 
 from __future__ import annotations
@@ -31,8 +35,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from .layout import is_valid_voice_name
+from .xtts import (
+    CHECKPOINT_OPTIONAL_FILES,
+    DEFAULT_CHECKPOINT,
+    HF_REPO,
+    LANGUAGES,
+    LICENSE_NAME,
+    LICENSE_URL,
+    MAX_CLIPS,
+)
 
 __all__ = [
+    "CLIP_KINDS",
     "DEFAULT_HF_REPO",
     "DEFAULT_KOKORO_REPO",
     "ENGINES",
@@ -42,8 +56,12 @@ __all__ = [
     "PIPER_KINDS",
     "SOURCE_KINDS",
     "SOURCE_RECORDS",
+    "XTTS_CHECKPOINT_KINDS",
+    "XTTS_URL_FILES",
     "DesiredVoice",
+    "Engine",
     "FileSource",
+    "HuggingFaceClip",
     "HuggingFaceFile",
     "HuggingFaceSource",
     "JsonKey",
@@ -56,10 +74,16 @@ __all__ = [
     "Source",
     "UrlFile",
     "UrlSource",
+    "XttsCheckpoint",
+    "XttsHubCheckpoint",
+    "XttsSource",
+    "XttsUrlCheckpoint",
     "check_engine",
     "check_verifiable",
+    "checkpoint_to_dict",
     "file_to_dict",
     "json_keys",
+    "license_refusal",
     "load_manifest",
     "parse_file",
     "parse_manifest",
@@ -74,8 +98,9 @@ DEFAULT_HF_REPO = "rhasspy/piper-voices"
 DEFAULT_KOKORO_REPO = "onnx-community/Kokoro-82M-v1.0-ONNX"
 """Kokoro-82M v1.0 as ONNX (``onnx/model_quantized.onnx``) with every voice's style
 vectors as raw float32 (``voices/<voice>.bin``), the files kokoro-js downloads."""
-ENGINES = ("piper", "kokoro")
+ENGINES = ("piper", "kokoro", "xtts")
 """The engines a manifest entry may name; the first is the default."""
+Engine = Literal["piper", "kokoro", "xtts"]
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,255}$")
@@ -252,30 +277,107 @@ class KokoroSource:
     style: FileSource
 
 
-Source = HuggingFaceSource | UrlSource | LocalSource | KokoroSource
+@dataclass(frozen=True)
+class HuggingFaceClip(HuggingFaceFile):
+    """A reference clip in a Hugging Face repo: a :class:`HuggingFaceFile` whose repo is
+    always given (no repo is where clips are by default)."""
+
+    repo: str = field(metadata=_checked(_repo))
+
+
+CLIP_KINDS: dict[str, type[FileSource]] = {
+    "huggingFace": HuggingFaceClip, "url": UrlFile, "local": LocalFile}
+"""Kinds of one reference clip's source, by the JSON key that selects them."""
+
+
+@dataclass(frozen=True)
+class XttsHubCheckpoint:
+    """The checkpoint's files at the root of a Hugging Face repo at a pinned revision
+    (the required files, :data:`chorus.common.xtts.CHECKPOINT_FILES`), each verified
+    against the hub's LFS sha256 or git blob id."""
+
+    repo: str = field(default=HF_REPO, metadata=_checked(_repo))
+    revision: str = field(default="main", metadata=_checked(_revision))
+
+
+@dataclass(frozen=True)
+class XttsUrlCheckpoint:
+    """The checkpoint's files at HTTP(S) URLs, each with its sha256; ``speakers`` (the
+    built-in speakers file) is optional."""
+
+    config: UrlFile
+    model: UrlFile
+    vocab: UrlFile
+    speakers: UrlFile | None = None
+
+
+XTTS_URL_FILES = {"config": "config.json", "model": "model.pth", "vocab": "vocab.json",
+                  "speakers": CHECKPOINT_OPTIONAL_FILES[0]}
+"""The file each key of :class:`XttsUrlCheckpoint` names in the checkpoint directory."""
+
+XttsCheckpointSource = XttsHubCheckpoint | XttsUrlCheckpoint | LocalSource
+
+XTTS_CHECKPOINT_KINDS = ("huggingFace", "url", "local")
+"""Where a checkpoint comes from, by the JSON key that selects it; ``local`` is a
+directory holding the files (a :class:`LocalSource`)."""
+
+
+@dataclass(frozen=True)
+class XttsCheckpoint:
+    """The checkpoint an XTTS voice speaks with: where its files come from and the name
+    of its directory in the volume (voices naming the same directory share it)."""
+
+    source: XttsCheckpointSource
+    name: str = DEFAULT_CHECKPOINT
+
+    @property
+    def fetched(self) -> bool:
+        """True when the voice manager downloads it (from a hub or URLs)."""
+        return not isinstance(self.source, LocalSource)
+
+
+@dataclass(frozen=True)
+class XttsSource:
+    """An XTTS voice: reference clips (1 to :data:`~chorus.common.xtts.MAX_CLIPS`), the
+    language it speaks by default (and any others it offers), the checkpoint, and the
+    acceptance of the checkpoint's licence (:func:`license_refusal`)."""
+
+    clips: tuple[FileSource, ...]
+    language: str
+    checkpoint: XttsCheckpoint
+    languages: tuple[str, ...] = ()
+    accept_license: str | None = None
+
+
+Source = HuggingFaceSource | UrlSource | LocalSource | KokoroSource | XttsSource
 
 PIPER_KINDS: dict[str, type[HuggingFaceSource | UrlSource | LocalSource]] = {
     "huggingFace": HuggingFaceSource, "url": UrlSource, "local": LocalSource}
 """A Piper voice's source kinds, by the one JSON key that selects them."""
 
-SOURCE_KINDS: dict[str, type[Source]] = {**PIPER_KINDS, "kokoro": KokoroSource}
+SOURCE_KINDS: dict[str, type[Source]] = {**PIPER_KINDS, "kokoro": KokoroSource,
+                                         "xtts": XttsSource}
 """Source kinds by the one JSON key that selects them (``{"url": {...}}``)."""
 
 KOKORO_PARTS = ("model", "style")
 """The files of a :class:`KokoroSource`, its JSON keys and attributes alike."""
 
 SOURCE_RECORDS: dict[tuple[str, ...], type[HuggingFaceSource | UrlSource | LocalSource
-                                          | FileSource]] = {
+                                          | FileSource | XttsHubCheckpoint]] = {
     **{(kind,): record for kind, record in PIPER_KINDS.items()},
     **{("kokoro", part, kind): record for part in KOKORO_PARTS
-       for kind, record in FILE_KINDS.items()}}
-"""Every flat record a source may hold, by its path below ``source`` (the table the
-CRD schema is compared with)."""
+       for kind, record in FILE_KINDS.items()},
+    **{("xtts", "clips", "[]", kind): record for kind, record in CLIP_KINDS.items()},
+    ("xtts", "checkpoint", "huggingFace"): XttsHubCheckpoint,
+    ("xtts", "checkpoint", "local"): LocalSource,
+    **{("xtts", "checkpoint", "url", key): UrlFile for key in XTTS_URL_FILES}}
+"""Every flat record a source may hold, by its path below ``source`` (``[]``: each item
+of a list); the table the CRD schema is compared with."""
 
 _KIND_NAMES = ", ".join(SOURCE_KINDS)
 _FILE_KIND_NAMES = ", ".join(FILE_KINDS)
 _R = TypeVar("_R", bound=HuggingFaceSource | UrlSource | LocalSource | Sha256
-             | HuggingFaceFile | UrlFile | LocalFile)
+             | HuggingFaceFile | UrlFile | LocalFile | XttsHubCheckpoint)
 
 
 @dataclass(frozen=True)
@@ -317,7 +419,7 @@ def json_keys(record: type[_R]) -> tuple[JsonKey, ...]:
 
 
 def record_to_dict(record: HuggingFaceSource | UrlSource | LocalSource | Sha256 | FileSource
-                   ) -> dict[str, Any]:
+                   | XttsHubCheckpoint) -> dict[str, Any]:
     """A record as its JSON object; absent optional values (``None``) are left out."""
     values = ((k.key, getattr(record, k.attribute)) for k in json_keys(type(record)))
     return {key: value for key, value in values if value is not None}
@@ -329,8 +431,34 @@ def file_to_dict(source: FileSource) -> dict[str, Any]:
     return {kind: record_to_dict(source)}
 
 
+def checkpoint_to_dict(checkpoint: XttsCheckpoint) -> dict[str, Any]:
+    """An XTTS checkpoint as its JSON object: its ``name`` and its one source kind."""
+    source = checkpoint.source
+    body: dict[str, Any]
+    if isinstance(source, XttsUrlCheckpoint):
+        body = {"url": {key: record_to_dict(getattr(source, key)) for key in XTTS_URL_FILES
+                        if getattr(source, key) is not None}}
+    else:
+        body = {"huggingFace" if isinstance(source, XttsHubCheckpoint) else "local":
+                record_to_dict(source)}
+    return {"name": checkpoint.name, **body}
+
+
+def _xtts_to_dict(source: XttsSource) -> dict[str, Any]:
+    data: dict[str, Any] = {"clips": [file_to_dict(clip) for clip in source.clips],
+                            "language": source.language}
+    if source.languages:
+        data["languages"] = list(source.languages)
+    data["checkpoint"] = checkpoint_to_dict(source.checkpoint)
+    if source.accept_license is not None:
+        data["acceptLicense"] = source.accept_license
+    return data
+
+
 def source_to_dict(source: Source) -> dict[str, Any]:
     """``{"<kind>": {...}}``, the JSON shape of a source in the manifest and the CRD."""
+    if isinstance(source, XttsSource):
+        return {"xtts": _xtts_to_dict(source)}
     if isinstance(source, KokoroSource):
         return {"kokoro": {part: file_to_dict(getattr(source, part)) for part in KOKORO_PARTS}}
     (kind,) = (k for k, record in PIPER_KINDS.items() if isinstance(source, record))
@@ -346,7 +474,7 @@ class DesiredVoice:
 
     name: str
     source: Source
-    engine: Literal["piper", "kokoro"] = "piper"
+    engine: Engine = "piper"
     required: bool = True
     sha256: Sha256 | None = None
 
@@ -406,15 +534,66 @@ def _record(record: type[_R], value: Any, where: str) -> _R:
                      for k in keys if k.key in obj})
 
 
-def parse_file(value: Any, where: str) -> FileSource:
+def parse_file(value: Any, where: str,
+               kinds: dict[str, type[FileSource]] = FILE_KINDS) -> FileSource:
     """``{"<kind>": {...}}`` -> one file's source; raises :class:`ManifestError`."""
     if not isinstance(value, dict) or len(value) != 1:
         raise ManifestError(f"{where} needs exactly one of {_FILE_KIND_NAMES}")
     kind, body = next(iter(value.items()))
-    record = FILE_KINDS.get(kind)
+    record = kinds.get(kind)
     if record is None:
         raise ManifestError(f"{where}.{kind}: unknown source kind (expected {_FILE_KIND_NAMES})")
     return _record(record, body, f"{where}.{kind}")
+
+
+def _language(value: Any, where: str) -> str:
+    if value not in LANGUAGES:
+        raise ManifestError(f"{where}: expected one of {', '.join(LANGUAGES)}, got {value!r}")
+    return str(value)
+
+
+def _parse_checkpoint(value: Any, where: str) -> XttsCheckpoint:
+    obj = _object(value, where, set(), {"name", *XTTS_CHECKPOINT_KINDS})
+    kinds = [kind for kind in XTTS_CHECKPOINT_KINDS if kind in obj]
+    if len(kinds) != 1:
+        raise ManifestError(f"{where} needs exactly one of {', '.join(XTTS_CHECKPOINT_KINDS)}")
+    name = _string(obj.get("name", DEFAULT_CHECKPOINT), f"{where}.name")
+    if not is_valid_voice_name(name):
+        raise ManifestError(f"{where}.name: unsafe directory name {name!r}")
+    kind = kinds[0]
+    at = f"{where}.{kind}"
+    source: XttsCheckpointSource
+    if kind == "huggingFace":
+        source = _record(XttsHubCheckpoint, obj[kind], at)
+    elif kind == "local":
+        source = _record(LocalSource, obj[kind], at)
+    else:
+        urls = _object(obj[kind], at, {"config", "model", "vocab"}, {"speakers"})
+        source = XttsUrlCheckpoint(**{key: _record(UrlFile, body, f"{at}.{key}")
+                                      for key, body in urls.items()})
+    return XttsCheckpoint(source, name)
+
+
+def _parse_xtts(value: Any, where: str) -> XttsSource:
+    obj = _object(value, where, {"clips", "language", "checkpoint"},
+                  {"languages", "acceptLicense"})
+    clips = obj["clips"]
+    if not isinstance(clips, list) or not 1 <= len(clips) <= MAX_CLIPS:
+        raise ManifestError(f"{where}.clips: expected a list of 1 to {MAX_CLIPS} clips")
+    language = _language(obj["language"], f"{where}.language")
+    languages = obj.get("languages", [])
+    if not isinstance(languages, list):
+        raise ManifestError(f"{where}.languages: expected a list")
+    accepted = obj.get("acceptLicense")
+    if accepted is not None and accepted != LICENSE_NAME:
+        raise ManifestError(f"{where}.acceptLicense: the checkpoint's licence is "
+                            f"{LICENSE_NAME} ({LICENSE_URL}); got {accepted!r}")
+    return XttsSource(
+        tuple(parse_file(clip, f"{where}.clips[{i}]", CLIP_KINDS) for i, clip in enumerate(clips)),
+        language, _parse_checkpoint(obj["checkpoint"], f"{where}.checkpoint"),
+        tuple(dict.fromkeys(_language(code, f"{where}.languages[{i}]")
+                            for i, code in enumerate(languages))),
+        accepted)
 
 
 def parse_source(value: Any, where: str) -> Source:
@@ -422,6 +601,8 @@ def parse_source(value: Any, where: str) -> Source:
     if not isinstance(value, dict) or len(value) != 1:
         raise ManifestError(f"{where} needs exactly one of {_KIND_NAMES}")
     kind, body = next(iter(value.items()))
+    if kind == "xtts":
+        return _parse_xtts(body, f"{where}.xtts")
     if kind == "kokoro":
         obj = _object(body, f"{where}.kokoro", set(KOKORO_PARTS))
         return KokoroSource(*(parse_file(obj[part], f"{where}.kokoro.{part}")
@@ -449,7 +630,8 @@ def check_verifiable(source: Source, sha256: Sha256 | None, where: str = "") -> 
 
 def check_engine(engine: str, source: Source, sha256: Sha256 | None, where: str = "") -> None:
     """Refuse a source of another engine's shape: a Kokoro voice has ``source.kokoro``
-    (and pins each file there), a Piper voice any other kind.
+    (and pins each file there), an XTTS voice ``source.xtts`` (likewise), a Piper voice
+    any other kind.
 
     The rule between ``engine``, ``source`` and ``sha256``, for every reader of them;
     the CRD's CEL rules say the same to the API server.
@@ -462,11 +644,39 @@ def check_engine(engine: str, source: Source, sha256: Sha256 | None, where: str 
         raise ManifestError(
             f"{prefix}engine {engine!r} needs "
             + ("source.kokoro (model and style)" if engine == "kokoro"
-               else f"one of {', '.join(PIPER_KINDS)} as its source (source.kokoro is "
-                    "for engine 'kokoro')"))
-    if isinstance(source, KokoroSource) and sha256 is not None:
+               else f"{_engine_shape(engine)} as its source (source.kokoro is for engine "
+                    "'kokoro')"))
+    if (engine == "xtts") != isinstance(source, XttsSource):
+        raise ManifestError(
+            f"{prefix}engine {engine!r} needs {_engine_shape(engine)} as its source "
+            "(source.xtts is for engine 'xtts')")
+    if isinstance(source, KokoroSource | XttsSource) and sha256 is not None:
         raise ManifestError(f"{prefix}sha256 pins a Piper voice's model and config; a Kokoro "
-                            "voice pins each file in source.kokoro")
+                            "voice pins each file in source.kokoro, an XTTS voice each file "
+                            "in source.xtts")
+
+
+def _engine_shape(engine: str) -> str:
+    if engine == "xtts":
+        return "source.xtts (clips, language, checkpoint)"
+    return "source.kokoro (model and style)" if engine == "kokoro" else (
+        f"one of {', '.join(PIPER_KINDS)}")
+
+
+def license_refusal(source: Source) -> str | None:
+    """Why the voice manager must not fetch this source's checkpoint, or None.
+
+    The XTTS v2 checkpoint is published under the Coqui Public Model License (CPML, non
+    commercial): it is downloaded only for a voice whose source says
+    ``acceptLicense: CPML``. A local checkpoint is not downloaded: whoever put it there
+    obtained it, and accepted its licence, already; it needs no acceptance here.
+    """
+    if (not isinstance(source, XttsSource) or not source.checkpoint.fetched
+            or source.accept_license == LICENSE_NAME):
+        return None
+    return (f"the XTTS checkpoint is licensed under the Coqui Public Model License "
+            f"({LICENSE_NAME}, {LICENSE_URL}); set source.xtts.acceptLicense: {LICENSE_NAME} "
+            "to accept it, or give a local checkpoint")
 
 
 def _voice(value: Any, where: str) -> DesiredVoice:

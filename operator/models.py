@@ -36,6 +36,7 @@ from pydantic.alias_generators import to_camel
 from chorus.common.layout import is_valid_voice_name
 from chorus.common.manifest import (
     DesiredVoice,
+    Engine,
     ManifestError,
     Sha256,
     Source,
@@ -107,7 +108,7 @@ class Voice(_Model):
     its parser: the operator renders them into the manifest unchanged."""
 
     voice: str
-    engine: Literal["piper", "kokoro"] = "piper"
+    engine: Engine = "piper"
     source: SourceField
     sha256: Sha256Field | None = None
 

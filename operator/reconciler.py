@@ -16,6 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from chorus.common.manifest import license_refusal
+
 from .apply import NotOwnedError, apply_child, delete_child
 from .kube import ApiError, KubeClient
 from .models import GROUP, VERSION, SpecError, VoiceResource, parse_service, parse_voice
@@ -259,9 +261,10 @@ class Reconciler:
         if body is None:
             return
         generation = int((body.get("metadata") or {}).get("generation") or 0)
+        refusal = None
         try:
-            key = parse_voice(body).spec.voice
-            error = None
+            spec = parse_voice(body).spec
+            key, error, refusal = spec.voice, None, license_refusal(spec.source)
         except SpecError as err:
             key, error = str((body.get("spec") or {}).get("voice", "")), str(err)
         services = sorted(svc for (ns, svc), sel in self.selections.items()
@@ -269,7 +272,7 @@ class Reconciler:
         reports = [r for svc in services for r in self.reports.get((namespace, svc), ())]
         await self._write_status("TTSVoice", namespace, name, body.get("status"),
                                  voice_status(key, generation, services, reports, error,
-                                              body.get("status")))
+                                              body.get("status"), refusal))
 
     async def resync_all(self) -> None:
         """The periodic level-based pass: every service (polling its pods), then voices."""

@@ -38,8 +38,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from chorus.common.kokoro import DEFAULT_MODEL_BYTES, memory_estimate
-from chorus.common.manifest import KokoroSource, Manifest
+from chorus.common import kokoro, xtts
+from chorus.common.manifest import KokoroSource, Manifest, XttsSource
 
 from .models import STATUS_PORT, ServiceSpec, VoiceResource
 
@@ -216,10 +216,16 @@ def engine_memory(selection: Selection) -> int:
     downloaded; a pod template that changed after each download would roll the pods
     twice). Adding a voice of a model already selected changes nothing, so voices come
     and go without restarting pods; a new model does restart them, with room for it.
+    XTTS voices likewise: each distinct checkpoint directory (``checkpoint.name``, which
+    voices share) counts once, at :func:`chorus.common.xtts.memory_estimate` for the
+    published checkpoint's size.
     """
     models = {v.spec.source.model for v in selection.voices
               if isinstance(v.spec.source, KokoroSource)}
-    return memory_estimate([DEFAULT_MODEL_BYTES] * len(models))
+    checkpoints = {v.spec.source.checkpoint.name for v in selection.voices
+                   if isinstance(v.spec.source, XttsSource)}
+    return (kokoro.memory_estimate([kokoro.DEFAULT_MODEL_BYTES] * len(models))
+            + xtts.memory_estimate([xtts.DEFAULT_MODEL_BYTES] * len(checkpoints)))
 
 
 def _plus(quantity: str, extra: int) -> str:

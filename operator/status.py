@@ -253,13 +253,23 @@ def _pod_monitor_condition(obs: ServiceObservation,
 
 def voice_status(key: str, generation: int, services: list[str],
                  reports: list[PodReport], spec_error: str | None = None,
-                 previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``TTSVoice.status`` from the reports of every pod of every service using it."""
+                 previous: Mapping[str, Any] | None = None,
+                 license_refusal: str | None = None) -> dict[str, Any]:
+    """``TTSVoice.status`` from the reports of every pod of every service using it.
+
+    ``license_refusal`` (:func:`chorus.common.manifest.license_refusal`) says why no
+    voice manager will fetch the voice's files: the voice fails with that reason at
+    once, wherever it is used, rather than after each pod has tried.
+    """
     prev = list((previous or {}).get("conditions") or [])
     base: dict[str, Any] = {"observedGeneration": generation, "services": sorted(services)}
     if spec_error is not None:
         return {**base, "phase": "Failed", "message": spec_error, "conditions": [
             condition(prev, "Ready", False, "InvalidSpec", spec_error, generation)]}
+    if license_refusal is not None:
+        return {**base, "phase": "Failed", "message": license_refusal, "conditions": [
+            condition(prev, "Ready", False, "LicenseNotAccepted", license_refusal,
+                      generation)]}
     if not services:
         message = "no TTSService selects this voice"
         return {**base, "phase": "Unused", "message": message, "conditions": [

@@ -97,8 +97,9 @@ LIST_OPTIONS = [
     Option("--installed", "only voices installed in --dest, those the catalog does not "
            "know included", kind="flag", default=False),
     Option("--json", "print JSON instead of a table", kind="flag", default=False),
-    Option("--engine", "which engine's voices: piper (the hub catalog) or kokoro "
-           "(Kokoro-82M v1.0's voices)", default="piper", choices=["piper", "kokoro"]),
+    Option("--engine", "which engine's voices: piper (the hub catalog), kokoro "
+           "(Kokoro-82M v1.0's voices) or xtts (the cloned voices in --dest)",
+           default="piper", choices=["piper", "kokoro", "xtts"]),
     CATALOG_OPTION,
 ]
 
@@ -320,10 +321,36 @@ def _list_kokoro(values: dict[str, Any]) -> int:
     return 0
 
 
+def _list_xtts(values: dict[str, Any]) -> int:
+    from chorus.common.xtts import HF_REPO, LICENSE_NAME, LICENSE_URL
+
+    from .listing import format_xtts_table, xtts_rows
+
+    rows = xtts_rows(values["dest"], language=values["language"])
+    if values["json"]:
+        import json
+
+        print(json.dumps([row.to_dict() for row in rows], indent=2, ensure_ascii=False))
+        return 0
+    if rows:
+        for line in format_xtts_table(rows):
+            print(line)
+    else:
+        language = f" for language {values['language']!r}" if values["language"] else ""
+        print(f"no XTTS voices{language} in {values['dest']}", file=sys.stderr)
+    print(f"XTTS voices have no catalog: each is cloned from your own clips (the server's "
+          f"clone API, or a manifest entry or TTSVoice with engine xtts). The checkpoint "
+          f"({HF_REPO}) is licensed under the {LICENSE_NAME} ({LICENSE_URL}): the voice "
+          f"manager fetches it only with acceptLicense: {LICENSE_NAME}.", file=sys.stderr)
+    return 0
+
+
 def _run_list(args: argparse.Namespace) -> int:
     values = _resolve(args, LIST_OPTIONS)
     if values["engine"] == "kokoro":
         return _list_kokoro(values)
+    if values["engine"] == "xtts":
+        return _list_xtts(values)
     from .catalog import known_languages
     from .listing import format_table, voice_rows
 

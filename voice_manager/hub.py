@@ -42,7 +42,7 @@ from .errors import HashMismatchError, VoiceInstallError
 from .install import CHUNK, StagedFile, discard, ensure_free_space
 from .sources import FetchSettings, StagedVoice, stage_url
 
-__all__ = ["fetch_hf", "fetch_hub_file", "piper_repo_folder"]
+__all__ = ["fetch_hf", "fetch_hub_file", "hub_files_size", "piper_repo_folder"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -214,3 +214,16 @@ def fetch_hub_file(repo: str, filename: str, revision: str, dest: Path,
     commit = meta.commit_hash or revision
     return _download(repo, filename, commit, dest, expected_sha256, meta.etag,
                      settings), commit
+
+
+def hub_files_size(repo: str, filenames: list[str], revision: str,
+                   settings: FetchSettings) -> tuple[str, int | None]:
+    """The commit ``revision`` resolves to and the total size of ``filenames`` there
+    (None when the hub does not say), asked before any byte is fetched: a download of
+    several large files (an XTTS checkpoint) is refused at once when it cannot fit."""
+    first = _metadata(repo, filenames[0], revision, settings)
+    commit = first.commit_hash or revision
+    sizes = [first.size, *(_metadata(repo, name, commit, settings).size
+                           for name in filenames[1:])]
+    known = [size for size in sizes if size is not None]
+    return commit, sum(known) if len(known) == len(sizes) else None

@@ -51,6 +51,7 @@ __all__ = [
     "installed_kokoro",
     "model_name",
     "remove_kokoro",
+    "stage_file",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ def _stage_local(source: LocalFile, label: str, dest: Path) -> StagedFile:
 
 def stage_file(source: FileSource, label: str, dest: Path,
                settings: FetchSettings) -> StagedFile:
-    """One file of a Kokoro voice, staged in ``dest`` and verified."""
+    """One file of a voice (a Kokoro model or style, an XTTS clip or checkpoint file),
+    staged in ``dest`` and verified."""
     if isinstance(source, LocalFile):
         return _stage_local(source, label, dest)
     if isinstance(source, UrlFile):

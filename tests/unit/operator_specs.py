@@ -81,6 +81,22 @@ KOKORO_FILES: dict[str, dict[str, str]] = {
     "url": {"url": "https://example.org/kokoro.onnx", "sha256": SHA_B},
     "local": {"path": "/opt/kokoro/model.onnx", "sha256": SHA_A}}
 """One file's source of each kind, every key set to a value other than its default."""
+XTTS_SOURCE: dict[str, Any] = {
+    "clips": [{"url": {"url": "https://example.org/narrator.wav", "sha256": SHA_A}}],
+    "language": "en", "checkpoint": {"huggingFace": {}}, "acceptLicense": "CPML"}
+"""An XTTS voice's source: one clip at a URL, the checkpoint from the default repo."""
+XTTS_CLIP_FILES: dict[str, dict[str, str]] = {
+    "huggingFace": {"path": "clips/narrator.wav", "repo": "me/clips", "revision": "v1.0",
+                    "sha256": SHA_A},
+    "url": {"url": "https://example.org/narrator.flac", "sha256": SHA_B},
+    "local": {"path": "/opt/clips/narrator.wav", "sha256": SHA_A}}
+"""One clip's source of each kind, every key set (a hub clip names its repo)."""
+XTTS_URL_CHECKPOINT: dict[str, dict[str, str]] = {
+    key: {"url": f"https://example.org/xtts/{name}", "sha256": sha}
+    for key, name, sha in (("config", "config.json", SHA_A), ("model", "model.pth", SHA_B),
+                           ("vocab", "vocab.json", SHA_A),
+                           ("speakers", "speakers_xtts.pth", SHA_B))}
+"""A checkpoint's files at URLs, the optional speakers file included."""
 
 
 def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

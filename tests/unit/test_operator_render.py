@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from pydantic import BaseModel
 
 from chorus.cli.main import build_parser
+from chorus.common import xtts
 from chorus.common.kokoro import DEFAULT_MODEL_BYTES, MEMORY_FACTOR, memory_estimate
 from chorus.common.manifest import SOURCE_RECORDS, Source, json_keys, load_manifest
 from chorus.common.options import OptionError, load_config_file, resolve_options
@@ -56,6 +58,9 @@ from tests.unit.operator_specs import (
     SHA,
     THORSTEN,
     URL,
+    XTTS_CLIP_FILES,
+    XTTS_SOURCE,
+    XTTS_URL_CHECKPOINT,
     Children,
     Getter,
     arg,
@@ -307,6 +312,21 @@ def _kokoro_file(part: str, kind: str, key: str) -> Getter:
     return lambda c: _amy(c)["source"]["kokoro"][part][kind][key]
 
 
+def _xtts_value(*keys: str) -> Getter:
+    """The rendered manifest's value at ``keys`` below amy's ``source.xtts`` (``[]``: the
+    first item)."""
+    def get(children: Children) -> object:
+        value: Any = _amy(children)["source"]["xtts"]
+        for key in keys:
+            value = value[0] if key == "[]" else value[key]
+        return value
+    return get
+
+
+def _xtts_patch(**changes: Any) -> dict[str, Any]:
+    return {"engine": "xtts", "source": {"xtts": {**XTTS_SOURCE, **changes}}}
+
+
 VOICE_CASES = [
     case("voice", {"voice": "en_US-amy-low"}, _names, ["en_US-amy-low", JOE]),
     case("source.huggingFace.repo", {"source": {"huggingFace": {"repo": "me/voices"}}},
@@ -329,6 +349,22 @@ VOICE_CASES = [
            {"engine": "kokoro", "source": {"kokoro": {**KOKORO_SOURCE, part: {kind: body}}}},
            _kokoro_file(part, kind, key), body[key])
       for part in ("model", "style") for kind, body in KOKORO_FILES.items() for key in body),
+    *(case(f"source.xtts.clips.[].{kind}.{key}", _xtts_patch(clips=[{kind: body}]),
+           _xtts_value("clips", "[]", kind, key), body[key])
+      for kind, body in XTTS_CLIP_FILES.items() for key in body),
+    case("source.xtts.checkpoint.huggingFace.repo",
+         _xtts_patch(checkpoint={"huggingFace": {"repo": "me/xtts"}}),
+         _xtts_value("checkpoint", "huggingFace", "repo"), "me/xtts"),
+    case("source.xtts.checkpoint.huggingFace.revision",
+         _xtts_patch(checkpoint={"huggingFace": {"revision": "v2.0.3"}}),
+         _xtts_value("checkpoint", "huggingFace", "revision"), "v2.0.3"),
+    case("source.xtts.checkpoint.local.path",
+         _xtts_patch(checkpoint={"local": {"path": "/opt/xtts"}}),
+         _xtts_value("checkpoint", "local", "path"), "/opt/xtts"),
+    *(case(f"source.xtts.checkpoint.url.{part}.{key}",
+           _xtts_patch(checkpoint={"url": XTTS_URL_CHECKPOINT}),
+           _xtts_value("checkpoint", "url", part, key), body[key])
+      for part, body in XTTS_URL_CHECKPOINT.items() for key in body),
 ]
 
 
@@ -400,6 +436,50 @@ def test_given_server_resources_are_used_as_they_are_with_kokoro_voices() -> Non
                          ) == memory_estimate([DEFAULT_MODEL_BYTES])
 
 
+def _xtts_voice(name: str, checkpoint: dict[str, Any] | None = None) -> VoiceResource:
+    return voice(name, name, engine="xtts", source={"xtts": {
+        **XTTS_SOURCE, "checkpoint": checkpoint or XTTS_SOURCE["checkpoint"]}})
+
+
+XTTS_CHECKPOINT_MIB = math.ceil(int(xtts.DEFAULT_MODEL_BYTES * xtts.MEMORY_FACTOR) / 2**20)
+
+
+def test_an_xtts_checkpoint_raises_the_memory_once_however_many_voices_share_it() -> None:
+    assert XTTS_CHECKPOINT_MIB == 2673  # the published model.pth's size x 1.5
+    narrator, guide = _xtts_voice("narrator"), _xtts_voice("guide")
+    names = ["amy", "joe", "narrator", "guide"]
+    shared = render({"voices": {"names": names}}, voice_list=[*voices(), narrator, guide])
+    assert server(shared)["resources"] == {
+        "requests": {"cpu": "500m", "memory": f"{512 + XTTS_CHECKPOINT_MIB}Mi"},
+        "limits": {"memory": f"{2048 + XTTS_CHECKPOINT_MIB}Mi"}}
+    entry = manifest_voices(shared)["narrator"]
+    assert entry["engine"] == "xtts"
+    assert entry["source"]["xtts"]["checkpoint"] == {
+        "name": "XTTS-v2", "huggingFace": {"repo": "coqui/XTTS-v2", "revision": "main"}}
+    assert entry["source"]["xtts"]["acceptLicense"] == "CPML"
+    # another checkpoint directory is another loaded checkpoint; a Kokoro model adds its own
+    mine = _xtts_voice("mine", {"name": "mine", "local": {"path": "/opt/xtts"}})
+    heart = _kokoro_voice("heart", "af_heart")
+    every = render({"voices": {"names": [*names, "mine", "heart"]}},
+                   voice_list=[*voices(), narrator, guide, mine, heart])
+    extra = (xtts.memory_estimate([xtts.DEFAULT_MODEL_BYTES] * 2)
+             + memory_estimate([DEFAULT_MODEL_BYTES]))
+    assert server(every)["resources"]["requests"]["memory"] == (
+        f"{512 + math.ceil(extra / 2**20)}Mi")  # the sum rounded up to whole MiB once
+    assert engine_memory(select_voices(service({"voices": {"names": ["narrator"]}}),
+                                       [narrator])) == xtts.memory_estimate(
+        [xtts.DEFAULT_MODEL_BYTES])
+
+
+def test_an_xtts_voice_takes_its_own_source_shape() -> None:
+    with pytest.raises(SpecError, match=r"engine .xtts. needs source\.xtts"):
+        voice("amy", AMY, engine="xtts")
+    with pytest.raises(SpecError, match=r"source\.xtts is for engine 'xtts'"):
+        voice("amy", AMY, source={"xtts": XTTS_SOURCE})
+    with pytest.raises(SpecError, match="an XTTS voice each file"):
+        voice("amy", AMY, engine="xtts", source={"xtts": XTTS_SOURCE}, sha256=SHA)
+
+
 def _unwrap(annotation: Any) -> Any:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -431,7 +511,8 @@ def spec_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
 ])
 def test_the_tables_cover_every_spec_field(model: type[BaseModel], cases: list[Any],
                                            elsewhere: set[str]) -> None:
-    covered = {str(c.id).split("[")[0] for c in cases} | elsewhere
+    # "matchExpressions[In]" covers matchExpressions; "clips.[]" is a path's list items
+    covered = {re.sub(r"\[[^\]]+\]$", "", str(c.id)) for c in cases} | elsewhere
     assert spec_paths(model) - covered == set()
     assert covered - spec_paths(model) == set(), "a table row names no field"
 

@@ -34,7 +34,17 @@ from celpy.evaluation import CELEvalError
 from kubernetes_validate import utils as kv_utils  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel
 
-from chorus.common.manifest import SOURCE_KINDS, SOURCE_RECORDS, Source, json_keys
+from chorus.common.manifest import (
+    SOURCE_KINDS,
+    SOURCE_RECORDS,
+    XTTS_CHECKPOINT_KINDS,
+    XTTS_URL_FILES,
+    Source,
+    json_keys,
+    license_refusal,
+    parse_source,
+)
+from chorus.common.xtts import DEFAULT_CHECKPOINT, LANGUAGES, LICENSE_NAME, MAX_CLIPS
 from chorus.operator.models import ServiceSpec, SpecError, Voice, parse_service, parse_voice
 from chorus.operator.render import RenderSettings
 from chorus.operator.render_files import render_files
@@ -48,6 +58,9 @@ from tests.unit.operator_specs import (
     SHA_A,
     SHA_B,
     URL,
+    XTTS_CLIP_FILES,
+    XTTS_SOURCE,
+    XTTS_URL_CHECKPOINT,
     installed,
     observe,
     render,
@@ -305,6 +318,14 @@ def _voice_cr(spec: dict[str, Any]) -> dict[str, Any]:
 HF_VOICE: dict[str, Any] = {"voice": AMY, "source": {"huggingFace": {}}}
 KOKORO_VOICE: dict[str, Any] = {"voice": "af_heart", "engine": "kokoro",
                                 "source": {"kokoro": KOKORO_SOURCE}}
+XTTS_VOICE: dict[str, Any] = {"voice": "narrator", "engine": "xtts",
+                              "source": {"xtts": XTTS_SOURCE}}
+
+
+def _xtts(**changes: Any) -> dict[str, Any]:
+    """An XTTS voice's spec whose ``source.xtts`` has ``changes``."""
+    return {**XTTS_VOICE, "source": {"xtts": {**XTTS_SOURCE, **changes}}}
+
 MAXIMAL_VOICES = [
     *({"voice": "af_heart", "engine": "kokoro",
        "source": {"kokoro": {"model": {kind: body}, "style": {kind: body}}}}
@@ -317,6 +338,11 @@ MAXIMAL_VOICES = [
      "sha256": {"model": SHA_A, "config": SHA_B}},
     {"voice": AMY, "source": {"url": {**URL, "allowUnverified": True}}},
     {"voice": AMY, "source": {"local": {"path": "/opt/voices"}}},
+    _xtts(clips=[{kind: body} for kind, body in XTTS_CLIP_FILES.items()],
+          languages=["en", "fr", "zh-cn"],
+          checkpoint={"name": "xtts-v2.0.3", "url": XTTS_URL_CHECKPOINT}),
+    _xtts(checkpoint={"name": "mine", "local": {"path": "/opt/xtts"}}),
+    _xtts(checkpoint={"huggingFace": {"repo": "me/xtts", "revision": "v2.0.3"}}),
 ]
 
 
@@ -339,6 +365,27 @@ def test_maximal_specs_are_valid_everywhere() -> None:
     pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"kokoro": {
         **KOKORO_SOURCE, "style": {"local": {"path": "/opt/styles/"}}}}}),
                  "pattern", id="kokoro-local-directory"),
+    pytest.param(_voice_cr(_xtts(language="xx")), "enum", id="xtts-language-enum"),
+    pytest.param(_voice_cr(_xtts(languages=["en", "klingon"])), "enum",
+                 id="xtts-languages-enum"),
+    pytest.param(_voice_cr(_xtts(clips=[])), "minItems", id="xtts-no-clips"),
+    pytest.param(_voice_cr(_xtts(clips=XTTS_SOURCE["clips"] * (MAX_CLIPS + 1))), "maxItems",
+                 id="xtts-too-many-clips"),
+    pytest.param(_voice_cr(_xtts(acceptLicense="MIT")), "enum", id="xtts-other-licence"),
+    pytest.param(_voice_cr(_xtts(clips=[{"huggingFace": {"path": "a.wav"}}])), "required",
+                 id="xtts-hub-clip-without-repo"),
+    pytest.param(_voice_cr(_xtts(clips=[{"url": {"url": "https://example.org/a.wav"}}])),
+                 "required", id="xtts-url-clip-without-sha256"),
+    pytest.param(_voice_cr(_xtts(checkpoint={"url": {
+        k: v for k, v in XTTS_URL_CHECKPOINT.items() if k != "vocab"}})), "required",
+                 id="xtts-url-checkpoint-without-vocab"),
+    pytest.param(_voice_cr(_xtts(checkpoint={"local": {"path": "xtts"}})), "pattern",
+                 id="xtts-local-checkpoint-relative"),
+    pytest.param(_voice_cr(_xtts(checkpoint={"name": "a/b", "huggingFace": {}})), "pattern",
+                 id="xtts-checkpoint-name-pattern"),
+    pytest.param(_voice_cr({**XTTS_VOICE, "source": {"xtts": {
+        k: v for k, v in XTTS_SOURCE.items() if k != "language"}}}), "required",
+                 id="xtts-without-language"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": "../x"}), "pattern", id="voice-pattern"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": ""}), "minLength", id="voice-empty"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": "a" * 129}), "maxLength", id="voice-long"),
@@ -473,6 +520,8 @@ def _statuses() -> Iterator[tuple[str, dict[str, Any]]]:
     yield "TTSVoice", voice_status(AMY, 1, ["speech"], [report("p1", **both)])
     yield "TTSVoice", voice_status(AMY, 1, [], [])
     yield "TTSVoice", voice_status(AMY, 1, ["speech"], [], spec_error="bad")
+    yield "TTSVoice", voice_status("narrator", 1, ["speech"], [],
+                                   license_refusal="the licence is not accepted")
 
 
 @pytest.mark.parametrize(("kind", "status"), list(_statuses()))
@@ -544,7 +593,7 @@ def record_schema_pairs(model: type[BaseModel], schema: dict[str, Any]
             for below, record in (records or {}).items():
                 sub = node["properties"][alias]
                 for part in below:
-                    sub = sub["properties"][part]
+                    sub = sub["items"] if part == "[]" else sub["properties"][part]
                 yield ".".join((path, alias, *below)), record, sub
 
 
@@ -557,9 +606,30 @@ def test_voice_source_and_sha256_are_the_manifest_records() -> None:
     assert {p.id for p in RECORD_PAIRS} == {
         "spec.source.huggingFace", "spec.source.url", "spec.source.local", "spec.sha256",
         *(f"spec.source.kokoro.{part}.{kind}" for part in ("model", "style")
-          for kind in ("huggingFace", "url", "local"))}
+          for kind in ("huggingFace", "url", "local")),
+        *(f"spec.source.xtts.clips.[].{kind}" for kind in ("huggingFace", "url", "local")),
+        "spec.source.xtts.checkpoint.huggingFace", "spec.source.xtts.checkpoint.local",
+        *(f"spec.source.xtts.checkpoint.url.{key}" for key in XTTS_URL_FILES)}
     assert set(spec_schema("TTSVoice")["properties"]["source"]["properties"]) == set(SOURCE_KINDS)
 
+
+def test_the_crd_xtts_source_matches_the_manifest() -> None:
+    """What the records table does not hold: the XTTS source's own keys and limits."""
+    xtts = spec_schema("TTSVoice")["properties"]["source"]["properties"]["xtts"]
+    props = xtts["properties"]
+    assert set(props) == {"clips", "language", "languages", "checkpoint", "acceptLicense"}
+    assert set(xtts["required"]) == {"clips", "language", "checkpoint"}
+    assert (props["clips"]["minItems"], props["clips"]["maxItems"]) == (1, MAX_CLIPS)
+    assert props["language"]["enum"] == props["languages"]["items"]["enum"] == list(LANGUAGES)
+    assert props["languages"]["maxItems"] == len(LANGUAGES)
+    assert props["acceptLicense"]["enum"] == [LICENSE_NAME]
+    checkpoint = props["checkpoint"]["properties"]
+    assert set(checkpoint) == {"name", *XTTS_CHECKPOINT_KINDS}
+    assert checkpoint["name"]["default"] == DEFAULT_CHECKPOINT
+    assert set(checkpoint["url"]["properties"]) == set(XTTS_URL_FILES)
+    assert set(checkpoint["url"]["required"]) == set(XTTS_URL_FILES) - {"speakers"}
+    source = parse_source({"xtts": XTTS_SOURCE}, "source")
+    assert license_refusal(source) is None
 
 @pytest.mark.parametrize(("record", "schema"), RECORD_PAIRS)
 def test_crd_properties_match_the_manifest(record: Any, schema: dict[str, Any]) -> None:
@@ -632,11 +702,18 @@ MINIMAL_SPECS: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
     ("TTSVoice", Voice, {"voice": "af_heart", "engine": "kokoro", "source": {"kokoro": {
         "model": {"huggingFace": {"path": "onnx/model.onnx"}},
         "style": {"huggingFace": {"path": "voices/af_heart.bin"}}}}}),
+    ("TTSVoice", Voice, {"voice": "narrator", "engine": "xtts", "source": {"xtts": {
+        "clips": [{"huggingFace": {"repo": "me/clips", "path": "narrator.wav"}}],
+        "language": "en", "checkpoint": {"huggingFace": {}}}}}),
 ]
 
 
 def _lookup(value: Any, path: list[str]) -> Any:
+    """The value at ``path`` (``[]``: a list's first item), or KeyError."""
     for part in path:
+        if part == "[]" and isinstance(value, list) and value:
+            value = value[0]
+            continue
         if not isinstance(value, dict) or part not in value:
             return KeyError
         value = value[part]
@@ -649,6 +726,8 @@ def _default_paths(schema: dict[str, Any], path: tuple[str, ...] = ()
         if "default" in sub:
             yield (*path, name), sub["default"]
         yield from _default_paths(sub, (*path, name))
+        if isinstance(sub.get("items"), dict):
+            yield from _default_paths(sub["items"], (*path, name, "[]"))
 
 
 @pytest.mark.parametrize(("kind", "model", "spec"),
@@ -771,7 +850,7 @@ def cel_failures(obj: dict[str, Any]) -> list[str]:
 
 def test_every_cel_rule_compiles() -> None:
     rules = [rule for kind in CRDS for _, rule, _ in cel_rules(kind)]
-    assert len(rules) == 19
+    assert len(rules) == 26
     for rule in rules:
         assert _program(rule) is not None
 
@@ -805,6 +884,31 @@ CEL_CASES = [
     pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"kokoro": KOKORO_SOURCE},
                             "engine": "piper"}),
                  "engine kokoro needs source.kokoro", id="kokoro-source-engine-piper"),
+    pytest.param(_voice_cr({**XTTS_VOICE, "source": {"huggingFace": {}}}),
+                 "engine xtts needs source.xtts", id="xtts-with-a-piper-source"),
+    pytest.param(_voice_cr({**XTTS_VOICE, "source": {"kokoro": KOKORO_SOURCE}}),
+                 "engine xtts needs source.xtts", id="xtts-with-a-kokoro-source"),
+    pytest.param(_voice_cr({**HF_VOICE, "source": {"xtts": XTTS_SOURCE}}),
+                 "engine xtts needs source.xtts", id="piper-with-an-xtts-source"),
+    pytest.param(_voice_cr({**KOKORO_VOICE, "source": {"xtts": XTTS_SOURCE}}),
+                 "engine kokoro needs source.kokoro", id="kokoro-with-an-xtts-source"),
+    pytest.param(_voice_cr({**XTTS_VOICE, "sha256": {"model": SHA_A, "config": SHA_B}}),
+                 "sha256 pins a Piper voice's", id="xtts-with-piper-hashes"),
+    pytest.param(_voice_cr(_xtts(clips=[{"url": XTTS_CLIP_FILES["url"],
+                                                  "local": XTTS_CLIP_FILES["local"]}])),
+                 "each clip needs exactly one of", id="xtts-clip-two-kinds"),
+    pytest.param(_voice_cr(_xtts(clips=[{}])), "each clip needs exactly one of",
+                 id="xtts-clip-no-kind"),
+    pytest.param(_voice_cr(_xtts(checkpoint={"huggingFace": {}, "local": {"path": "/x"}})),
+                 "checkpoint needs exactly one of", id="xtts-checkpoint-two-kinds"),
+    pytest.param(_voice_cr(_xtts(checkpoint={"name": "XTTS-v2"})),
+                 "checkpoint needs exactly one of", id="xtts-checkpoint-no-kind"),
+    pytest.param(_voice_cr(_xtts(checkpoint={"name": "a..b", "huggingFace": {}})),
+                 "checkpoint name must not contain '..'", id="xtts-checkpoint-name-dotdot"),
+    pytest.param(_voice_cr(_xtts(clips=[{"huggingFace": {"repo": "me/c", "path": "a/../b"}}])),
+                 "path must not contain '.' or '..' segments", id="xtts-clip-path-dotdot"),
+    pytest.param(_voice_cr(_xtts(checkpoint={"huggingFace": {"revision": "a..b"}})),
+                 "revision must not contain '..'", id="xtts-checkpoint-revision-dotdot"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": "en..x"}), "voice must not contain '..'",
                  id="voice-dotdot"),
     pytest.param(_voice_cr({**HF_VOICE, "source": {"huggingFace": {"revision": "a..b"}}}),
@@ -902,6 +1006,10 @@ def test_every_cel_rule_has_a_failing_case() -> None:
     pytest.param(_voice_cr({**HF_VOICE, "source": {"url": URL},
                             "sha256": {"model": SHA_A, "config": SHA_B}}), id="url-pinned"),
     pytest.param(_voice_cr(KOKORO_VOICE), id="kokoro"),
+    pytest.param(_voice_cr(XTTS_VOICE), id="xtts"),
+    pytest.param(_voice_cr({**XTTS_VOICE, "source": {"xtts": {
+        k: v for k, v in XTTS_SOURCE.items() if k != "acceptLicense"}}}),
+                 id="xtts-licence-not-accepted-is-the-voice-managers-refusal"),
 ])
 def test_cel_rules_accept_valid_specs(cr: dict[str, Any]) -> None:
     assert [e.message for e in schema_errors(cr)] == []

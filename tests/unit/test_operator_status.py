@@ -210,6 +210,14 @@ def test_voice_status_phases() -> None:
     assert (invalid["phase"], invalid["message"]) == ("Failed", "invalid TTSVoice spec: x")
     assert brief(invalid) == {"Ready": ("False", "InvalidSpec")}
 
+    refused = "the XTTS checkpoint is licensed under the CPML (https://coqui.ai/cpml)"
+    licence = voice_status("narrator", 2, ["speech"], [
+        report("p1", narrator=VoiceStatus("failed", error=f"narrator: {refused}"))],
+        license_refusal=refused)
+    assert (licence["phase"], licence["message"]) == ("Failed", refused)
+    assert brief(licence) == {"Ready": ("False", "LicenseNotAccepted")}
+    assert licence["services"] == ["speech"]
+
     again = voice_status(AMY, 3, ["speech"], [report("p1", **{AMY: installed()})],
                          previous={"conditions": [{**ready["conditions"][0],
                                                    "lastTransitionTime": OLD}]})
