@@ -386,7 +386,8 @@ class ServerOptions:
         "onnxruntime-gpu, the gpu extra; start-up fails when it cannot run there), or auto "
         "(the GPU when one works, else the CPU with a line saying why); --backend openvino "
         "runs on the CPU only",
-        parse=parse_device, metavar="auto|cpu|cuda[:N]", commands=_BOTH))
+        parse=parse_device, metavar="auto|cpu|cuda[:N]", commands=_BOTH,
+        pass_through=PassThrough("device", choices=("auto", "cpu", "cuda"))))
     """Resolved once at start-up (``chorus.server.engines.devices``): engines are built
     with ``cpu`` or ``cuda:N``, never ``auto``."""
     length_scale: float | None = field(default=None, metadata=_how(
