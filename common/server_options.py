@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "ServerOptions",
     "Setting",
     "command_options",
+    "parse_device",
     "parse_networks",
     "parse_route_groups",
 ]
@@ -76,6 +78,9 @@ class PassThrough:
     """camelCase property under ``spec.server``."""
     minimum: float | None = None
     maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    """The values the CRD admits, where the server parses a wider set than it lists
+    (``--device`` takes ``cuda:N``; a pod sees only the GPUs it was given, from 0)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,19 @@ def parse_route_groups(text: str) -> tuple[str, ...]:
             f"{wrong[0]!r} cannot be public; choose from {', '.join(PUBLIC_ROUTE_GROUPS)} "
             "(synthesis always needs the key)")
     return groups
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
+
+
+def parse_device(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``N``: the GPU's index), lower-cased;
+    anything else is refused here, before onnxruntime is imported."""
+    value = text.strip().lower()
+    if not _DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"expected auto, cpu, cuda or cuda:N (N: a GPU index), got {text!r}")
+    return value
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:
@@ -363,6 +381,15 @@ class ServerOptions:
         "stays f32, so durations stay exactly onnxruntime's",
         choices=("auto", "f32", "bf16"), commands=_BOTH,
         pass_through=PassThrough("precision")))
+    device: str = field(default="cpu", metadata=_how(
+        "where voices' models run: cpu, cuda or cuda:N (an NVIDIA GPU through "
+        "onnxruntime-gpu, the gpu extra; start-up fails when it cannot run there), or auto "
+        "(the GPU when one works, else the CPU with a line saying why); --backend openvino "
+        "runs on the CPU only",
+        parse=parse_device, metavar="auto|cpu|cuda[:N]", commands=_BOTH,
+        pass_through=PassThrough("device", choices=("auto", "cpu", "cuda"))))
+    """Resolved once at start-up (``chorus.server.engines.devices``): engines are built
+    with ``cpu`` or ``cuda:N``, never ``auto``."""
     length_scale: float | None = field(default=None, metadata=_how(
         "default phoneme length scale (>1 is slower speech)",
         parse=positive_float, metavar="X", commands=_BOTH,
@@ -499,7 +526,7 @@ def _pass_through(item: dataclasses.Field[Any], setting: Setting) -> PassThrough
             bounds.maximum if bounds else None),
         exclusive_minimum=(given.minimum is None and bounds is not None
                            and bounds.exclusive_minimum),
-        choices=tuple(setting.choices) if setting.choices else None,
+        choices=given.choices or (tuple(setting.choices) if setting.choices else None),
         parse=setting.parse)
 
 

@@ -58,10 +58,12 @@ __all__ = [
     "GROUP",
     "VERSION",
     "Autoscaling",
+    "Gpu",
     "Monitoring",
     "ServiceSpec",
     "SpecError",
     "Storage",
+    "Toleration",
     "Voice",
     "VoiceResource",
     "parse_service",
@@ -248,6 +250,45 @@ class Cache(_Model):
     max_mb: int = Field(256, ge=1, le=1048576, alias="maxMB")
 
 
+class Toleration(_Model):
+    """A Kubernetes toleration, with the API server's own rules for one."""
+
+    key: str | None = Field(None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("a toleration without a key needs operator Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """As a pod spec's ``tolerations`` item takes it (unset fields left out)."""
+        data: dict[str, Any] = self.model_dump(by_alias=True, exclude_none=True)
+        return data
+
+
+EXTENDED_RESOURCE = (r"^[a-z0-9]+(-+[a-z0-9]+)*(\.[a-z0-9]+(-+[a-z0-9]+)*)*"
+                     r"/([A-Za-z0-9]|[A-Za-z0-9][-A-Za-z0-9_.]*[A-Za-z0-9])$")
+"""A domain-qualified extended resource name (``nvidia.com/gpu``)."""
+
+
+class Gpu(_Model):
+    """``spec.server.gpu``: GPUs per server pod and where such pods can run."""
+
+    count: int = Field(ge=1, le=16)
+    resource_name: str = Field("nvidia.com/gpu", pattern=EXTENDED_RESOURCE, max_length=253)
+    node_selector: dict[str, str] = Field({}, max_length=32)
+    tolerations: tuple[Toleration, ...] = Field((), max_length=32)
+
+
 def _pass_through_field(option: PassThroughOption) -> tuple[Any, Any]:
     """The annotation and field of one pass-through, bounded as the CRD bounds it."""
     kind: Any = (Literal.__getitem__(option.choices) if option.choices
@@ -279,11 +320,30 @@ class Server(_ServerPassThroughs):
     wyoming: Wyoming = Wyoming()
     http: Http = Http()
     cache: Cache = Cache()
+    gpu: Gpu | None = None
 
     @model_validator(mode="after")
     def _ports(self) -> Server:
         if self.http.enabled and self.http.port == self.wyoming.port:
             raise ValueError("server.http.port and server.wyoming.port must differ")
+        return self
+
+    @model_validator(mode="after")
+    def _gpu(self) -> Server:
+        gpu = self.gpu
+        if gpu is None:
+            return self
+        options = self.pass_throughs()
+        if options.get("device") == "cpu":
+            raise ValueError("server.gpu with server.device cpu would leave the GPUs unused: "
+                             "drop one of them")
+        if options.get("backend") == "openvino":
+            raise ValueError("server.gpu with server.backend openvino: OpenVINO runs on the "
+                             "CPU only; on a GPU every voice runs onnxruntime")
+        resources = self.resources or Resources()
+        if gpu.resource_name in resources.limits or gpu.resource_name in resources.requests:
+            raise ValueError("server.gpu sets the GPU resource itself: leave "
+                             f"{gpu.resource_name} out of server.resources")
         return self
 
     def pass_throughs(self) -> dict[str, int | float | str]:
@@ -369,6 +429,16 @@ class ServiceSpec(_Model):
         if port in taken:
             raise ValueError(f"monitoring.port {port} is already {taken[port]}; the pod's "
                              "ports must differ")
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_nodes(self) -> ServiceSpec:
+        gpu = self.server.gpu
+        for label, value in (gpu.node_selector if gpu is not None else {}).items():
+            if self.pod.node_selector.get(label, value) != value:
+                raise ValueError("server.gpu.nodeSelector and pod.nodeSelector give one label "
+                                 f"two values ({label}: {value!r} and "
+                                 f"{self.pod.node_selector[label]!r})")
         return self
 
     @model_validator(mode="after")

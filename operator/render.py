@@ -21,6 +21,11 @@ Topology choices (the why):
   the API. The operator polls the voice manager's ``/status`` port instead (see
   :mod:`.voice_reports`), so an exposed, unauthenticated Wyoming port sits in a pod
   that holds no credentials.
+* ``server.gpu`` puts the GPU extended resource in the server container's limits and
+  requests (equal: Kubernetes refuses an extended resource whose request differs from
+  its limit), merges its node selector and tolerations into the pod's, and sets
+  ``device: cuda`` in ``server.json`` unless ``server.device`` is given. The voice
+  manager gets no GPU: it only downloads.
 * Every server serves ``/metrics`` without the API key on a pod port of its own
   (``spec.monitoring.port``, named ``metrics``), which the Service does not carry:
   Prometheus reaches it pod by pod (``prometheus.io`` annotations or a PodMonitor, which
@@ -247,6 +252,10 @@ def server_resources(spec: ServiceSpec, extra_memory: int = 0) -> dict[str, Any]
     res = _resources(spec.server.resources, defaults)
     if spec.autoscaling is not None and "cpu" not in res.get("requests", {}):
         res.setdefault("requests", {})["cpu"] = _SERVER_RESOURCES["requests"]["cpu"]
+    gpu = spec.server.gpu
+    if gpu is not None:
+        for kind in ("limits", "requests"):
+            res.setdefault(kind, {})[gpu.resource_name] = gpu.count
     return res
 
 
@@ -263,6 +272,8 @@ def build_server_settings(spec: ServiceSpec) -> dict[str, Any]:
     server = spec.server
     settings: dict[str, Any] = {"default-voice": spec.default_voice, "preload-voices": ["all"],
                                 **server.pass_throughs()}
+    if server.gpu is not None and "device" not in settings:
+        settings["device"] = "cuda"
     if "workers" not in settings:
         res = server_resources(spec)
         cpu = _cpu(res.get("limits", {}).get("cpu")) or _cpu(res.get("requests", {}).get("cpu"))
@@ -460,10 +471,16 @@ def build_deployment(name: str, namespace: str, spec: ServiceSpec,
                                           init=False)],
         "volumes": _volumes(name, spec),
     }
-    if pod.node_selector:
-        pod_spec["nodeSelector"] = dict(pod.node_selector)
-    if pod.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in pod.tolerations]
+    gpu = spec.server.gpu
+    node_selector = {**pod.node_selector, **(gpu.node_selector if gpu is not None else {})}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = [dict(t) for t in pod.tolerations]
+    for toleration in (gpu.tolerations if gpu is not None else ()):
+        if toleration.to_json() not in tolerations:
+            tolerations.append(toleration.to_json())
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     if pod.affinity is not None:
         pod_spec["affinity"] = dict(pod.affinity)
     if pod.topology_spread_constraints:

@@ -101,6 +101,6 @@ def _run_say(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(say(settings, text, values["voice"], values["speaker"], args.output))
-    except (ChorusError, OSError) as err:
+    except (ChorusError, OSError, ValueError) as err:  # ValueError: --device cannot work
         raise CommandError(str(getattr(err, "message", err))) from err
     return 0

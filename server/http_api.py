@@ -45,7 +45,7 @@ from .audio_formats import STREAMABLE, AudioEncoder, content_type, encode, outpu
 from .cache import AudioCache, CacheEntry, cache_key
 from .client_address import Network, TrustedProxies
 from .connections import LISTEN_BACKLOG
-from .engines.base import PCM, ReportsBackends, VoiceSpec
+from .engines.base import PCM, ReportsBackends, ReportsDevice, VoiceSpec
 from .errors import BadRequest, ChorusError, TextTooLong, UnknownVoice
 from .http_connections import HttpConnections
 from .http_errors import error_body, error_response
@@ -117,7 +117,7 @@ def _describe_offered(voice: OfferedVoice) -> dict[str, Any]:
             "quality": voice.quality, "speakers": list(voice.speakers),
             "num_speakers": voice.num_speakers, "sample_rate": None,
             "description": voice.description, "resident": False, "default": False,
-            "installed": False, "backends": None}
+            "installed": False, "backends": None, "device": None}
 
 
 def error_status(err: ChorusError) -> int:
@@ -606,7 +606,9 @@ class HttpApi:
                 "installed": not spec.blend,  # a blend is made per request
                 # what runs each graph part, with its quality-gate figures (resident only)
                 "backends": (loaded.backends if isinstance(loaded, ReportsBackends)
-                             else None)}
+                             else None),
+                # where its model runs, cpu or cuda:N (resident only)
+                "device": loaded.device if isinstance(loaded, ReportsDevice) else None}
 
     def _names(self) -> list[str]:
         """Installed voices, then those offered for download on first use."""

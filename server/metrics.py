@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .engines.base import ReportsBackends
+from .engines.base import ReportsBackends, ReportsDevice
 from .errors import ChorusError
 from .voice_blends import metric_label
 
@@ -86,6 +86,14 @@ class _RuntimeCollector(Collector):
                     backend.add_metric([voice.spec.name, part, str(choice["backend"]),
                                         str(choice["precision"])], 1)
         yield backend
+        device = GaugeMetricFamily("chorus_voice_device",
+                                   "1 per resident voice: the device its model runs on "
+                                   "(cpu or cuda:N, from --device)",
+                                   labels=["voice", "device"])
+        for voice in resident:
+            if isinstance(voice, ReportsDevice):
+                device.add_metric([voice.spec.name, voice.device], 1)
+        yield device
 
 
 class _CacheCollector(Collector):

@@ -378,6 +378,9 @@ def _components(max_text: int | None) -> dict[str, Any]:
                     "quality gates) with its `snr_db` against onnxruntime f32 and "
                     "calibration timings (`ms`, `reference_ms`) or why a candidate was "
                     "`refused`; `windows_snr_db`; null when not loaded.")},
+                "device": {"type": ["string", "null"], "description": (
+                    "For a resident voice: where its model runs, `cpu` or `cuda:N` "
+                    "(`--device`, resolved at start-up); null when not loaded.")},
             }),
         },
         "responses": {f"E{status}": _error_response(status) for status in _ERROR_CODES},

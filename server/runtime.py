@@ -26,6 +26,7 @@ from wyoming.event import async_write_event
 from .cache import AudioCache
 from .connections import MAX_METRICS_CONNECTIONS, ConnectionCap, raise_open_file_limit
 from .discovery import Announcement, announce, announced_address
+from .engines import devices
 from .engines.base import SynthesisParams
 from .engines.native_memory import trim_heaps
 from .engines.piper import PiperEngine
@@ -55,8 +56,14 @@ class Runtime:
     def __init__(self, settings: ServerSettings,
                  installer: VoiceInstaller | None = None) -> None:
         """``installer``: where voices offered for download on first use come from
-        (``--download-voices``; see :mod:`.on_demand`)."""
+        (``--download-voices``; see :mod:`.on_demand`).
+
+        ``--device`` is resolved here, once, before anything loads: a GPU that cannot be
+        used raises :class:`~.engines.devices.DeviceError` (``chorus serve`` exits with
+        its message before any door opens)."""
         self.settings = settings
+        self.device = devices.resolve(settings.device, settings.backend).name
+        """Where every voice's model runs: ``cpu`` or ``cuda:N``."""
         engine = PiperEngine(
             threads_per_voice=settings.threads_per_worker,
             max_phonemes=settings.max_sentence_phonemes,
@@ -65,8 +72,9 @@ class Runtime:
             graph_cache_dir=settings.effective_graph_cache_dir,
             prebuilt_graphs=settings.prebuilt_graphs,
             backend=settings.backend, precision=settings.precision,
-            workers=settings.worker_count)
-        engines = discover(EngineOptions(threads_per_voice=settings.threads_per_worker),
+            workers=settings.worker_count, device=self.device)
+        engines = discover(EngineOptions(threads_per_voice=settings.threads_per_worker,
+                                         device=self.device),
                            engine)
         self.store = VoiceStore(
             list(engines.available.values()),
@@ -158,9 +166,10 @@ class Runtime:
         self._started = True
         offered = (f" (+{len(self.on_demand.offered())} on first use)"
                    if self.on_demand is not None else "")
-        _LOGGER.info("Chorus ready: %d voice(s)%s, default %s, %d worker(s) x %d thread(s)%s",
-                     len(self.store.installed()), offered, self.store.default_voice,
-                     self.scheduler.workers, self.settings.threads_per_worker, opened)
+        _LOGGER.info("Chorus ready: %d voice(s)%s, default %s, %d worker(s) x %d thread(s) "
+                     "on %s%s", len(self.store.installed()), offered,
+                     self.store.default_voice, self.scheduler.workers,
+                     self.settings.threads_per_worker, self.device, opened)
 
     async def _start_http(self) -> None:
         settings = self.settings

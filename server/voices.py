@@ -42,7 +42,14 @@ from pathlib import Path
 
 from chorus.common.layout import find_voice_entries
 
-from .engines.base import BlendsVoices, Engine, LoadedVoice, VoiceConfigError, VoiceSpec
+from .engines.base import (
+    BlendsVoices,
+    Engine,
+    LoadedVoice,
+    ReportsDevice,
+    VoiceConfigError,
+    VoiceSpec,
+)
 from .engines.native_memory import release_memory
 from .errors import UnknownSpeaker, UnknownVoice, VoiceUnavailable
 from .voice_blends import blend_spec, is_blend_name, parse_blend
@@ -457,6 +464,8 @@ class VoiceStore:
                           "change: %s", spec.name, err)
             self._broken[spec.name] = (spec.fingerprint, str(err))
             raise VoiceUnavailable(f"voice {spec.name!r} could not be loaded: {err}") from err
+        if isinstance(loaded, ReportsDevice):
+            _LOGGER.info("Voice %s (%s) runs on %s", spec.name, spec.engine, loaded.device)
         if self._installed.get(spec.name) == spec:
             self._resident[spec.name] = loaded
             if self._evict(keep=spec.name):

@@ -6,8 +6,9 @@ inputs and outputs, stopped part-way when its job's :class:`~.base.StopSignal` f
 A :class:`Backend` turns an ONNX part (a path or model bytes, plus the rank of every
 input, which the split parts do not record) into one.
 
-- :class:`OnnxRuntime`: today's sessions (:func:`.onnx_runs.cpu_session`), f32 only;
-  stopping sets the run's ``RunOptions.terminate``.
+- :class:`OnnxRuntime`: the server's sessions (:func:`.onnx_runs.session`), f32 only, on
+  the CPU or a CUDA GPU (:mod:`.devices`); stopping sets the run's
+  ``RunOptions.terminate``.
 - :class:`OpenVino`: the ``openvino`` package (the ``chorus-tts[openvino]`` extra), f32 or
   bf16 (bf16 only on CPUs that compute it natively: AMX or AVX-512 bf16). Each worker
   thread keeps one infer request per part and runs it asynchronously, so stopping calls
@@ -93,16 +94,18 @@ class OrtPart:
 
 @dataclass(frozen=True)
 class OnnxRuntime:
-    """Today's backend: CPU sessions as the server has always run them (f32)."""
+    """The default backend: sessions as the server has always run them (f32), on
+    ``device`` (``cpu`` or ``cuda:N``)."""
 
     threads: int
     name: str = "onnxruntime"
+    device: str = "cpu"
 
     def part(self, model: bytes | str, ranks: Mapping[str, int] | None = None,
              precision: Precision = "f32") -> OrtPart:
         if precision != "f32":
             raise ValueError(f"onnxruntime runs f32 only, not {precision}")
-        return OrtPart(onnx_runs.cpu_session(model, self.threads))
+        return OrtPart(onnx_runs.session(model, self.threads, device=self.device))
 
 
 def openvino_available() -> bool:

@@ -36,6 +36,7 @@ __all__ = [
     "Engine",
     "LoadedVoice",
     "ReportsBackends",
+    "ReportsDevice",
     "StopSignal",
     "SynthesisParams",
     "Unit",
@@ -202,6 +203,16 @@ class ReportsBackends(Protocol):
     def backends(self) -> dict[str, Any]:
         """``{"parts": {part: {"backend", "precision", "snr_db", ...}}, ...}``: the
         backend and precision of each part and the quality gates' figures for it."""
+        ...
+
+
+@runtime_checkable
+class ReportsDevice(Protocol):
+    """A loaded voice that says where its model runs (``/voices``, metrics, the load log)."""
+
+    @property
+    def device(self) -> str:
+        """``cpu`` or ``cuda:N`` (the server's ``--device``, as resolved at start-up)."""
         ...
 
 

@@ -29,6 +29,10 @@ when the sentence is done. The model pads each
 batch with silence; it is trimmed as kokoro-onnx trims it, and the utterance adds the
 server's own sentence silence.
 
+**Device.** The model's session runs where ``--device`` resolved to
+(:class:`~.registry.EngineOptions` ``device``: the CPU, or a CUDA GPU through
+onnxruntime-gpu); a blend speaks on its parts' session, so on the same device.
+
 **Blends.** A per-request blend (``af_bella(2)+af_sky(1)``, :mod:`chorus.server.voice_blends`)
 is the weighted sum of its parts' style rows on the first part's model session: no
 second session, no warm-up, and half a megabyte of rows built in well under a
@@ -122,10 +126,12 @@ def load_style(path: Path) -> npt.NDArray[np.float32]:
     return flat.reshape(-1, 1, STYLE_DIM)
 
 
-def model_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
-    """The session a Kokoro model runs in: the server's kind, with onnxruntime's CPU
-    arena, without which a third of a call's time is page faults (:mod:`.onnx_runs`)."""
-    return onnx_runs.cpu_session(str(path), threads, arena=True)
+def model_session(path: Path, threads: int, device: str = "cpu",
+                  ) -> onnxruntime.InferenceSession:
+    """The session a Kokoro model runs in: the server's kind, on ``device``, with
+    onnxruntime's CPU arena, without which a third of a call's time on the CPU is page
+    faults (:mod:`.onnx_runs`)."""
+    return onnx_runs.session(str(path), threads, device=device, arena=True)
 
 
 def _file_in(directory: Path, config: dict[str, Any], key: str, config_path: Path) -> Path:
@@ -141,6 +147,8 @@ class _Model:
     """One model file's session, shared by the voices that use it."""
 
     session: onnxruntime.InferenceSession
+    device: str
+    """Where ``session`` runs: ``cpu`` or ``cuda:N``."""
     fingerprint: tuple[int, ...]
     model_bytes: int
     tokens_input: str
@@ -156,6 +164,7 @@ class KokoroEngine:
 
     def __init__(self, options: EngineOptions) -> None:
         self._threads = options.threads_per_voice
+        self._device = options.device
         self._lock = threading.Lock()
         self._models: dict[Path, _Model] = {}
         self._tokenizer: Tokenizer | None = None
@@ -254,13 +263,13 @@ class KokoroEngine:
             known = self._models.get(spec.model_path)
             if known is not None and known.fingerprint == fingerprint and known.users:
                 return known
-        session = model_session(spec.model_path, self._threads)
+        session = model_session(spec.model_path, self._threads, self._device)
         dtypes = input_dtypes(session)
         tokens_input = "input_ids" if "input_ids" in dtypes else "tokens"
         missing = {tokens_input, "style", "speed"} - set(dtypes)
         if missing:
             raise ValueError(f"not a Kokoro model: no input {', '.join(sorted(missing))}")
-        model = _Model(session, fingerprint, spec.model_bytes, tokens_input,
+        model = _Model(session, self._device, fingerprint, spec.model_bytes, tokens_input,
                        dtypes["speed"], embedded_vocab(session) or self.tokenizer.vocab)
         with self._lock:
             self._models[spec.model_path] = model
@@ -344,6 +353,11 @@ class KokoroLoadedVoice:
     def backends(self) -> dict[str, Any]:
         """One whole graph on onnxruntime f32 (no backend choice for Kokoro yet)."""
         return BackendChoice({"model": PartChoice()}).to_json()
+
+    @property
+    def device(self) -> str:
+        """Where its model's session runs: ``cpu`` or ``cuda:N``."""
+        return self._model.device
 
     @property
     def memory_bytes(self) -> int:

@@ -20,16 +20,26 @@ from typing import Any
 import numpy.typing as npt
 import onnxruntime
 
+from . import devices
 from .base import Cancelled, StopSignal
 
-__all__ = ["cpu_session", "run"]
+__all__ = ["cpu_session", "run", "session"]
 
 
 def cpu_session(model: bytes | str, threads: int, *, arena: bool = False,
                 ) -> onnxruntime.InferenceSession:
-    """A CPU session as the server runs every model (a whole graph or a part, from a
-    path or bytes): ``threads`` per call, no spinning, no memory patterns, and no arena
-    unless ``arena`` (see below why Kokoro's model wants one)."""
+    """:func:`session` on the CPU."""
+    return session(model, threads, arena=arena)
+
+
+def session(model: bytes | str, threads: int, *, device: str = "cpu", arena: bool = False,
+            ) -> onnxruntime.InferenceSession:
+    """A session as the server runs every model (a whole graph or a part, from a path or
+    bytes) on ``device`` (``cpu`` or ``cuda:N``, :mod:`.devices`): ``threads`` per call,
+    no spinning, no memory patterns, and no CPU arena unless ``arena`` (see below why
+    Kokoro's model wants one). On CUDA these settings govern the CPU side (inputs,
+    outputs, the nodes onnxruntime leaves on the CPU); a session that did not get CUDA
+    raises :class:`RuntimeError` instead of running on the CPU unnoticed."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -56,8 +66,8 @@ def cpu_session(model: bytes | str, threads: int, *, arena: bool = False,
     # Measured (three long paragraphs, then short sentences): +305 MiB for good
     # with patterns, -2 MiB without.
     options.enable_mem_pattern = False
-    return onnxruntime.InferenceSession(
-        model, sess_options=options, providers=["CPUExecutionProvider"])
+    return devices.check_session(onnxruntime.InferenceSession(
+        model, sess_options=options, **devices.session_kwargs(device)), device)
 
 
 def run(session: onnxruntime.InferenceSession, feeds: Mapping[str, npt.NDArray[Any]],

@@ -176,6 +176,9 @@ class PiperEngine:
     """``--precision`` (used by OpenVINO only; onnxruntime runs f32)."""
     workers: int = 1
     """Model calls that may run at once (OpenVINO compiles one stream per worker)."""
+    device: str = "cpu"
+    """Where the sessions run: ``cpu`` or ``cuda:N`` (``--device``, resolved by
+    :mod:`.devices`). On a GPU every part runs onnxruntime: OpenVINO is CPU only."""
 
     def read_spec(self, config_path: Path, name: str) -> VoiceSpec:
         model_path = config_path.with_suffix("")  # <voice>.onnx.json -> <voice>.onnx
@@ -212,7 +215,7 @@ class PiperEngine:
 
     def session(self, model: bytes | str) -> onnxruntime.InferenceSession:
         """A session as the server runs one: a whole graph or one part (path or bytes)."""
-        return onnx_runs.cpu_session(model, self.threads_per_voice)
+        return onnx_runs.session(model, self.threads_per_voice, device=self.device)
 
     def load(self, spec: VoiceSpec) -> PiperLoadedVoice:
         try:
@@ -226,11 +229,11 @@ class PiperEngine:
                 full.append(self.session(str(spec.model_path)))
             return full[0]
 
-        voice = PiperLoadedVoice(spec, config, self.max_phonemes)
+        voice = PiperLoadedVoice(spec, config, self.max_phonemes, self.device)
         report = self._streaming_parts(spec, voice, full_session) if self.stream_windows else None
         if report is not None and report.graph is not None:
             report = self._backends(spec, voice, report)
-        elif self.backend != "onnxruntime":
+        elif self.backend_wanted != "onnxruntime":
             _LOGGER.info("Voice %s renders whole sentences: onnxruntime f32 (--backend %s "
                          "applies to streaming parts)", spec.name, self.backend)
         try:
@@ -253,13 +256,14 @@ class PiperEngine:
         the choice kept on ``voice`` and logged."""
         if report.graph is None:
             return report
-        if self.backend != "onnxruntime" and not openvino_available():
+        backend = self.backend_wanted
+        if backend != "onnxruntime" and not openvino_available():
             _LOGGER.warning("Voice %s: --backend %s: OpenVINO is not installed (the "
                             "chorus-tts[openvino] extra); onnxruntime f32 for every part",
                             spec.name, self.backend)
-        wanted = Wanted(self.backend, self.precision)
+        wanted = Wanted(backend, self.precision)
         backends: dict[str, Backend] = {
-            "onnxruntime": OnnxRuntime(self.threads_per_voice),
+            "onnxruntime": OnnxRuntime(self.threads_per_voice, device=self.device),
             "openvino": OpenVino(self.threads_per_voice, max(1, self.workers))}
         graph, choice = choose(
             report.graph, report.sources,
@@ -268,10 +272,16 @@ class PiperEngine:
             tuple(self.stream_windows or DEFAULT_WINDOWS), wanted, backends,
             lambda line: _LOGGER.warning("Voice %s: %s", spec.name, line))
         voice.backend_choice = choice
-        if self.backend != "onnxruntime":
+        if backend != "onnxruntime":
             _LOGGER.info("Voice %s: backends (--backend %s --precision %s): %s", spec.name,
                          self.backend, self.precision, choice.summary())
         return dataclasses.replace(report, graph=graph, sources={})
+
+    @property
+    def backend_wanted(self) -> str:
+        """``--backend`` as it applies here: onnxruntime on a GPU (OpenVINO, and so
+        ``auto``'s candidates, run on the CPU only; see :mod:`.devices`)."""
+        return "onnxruntime" if self.device != "cpu" else self.backend
 
     def _streaming_parts(self, spec: VoiceSpec, voice: PiperLoadedVoice,
                          full_session: Any) -> SplitReport:
@@ -280,7 +290,7 @@ class PiperEngine:
             session=self.session, threads=self.threads_per_voice,
             windows=tuple(self.stream_windows or DEFAULT_WINDOWS),
             cache_dir=self.graph_cache_dir, prebuilt_dir=self.prebuilt_graphs,
-            full_session=full_session,
+            full_session=full_session, device=self.device,
             calibration=lambda: [voice.feeds(u, SynthesisParams(noise_scale=0.0,
                                                                  noise_w_scale=0.0))
                                  for u in voice.prepare(CALIBRATION_TEXT)])
@@ -326,8 +336,10 @@ class PiperWindows:
 class PiperLoadedVoice:
     """A resident Piper voice; ``render`` and ``start`` may run on several threads at once."""
 
-    def __init__(self, spec: VoiceSpec, config: PiperConfig, max_phonemes: int) -> None:
+    def __init__(self, spec: VoiceSpec, config: PiperConfig, max_phonemes: int,
+                 device: str = "cpu") -> None:
         self._spec = spec
+        self._device = device
         self._config = config
         self._max_phonemes = max_phonemes
         self._piper = PiperVoice(session=None, config=config)  # phonemization
@@ -382,6 +394,11 @@ class PiperLoadedVoice:
     @property
     def backends(self) -> dict[str, Any]:
         return self.backend_choice.to_json()
+
+    @property
+    def device(self) -> str:
+        """Where its sessions run: ``cpu`` or ``cuda:N``."""
+        return self._device
 
     @property
     def memory_bytes(self) -> int:

@@ -238,9 +238,12 @@ def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return "+".join(flag for flag in _ISA_FLAGS if flag in flags) or "unknown"
 
 
-def verification_key(threads: int, windows: Sequence[int]) -> str:
+def verification_key(threads: int, windows: Sequence[int], device: str = "cpu") -> str:
+    """What a verification holds for: on the CPU, this CPU's features; on a GPU, the
+    device (a verification made on the CPU is not taken for CUDA, nor the reverse)."""
+    where = f"cpu {cpu_isa()}" if device == "cpu" else f"device {device}"
     return (f"onnxruntime {onnxruntime.__version__}, {threads} thread(s), "
-            f"windows {','.join(map(str, windows))}, cpu {cpu_isa()}")
+            f"windows {','.join(map(str, windows))}, {where}")
 
 
 @dataclass
@@ -257,12 +260,14 @@ class Builder:
     prebuilt_dir: Path | None = None
     """A read-only cache made ahead (the server image's, for its embedded voice): its
     parts are used when ``cache_dir`` has none, and its verification when it was made
-    for the same key (onnxruntime, threads, windows, CPU features)."""
+    for the same key (onnxruntime, threads, windows, CPU features or GPU)."""
+    device: str = "cpu"
+    """Where ``session`` runs the parts (part of the verification key)."""
 
     def build(self, model_path: Path) -> SplitReport:
         """The voice's parts and how they were made; never raises for a graph that
         cannot stream (the report says why instead)."""
-        key = verification_key(self.threads, self.windows)
+        key = verification_key(self.threads, self.windows, self.device)
         try:
             return self._build(model_path, key)
         except Exception as err:  # noqa: BLE001 - onnx and onnxruntime raise assorted errors

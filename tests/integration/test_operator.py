@@ -562,3 +562,57 @@ async def test_xtts_voices_size_the_server_once_per_checkpoint_and_need_the_lice
         two = math.ceil(xtts.memory_estimate([xtts.DEFAULT_MODEL_BYTES] * 2) / 2**20)
         await wait_obj(kube, "apps/v1", "deployments", "speech",
                        lambda d: server_memory(d)[0] == f"{512 + two}Mi")
+
+
+def _server_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    pod = deployment["spec"]["template"]["spec"]
+    container: dict[str, Any] = next(c for c in pod["containers"] if c["name"] == "server")
+    return container
+
+
+async def test_a_gpu_service_lands_on_gpu_nodes_and_serves_on_cuda(
+        kubeconfig_env: EmulatedCluster) -> None:
+    kube = kubeconfig_env
+    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    async with operator():
+        await kube.create(voice("joe", JOE))
+        await kube.create(service("speech", {**BASE, "server": {"gpu": {
+            "count": 1, "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [toleration]}}}))
+        dep = await wait_obj(kube, "apps/v1", "deployments", "speech")
+        resources = _server_container(dep)["resources"]
+        # the API server (and the emulator) keep quantities in their canonical string form
+        assert resources["limits"]["nvidia.com/gpu"] == resources["requests"][
+            "nvidia.com/gpu"] == "1"
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert pod["tolerations"] == [toleration]
+        config = await wait_obj(kube, "v1", "configmaps", "speech-config")
+        assert json.loads(config["data"]["server.json"])["device"] == "cuda"
+        first = checksum(dep)
+
+        # a second GPU per pod, and the device left to the server: the pods roll
+        await kube.patch(TTS, "ttsservices", NS, "speech", {"spec": {"server": {
+            "device": "auto", "gpu": {"count": 2}}}})
+        dep = await wait_obj(kube, "apps/v1", "deployments", "speech",
+                             lambda d: _server_container(d)["resources"]["limits"].get(
+                                 "nvidia.com/gpu") == "2")
+        assert checksum(dep) != first
+        config = await wait_obj(kube, "v1", "configmaps", "speech-config")
+        assert json.loads(config["data"]["server.json"])["device"] == "auto"
+
+        # a GPU on the CPU is a contradiction the CRD refuses; past it, a condition says so
+        await kube.patch(TTS, "ttsservices", NS, "speech", {"spec": {"server": {
+            "device": "cpu"}}})
+        bad = await wait_obj(kube, TTS, "ttsservices", "speech",
+                             lambda o: condition(o, "Ready").get("reason") == "InvalidSpec")
+        assert "server.gpu with server.device cpu" in condition(bad, "Ready")["message"]
+
+        # the GPU taken away: the pods go back to the CPU and to any node
+        await kube.patch(TTS, "ttsservices", NS, "speech", {"spec": {"server": {
+            "device": None, "gpu": None}}})
+        dep = await wait_obj(kube, "apps/v1", "deployments", "speech",
+                             lambda d: "nvidia.com/gpu" not in json.dumps(d["spec"]))
+        assert "nodeSelector" not in dep["spec"]["template"]["spec"]
+        config = await wait_obj(kube, "v1", "configmaps", "speech-config")
+        assert "device" not in json.loads(config["data"]["server.json"])

@@ -94,6 +94,8 @@ TOLERATION = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
 AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
     "nodeSelectorTerms": [{"matchExpressions": [
         {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+MIG = "nvidia.com/mig-1g.10gb"
 SPREAD = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
           "whenUnsatisfiable": "ScheduleAnyway"}
 
@@ -193,6 +195,23 @@ SERVICE_CASES = [
          lambda c: settings_json(c)["backend"], "openvino"),
     case("server.precision", {"server": {"precision": "bf16"}},
          lambda c: settings_json(c)["precision"], "bf16"),
+    case("server.device", {"server": {"device": "auto"}},
+         lambda c: settings_json(c)["device"], "auto"),
+    case("server.gpu.count", {"server": {"gpu": {"count": 2}}},
+         lambda c: (server(c)["resources"]["limits"], server(c)["resources"]["requests"],
+                    settings_json(c)["device"]),
+         ({"memory": "2Gi", "nvidia.com/gpu": 2},
+          {"cpu": "500m", "memory": "512Mi", "nvidia.com/gpu": 2}, "cuda")),
+    case("server.gpu.resourceName", {"server": {"gpu": {"count": 1, "resourceName": MIG}}},
+         lambda c: (server(c)["resources"]["limits"].get(MIG),
+                    server(c)["resources"]["requests"].get(MIG),
+                    "nvidia.com/gpu" in server(c)["resources"]["limits"]), (1, 1, False)),
+    case("server.gpu.nodeSelector", {"pod": {"nodeSelector": {"disk": "ssd"}}, "server": {
+        "gpu": {"count": 1, "nodeSelector": {"nvidia.com/gpu.present": "true"}}}},
+         lambda c: pod(c)["nodeSelector"], {"disk": "ssd", "nvidia.com/gpu.present": "true"}),
+    case("server.gpu.tolerations", {"pod": {"tolerations": [TOLERATION]}, "server": {
+        "gpu": {"count": 1, "tolerations": [GPU_TOLERATION, TOLERATION]}}},
+         lambda c: pod(c)["tolerations"], [TOLERATION, GPU_TOLERATION]),
     case("server.logLevel", {"server": {"logLevel": "DEBUG"}},
          lambda c: settings_json(c)["log-level"], "DEBUG"),
     case("server.maxSentenceChars", {"server": {"maxSentenceChars": 400}},
@@ -654,6 +673,66 @@ def test_autoscaling_always_has_a_cpu_request() -> None:
     assert server(children)["resources"] == {"requests": {"memory": "1Gi", "cpu": "500m"}}
     children = render({"server": {"resources": {"requests": {"memory": "1Gi"}}}})
     assert server(children)["resources"] == {"requests": {"memory": "1Gi"}}
+
+
+def test_a_gpu_goes_to_the_server_alone_and_given_resources_keep_their_own() -> None:
+    children = render({"server": {"gpu": {"count": 1}, "resources": {
+        "requests": {"cpu": "2"}, "limits": {"memory": "4Gi"}}}})
+    assert server(children)["resources"] == {
+        "requests": {"cpu": "2", "nvidia.com/gpu": 1},
+        "limits": {"memory": "4Gi", "nvidia.com/gpu": 1}}
+    assert settings_json(children)["workers"] == 2
+    for name in ("voice-manager", "voice-manager-init"):
+        assert "nvidia.com/gpu" not in json.dumps(container(children, name)["resources"])
+    assert "nodeSelector" not in pod(children) and "tolerations" not in pod(children)
+
+
+@pytest.mark.parametrize(("device", "rendered"), [
+    (None, "cuda"), ("cuda", "cuda"), ("auto", "auto")])
+def test_a_gpu_runs_the_server_on_cuda_unless_the_device_is_given(
+        device: str | None, rendered: str) -> None:
+    given = {"device": device} if device else {}
+    assert settings_json(render({"server": {"gpu": {"count": 1}, **given}}))[
+        "device"] == rendered
+    assert "device" not in settings_json(render())
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"server": {"gpu": {"count": 1}, "device": "cpu"}},
+     "server.gpu with server.device cpu would leave the GPUs unused"),
+    ({"server": {"gpu": {"count": 1}, "backend": "openvino"}},
+     "OpenVINO runs on the CPU only"),
+    ({"server": {"gpu": {"count": 1}, "resources": {"limits": {"nvidia.com/gpu": 1}}}},
+     "leave nvidia.com/gpu out of server.resources"),
+    ({"server": {"gpu": {"count": 1, "resourceName": MIG},
+                 "resources": {"requests": {MIG: 1}}}},
+     f"leave {MIG} out of server.resources"),
+    ({"server": {"gpu": {"count": 1, "nodeSelector": {"gpu": "a100"}}},
+      "pod": {"nodeSelector": {"gpu": "h100"}}},
+     "server.gpu.nodeSelector and pod.nodeSelector give one label two values"),
+    ({"server": {"gpu": {"count": 0}}}, "greater than or equal to 1"),
+    ({"server": {"gpu": {"count": 1, "resourceName": "gpu"}}}, "resourceName"),
+    ({"server": {"gpu": {"count": 1, "tolerations": [{"operator": "Equal"}]}}},
+     "a toleration without a key needs operator Exists"),
+    ({"server": {"gpu": {"count": 1, "tolerations": [
+        {"key": "k", "operator": "Exists", "value": "v"}]}}},
+     "a toleration with operator Exists takes no value"),
+    ({"server": {"gpu": {"count": 1, "tolerations": [
+        {"key": "k", "effect": "NoSchedule", "tolerationSeconds": 30}]}}},
+     "tolerationSeconds needs effect NoExecute"),
+    ({"server": {"device": "cuda:1"}}, "device"),
+])
+def test_contradictory_gpu_specs_are_refused(patch: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        service(patch)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_a_gpu_service_server_json_is_read_by_chorus_serve(tmp_path: Path) -> None:
+    values = _serve_values(render({"server": {"gpu": {"count": 1}}}), tmp_path)
+    assert values["device"] == "cuda"
+    values = _serve_values(render({"server": {"device": "auto"}}), tmp_path)
+    assert values["device"] == "auto"
 
 
 # --- the ConfigMap and the checksum ---------------------------------------------------------

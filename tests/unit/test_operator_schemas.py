@@ -124,6 +124,13 @@ MAXIMAL: dict[str, Any] = {
         "workers": 2, "threadsPerWorker": 1, "maxRequests": 32, "voiceMemoryMB": 2048,
         "maxTextChars": 5000, "lengthScale": 1.1, "noiseScale": 0.6, "noiseWScale": 0.8,
         "sentenceSilence": 0.2, "logLevel": "INFO", "wyoming": {"port": 10300},
+        "device": "cuda",
+        "gpu": {"count": 1, "resourceName": "nvidia.com/gpu",
+                "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                 "effect": "NoSchedule"},
+                                {"key": "maintenance", "operator": "Equal", "value": "soon",
+                                 "effect": "NoExecute", "tolerationSeconds": 300}]},
         "http": {"enabled": True, "port": 8080,
                  "apiKeySecretRef": {"name": "tts-api", "key": "token"},
                  "openaiVoices": {"alloy": AMY, "echo": JOE}},
@@ -158,6 +165,8 @@ RENDER_CASES: dict[str, dict[str, Any] | None] = {
     "autoscaling-emptydir": {"autoscaling": {"maxReplicas": 3}, "storage": {"type": "EmptyDir"}},
     "replicas-rwx": {"replicas": 3, "storage": {"accessModes": ["ReadWriteMany"]}},
     "zero-replicas": {"replicas": 0},
+    "gpu": {"server": {"gpu": {"count": 2, "resourceName": "nvidia.com/mig-1g.10gb",
+                               "tolerations": [{"operator": "Exists"}]}}},
 }
 
 
@@ -170,7 +179,8 @@ def _rendered() -> Iterator[tuple[str, dict[str, Any]]]:
     for child in render({**maximal, "defaultVoice": AMY, "voices": MAXIMAL["voices"]}).values():
         if child is not None:
             yield "maximal", child
-    for files in (["service-multilingual.yaml"], ["service-simple.yaml", "voice-amy.yaml"]):
+    for files in (["service-multilingual.yaml"], ["service-simple.yaml", "voice-amy.yaml"],
+                  ["service-gpu.yaml", "voice-amy.yaml"]):
         out, problems = render_files([REPO / "examples" / f for f in files], "default",
                                      RenderSettings())
         assert problems == []
@@ -189,7 +199,7 @@ def test_the_representative_specs_render_every_kind() -> None:
     assert kinds == {"ConfigMap", "PersistentVolumeClaim", "Deployment", "Service",
                      "HorizontalPodAutoscaler", "PodDisruptionBudget", "PodMonitor"}
     assert {name for name, _ in RENDERED} >= {*RENDER_CASES, "maximal", "service-multilingual",
-                                              "service-simple"}
+                                              "service-simple", "service-gpu"}
 
 
 def test_newest_kubernetes_is_newer_than_1_30() -> None:
@@ -695,6 +705,8 @@ MINIMAL_SPECS: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
     ("TTSService", ServiceSpec, {"defaultVoice": AMY, "voices": {"names": ["amy"]},
                                  "autoscaling": {"maxReplicas": 3},
                                  "storage": {"type": "EmptyDir"}}),
+    ("TTSService", ServiceSpec, {"defaultVoice": AMY, "voices": {"names": ["amy"]},
+                                 "server": {"gpu": {"count": 1}}}),
     ("TTSVoice", Voice, HF_VOICE),
     ("TTSVoice", Voice, {"voice": AMY, "source": {"url": URL},
                          "sha256": {"model": SHA_A, "config": SHA_B}}),
@@ -952,6 +964,31 @@ CEL_CASES = [
     pytest.param(_service_cr({**BASE_SPEC, "server": {"wyoming": {"port": 7000}},
                               "monitoring": {"port": 7000}}), METRICS_PORT,
                  id="metrics-port-is-a-chosen-wyoming-port"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {"count": 1}, "device": "cpu"}}),
+                 "server.gpu with server.device cpu", id="gpu-on-the-cpu"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {"count": 1},
+                                                      "backend": "openvino"}}),
+                 "server.gpu with server.backend openvino", id="gpu-with-openvino"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {"count": 1}, "resources": {
+        "limits": {"nvidia.com/gpu": 2}}}}), "server.gpu sets the GPU resource itself",
+                 id="gpu-in-resources-too"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {
+        "count": 1, "resourceName": "example.com/tpu"}, "resources": {
+        "requests": {"example.com/tpu": 1}}}}), "server.gpu sets the GPU resource itself",
+                 id="gpu-resource-requested-too"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {
+        "count": 1, "nodeSelector": {"gpu": "a100"}}}, "pod": {"nodeSelector": {"gpu": "h100"}}}),
+                 "server.gpu.nodeSelector and pod.nodeSelector give one label two values",
+                 id="gpu-node-selector-conflict"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {"count": 1, "tolerations": [
+        {"key": "gpu", "operator": "Exists", "value": "yes"}]}}}),
+                 "a toleration with operator Exists takes no value", id="exists-with-value"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {"count": 1, "tolerations": [
+        {"value": "yes"}]}}}),
+                 "a toleration without a key needs operator Exists", id="no-key-equal"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {"count": 1, "tolerations": [
+        {"key": "gpu", "effect": "NoSchedule", "tolerationSeconds": 60}]}}}),
+                 "tolerationSeconds needs effect NoExecute", id="seconds-without-noexecute"),
 ]
 
 
@@ -998,6 +1035,16 @@ def test_every_cel_rule_has_a_failing_case() -> None:
                  id="metrics-port-on-the-unused-http-port"),
     pytest.param(_service_cr({**BASE_SPEC, "monitoring": {"port": 9100}}),
                  id="metrics-port-of-its-own"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {"count": 1}, "device": "auto",
+                                                      "backend": "auto"}}),
+                 id="gpu-with-device-auto"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {
+        "count": 1, "nodeSelector": {"gpu": "a100", "zone": "a"}}},
+        "pod": {"nodeSelector": {"gpu": "a100", "disk": "ssd"}}}),
+                 id="gpu-node-selector-agrees"),
+    pytest.param(_service_cr({**BASE_SPEC, "server": {"gpu": {"count": 1, "tolerations": [
+        {"operator": "Exists"}, {"key": "t", "effect": "NoExecute", "tolerationSeconds": 9}]},
+        "resources": {"limits": {"cpu": 2}}}}), id="gpu-tolerations-and-cpu-limits"),
     pytest.param(_voice_cr({**HF_VOICE, "source": {"huggingFace": {
         "path": "en/en_US/a.b/medium", "revision": "v1.0"}}}), id="dotted-path-and-revision"),
     pytest.param(_voice_cr({**HF_VOICE, "voice": "en_US-a.b-medium"}), id="dotted-voice"),
