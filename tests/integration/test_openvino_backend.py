@@ -74,6 +74,23 @@ def _get(server: ServerProcess, path: str) -> bytes:
         return body
 
 
+@pytest.fixture(scope="module")
+def bf16(server: ServerProcess) -> None:
+    """The server runs bf16 parts, unless the quality gates refused this CPU's bf16 (on
+    AVX-512 bf16 without AMX, windows measured 59.5 dB against the 60 dB gate): then the
+    refusal must be logged once and every part listed on onnxruntime, and the tests of
+    bf16 speech have nothing to test here."""
+    refusals = [line for line in server.output().splitlines()
+                if "onnxruntime f32 kept for every part" in line]
+    if not refusals:
+        return
+    assert len(refusals) == 1, server.output()
+    parts = json.loads(_get(server, f"/voices/{JOE}"))["backends"]["parts"]
+    assert all(p["backend"] == "onnxruntime" for p in parts.values()), parts
+    pytest.skip(f"the quality gates refused bf16 on this CPU, as logged: {refusals[0]}")
+
+
+@pytest.mark.usefixtures("bf16")
 def test_the_choice_is_logged_listed_and_measured(server: ServerProcess) -> None:
     lines = [line for line in server.output().splitlines()
              if "backends (--backend openvino --precision bf16)" in line]
@@ -88,6 +105,7 @@ def test_the_choice_is_logged_listed_and_measured(server: ServerProcess) -> None
             f'voice="{JOE}"}} 1.0') in metrics
 
 
+@pytest.mark.usefixtures("bf16")
 def test_bf16_speech_is_understood_as_well_as_f32(server: ServerProcess,
                                                  tmp_path: Path, graph_cache_dir: Path) -> None:
     """The quality gate's listening half: WER under the limit, and no worse than the
@@ -116,6 +134,7 @@ def test_bf16_speech_is_understood_as_well_as_f32(server: ServerProcess,
     assert control > WER_LIMIT * 5
 
 
+@pytest.mark.usefixtures("bf16")
 def test_windows_join_as_the_whole_sentence(server: ServerProcess,
                                             graph_cache_dir: Path) -> None:
     streamed = asyncio.run(_speak(server, [LONG]))[0]
