@@ -17,6 +17,9 @@ XTTS tests need the ``xtts`` extra (torch, coqui-tts) and are marked ``xtts``: t
 test run leaves them out, ``scripts/dev test`` runs them in their own stage and venv.
 """
 
+# pyright: reportMissingImports=false
+# (torch and coqui-tts are in the xtts venv only, not in the one pyright checks with)
+
 from __future__ import annotations
 
 import importlib.util
@@ -69,7 +72,7 @@ def write_tiny_vocab(path: Path) -> Path:
     tokens = [*_SPECIALS, *(f"[{code}]" for code in _LANGUAGE_TOKENS),
               *dict.fromkeys(_CHARACTERS), "[START]"]
     vocab = {token: index for index, token in enumerate(tokens)}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))  # noqa: S106
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.add_special_tokens([t for t in tokens if t.startswith("[")])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def write_tiny_vocab(path: Path) -> Path:
 def build_tiny_checkpoint(directory: Path) -> Path:
     """Write a tiny random XTTS v2 checkpoint (``config.json``, ``model.pth``,
     ``vocab.json``) into ``directory``; returns ``directory``. Seeded: the same files
-    every time. About 2 s and 60 MB."""
+    every time. A few seconds, about 120 MB."""
     import torch
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
@@ -153,12 +156,15 @@ def write_cloned_voice(root: Path, name: str, *, language: str = "en",
                        languages: Sequence[str] = (), checkpoint: str = DEFAULT_CHECKPOINT,
                        clips: int = 1, pitch: float = 140.0,
                        description: str = "") -> Path:
-    """Voice ``name`` in ``root`` as the clone API writes it: ``clips`` WAV clips, then
-    the ``.xtts.json`` entry (atomically, last). The checkpoint directory is not written
-    here (:func:`link_checkpoint`). Returns the entry's path."""
+    """Voice ``name`` in ``root`` as the clone API writes it: ``clips`` WAV clips (a clip
+    file already there is kept: a test may record its own), then the ``.xtts.json``
+    entry (atomically, last). The checkpoint directory is not written here
+    (:func:`link_checkpoint`). Returns the entry's path."""
     names = []
     for index in range(1, clips + 1):
-        clip = write_clip(root / clip_name(name, index), pitch=pitch + 20.0 * (index - 1))
+        clip = root / clip_name(name, index)
+        if not clip.exists():
+            write_clip(clip, pitch=pitch + 20.0 * (index - 1))
         names.append(clip.name)
     entry = XttsEntry(clips=tuple(names), language=language,
                       languages=tuple(languages) or (language,), checkpoint=checkpoint,
