@@ -469,10 +469,12 @@ class XttsLoadedVoice:
         return stream
 
     def _language(self, params: SynthesisParams) -> str:
-        language = params.language or self._spec.language
-        if language not in self._spec.all_languages:
-            raise ValueError(f"voice {self._spec.name} does not speak {language!r}")
-        return language
+        """The request's language where the voice speaks it (the synthesizer checked it
+        against the request's voice; a voice SSML switches to may speak others), else the
+        voice's own."""
+        if params.language in self._spec.all_languages:
+            return params.language
+        return self._spec.language
 
     def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
               stop: StopSignal | None = None) -> XttsChunks:
