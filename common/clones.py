@@ -41,6 +41,7 @@ from .xtts import (
 __all__ = [
     "LOCK_NAME",
     "MAX_DESCRIPTION",
+    "RESERVED_NAME",
     "CloneError",
     "CloneErrorKind",
     "CloneRequest",
@@ -53,6 +54,9 @@ __all__ = [
 
 LOCK_NAME = ".chorus-clone.lock"
 """The lock file in a voices directory (a dot file: no scan takes it for a voice)."""
+
+RESERVED_NAME = "clone"
+"""Not a cloned voice's name: ``/voices/clone`` is the route that makes them."""
 
 MAX_DESCRIPTION = 500
 """Characters of a cloned voice's description."""
@@ -97,6 +101,9 @@ def check_request(name: str | None, language: str | None,
         raise CloneError("invalid", f"name: {name[:80]!r} is not a voice name: 1 to 128 "
                          "letters, digits, '_', '-' or '.', starting with a letter or digit, "
                          "no '..' ('+' joins the voices of a blend)", "name")
+    if name == RESERVED_NAME:
+        raise CloneError("invalid", f"name: {name!r} is reserved (the HTTP API's "
+                         f"POST /voices/{RESERVED_NAME})", "name")
     if not language:
         raise CloneError("invalid", "language: field required", "language")
     if language not in LANGUAGES:

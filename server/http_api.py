@@ -107,6 +107,8 @@ _STATUS = {
     "xtts-checkpoint-missing": 503,
     "voices-dir-unwritable": 507,
 }
+_VOICE_PATH = "/voices/{name:(?!clone$)[^{}/]+}"
+"""``/voices/{name}`` (its canonical form), for every name but ``clone``."""
 _RETRY_AFTER = {"busy": "1", "shutting-down": "5"}
 _EXPOSED = "X-Audio-Duration, X-Sample-Rate, X-Generation-Time, X-Voice, X-Cache"
 _PUBLIC_PATHS = frozenset({"/", *DOC_PATHS})
@@ -217,8 +219,9 @@ class HttpApi:
             web.post("/synthesize/stream", self.synthesize_stream),
             web.get("/voices", self.voices),
             web.post("/voices/clone", self.clone_voice),
-            web.get("/voices/{name}", self.voice),
-            web.delete("/voices/{name}", self.delete_voice),
+            # any name but the clone route's own: GET /voices/clone is 405, not a voice
+            web.get(_VOICE_PATH, self.voice),
+            web.delete(_VOICE_PATH, self.delete_voice),
             web.post("/v1/audio/speech", self.openai_speech),
             web.get("/v1/audio/voices", self.openai_voices),
             web.get("/v1/audio/models", self.openai_audio_models),

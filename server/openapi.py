@@ -83,6 +83,7 @@ _ERROR_CODES = {
          "`--no-voice-cloning`)",
     404: "unknown voice (the message lists close names) or language, or an unknown "
          "speaker with --strict-speakers (`unknown-voice`, `unknown-speaker`)",
+    405: "`/voices/clone` takes only POST: it is no voice's path (`method-not-allowed`)",
     409: "a voice of that name is installed already, whatever its engine "
          "(`voice-exists`), or the voice to delete is not a cloned one "
          "(`voice-not-deletable`: Piper and Kokoro voices, and XTTS voices the voice "
@@ -487,8 +488,8 @@ def _clone_body() -> dict[str, Any]:
                 f"dBFS). Stored as 16-bit mono WAV at {CLIP_SAMPLE_RATE} Hz. Not accepted "
                 "audio: 415; too short, long, silent, damaged or truncated: 422.")},
             "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
-                     "description": "The new voice's name (no `..`); a voice of that name "
-                                    "installed already, any engine: 409."},
+                     "description": "The new voice's name (no `..`, not `clone`); a voice "
+                                    "of that name installed already, any engine: 409."},
             "language": {**languages, "description": "The language it speaks when a "
                                                       "request names none."},
             "languages": {"type": "array", "items": languages, "description": (
@@ -531,7 +532,8 @@ def _paths() -> dict[str, Any]:
     for name, header in _audio_headers(whole=True).items():  # flac only: not required
         speech_ok["headers"].setdefault(name, {**header, "required": False})
     name_param = {"name": "name", "in": "path", "required": True,
-                  "schema": {"type": "string"}, "description": "Voice name."}
+                  "schema": {"type": "string", "not": {"const": "clone"}},
+                  "description": "Voice name (`clone` is the clone route's own path)."}
     return {
         "/synthesize": {"post": _operation(
             "Speak a text; the whole audio in one response", "synthesis",
@@ -557,12 +559,12 @@ def _paths() -> dict[str, Any]:
             "get": {**_operation(
                 "One installed voice", "voices",
                 {"200": _json("The voice.", _ref("Voice")),
-                 **_errors(401, 404, 503, 500)}), "parameters": [name_param]},
+                 **_errors(401, 404, 405, 503, 500)}), "parameters": [name_param]},
             "delete": {**_operation(
                 "Delete a cloned voice", "voices",
                 {"204": {"description": "Deleted: its entry first (it is listed no more), "
                                         "then its clips and conditioning cache."},
-                 **_errors(401, 403, 404, 409, 507, 500)},
+                 **_errors(401, 403, 404, 405, 409, 507, 500)},
                 description="Only voices made by `POST /voices/clone` or `chorus voices "
                             "clone`; any other voice: 409 saying why."),
                 "parameters": [name_param]}},

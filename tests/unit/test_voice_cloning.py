@@ -143,6 +143,7 @@ def test_a_file_over_the_limit_is_refused_without_reading_it_whole(tmp_path: Pat
     ({"name": "../evil"}, "name", "not a voice name"),
     ({"name": "a..b"}, "name", "not a voice name"),
     ({"name": "af_bella+af_sky"}, "name", "blend"),
+    ({"name": "clone"}, "name", "reserved"),
     ({"language": None}, "language", "required"),
     ({"language": "tlh"}, "language", "en, es"),
     ({"languages": ["de,xx"]}, "languages", "'xx'"),
