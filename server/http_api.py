@@ -134,6 +134,7 @@ def _describe_offered(voice: OfferedVoice) -> dict[str, Any]:
     """A voice offered for download on first use (``--download-voices``): what the catalog
     says, ``installed`` false; its sample rate is known once it is installed."""
     return {"engine": "piper", "name": voice.name, "language": voice.language,
+            "languages": [voice.language],
             "quality": voice.quality, "speakers": list(voice.speakers),
             "num_speakers": voice.num_speakers, "sample_rate": None,
             "description": voice.description, "resident": False, "default": False,
@@ -458,7 +459,8 @@ class HttpApi:
         audio.
         """
         # The very merge Synthesizer.open applies, so the key describes what is rendered.
-        params = self.synthesizer.effective_params(spec, speech.voice.speaker, speech.params)
+        params = self.synthesizer.effective_params(spec, speech.voice.speaker, speech.params,
+                                                   speech.voice.language)
         fmt = speech.format
         rate = output_rate(fmt, spec.sample_rate, speech.sample_rate)
         return cache_key(
@@ -626,6 +628,7 @@ class HttpApi:
         resident = {v.spec.name: v for v in self.synthesizer.store.resident()}
         loaded = resident.get(spec.name)
         return {"engine": spec.engine, "name": spec.name, "language": spec.language,
+                "languages": list(spec.all_languages),
                 "quality": spec.quality, "speakers": list(spec.speakers),
                 "num_speakers": spec.num_speakers, "sample_rate": spec.sample_rate,
                 "description": spec.description, "resident": spec.name in resident,

@@ -227,7 +227,8 @@ def _native_body(formats: list[str], max_text: int | None, streaming: bool) -> d
             "spoken by speaker 0 (a warning is logged), or 404 with --strict-speakers.")},
         "language": _nullable({"type": "string", "description": (
             "Language code (`en_US`, `en`) used to pick a voice when `voice` is not "
-            "given; no installed voice speaks it: 404.")}),
+            "given; no installed voice speaks it: 404. For a voice that speaks several "
+            "(`languages` in `GET /voices`), the one it speaks; one it does not: 404.")}),
         "speed": _nullable({"type": "number", "minimum": MIN_SPEED, "maximum": MAX_SPEED,
                             "description": "2 speaks twice as fast; default 1."}),
         "noise_scale": _nullable({"type": "number", "minimum": 0.0, "maximum": MAX_NOISE,
@@ -393,7 +394,12 @@ def _components(max_text: int | None) -> dict[str, Any]:
             "Voice": _object({
                 "engine": {"type": "string"},
                 "name": {"type": "string"},
-                "language": {"type": "string"},
+                "language": {"type": "string", "description": (
+                    "The language it speaks unless a request's `language` picks another "
+                    "of `languages`.")},
+                "languages": {"type": "array", "items": {"type": "string"}, "description": (
+                    "Every language it speaks, `language` first (an XTTS voice may speak "
+                    "several; a request's `language` picks one).")},
                 "quality": {"type": ["string", "null"]},
                 "speakers": {"type": "array", "items": {"type": "string"}},
                 "num_speakers": {"type": "integer", "minimum": 1},

@@ -9,6 +9,14 @@ later units, and the worker that ran the first call goes straight on with window
 (first audio should not wait in the queue again). Windows of one unit may render on
 several workers at once; their audio still leaves in order.
 
+A voice that renders a unit in order, unable to say ahead how long each piece will be (an
+autoregressive model), answers with :class:`~chorus.server.engines.base.Chunks`: a
+sequential stream. Each pull of it is a :class:`NextChunk` item; the worker that started
+the unit pulls the first chunk at once, and each chunk, when done, queues the pull of the
+next one ahead of the job's later units. Pulls of one stream never overlap, and the
+job's next unit starts only once the stream is complete (its pulls would only slow the
+sentence being heard). The end of a stream is a piece of no samples, the unit's last.
+
 Who owns what: a :class:`Job` holds its queued items, its results and its listener's
 account (audio given, when playing began), and takes and completes its own items; the
 :class:`Scheduler` owns the worker threads, the one lock every job shares, the job list
@@ -64,6 +72,7 @@ import numpy as np
 from .engines.base import (
     PCM,
     Cancelled,
+    Chunks,
     LoadedVoice,
     StopSignal,
     SynthesisParams,
@@ -72,7 +81,7 @@ from .engines.base import (
 )
 from .errors import Busy, ShuttingDown
 
-__all__ = ["Job", "Piece", "RenderWindow", "Scheduler", "StartUnit"]
+__all__ = ["Job", "NextChunk", "Piece", "RenderWindow", "Scheduler", "StartUnit"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -159,8 +168,30 @@ class RenderWindow:
         return (self.unit, self.index)
 
 
-Item = StartUnit | RenderWindow
+@dataclass(frozen=True, eq=False)
+class NextChunk:
+    """The next pull of a unit whose first call answered a chunk stream."""
+
+    unit: int
+    index: int
+    """The piece it renders (0: the stream's first chunk)."""
+    chunks: Chunks
+    voice: LoadedVoice
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.unit, self.index)
+
+
+Item = StartUnit | RenderWindow | NextChunk
 Result = PCM | BaseException
+Outcome = PCM | Windows | Chunks | BaseException | None
+"""What a work item gave: audio, a unit's windows or chunk stream, a failure, or (from
+a :class:`NextChunk`) ``None``: the stream is complete."""
+
+_OPEN = 1 << 62
+"""The piece count of a unit whose chunk stream is still going: none of its pieces is
+the last until the stream ends."""
 
 
 class Job:
@@ -224,7 +255,7 @@ class Job:
         """Stop the job; the consumer raises ``error`` at its next read."""
         with self.lock:
             self._error = error
-            self._pending.clear()
+            self._drop_pending()
         self.stop.set()
         self._wakeup.set()
 
@@ -280,7 +311,7 @@ class Job:
     def end(self) -> None:
         """The job's slot is released: nothing more runs or is kept for it."""
         self._done = True
-        self._pending.clear()
+        self._drop_pending()
         self._results.clear()
 
     def runnable(self, lookahead: int) -> bool:
@@ -291,6 +322,9 @@ class Job:
                 and head.unit - 1 not in self._counts and head.voice.streaming):
             # The unit before is still in its first call: its audio is not counted in
             # ``ahead`` yet, and this unit would be planned as if its listener waited.
+            return False
+        if isinstance(head, StartUnit) and self._counts.get(head.unit - 1) == _OPEN:
+            # The unit before is a chunk stream still going (its next pull in flight).
             return False
         if self._in_flight + len(self._results) < lookahead:
             return True
@@ -318,18 +352,22 @@ class Job:
         self._in_flight += 1
         return item, lead
 
-    def work(self, item: Item, result: PCM | Windows | BaseException) -> float:
+    def work(self, item: Item, result: Outcome) -> float:
         """What a finished call rendered, in seconds of audio rendered whole (the unit
         of :class:`Paces`); 0 when it rendered no audio."""
         if not isinstance(result, np.ndarray):
             return 0.0
-        if isinstance(item, StartUnit):
+        if isinstance(item, StartUnit | NextChunk):
             return len(result) / _rate(item.voice)
         return item.windows.cost(item.index)
 
-    def complete(self, item: Item, result: PCM | Windows | BaseException) -> Item | None:
+    def complete(self, item: Item, result: Outcome) -> Item | None:
         """Keep a finished call's result; when it answered windows, queue them and
-        return the first for the same worker to render at once."""
+        return the first for the same worker to render at once (likewise the first pull
+        of a chunk stream)."""
+        if isinstance(item, NextChunk):
+            self._chunk_done(item, result)
+            return None
         if isinstance(result, np.ndarray | BaseException):
             if isinstance(item, StartUnit):
                 self._counts[item.unit] = 1
@@ -337,17 +375,21 @@ class Job:
                     self._service += len(result) / _rate(item.voice)
             self._deliver(item.key, result)
             return None
-        if isinstance(item, StartUnit):
-            return self._expand(item, result)
-        raise TypeError("a window rendered into windows")
+        if not isinstance(item, StartUnit) or result is None:
+            raise TypeError("only a unit's first call answers windows or chunks")
+        if isinstance(result, Chunks):
+            return self._open_chunks(item, result)
+        return self._expand(item, result)
 
     # Called outside the lock ----------------------------------------------------------
 
-    def run(self, item: Item, lead: float) -> PCM | Windows | BaseException:
+    def run(self, item: Item, lead: float) -> Outcome:
         """Render one item; a failure is returned, to reach the consumer in order."""
         try:
             if isinstance(item, StartUnit):
                 return item.voice.start(item.text, item.params, lead, self.stop)
+            if isinstance(item, NextChunk):
+                return item.chunks.next()
             return item.windows.render(item.index)
         except Cancelled as err:
             return err
@@ -371,6 +413,8 @@ class Job:
         head = self._pending[0]
         if pace is None or isinstance(head, StartUnit):
             return self._in_hand(now)
+        if isinstance(head, NextChunk):
+            return self._in_hand(now) - pace * head.chunks.cost()
         return self._in_hand(now) - pace * head.windows.cost(head.index)
 
     def _lead(self, now: float, pace: float | None) -> float:
@@ -409,6 +453,47 @@ class Job:
         self._started += 1
         self._service += windows.samples(0) / _rate(item.voice)
         return RenderWindow(item.unit, 0, windows, item.voice)
+
+
+    def _open_chunks(self, item: StartUnit, chunks: Chunks) -> NextChunk | None:
+        """A unit answered a chunk stream: its first pull, for the calling worker to run
+        at once (``None``, the stream closed, if the job is over)."""
+        self._counts[item.unit] = _OPEN
+        if self._done or self._error is not None:
+            self._in_flight -= 1
+            chunks.close()
+            return None
+        self._started += 1
+        return NextChunk(item.unit, 0, chunks, item.voice)
+
+    def _chunk_done(self, item: NextChunk, result: Outcome) -> None:
+        """Keep a chunk and queue the stream's next pull ahead of the job's later units;
+        at the stream's end (``None``) or a failure, that piece is the unit's last."""
+        if isinstance(result, np.ndarray):
+            self._service += len(result) / _rate(item.voice)
+            self._deliver(item.key, result)
+            if self._done or self._error is not None:
+                item.chunks.close()
+                return
+            at = next((i for i, queued in enumerate(self._pending)
+                       if queued.unit > item.unit), len(self._pending))
+            self._pending.insert(at, NextChunk(item.unit, item.index + 1, item.chunks,
+                                               item.voice))
+            return
+        item.chunks.close()
+        self._counts[item.unit] = item.index + 1
+        if isinstance(result, BaseException):
+            self._deliver(item.key, result)
+        else:
+            self._deliver(item.key, np.zeros(0, dtype=np.int16))
+        return
+
+    def _drop_pending(self) -> None:
+        """Forget queued items, closing the chunk streams they would have pulled."""
+        for item in self._pending:
+            if isinstance(item, NextChunk):
+                item.chunks.close()
+        self._pending.clear()
 
 
 def _rate(voice: LoadedVoice) -> float:

@@ -406,11 +406,14 @@ class Synthesizer:
             return 0
 
     def effective_params(self, spec: VoiceSpec, speaker: str | None,
-                         params: SynthesisParams | None) -> SynthesisParams:
+                         params: SynthesisParams | None, language: str | None = None,
+                         ) -> SynthesisParams:
         """What a request renders with: its own values, the server defaults where it gives
-        none, and the speaker resolved (the one merge, also behind HTTP cache keys)."""
-        return merge_params(self.defaults, params or SynthesisParams(),
-                            self.speaker_id(spec, speaker))
+        none, and the speaker and language resolved (the one merge, also behind HTTP
+        cache keys)."""
+        merged = merge_params(self.defaults, params or SynthesisParams(),
+                              self.speaker_id(spec, speaker))
+        return replace(merged, language=self.store.spoken_language(spec, language))
 
     def check_text(self, text: str) -> None:
         """Limits for a whole text known up front."""
@@ -440,9 +443,9 @@ class Synthesizer:
         ``text``: the request's text format and front-end switches.
         """
         spec = await self.resolve(voice)
-        params = self.effective_params(spec, voice.speaker, params)
+        params = self.effective_params(spec, voice.speaker, params, voice.language)
         text = text or TextRequest()
-        front = self.front_end.stream(text.format, language=spec.language,
+        front = self.front_end.stream(text.format, language=params.language or spec.language,
                                       options=text.options(self.front_end.options))
         loaded = await self.store.acquire(spec)
         job = self.scheduler.open(loaded, params)

@@ -60,6 +60,17 @@ def _normalize_language(code: str) -> str:
     return code.replace("-", "_").lower()
 
 
+def _match_language(spec: VoiceSpec, language: str, *, exact: bool = False) -> str | None:
+    """The first of the voice's languages that is ``language`` (``exact``) or of its
+    family (``en_GB`` for ``en``, ``zh-cn`` for ``zh_TW``), or ``None``."""
+    wanted = _normalize_language(language)
+    for code in spec.all_languages:
+        have = _normalize_language(code)
+        if have == wanted or (not exact and have.split("_")[0] == wanted.split("_")[0]):
+            return code
+    return None
+
+
 def _fingerprint(paths: Sequence[Path]) -> tuple[int, ...]:
     """(mtime_ns, size) of each file, (-1, -1) for one that is missing: a voice that was
     unusable for want of a file is read again once the file appears."""
@@ -350,13 +361,10 @@ class VoiceStore:
                 return self._resolve_blend(name, usable)
             raise self._unusable(name) or UnknownVoice(self._unknown_message(name))
         if language:
-            wanted = _normalize_language(language)
-            exact = [s for s in usable.values() if _normalize_language(s.language) == wanted]
-            family = wanted.split("_")[0]
-            loose = exact or [s for s in usable.values()
-                              if _normalize_language(s.language).split("_")[0] == family]
+            exact = [s for s in usable.values() if _match_language(s, language, exact=True)]
+            loose = exact or [s for s in usable.values() if _match_language(s, language)]
             if not loose:
-                languages = sorted({s.language for s in usable.values()})
+                languages = sorted({code for s in usable.values() for code in s.all_languages})
                 raise UnknownVoice(f"no installed voice speaks {language!r} "
                                    f"(installed languages: {', '.join(languages)})",
                                    param="language")
@@ -376,6 +384,23 @@ class VoiceStore:
                     self._unknown_message(part, f"voice blend {name!r}: voice"))
         blending = [n for n, engine in self._engines.items() if isinstance(engine, BlendsVoices)]
         return blend_spec(blend, [usable[part] for part, _ in blend.parts], blending)
+
+    @staticmethod
+    def spoken_language(spec: VoiceSpec, language: str | None) -> str | None:
+        """The language a voice of several (:attr:`VoiceSpec.languages`) speaks for a
+        request that asks for ``language``, as the voice spells it (``en-US`` -> ``en``);
+        ``None`` for its default. A voice of one language ignores the request's, as it
+        always has (Home Assistant sends its pipeline's with any voice); a voice of
+        several that does not speak it is an ``unknown-voice`` error naming those it
+        does."""
+        if not language or len(spec.all_languages) < 2:
+            return None
+        found = (_match_language(spec, language, exact=True)
+                 or _match_language(spec, language))
+        if found is None:
+            raise UnknownVoice(f"voice {spec.name!r} does not speak {language!r} (it speaks "
+                               f"{', '.join(spec.all_languages)})", param="language")
+        return found
 
     @staticmethod
     def speaker_id(spec: VoiceSpec, speaker: str | None) -> int | None:

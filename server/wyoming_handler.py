@@ -78,7 +78,7 @@ def build_info(voices: list[VoiceSpec], offered: Sequence[OfferedVoice] = ()) ->
         attribution=_PIPER_ATTRIBUTION,
         installed=True,
         version=spec.version,
-        languages=[spec.language],
+        languages=list(spec.all_languages),
         speakers=[TtsVoiceSpeaker(name=s) for s in spec.speakers] or None,
     ) for spec in voices]
     listed += [TtsVoice(

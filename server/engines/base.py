@@ -5,9 +5,12 @@ An engine reads a voice's metadata cheaply (for listings) and loads it into a
 one) and renders a unit to 16-bit PCM. The scheduler calls :meth:`LoadedVoice.start`
 for each unit: it returns the whole unit's audio, or, for a voice that streams below
 sentence level, :class:`Windows` whose audio is rendered one window per call, each call
-a scheduler unit of its own. ``start``, ``render`` and ``Windows.render`` are called
-from several worker threads at once and must be thread-safe; ``prepare`` is cheap but
-not free, so it also runs off the event loop.
+a scheduler unit of its own. An autoregressive voice, which can neither render a window
+out of order nor say how long one will be, answers with :class:`Chunks` instead: a
+sequential stream the scheduler pulls one chunk per call, in order. ``start``,
+``render``, ``Windows.render`` and ``Chunks.next`` are called from several worker
+threads at once and must be thread-safe; ``prepare`` is cheap but not free, so it also
+runs off the event loop.
 
 A request that ends early (its client left, it failed) should not leave model calls
 running for nobody: ``start`` and ``render`` take the job's :class:`StopSignal`, and an
@@ -33,6 +36,7 @@ __all__ = [
     "PCM",
     "BlendsVoices",
     "Cancelled",
+    "Chunks",
     "Engine",
     "LoadedVoice",
     "ReportsBackends",
@@ -132,7 +136,8 @@ class VoiceSpec:
     model_path: Path
     config_path: Path
     language: str
-    """Language code as in the voice config, e.g. ``en_US``."""
+    """Language code as in the voice config, e.g. ``en_US``; for a voice that speaks
+    several, the one it speaks unless a request asks for another."""
     sample_rate: int
     speakers: tuple[str, ...] = ()
     """Speaker names in id order (empty for single-speaker voices)."""
@@ -149,6 +154,13 @@ class VoiceSpec:
     blend: tuple[tuple[str, float], ...] = ()
     """For a per-request blend (:mod:`chorus.server.voice_blends`): its installed parts
     and their weights, summing to 1; empty for an installed voice."""
+    languages: tuple[str, ...] = ()
+    """Every language the voice speaks, :attr:`language` first (empty: that one alone).
+    A request picks one by its ``language`` (:attr:`SynthesisParams.language`)."""
+
+    @property
+    def all_languages(self) -> tuple[str, ...]:
+        return self.languages or (self.language,)
 
     @property
     def watched(self) -> tuple[Path, ...]:
@@ -171,6 +183,9 @@ class SynthesisParams:
     rate: float | None = None
     """Speaking rate as a multiple of the voice's (SSML ``prosody rate``), on top of
     ``length_scale``: 2.0 speaks twice as fast."""
+    language: str | None = None
+    """For a voice that speaks several languages (:attr:`VoiceSpec.languages`): the one
+    the request asked for, as the voice spells it; ``None``: the voice's default."""
 
 
 class Windows(Protocol):
@@ -191,6 +206,31 @@ class Windows(Protocol):
 
     def render(self, index: int) -> PCM:
         """Audio of window ``index``; windows may be rendered in any order, concurrently."""
+        ...
+
+
+@runtime_checkable
+class Chunks(Protocol):
+    """A unit's audio as a sequential stream, for a voice that renders it in order and
+    only knows it is done when it is (an autoregressive model): concatenated, the chunks
+    are the unit's audio. The scheduler calls :meth:`next` once per work item, never two
+    at once for one stream, from any worker thread; each call is a scheduler unit of its
+    own, so other requests run between a stream's chunks. The stream is stopped by the
+    signal given to the ``start`` that made it."""
+
+    def next(self) -> PCM | None:
+        """The next chunk of audio, or ``None`` once the unit is complete; raises
+        :class:`Cancelled` once the stream's signal has fired."""
+        ...
+
+    def close(self) -> None:
+        """Nobody will ask for more: release what the stream holds (called once, also
+        after ``None`` or an error; idempotent)."""
+        ...
+
+    def cost(self) -> float:
+        """Expected work of the next chunk in seconds of audio, for the scheduler's
+        pace (as :meth:`Windows.cost`); a guess, since its size is known only after."""
         ...
 
 
@@ -234,9 +274,10 @@ class LoadedVoice(Protocol):
         ...
 
     def start(self, unit: Unit, params: SynthesisParams, lead: float = 0.0,
-              stop: StopSignal | None = None) -> PCM | Windows:
+              stop: StopSignal | None = None) -> PCM | Windows | Chunks:
         """The unit's first model call: its whole audio, or its windows still to render
-        (the same audio, sample for sample, in pieces). Thread-safe. Once ``stop``
+        (the same audio, sample for sample, in pieces), or a stream of its chunks (whose
+        first chunk the scheduler pulls at once). Thread-safe. Once ``stop``
         fires, this call and the windows' renders raise :class:`Cancelled`.
 
         ``lead`` is how many seconds of audio the unit's first window may hold and still

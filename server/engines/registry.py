@@ -52,6 +52,7 @@ class OptionalEngine:
 
 OPTIONAL_ENGINES = (
     OptionalEngine("kokoro", "chorus.server.engines.kokoro", "KokoroEngine", "kokoro"),
+    OptionalEngine("xtts", "chorus.server.engines.xtts", "XttsEngine", "xtts"),
 )
 
 

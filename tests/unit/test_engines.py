@@ -18,6 +18,7 @@ from chorus.server.engines.registry import OPTIONAL_ENGINES, EngineOptions, disc
 from chorus.server.voices import VoiceStore
 from tests.conftest import copy_joe
 from tests.kokoro_files import KOKORO_MISSING, kokoro_installed
+from tests.xtts_files import write_cloned_voice, xtts_installed
 
 needs_kokoro = pytest.mark.skipif(not kokoro_installed(), reason=KOKORO_MISSING)
 
@@ -51,8 +52,32 @@ def test_an_engine_that_does_not_import_is_missing_with_its_pip_install() -> Non
     piper = PiperEngine(1, 150)
     engines = discover(EngineOptions(), piper, importer=importer)
     assert engines.available == {"piper": piper}
-    assert engines.missing == {"kokoro": "pip install 'chorus-tts[kokoro]'"}
-    assert [e.name for e in OPTIONAL_ENGINES] == ["kokoro"]
+    assert engines.missing == {"kokoro": "pip install 'chorus-tts[kokoro]'",
+                               "xtts": "pip install 'chorus-tts[xtts]'"}
+    assert [e.name for e in OPTIONAL_ENGINES] == ["kokoro", "xtts"]
+
+
+@pytest.mark.skipif(xtts_installed(), reason="the xtts extra is installed here")
+async def test_without_torch_xtts_voices_are_listed_nowhere_with_the_pip_install(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The real engine module, imported where torch or coqui-tts is absent: the engine
+    is missing, not broken, and its voices are named once with the extra that adds it."""
+    copy_joe(tmp_path, "joe")
+    write_cloned_voice(tmp_path, "cloned")
+    piper = PiperEngine(1, 150)
+    engines = discover(EngineOptions(), piper)
+    assert engines.missing["xtts"] == "pip install 'chorus-tts[xtts]'"
+    assert "xtts" not in engines.available
+    store = VoiceStore(list(engines.available.values()), [tmp_path],
+                       missing_engines=engines.missing)
+    with caplog.at_level(logging.WARNING, logger="chorus.server.voices"):
+        await store.refresh()
+        await store.refresh()
+    assert [s.name for s in store.installed()] == ["joe"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines
+    assert "cloned" in lines[0] and "engine xtts is not installed" in lines[0]
+    assert "pip install 'chorus-tts[xtts]' adds it" in lines[0]
 
 
 async def test_voice_of_a_missing_engine_is_listed_nowhere_and_logged_once(
