@@ -285,7 +285,8 @@ class VoiceCloning:
 def describe_entry(name: str, entry: XttsEntry, sample_rate: int) -> dict[str, Any]:
     """A cloned voice as ``/voices`` lists it, from its entry alone: for the rare answer
     where the store could not read the voice back (its files changed meanwhile)."""
-    return {"engine": "xtts", "name": name, "language": entry.language, "quality": None,
+    return {"engine": "xtts", "name": name, "language": entry.language,
+            "languages": list(entry.all_languages), "quality": None,
             "speakers": [], "num_speakers": 1, "sample_rate": sample_rate,
             "description": entry.description, "resident": False, "default": False,
             "installed": True, "backends": None}
