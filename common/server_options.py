@@ -256,6 +256,12 @@ class ServerOptions:
         "browser origin allowed to call the HTTP API ('*' for any); repeatable",
         flag="--cors-origin", repeat=True, metavar="ORIGIN"))
     """Empty keeps CORS closed."""
+    voice_cloning: bool = field(default=True, metadata=_how(
+        "refuse POST /voices/clone and DELETE /voices/{name} (403): no cloned XTTS voice is "
+        "created or deleted through the HTTP API; voices are then only what the voices "
+        "directories hold",
+        invert=True))
+    """Cloning writes into the first --voices-dir; with --api-key it needs the key."""
     openai_voices: tuple[tuple[str, str], ...] = field(default=(), metadata=_how(
         "map an OpenAI voice name to an installed voice for /v1/audio/speech, e.g. alloy=en_US-"
         "joe-medium; repeatable",

@@ -9,15 +9,24 @@ from __future__ import annotations
 __all__ = [
     "BadRequest",
     "Busy",
+    "CheckpointMissing",
     "ChorusError",
+    "ClipTooLarge",
+    "CloningDisabled",
+    "CloningUnavailable",
     "EmptyText",
+    "InvalidClip",
     "InvalidSsml",
     "ShuttingDown",
     "TextTooLong",
     "UnknownSpeaker",
     "UnknownVoice",
+    "UnsupportedClip",
     "VoiceDownloadFailed",
+    "VoiceExists",
+    "VoiceNotDeletable",
     "VoiceUnavailable",
+    "VoicesDirUnwritable",
 ]
 
 
@@ -88,3 +97,67 @@ class Busy(ChorusError):
 
 class ShuttingDown(ChorusError):
     code = "shutting-down"
+
+
+class ClipTooLarge(ChorusError):
+    """A reference clip, or the whole clone upload, is over its size limit."""
+
+    code = "clip-too-large"
+    param: str | None = "clip"
+
+
+class InvalidClip(ChorusError):
+    """A reference clip that is audio but cannot serve: too short or long, silent,
+    damaged or truncated."""
+
+    code = "invalid-clip"
+    param: str | None = "clip"
+
+
+class UnsupportedClip(ChorusError):
+    """A reference clip is not audio in an accepted container, or the upload is not
+    ``multipart/form-data``."""
+
+    code = "unsupported-clip"
+    param: str | None = "clip"
+
+
+class VoiceExists(ChorusError):
+    """A voice of the name a clone asks for is installed already (any engine)."""
+
+    code = "voice-exists"
+    param: str | None = "name"
+
+
+class VoiceNotDeletable(ChorusError):
+    """Only cloned voices can be deleted through the API."""
+
+    code = "voice-not-deletable"
+    param: str | None = "name"
+
+
+class CloningDisabled(ChorusError):
+    """The server was started with ``--no-voice-cloning``."""
+
+    code = "voice-cloning-disabled"
+
+
+class CloningUnavailable(ChorusError):
+    """This server cannot clone: the XTTS engine is not installed, or there is no
+    voices directory to write into. Retrying does not help; reinstalling or restarting
+    with other options does."""
+
+    code = "voice-cloning-unavailable"
+
+
+class CheckpointMissing(ChorusError):
+    """The XTTS checkpoint a cloned voice needs is not in the voices directory yet."""
+
+    code = "xtts-checkpoint-missing"
+
+
+class VoicesDirUnwritable(ChorusError):
+    """A cloned voice's files could not be written or removed (a full disk, a
+    read-only volume, permissions): the server's storage, not the request."""
+
+    code = "voices-dir-unwritable"

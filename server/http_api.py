@@ -40,13 +40,15 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from chorus.common.xtts import OUTPUT_SAMPLE_RATE
+
 from . import sse as sse_events
 from .audio_formats import STREAMABLE, AudioEncoder, content_type, encode, output_rate
 from .cache import AudioCache, CacheEntry, cache_key
 from .client_address import Network, TrustedProxies
 from .connections import LISTEN_BACKLOG
 from .engines.base import PCM, ReportsBackends, ReportsDevice, VoiceSpec
-from .errors import BadRequest, ChorusError, TextTooLong, UnknownVoice
+from .errors import BadRequest, ChorusError, CloningDisabled, TextTooLong, UnknownVoice
 from .http_connections import HttpConnections
 from .http_errors import error_body, error_response
 from .http_logging import ProtocolLog
@@ -67,6 +69,13 @@ from .openapi import DOC_PATHS, OPENAI_MODELS, PUBLIC_ROUTES, add_doc_routes, bu
 from .rate_limit import ClientLimiter, TooManyRequests, client_id
 from .synthesis import Synthesizer, VoiceRequest
 from .voice_blends import InvalidVoiceBlend
+from .voice_cloning import (
+    MAX_UPLOAD_BYTES,
+    CloneForm,
+    VoiceCloning,
+    describe_entry,
+    read_form,
+)
 from .webpage import PUBLIC_PREFIXES, add_web_routes
 
 __all__ = ["HttpApi", "error_status"]
@@ -88,7 +97,18 @@ _STATUS = {
     "busy": 503,
     "shutting-down": 503,
     "body-timeout": 408,
+    "clip-too-large": 413,
+    "unsupported-clip": 415,
+    "invalid-clip": 422,
+    "voice-exists": 409,
+    "voice-not-deletable": 409,
+    "voice-cloning-disabled": 403,
+    "voice-cloning-unavailable": 501,
+    "xtts-checkpoint-missing": 503,
+    "voices-dir-unwritable": 507,
 }
+_VOICE_PATH = "/voices/{name:(?!clone$)[^{}/]+}"
+"""``/voices/{name}`` (its canonical form), for every name but ``clone``."""
 _RETRY_AFTER = {"busy": "1", "shutting-down": "5"}
 _EXPOSED = "X-Audio-Duration, X-Sample-Rate, X-Generation-Time, X-Voice, X-Cache"
 _PUBLIC_PATHS = frozenset({"/", *DOC_PATHS})
@@ -158,8 +178,12 @@ class HttpApi:
                  max_requests_per_client: int | None = None,
                  body_timeout: float = 30.0, max_connections: int = 512,
                  public_routes: Iterable[str] = (),
-                 trusted_proxies: Iterable[Network] = ()) -> None:
+                 trusted_proxies: Iterable[Network] = (),
+                 cloning: VoiceCloning | None = None) -> None:
         self.synthesizer = synthesizer
+        self.cloning = cloning
+        """Cloned voices (``POST /voices/clone``, ``DELETE /voices/{name}``); None: the
+        routes answer that cloning is off."""
         self.metrics = metrics
         self._ready = ready
         """``None`` when ready, else why not (for the /health/ready body)."""
@@ -195,7 +219,10 @@ class HttpApi:
             web.post("/synthesize", self.synthesize),
             web.post("/synthesize/stream", self.synthesize_stream),
             web.get("/voices", self.voices),
-            web.get("/voices/{name}", self.voice),
+            web.post("/voices/clone", self.clone_voice),
+            # any name but the clone route's own: GET /voices/clone is 405, not a voice
+            web.get(_VOICE_PATH, self.voice),
+            web.delete(_VOICE_PATH, self.delete_voice),
             web.post("/v1/audio/speech", self.openai_speech),
             web.get("/v1/audio/voices", self.openai_voices),
             web.get("/v1/audio/models", self.openai_audio_models),
@@ -630,6 +657,51 @@ class HttpApi:
         except InvalidVoiceBlend as err:  # a lookup: a name that is no voice is not found
             raise UnknownVoice(f"voice {name!r} is not installed, nor a voice blend: "
                                f"{err.message}") from err
+
+    def _cloning(self) -> VoiceCloning:
+        if self.cloning is None:
+            raise CloningDisabled("voice cloning is turned off on this server")
+        self.cloning.check_enabled()
+        return self.cloning
+
+    async def clone_voice(self, request: web.Request) -> web.Response:
+        """A cloned voice from uploaded clips (:mod:`.voice_cloning`): 201 with the voice
+        as ``/voices`` lists it."""
+        cloning = self._cloning()
+        try:
+            form = await self._clone_form(request)
+        except ChorusError as err:
+            if (request.content_length or 0) <= MAX_UPLOAD_BYTES:
+                raise  # aiohttp drains what is left (for a few seconds) after the answer
+            # Announced larger than any clone: answer and close, reading none of it.
+            response = error_response(error_status(err), err.code, err.message, err.param)
+            response.force_close()
+            return response
+        entry = await cloning.clone(form)
+        name = form.name or ""
+        try:
+            body = self._describe(name)
+        except ChorusError:  # its files changed since: what the entry says
+            body = describe_entry(name, entry, OUTPUT_SAMPLE_RATE)
+        return web.json_response(body, status=201, headers={"Location": f"/voices/{name}"})
+
+    async def _clone_form(self, request: web.Request) -> CloneForm:
+        try:
+            async with asyncio.timeout(self._body_timeout):  # see _write on wait_for
+                return await read_form(request)
+        except TimeoutError as err:
+            raise BodyTimeout(f"request body not received within {self._body_timeout:g} s"
+                              ) from err
+        except (ConnectionResetError, RuntimeError) as err:
+            if request.transport is not None:
+                raise
+            raise ConnectionResetError("connection closed before the request body "
+                                       "arrived") from err
+
+    async def delete_voice(self, request: web.Request) -> web.Response:
+        """Delete a cloned voice (only those: the others belong to their manifest)."""
+        await self._cloning().delete(request.match_info["name"])
+        return web.Response(status=204)
 
     async def openai_voices(self, request: web.Request) -> web.Response:
         """Installed voices (and offered ones), then OpenAI names with the installed voice

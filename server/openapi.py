@@ -22,6 +22,18 @@ from typing import Any
 
 from aiohttp import web
 
+from chorus.common.clips import SILENCE_DBFS
+from chorus.common.clones import MAX_DESCRIPTION
+from chorus.common.xtts import (
+    CLIP_FORMATS,
+    CLIP_MAX_BYTES,
+    CLIP_MAX_SECONDS,
+    CLIP_MIN_SECONDS,
+    CLIP_SAMPLE_RATE,
+    LANGUAGES,
+    MAX_CLIPS,
+)
+
 from .audio_formats import FORMATS, MAX_RATE, MIN_RATE, STREAMABLE
 from .http_requests import (
     _NATIVE_FIELDS,
@@ -39,6 +51,7 @@ from .http_requests import (
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .sse import CONTENT_TYPE as SSE_CONTENT_TYPE
 from .text import CodeMode, EmojiMode, TextFormat
+from .voice_cloning import MAX_FIELD_BYTES
 from .webpage import WEB_DIR as _WEB_DIR
 
 __all__ = ["DOC_PATHS", "OPENAI_MODELS", "PUBLIC_ROUTES", "add_doc_routes", "build_openapi"]
@@ -61,23 +74,43 @@ _REF = "#/components/schemas/"
 _RESPONSES = "#/components/responses/"
 
 _ERROR_CODES = {
-    400: "the body is not JSON, or asks for something this server does not do (OpenAI "
-         "`stream_format: sse` with `flac`) (`bad-request`)",
+    400: "the body is not JSON (or, for a clone, not a well-formed multipart upload), or "
+         "asks for something this server does not do (OpenAI `stream_format: sse` with "
+         "`flac`) (`bad-request`)",
     401: "an API key is configured and the request has no valid "
          "`Authorization: Bearer <key>` (`unauthorized`)",
+    403: "voice cloning is turned off on this server (`voice-cloning-disabled`, "
+         "`--no-voice-cloning`)",
     404: "unknown voice (the message lists close names) or language, or an unknown "
          "speaker with --strict-speakers (`unknown-voice`, `unknown-speaker`)",
+    405: "`/voices/clone` takes only POST: it is no voice's path (`method-not-allowed`)",
+    409: "a voice of that name is installed already, whatever its engine "
+         "(`voice-exists`), or the voice to delete is not a cloned one "
+         "(`voice-not-deletable`: Piper and Kokoro voices, and XTTS voices the voice "
+         "manager installed, belong to their manifest)",
     413: "the text is longer than the server's limit, or the body larger than the "
-         "request size limit (`text-too-long`)",
+         "request size limit (`text-too-long`); a reference clip, or the whole upload, "
+         "over its limit (`clip-too-large`)",
+    415: "a reference clip is not audio in an accepted container (wav, flac, mp3, ogg) "
+         "or has no audio stream, or the upload is not multipart/form-data "
+         "(`unsupported-clip`)",
     422: "a field has the wrong type or value, an unknown field, or empty text "
          "(`bad-request`, `empty-text`); the message names the field; a voice blend "
-         "that is malformed or mixes voices that cannot mix (`invalid-voice-blend`)",
+         "that is malformed or mixes voices that cannot mix (`invalid-voice-blend`); a "
+         "reference clip too short, too long, silent, damaged or truncated "
+         "(`invalid-clip`)",
     429: "this client (address, or API key) already has its allowance of requests in "
          "progress (`too-many-requests`, `--max-requests-per-client`)",
+    501: "this server cannot clone voices: the XTTS engine is not installed (the message "
+         "names the `pip install` that adds it), or it has no `--voices-dir` to write "
+         "into (`voice-cloning-unavailable`)",
     503: "the scheduler's queue is full (`busy`), the server is shutting down "
-         "(`shutting-down`), the voice could not be loaded (`voice-unavailable`), or a "
+         "(`shutting-down`), the voice could not be loaded (`voice-unavailable`), a "
          "voice offered for download on first use could not be downloaded "
-         "(`voice-download-failed`)",
+         "(`voice-download-failed`), or the XTTS checkpoint a clone needs is not "
+         "installed yet (`xtts-checkpoint-missing`)",
+    507: "the voices directory could not be written (a full disk, a read-only volume) "
+         "(`voices-dir-unwritable`)",
     500: "a bug in the server (`internal`); never caused by the request",
 }
 
@@ -413,7 +446,9 @@ def _error_object() -> dict[str, Any]:
     return {**_object({
         "code": {"type": "string", "examples": [
             "bad-request", "empty-text", "invalid-ssml", "text-too-long", "unknown-voice",
-            "unknown-speaker", "busy", "unauthorized", "too-many-requests"]},
+            "unknown-speaker", "busy", "unauthorized", "too-many-requests", "voice-exists",
+            "unsupported-clip", "invalid-clip", "clip-too-large",
+            "voice-cloning-unavailable"]},
         "message": {"type": "string"},
         "type": {"type": "string", "description": "OpenAI's error type for the status",
                  "enum": ["invalid_request_error", "authentication_error",
@@ -442,6 +477,58 @@ def _sse_event() -> dict[str, Any]:
             "contentSchema": {"oneOf": [delta, done, error]}}}}
 
 
+_CLIP_TYPES = "audio/wav, audio/flac, audio/mpeg, audio/ogg, application/octet-stream"
+
+
+def _clone_body() -> dict[str, Any]:
+    """The multipart form of ``POST /voices/clone`` (:mod:`.voice_cloning`)."""
+    languages = {"type": "string", "enum": list(LANGUAGES)}
+    return {
+        "type": "object",
+        "required": ["clip", "name", "language"],
+        "additionalProperties": False,
+        "properties": {
+            "clip": {"type": "array", "minItems": 1, "maxItems": MAX_CLIPS,
+                     "items": {"type": "string", "format": "binary"}, "description": (
+                f"1 to {MAX_CLIPS} reference clips of the speaker (a `clip` part each): "
+                f"{', '.join(CLIP_FORMATS)}, told apart by their content, "
+                f"{CLIP_MIN_SECONDS:g} to {CLIP_MAX_SECONDS:g} s, at most {CLIP_MAX_BYTES} "
+                f"bytes each (413 beyond), not silent (RMS level above {SILENCE_DBFS:g} "
+                f"dBFS). Stored as 16-bit mono WAV at {CLIP_SAMPLE_RATE} Hz. Not accepted "
+                "audio: 415; too short, long, silent, damaged or truncated: 422.")},
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+                     "description": "The new voice's name (no `..`, not `clone`); a voice "
+                                    "of that name installed already, any engine: 409."},
+            "language": {**languages, "description": "The language it speaks when a "
+                                                      "request names none."},
+            "languages": {"type": "array", "items": languages, "description": (
+                "Further languages it is offered in (a part each, or comma-separated).")},
+            "description": {"type": "string", "maxLength": MAX_DESCRIPTION,
+                            "description": "Free text shown in voice listings."},
+        },
+    }
+
+
+def _clone_operation() -> dict[str, Any]:
+    created = _json("The voice, as `GET /voices/{name}` describes it; it is listed, "
+                    "described over Wyoming and speakable from now on.", _ref("Voice"))
+    created["headers"] = {"Location": {"description": "`/voices/{name}`", "required": True,
+                                       "schema": {"type": "string"}}}
+    operation = _operation(
+        "Clone a voice from reference clips (XTTS v2)", "voices",
+        {"201": created, **_errors(400, 401, 403, 409, 413, 415, 422, 429, 501, 503, 507,
+                                    500)},
+        description=(
+            "Writes a cloned XTTS voice into the server's first `--voices-dir`: its clips, "
+            "then its entry. Needs the XTTS engine (`chorus-tts[xtts]`, else 501) and its "
+            "checkpoint in that directory (else 503). A body announcing more than "
+            f"{MAX_CLIPS} clips at their limit can hold is refused (413) before it is "
+            f"read; text fields are at most {MAX_FIELD_BYTES} bytes."))
+    operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {
+        "schema": _clone_body(), "encoding": {"clip": {"contentType": _CLIP_TYPES}}}}}
+    return operation
+
+
 def _paths() -> dict[str, Any]:
     streamable = [name for name in FORMATS if name in STREAMABLE]
     openai_streamed = [name for name in OPENAI_FORMATS if name in STREAMABLE]
@@ -454,7 +541,8 @@ def _paths() -> dict[str, Any]:
     for name, header in _audio_headers(whole=True).items():  # flac only: not required
         speech_ok["headers"].setdefault(name, {**header, "required": False})
     name_param = {"name": "name", "in": "path", "required": True,
-                  "schema": {"type": "string"}, "description": "Voice name."}
+                  "schema": {"type": "string", "not": {"const": "clone"}},
+                  "description": "Voice name (`clone` is the clone route's own path)."}
     return {
         "/synthesize": {"post": _operation(
             "Speak a text; the whole audio in one response", "synthesis",
@@ -475,10 +563,20 @@ def _paths() -> dict[str, Any]:
                           "offered for download on first use (`installed` false).", _object(
                 {"voices": {"type": "array", "items": _ref("Voice")}})),
              **_errors(*_GET_ERRORS)})},
-        "/voices/{name}": {"get": {**_operation(
-            "One installed voice", "voices",
-            {"200": _json("The voice.", _ref("Voice")),
-             **_errors(401, 404, 503, 500)}), "parameters": [name_param]}},
+        "/voices/clone": {"post": _clone_operation()},
+        "/voices/{name}": {
+            "get": {**_operation(
+                "One installed voice", "voices",
+                {"200": _json("The voice.", _ref("Voice")),
+                 **_errors(401, 404, 405, 503, 500)}), "parameters": [name_param]},
+            "delete": {**_operation(
+                "Delete a cloned voice", "voices",
+                {"204": {"description": "Deleted: its entry first (it is listed no more), "
+                                        "then its clips and conditioning cache."},
+                 **_errors(401, 403, 404, 405, 409, 507, 500)},
+                description="Only voices made by `POST /voices/clone` or `chorus voices "
+                            "clone`; any other voice: 409 saying why."),
+                "parameters": [name_param]}},
         "/v1/audio/speech": {"post": _operation(
             "OpenAI-compatible speech", "openai",
             {"200": speech_ok, **_errors(*_SYNTH_ERRORS)}, body="OpenAISpeechRequest")},

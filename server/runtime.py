@@ -44,6 +44,7 @@ from .wyoming_protocol import listen
 if TYPE_CHECKING:  # the HTTP doors (aiohttp) are imported when they open, after Wyoming's
     from .http_api import HttpApi
     from .metrics_http import MetricsDoor
+    from .voice_cloning import VoiceCloning
 
 __all__ = ["Runtime", "serve"]
 
@@ -76,6 +77,7 @@ class Runtime:
         engines = discover(EngineOptions(threads_per_voice=settings.threads_per_worker,
                                          device=self.device),
                            engine)
+        self._engines = engines
         self.store = VoiceStore(
             list(engines.available.values()),
             settings.voice_directories(),
@@ -184,9 +186,28 @@ class Runtime:
                              body_timeout=settings.http_body_timeout,
                              max_connections=settings.max_http_connections,
                              public_routes=settings.public_routes,
-                             trusted_proxies=settings.trusted_proxies)
+                             trusted_proxies=settings.trusted_proxies,
+                             cloning=self._cloning())
         await self._http.start(settings.http_host, settings.http_port,
                                keepalive_timeout=settings.http_keepalive_timeout)
+
+    def _cloning(self) -> VoiceCloning:
+        """Cloned voices are written into the first ``--voices-dir`` (the embedded
+        voice's directory is the package's own) and must be spoken by the XTTS engine."""
+        from .voice_cloning import XTTS_INSTALL_HINT, CloneTarget, VoiceCloning
+
+        settings = self.settings
+        first = settings.voices_dirs[0] if settings.voices_dirs else None
+        missing = (None if "xtts" in self._engines.available
+                   else self._engines.missing.get("xtts", XTTS_INSTALL_HINT))
+        on_demand = self.on_demand
+
+        def offered(name: str) -> bool:
+            return on_demand is not None and on_demand.get(name) is not None
+
+        return VoiceCloning(
+            self.store, CloneTarget(first, tuple(settings.voice_directories())),
+            enabled=settings.voice_cloning, engine_missing=missing, offered=offered)
 
     def not_ready(self) -> str | None:
         """Why the server should get no traffic now, or ``None`` when it is ready."""

@@ -1,10 +1,13 @@
-"""``chorus voices sync|pull|list|catalog refresh``: the voice manager's subcommands.
+"""``chorus voices sync|pull|list|clone|delete|catalog refresh``: the voice manager's
+subcommands.
 
 Importing this module is cheap (argparse and option declarations only); the sync
 machinery, urllib and huggingface_hub are imported inside the handler that runs.
 ``sync --once`` is the init container (exit 0 once every required voice is present),
 ``sync`` without it is the sidecar, ``pull`` and ``list`` are for people on one machine,
 ``catalog refresh`` updates the catalog of hub voices they read (:mod:`.catalog`).
+``clone`` and ``delete`` make and remove cloned XTTS voices with the same checks and
+files as the server's clone API (:mod:`chorus.common.clips`, :mod:`chorus.common.clones`).
 """
 
 from __future__ import annotations
@@ -109,11 +112,30 @@ REFRESH_OPTIONS = [
     *REPO_OPTIONS,
 ]
 
-_ALL = COMMON_OPTIONS + SYNC_OPTIONS + PULL_OPTIONS + LIST_OPTIONS + REFRESH_OPTIONS
+CLONE_OPTIONS = [
+    Option("--dest", "voices directory to write the cloned voice into", default=Path("."),
+           type=Path, metavar="DIR"),
+    Option("--clip", "a reference clip of the speaker (wav, flac, mp3 or ogg, 3 to 30 s); "
+           "repeatable, 1 to 5", kind="list", type=Path, metavar="FILE"),
+    Option("--language", "the language the voice speaks when a request names none (an "
+           "XTTS code: en, de, fr, es, ...)", metavar="CODE"),
+    Option("--languages", "further languages it is offered in, separated by commas",
+           kind="list", metavar="CODES"),
+    Option("--description", "free text shown in voice listings", metavar="TEXT"),
+]
+
+DELETE_OPTIONS = [
+    Option("--dest", "voices directory holding the cloned voice", default=Path("."),
+           type=Path, metavar="DIR"),
+]
+
+_ALL = (COMMON_OPTIONS + SYNC_OPTIONS + PULL_OPTIONS + LIST_OPTIONS + REFRESH_OPTIONS
+        + CLONE_OPTIONS + DELETE_OPTIONS)
 
 
 def register(subparsers: Any) -> None:
-    """Add ``voices`` (``sync``, ``pull``, ``list``, ``catalog refresh``) to ``chorus``."""
+    """Add ``voices`` (``sync``, ``pull``, ``list``, ``clone``, ``delete``, ``catalog
+    refresh``) to ``chorus``."""
     voices = subparsers.add_parser("voices", help="install and list voices (voice manager)")
     commands = voices.add_subparsers(dest="voices_command", required=True, metavar="COMMAND")
 
@@ -134,6 +156,20 @@ def register(subparsers: Any) -> None:
     add_config(listing)
     add_options(listing, LIST_OPTIONS)
     command(listing, _run_list)
+
+    clone = commands.add_parser("clone", help="make a cloned XTTS voice from reference "
+                                "clips of a speaker")
+    clone.add_argument("name", metavar="NAME", help="the new voice's name")
+    add_config(clone)
+    add_options(clone, CLONE_OPTIONS)
+    command(clone, _run_clone)
+
+    delete = commands.add_parser("delete", help="delete a cloned XTTS voice (only those: "
+                                 "other voices belong to their manifest)")
+    delete.add_argument("name", metavar="NAME", help="the cloned voice")
+    add_config(delete)
+    add_options(delete, DELETE_OPTIONS)
+    command(delete, _run_delete)
 
     catalog = commands.add_parser("catalog", help="the catalog of known hub voices")
     catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True,
@@ -395,4 +431,79 @@ def _run_refresh(args: argparse.Namespace) -> int:
     except CatalogError as err:
         raise CommandError(f"{err}; {target} is unchanged", code=1) from err
     print(f"catalog: {catalog.describe()}", file=sys.stderr)
+    return 0
+
+
+def _run_clone(args: argparse.Namespace) -> int:
+    """Check the clips as the clone API does, then write the voice into ``--dest``.
+
+    Exit 2 for bad input (a clip, the name, a language), 1 when the name is taken or the
+    directory cannot be written. The checkpoint may come later (the voice manager
+    fetches it once its licence is accepted): its absence is a warning here, where the
+    API, which answers with the voice ready to speak, refuses."""
+    values = _resolve(args, CLONE_OPTIONS)
+    from chorus.common.clips import ClipError, check_clip, read_clip_file
+    from chorus.common.clones import (
+        CloneError,
+        check_request,
+        missing_checkpoint_files,
+        write_clone,
+    )
+    from chorus.common.xtts import MAX_CLIPS
+
+    try:
+        request = check_request(args.name, values["language"], values["languages"] or (),
+                                values["description"])
+    except CloneError as err:
+        raise CommandError(_as_flag(err.message, err.param)) from err
+    paths: list[Path] = values["clip"] or []
+    if not 1 <= len(paths) <= MAX_CLIPS:
+        raise CommandError(f"give 1 to {MAX_CLIPS} --clip files, not {len(paths)}")
+    clips = []
+    for path in paths:
+        try:
+            clips.append(check_clip(read_clip_file(path), str(path)))
+        except ClipError as err:
+            raise CommandError(err.message) from err
+        except OSError as err:
+            raise CommandError(f"{path}: {err.strerror or err}") from err
+        except RuntimeError as err:  # PyAV missing
+            raise CommandError(str(err), code=1) from err
+    dest: Path = values["dest"]
+    try:
+        entry = write_clone(dest, request, [clip.wav for clip in clips])
+    except CloneError as err:
+        raise CommandError(err.message.removeprefix("name: "), code=1) from err
+    except OSError as err:
+        raise CommandError(f"{dest}: {err.strerror or err}", code=1) from err
+    seconds = sum(clip.seconds for clip in clips)
+    print(f"{request.name}: cloned into {dest} ({len(clips)} clip(s), {seconds:.1f} s; "
+          f"languages {', '.join(entry.all_languages)})", file=sys.stderr)
+    missing = missing_checkpoint_files(dest, entry.checkpoint)
+    if missing:
+        print(f"chorus voices clone: warning: the XTTS checkpoint is not in "
+              f"{dest / entry.checkpoint} yet (no {', '.join(p.name for p in missing)}); "
+              "the voice is spoken once it is", file=sys.stderr)
+    return 0
+
+
+def _as_flag(message: str, param: str | None) -> str:
+    """``language: field required`` as the command line spells it: ``--language: ...``."""
+    if param is None or not message.startswith(f"{param}: "):
+        return message
+    return f"{'NAME' if param == 'name' else '--' + param}: {message[len(param) + 2:]}"
+
+
+def _run_delete(args: argparse.Namespace) -> int:
+    values = _resolve(args, DELETE_OPTIONS)
+    from chorus.common.clones import CloneError, delete_clone
+
+    dest: Path = values["dest"]
+    try:
+        entry = delete_clone([dest], args.name)
+    except CloneError as err:
+        raise CommandError(err.message, code=1) from err
+    except OSError as err:
+        raise CommandError(f"{dest}: {err.strerror or err}", code=1) from err
+    print(f"{args.name}: deleted from {dest} ({len(entry.clips)} clip(s))", file=sys.stderr)
     return 0

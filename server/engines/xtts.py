@@ -197,6 +197,8 @@ class _Model:
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held for every call into the model: it keeps a generation's prompt between steps."""
     users: weakref.WeakSet[XttsLoadedVoice] = field(default_factory=weakref.WeakSet)
+    device: str = "cpu"
+    """Where its weights live (``cpu`` or ``cuda:N``)."""
 
     def char_limit(self, language: str) -> int:
         return self.char_limits.get(language.split("-")[0], DEFAULT_CHAR_LIMIT)
@@ -279,7 +281,7 @@ class XttsEngine:
             xtts.load_checkpoint(config, checkpoint_dir=str(directory), eval=True)
             xtts.to(torch.device(self._device))
             model = _Model(xtts, fingerprint, spec.model_bytes,
-                           dict(xtts.tokenizer.char_limits))
+                           dict(xtts.tokenizer.char_limits), device=self._device)
             self._models[directory] = model
             _LOGGER.info("XTTS checkpoint %s loaded on %s in %.1f s", directory,
                          self._device, time.perf_counter() - began)
@@ -443,6 +445,11 @@ class XttsLoadedVoice:
     @property
     def model(self) -> _Model:
         return self._model
+
+    @property
+    def device(self) -> str:
+        """Where its model runs (``/voices``, ``chorus_voice_device``)."""
+        return self._model.device
 
     @property
     def memory_bytes(self) -> int:
