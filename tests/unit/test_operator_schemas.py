@@ -862,7 +862,7 @@ def cel_failures(obj: dict[str, Any]) -> list[str]:
 
 def test_every_cel_rule_compiles() -> None:
     rules = [rule for kind in CRDS for _, rule, _ in cel_rules(kind)]
-    assert len(rules) == 26
+    assert len(rules) == 33
     for rule in rules:
         assert _program(rule) is not None
 
