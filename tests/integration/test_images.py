@@ -443,11 +443,12 @@ def test_operator_container_reconciles_the_example_against_the_api_emulator(
             children = (("v1", "configmaps", "household-config"),
                         ("apps/v1", "deployments", "household"),
                         ("v1", "services", "household"),
-                        ("autoscaling/v2", "horizontalpodautoscalers", "household"))
+                        ("autoscaling/v2", "horizontalpodautoscalers", "household"),
+                        # Applied last, so waiting for the HPA alone races it.
+                        ("policy/v1", "poddisruptionbudgets", "household"))
             wait_until(lambda: operator.running() and all(exists(*c) for c in children),
-                       "the example's ConfigMap, Deployment, Service and HPA",
+                       "the example's ConfigMap, Deployment, Service, HPA and PDB",
                        logs=operator.logs)
-            assert exists("policy/v1", "poddisruptionbudgets", "household")
             _, cm = emu.request("GET", resource_path("v1", "configmaps", "default",
                                                      "household-config"))
             names = [v["name"] for v in json.loads(cm["data"]["manifest.json"])["voices"]]
