@@ -389,13 +389,13 @@ class ServerOptions:
         pass_through=PassThrough("precision")))
     device: str = field(default="cpu", metadata=_how(
         "where voices' models run: cpu, cuda or cuda:N (an NVIDIA GPU through "
-        "onnxruntime-gpu, the gpu extra; start-up fails when it cannot run there), or auto "
-        "(the GPU when one works, else the CPU with a line saying why); --backend openvino "
-        "runs on the CPU only",
+        "onnxruntime-gpu, the gpu extra, and for XTTS a CUDA build of torch; start-up fails "
+        "when one of them cannot run there), or auto (the GPU for each where it works, else "
+        "the CPU with a line saying why); --backend openvino runs on the CPU only",
         parse=parse_device, metavar="auto|cpu|cuda[:N]", commands=_BOTH,
         pass_through=PassThrough("device", choices=("auto", "cpu", "cuda"))))
-    """Resolved once at start-up (``chorus.server.engines.devices``): engines are built
-    with ``cpu`` or ``cuda:N``, never ``auto``."""
+    """Resolved once at start-up (``chorus.server.engines.devices``), for onnxruntime and
+    for torch: engines are built with ``cpu`` or ``cuda:N``, never ``auto``."""
     length_scale: float | None = field(default=None, metadata=_how(
         "default phoneme length scale (>1 is slower speech)",
         parse=positive_float, metavar="X", commands=_BOTH,

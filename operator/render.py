@@ -342,8 +342,11 @@ def _server_container(spec: ServiceSpec, image: str, pull: str | None,
                       extra_memory: int) -> dict[str, Any]:
     server = spec.server
     wyoming_port = server.wyoming.port
+    # The voices volume is the voice manager's and read-only here: a voice is a TTSVoice,
+    # so the HTTP API's clone and delete answer 403 rather than fail on the mount.
     args = ["serve", "--config", f"{CONFIG_DIR}/server.json", "--voices-dir", VOICES_DIR,
-            "--no-embedded-voice", "--wyoming-uri", f"tcp://0.0.0.0:{wyoming_port}"]
+            "--no-embedded-voice", "--no-voice-cloning",
+            "--wyoming-uri", f"tcp://0.0.0.0:{wyoming_port}"]
     metrics_port = spec.monitoring.port
     # --http-host is where the metrics door listens too, with or without the HTTP API.
     args += ["--http-host", "0.0.0.0", "--metrics-port", str(metrics_port)]  # noqa: S104

@@ -64,7 +64,8 @@ class Runtime:
         its message before any door opens)."""
         self.settings = settings
         self.device = devices.resolve(settings.device, settings.backend).name
-        """Where every voice's model runs: ``cpu`` or ``cuda:N``."""
+        """Where onnxruntime's models (Piper, Kokoro) run: ``cpu`` or ``cuda:N``; XTTS
+        decides for torch by the same rules (:func:`.engines.devices.resolve_torch`)."""
         engine = PiperEngine(
             threads_per_voice=settings.threads_per_worker,
             max_phonemes=settings.max_sentence_phonemes,
@@ -75,7 +76,8 @@ class Runtime:
             backend=settings.backend, precision=settings.precision,
             workers=settings.worker_count, device=self.device)
         engines = discover(EngineOptions(threads_per_voice=settings.threads_per_worker,
-                                         device=self.device),
+                                         device=self.device,
+                                         requested_device=settings.device),
                            engine)
         self._engines = engines
         self.store = VoiceStore(

@@ -15,9 +15,10 @@ the listing is what the directory holds (entries whose clips and checkpoint are 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from chorus.common.kokoro import STYLE_BYTES, V1_VOICES, voice_gender, voice_language
 from chorus.common.layout import find_voice_entries, find_voice_files
@@ -160,20 +161,33 @@ def format_table(rows: list[VoiceRow], installed_only: bool) -> list[str]:
             for line in table]
 
 
-def installed_kokoro_voices(dest: Path) -> list[InstalledVoice]:
-    """Every Kokoro voice under ``dest`` whose entry names files that are there."""
+class _Files(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+_F = TypeVar("_F", bound=_Files)
+
+
+def _entry_voices(dest: Path, engine: str, files: Callable[[Path, str], _F | None],
+                  ) -> Iterator[tuple[_F, InstalledVoice]]:
+    """Each voice of ``engine`` (an entry-file engine: Kokoro, XTTS) under ``dest`` whose
+    entry names files that are there: those files, and the voice as listed."""
     status = _status(dest)
-    rows = []
     for entry in find_voice_entries(dest):
-        installed = installed_kokoro(dest, entry.name) if entry.engine == "kokoro" else None
-        if installed is None:
+        found = files(dest, entry.name) if entry.engine == engine else None
+        if found is None:
             continue
         try:
-            size = installed.size
+            size = found.size
         except OSError:
             continue  # files missing, or removed while we looked
-        rows.append(_installed(status, entry.name, size, model_hash=False))
-    return rows
+        yield found, _installed(status, entry.name, size, model_hash=False)
+
+
+def installed_kokoro_voices(dest: Path) -> list[InstalledVoice]:
+    """Every Kokoro voice under ``dest`` whose entry names files that are there."""
+    return [voice for _, voice in _entry_voices(dest, "kokoro", installed_kokoro)]
 
 
 @dataclass(frozen=True)
@@ -252,20 +266,9 @@ class XttsRow:
 def xtts_rows(dest: Path, *, language: str | None = None) -> list[XttsRow]:
     """Every XTTS voice under ``dest`` whose clips and checkpoint are there, by name;
     ``sha256`` is the first clip's (the checkpoint is shared)."""
-    status = _status(dest)
-    rows = []
-    for found in find_voice_entries(dest):
-        installed = installed_xtts(dest, found.name) if found.engine == "xtts" else None
-        if installed is None:
-            continue
-        try:
-            size = installed.size
-        except OSError:
-            continue  # files missing, or removed while we looked
-        row = XttsRow(installed.entry, _installed(status, found.name, size, model_hash=False))
-        if not language or row.matches_language(language):
-            rows.append(row)
-    return rows
+    rows = (XttsRow(files.entry, voice)
+            for files, voice in _entry_voices(dest, "xtts", installed_xtts))
+    return [row for row in rows if not language or row.matches_language(language)]
 
 
 def format_xtts_table(rows: list[XttsRow]) -> list[str]:

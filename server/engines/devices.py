@@ -23,6 +23,12 @@ reason instead, and :func:`check_session` refuses a session that did not get CUD
   onnxruntime has no CUDA provider at all (the ordinary CPU install, nothing is wrong),
   WARNING when it has one that does not work (a GPU install that should have worked).
 
+**XTTS runs on torch**, not onnxruntime, and :func:`resolve_torch` decides for it by the
+same rules, asking torch (a CUDA build, a visible GPU, a computation that comes back
+right): with ``auto`` each runtime takes the GPU where it works (Piper on the CPU and
+XTTS on the GPU, say, when only torch has CUDA; ``/voices`` says which), while ``cuda``
+is a promise for every engine and fails start-up when either runtime cannot keep it.
+
 **OpenVINO.** ``--backend openvino`` compiles for the CPU plugin only. With
 ``--device cuda`` the two are contradictory and start-up refuses them; ``auto`` then
 means the CPU (INFO). ``--backend auto`` on a GPU runs every part on onnxruntime CUDA:
@@ -55,6 +61,7 @@ __all__ = [
     "probe_model",
     "providers",
     "resolve",
+    "resolve_torch",
     "session_kwargs",
 ]
 
@@ -196,4 +203,50 @@ def resolve(wanted: str, backend: str = "onnxruntime") -> Device:
     no_provider = CUDA_PROVIDER not in onnxruntime.get_available_providers()
     _LOGGER.log(logging.INFO if no_provider else logging.WARNING,
                 "--device auto: models run on the CPU: %s", problem)
+    return Device("cpu")
+
+
+def torch_cuda_problem(index: int) -> str | None:
+    """Why torch cannot run models on CUDA GPU ``index`` here (``None``: it can).
+
+    Imports torch: only the XTTS engine, which has it loaded already, calls this."""
+    import torch
+
+    if torch.version.cuda is None:
+        return (f"this torch ({torch.__version__}) is the CPU build; for NVIDIA GPUs "
+                "install a CUDA build of torch (pip install --force-reinstall torch: "
+                "PyPI's Linux x86_64 wheel is one)")
+    if not torch.cuda.is_available():
+        return (f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable "
+                "GPU (check the NVIDIA driver and that the GPU is visible to this process)")
+    count = torch.cuda.device_count()
+    if index >= count:
+        return f"torch sees {count} GPU{'s' if count != 1 else ''}; there is no GPU {index}"
+    try:
+        x = torch.arange(4, dtype=torch.float32)
+        y = (x.to(f"cuda:{index}") * 2).cpu()
+    except Exception as err:  # noqa: BLE001 - torch raises assorted errors
+        return f"a test computation on cuda:{index} failed: {err}"
+    if not torch.equal(y, x * 2):
+        return f"a test computation on cuda:{index} gave wrong results"
+    return None
+
+
+def resolve_torch(wanted: str) -> Device:
+    """``--device`` (as parsed) -> the device torch models (XTTS) use; raises
+    :class:`DeviceError` for ``cuda`` that torch cannot keep (see the module's text)."""
+    if wanted == "cpu":
+        return Device("cpu")
+    index = int(wanted.partition(":")[2] or 0) if wanted != "auto" else 0
+    problem = torch_cuda_problem(index)
+    if problem is None:
+        _LOGGER.info("XTTS models run on cuda:%d (torch, --device %s)", index, wanted)
+        return Device(f"cuda:{index}")
+    if wanted != "auto":
+        raise DeviceError(f"--device {wanted}: XTTS (torch) cannot run on CUDA GPU {index}: "
+                          f"{problem}")
+    import torch
+
+    _LOGGER.log(logging.INFO if torch.version.cuda is None else logging.WARNING,
+                "--device auto: XTTS models run on the CPU: %s", problem)
     return Device("cpu")

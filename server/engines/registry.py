@@ -32,7 +32,12 @@ class EngineOptions:
     """onnxruntime threads per model call (``--threads-per-worker``)."""
     device: str = "cpu"
     """Where models run, as resolved from ``--device`` at start-up: ``cpu`` or
-    ``cuda:N`` (never ``auto``: the server has chosen by the time engines are built)."""
+    ``cuda:N`` (never ``auto``: the server has chosen for onnxruntime by the time engines
+    are built)."""
+    requested_device: str = "cpu"
+    """``--device`` as given (``auto``, ``cpu``, ``cuda[:N]``), for an engine on another
+    runtime than onnxruntime to resolve against its own (XTTS: torch,
+    :func:`~.devices.resolve_torch`)."""
 
 
 @dataclass(frozen=True)

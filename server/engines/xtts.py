@@ -12,9 +12,10 @@ clip's header is audio, nothing more: a missing or unreadable file makes the voi
 unusable with that file named, and the store reads it again when it appears.
 
 **The model once.** Every voice of one checkpoint directory speaks with one loaded model,
-kept while any of them is loaded, on the server's device (``--device``: ``cpu`` or
-``cuda:N``). Each voice reports its share of the model's memory
-(:func:`~chorus.common.xtts.memory_estimate`), so the store's budget counts it once.
+kept while any of them is loaded, on torch's device (``--device`` as torch can keep it,
+:func:`~.devices.resolve_torch`: ``cpu`` or ``cuda:N``). Each voice reports its share
+of the model's memory (:func:`~chorus.common.xtts.memory_estimate`), so the store's
+budget counts it once.
 The model keeps state between the steps of a generation (the prompt it was conditioned
 on), so its calls are serialised by a lock, and a stream puts its own prompt back before
 each step it takes (:class:`XttsChunks`).
@@ -76,6 +77,7 @@ try:  # torch and coqui-tts: an installation that cannot load them has no XTTS e
 except (OSError, RuntimeError) as _err:  # a broken native library, not a missing one
     raise ImportError(f"torch or coqui-tts cannot be loaded: {_err}") from _err
 
+from . import devices
 from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 from .registry import EngineOptions
 
@@ -210,7 +212,7 @@ class XttsEngine:
     name = "xtts"
 
     def __init__(self, options: EngineOptions) -> None:
-        self._device = options.device
+        self._device = devices.resolve_torch(options.requested_device).name
         self._lock = threading.Lock()
         """Held while a checkpoint loads: voices of one checkpoint load it once."""
         self._models: dict[Path, _Model] = {}

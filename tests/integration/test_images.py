@@ -565,6 +565,8 @@ def test_the_pod_the_operator_renders_runs_on_the_server_image(
             assert_speech(wyoming)
             body = json.dumps({"text": SENTENCE, "format": "mp3"}).encode()
             assert http_status(f"http://127.0.0.1:{http}/synthesize", body) == 200
+            # Voices are TTSVoices here: the read-only volume takes no clone, and says so.
+            assert http_status(f"http://127.0.0.1:{http}/voices/clone", b"x") == 403
             stats = http_json(f"http://127.0.0.1:{http}/cache/stats")
             assert stats["enabled"] and stats["entries"] >= 1, stats
             assert any(mounts["cache"].rglob("*")), "nothing written to the cache volume"

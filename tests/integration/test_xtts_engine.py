@@ -154,3 +154,28 @@ def test_voices_with_missing_or_unreadable_files_say_which(root: Path) -> None:
     (root / "bad.xtts.json").write_text('{"clips": [], "language": "en"}')
     with pytest.raises(VoiceConfigError, match="'clips' must list"):
         engine.read_spec(root / "bad.xtts.json", "bad")
+
+
+def test_torch_decides_xtts_device_on_its_own(root: Path, caplog: pytest.LogCaptureFixture,
+                                              ) -> None:
+    """This torch is the CPU build: ``auto`` keeps XTTS on the CPU with one INFO line that
+    says why, and ``cuda`` is a start-up error naming torch, not onnxruntime."""
+    import torch
+
+    from chorus.server.engines.devices import DeviceError, resolve_torch
+    from chorus.server.engines.xtts import XttsEngine
+
+    assert torch.version.cuda is None, "the xtts stage installs torch's CPU build"
+    with caplog.at_level(logging.INFO, logger="chorus.server.engines.devices"):
+        engine = XttsEngine(EngineOptions(requested_device="auto"))
+    [line] = [r for r in caplog.records if "--device auto" in r.getMessage()]
+    assert line.levelno == logging.INFO and "XTTS" in line.getMessage()
+    assert "CPU build" in line.getMessage()
+    voice = engine.load(engine.read_spec(write_cloned_voice(root, "auto"), "auto"))
+    assert voice.device == "cpu"
+    for wanted in ("cuda", "cuda:1"):
+        with pytest.raises(DeviceError, match=r"XTTS \(torch\) cannot run on CUDA GPU "
+                                              r"\d: this torch .* is the CPU build"):
+            resolve_torch(wanted)
+        with pytest.raises(DeviceError):
+            XttsEngine(EngineOptions(requested_device=wanted))

@@ -60,6 +60,8 @@ def _records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 def test_cpu_is_the_cpu_without_a_word(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     assert resolve("cpu") == Device("cpu")
+    # torch's side too, without importing torch (the ordinary server has none)
+    assert devices.resolve_torch("cpu") == Device("cpu")
     assert _records(caplog) == []
 
 

@@ -578,6 +578,8 @@ def test_pod_is_locked_down() -> None:
         assert cont["command"] == ["chorus"]
     mounts = {m["name"]: m for m in server(children)["volumeMounts"]}
     assert mounts["voices"]["readOnly"] is True  # only the voice manager writes voices
+    # ... so the HTTP API's clone and delete are refused with a 403, not a write error.
+    assert "--no-voice-cloning" in server(children)["args"]
     assert "readOnly" not in {m["name"]: m for m in manager(children)["volumeMounts"]}["voices"]
 
 
