@@ -210,7 +210,7 @@ def torch_cuda_problem(index: int) -> str | None:
     """Why torch cannot run models on CUDA GPU ``index`` here (``None``: it can).
 
     Imports torch: only the XTTS engine, which has it loaded already, calls this."""
-    import torch
+    import torch  # pyright: ignore[reportMissingImports]
 
     if torch.version.cuda is None:
         return (f"this torch ({torch.__version__}) is the CPU build; for NVIDIA GPUs "
@@ -245,7 +245,7 @@ def resolve_torch(wanted: str) -> Device:
     if wanted != "auto":
         raise DeviceError(f"--device {wanted}: XTTS (torch) cannot run on CUDA GPU {index}: "
                           f"{problem}")
-    import torch
+    import torch  # pyright: ignore[reportMissingImports]
 
     _LOGGER.log(logging.INFO if torch.version.cuda is None else logging.WARNING,
                 "--device auto: XTTS models run on the CPU: %s", problem)

@@ -160,7 +160,7 @@ def test_torch_decides_xtts_device_on_its_own(root: Path, caplog: pytest.LogCapt
                                               ) -> None:
     """This torch is the CPU build: ``auto`` keeps XTTS on the CPU with one INFO line that
     says why, and ``cuda`` is a start-up error naming torch, not onnxruntime."""
-    import torch
+    import torch  # pyright: ignore[reportMissingImports]
 
     from chorus.server.engines.devices import DeviceError, resolve_torch
     from chorus.server.engines.xtts import XttsEngine
