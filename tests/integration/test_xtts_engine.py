@@ -1,8 +1,9 @@
 """The XTTS engine in-process, on the tiny random checkpoint (:mod:`tests.xtts_files`):
 text cut within the language's limit, a unit streamed in several chunks, streams of two
 voices interleaved on their one shared model, a stop between chunks, the conditioning
-cache's key (a changed clip computes it again), and reading voices whose files are
-missing or not audio.
+cache's key (a changed clip computes it again), reading voices whose files are missing
+or not audio, and the device torch gives XTTS (the CPU build's answers here; where torch
+finds a CUDA GPU, a voice speaking on it).
 
 Marked ``xtts``: run by ``scripts/dev test``'s xtts stage; skipped without the extra.
 """
@@ -165,7 +166,9 @@ def test_torch_decides_xtts_device_on_its_own(root: Path, caplog: pytest.LogCapt
     from chorus.server.engines.devices import DeviceError, resolve_torch
     from chorus.server.engines.xtts import XttsEngine
 
-    assert torch.version.cuda is None, "the xtts stage installs torch's CPU build"
+    if torch.version.cuda is not None:
+        pytest.skip(f"torch {torch.__version__} is a CUDA build: the CPU build's answers "
+                    "are this test's; test_xtts_speaks_on_a_cuda_gpu checks a GPU's")
     with caplog.at_level(logging.INFO, logger="chorus.server.engines.devices"):
         engine = XttsEngine(EngineOptions(requested_device="auto"))
     [line] = [r for r in caplog.records if "--device auto" in r.getMessage()]
@@ -179,3 +182,33 @@ def test_torch_decides_xtts_device_on_its_own(root: Path, caplog: pytest.LogCapt
             resolve_torch(wanted)
         with pytest.raises(DeviceError):
             XttsEngine(EngineOptions(requested_device=wanted))
+
+
+def _torch_has_a_gpu() -> bool:
+    if not xtts_installed():
+        return False
+    import torch  # pyright: ignore[reportMissingImports]
+
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(not _torch_has_a_gpu(), reason="torch finds no CUDA GPU here")
+def test_xtts_speaks_on_a_cuda_gpu(root: Path) -> None:
+    """Where torch has a GPU, ``auto`` takes it: the model, the conditioning and the
+    stream run there, and the audio is as long as on the CPU."""
+    from chorus.server.engines.xtts import XttsEngine
+
+    engine = XttsEngine(EngineOptions(requested_device="auto"))
+    voice = engine.load(engine.read_spec(write_cloned_voice(root, "gpu"), "gpu"))
+    assert voice.device == "cuda:0"
+    assert latents_path(root, "gpu").is_file()
+    stream = voice.start(voice.prepare(LONG)[0], SynthesisParams())
+    chunks = []
+    while (chunk := stream.next()) is not None:
+        assert chunk.dtype == np.int16 and chunk.ndim == 1
+        chunks.append(chunk)
+    stream.close()
+    expected = (TINY_AUDIO_TOKENS - 3) * 1024 * 24000 / 22050  # the tiny model never stops
+    assert len(chunks) > 1
+    assert abs(sum(map(len, chunks)) - expected) < 0.1 * expected
+    assert np.abs(np.concatenate(chunks)).max() > 0
