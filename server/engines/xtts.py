@@ -1,8 +1,9 @@
 """The XTTS v2 engine: voices cloned from a few seconds of speech, on coqui-tts and torch.
 
 Installed with ``chorus-tts[xtts]``; :mod:`.registry` imports this module, and nothing
-else does, so without the extra (or with a torch that cannot load) the server runs the
-other engines alone and says once which ``pip install`` brings XTTS in.
+else does, so without the extra the server runs the other engines alone and says once
+which ``pip install`` brings XTTS in. torch and coqui-tts themselves are imported when
+the first checkpoint loads (:func:`_import_libraries`), not at start-up.
 
 **Voices.** An XTTS voice is ``<voice>.xtts.json`` (:class:`~chorus.common.xtts.XttsEntry`)
 naming its reference clips, plain files beside it, and a checkpoint directory
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import threading
@@ -52,9 +54,11 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+import soundfile
 
 from chorus.common.layout import TEMP_PREFIX
 from chorus.common.xtts import (
@@ -68,18 +72,33 @@ from chorus.common.xtts import (
     memory_estimate,
 )
 
-try:  # torch and coqui-tts: an installation that cannot load them has no XTTS engine
-    import soundfile
+from . import devices
+from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
+from .registry import EngineOptions
+
+if TYPE_CHECKING:
     import torch
     import torchaudio.functional
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.models.xtts import Xtts
-except (OSError, RuntimeError) as _err:  # a broken native library, not a missing one
-    raise ImportError(f"torch or coqui-tts cannot be loaded: {_err}") from _err
 
-from . import devices
-from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
-from .registry import EngineOptions
+for _library in ("torch", "torchaudio", "TTS"):  # the xtts extra; the registry's test
+    if importlib.util.find_spec(_library) is None:
+        raise ImportError(f"No module named {_library!r}")
+
+
+def _import_libraries() -> None:
+    """Import torch, torchaudio and coqui-tts, once, when a checkpoint first loads.
+
+    Not at start-up: they take seconds to import (about 5 s on a 2-core VM, torch 1.6 s
+    of it), which every start of a server with the extra would pay before its doors
+    open, XTTS voices or none. A library that is there but cannot load (a broken native
+    library) makes the XTTS voices unusable with the reason, not the server."""
+    global torch, torchaudio, XttsConfig, Xtts  # bound here, on the first load
+    import torch
+    import torchaudio.functional
+    from TTS.tts.configs.xtts_config import XttsConfig
+    from TTS.tts.models.xtts import Xtts
 
 __all__ = [
     "CONDITIONING_RATE",
@@ -277,6 +296,13 @@ class XttsEngine:
             if known is not None and known.fingerprint == fingerprint and known.users:
                 return known
             began = time.perf_counter()
+            try:
+                _import_libraries()
+            except (ImportError, OSError, RuntimeError) as err:
+                raise VoiceConfigError(
+                    f"voice {spec.name}: torch or coqui-tts cannot be loaded: {err} "
+                    "(reinstall the xtts extra: pip install 'chorus-tts[xtts]')",
+                    spec.files) from err
             config = XttsConfig()
             config.load_json(str(directory / "config.json"))
             xtts = Xtts(config)
