@@ -45,6 +45,7 @@ on the CPU, so the windows' verification against whole sentences
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -188,28 +189,39 @@ def resolve(wanted: str, backend: str = "onnxruntime") -> Device:
             return Device("cpu")
         raise DeviceError(f"--device {wanted} with --backend openvino: OpenVINO runs on the "
                           "CPU only; use --backend onnxruntime on a GPU, or --device cpu")
-    index = int(wanted.partition(":")[2] or 0) if wanted != "auto" else 0
-    problem = cuda_problem(index)
-    if problem is None:
-        device = Device(f"cuda:{index}")
+    device = _gpu_or_cpu(
+        wanted, cuda_problem, refusal="cannot run models", models="models",
+        cuda_build=lambda: CUDA_PROVIDER in onnxruntime.get_available_providers())
+    if device.is_cuda:
         _LOGGER.info("Models run on %s (onnxruntime %s, --device %s)%s", device.name,
                      onnxruntime.__version__, wanted,
                      "; --backend auto: every part on onnxruntime" if backend == "auto"
                      else "")
-        return device
+    return device
+
+
+def _gpu_or_cpu(wanted: str, problem_of: Callable[[int], str | None], *, refusal: str,
+                models: str, cuda_build: Callable[[], bool]) -> Device:
+    """``--device`` ``auto`` or ``cuda[:N]`` for one runtime: GPU ``N`` (0 for ``auto``)
+    when ``problem_of(N)`` finds nothing wrong; else :class:`DeviceError` for ``cuda``,
+    and for ``auto`` the CPU with one line, INFO when ``cuda_build()`` says the runtime
+    has no CUDA at all (nothing is wrong), WARNING when it has and CUDA failed."""
+    index = 0 if wanted == "auto" else Device(wanted).index or 0
+    problem = problem_of(index)
+    if problem is None:
+        return Device(f"cuda:{index}")
     if wanted != "auto":
-        raise DeviceError(f"--device {wanted}: cannot run models on CUDA GPU {index}: "
-                          f"{problem}")
-    no_provider = CUDA_PROVIDER not in onnxruntime.get_available_providers()
-    _LOGGER.log(logging.INFO if no_provider else logging.WARNING,
-                "--device auto: models run on the CPU: %s", problem)
+        raise DeviceError(f"--device {wanted}: {refusal} on CUDA GPU {index}: {problem}")
+    _LOGGER.log(logging.WARNING if cuda_build() else logging.INFO,
+                "--device auto: %s run on the CPU: %s", models, problem)
     return Device("cpu")
 
 
 def torch_cuda_problem(index: int) -> str | None:
     """Why torch cannot run models on CUDA GPU ``index`` here (``None``: it can).
 
-    Imports torch: only the XTTS engine, which has it loaded already, calls this."""
+    Imports torch (over a second): only the XTTS engine calls this, at start-up, and only
+    when ``--device`` is not ``cpu``."""
     import torch  # pyright: ignore[reportMissingImports]
 
     if torch.version.cuda is None:
@@ -237,16 +249,10 @@ def resolve_torch(wanted: str) -> Device:
     :class:`DeviceError` for ``cuda`` that torch cannot keep (see the module's text)."""
     if wanted == "cpu":
         return Device("cpu")
-    index = int(wanted.partition(":")[2] or 0) if wanted != "auto" else 0
-    problem = torch_cuda_problem(index)
-    if problem is None:
-        _LOGGER.info("XTTS models run on cuda:%d (torch, --device %s)", index, wanted)
-        return Device(f"cuda:{index}")
-    if wanted != "auto":
-        raise DeviceError(f"--device {wanted}: XTTS (torch) cannot run on CUDA GPU {index}: "
-                          f"{problem}")
     import torch  # pyright: ignore[reportMissingImports]
 
-    _LOGGER.log(logging.INFO if torch.version.cuda is None else logging.WARNING,
-                "--device auto: XTTS models run on the CPU: %s", problem)
-    return Device("cpu")
+    device = _gpu_or_cpu(wanted, torch_cuda_problem, refusal="XTTS (torch) cannot run",
+                         models="XTTS models", cuda_build=lambda: torch.version.cuda is not None)
+    if device.is_cuda:
+        _LOGGER.info("XTTS models run on %s (torch, --device %s)", device.name, wanted)
+    return device
