@@ -20,8 +20,9 @@ def test_the_crd_reference_is_generated_from_the_current_crds() -> None:
 
 # --- links between the pages -------------------------------------------------------------
 
-SKIPPED_FOLDERS = {".git", ".venv", "node_modules", ".tools", ".mypy-path", "test-artifacts",
-                   "build", "dist", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+SKIPPED_FOLDERS = {"node_modules", "test-artifacts", "build", "dist"}
+"""Beside every hidden folder (.git, the venvs .venv and .venv-xtts, caches, tools):
+none holds the project's own pages, and installed packages' pages have their own links."""
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 
@@ -29,8 +30,8 @@ FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 def markdown_files() -> list[Path]:
     found = []
     for folder, subfolders, files in os.walk(REPO):
-        subfolders[:] = [s for s in subfolders
-                         if s not in SKIPPED_FOLDERS and not s.endswith(".egg-info")]
+        subfolders[:] = [s for s in subfolders if not s.startswith(".")
+                         and s not in SKIPPED_FOLDERS and not s.endswith(".egg-info")]
         found += [Path(folder) / f for f in files if f.endswith(".md")]
     return sorted(found)
 
