@@ -10,6 +10,10 @@ convention when streaming, which ffmpeg, browsers and most players accept) plus 
 s16le samples. The others go through a PyAV container; those whose container wants
 to seek back and patch a header at the end (``flac``'s STREAMINFO, mp3's Xing frame)
 get a seekable buffer when the whole response is built at once.
+
+PyAV is imported at the first resampler or encoder, not with this module: importing it
+takes 45-60 ms, and every server imports this module before its doors open (see
+``bench/startup_bench.py``), while most Wyoming servers never resample at all.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-import av
 import numpy as np
 
 from .engines.base import PCM
@@ -135,8 +138,14 @@ class _Sink:
         return data
 
 
+def _av() -> Any:
+    import av
+
+    return av
+
+
 def _frame(pcm: PCM, rate: int) -> Any:
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16)
+    frame = _av().AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16)
                                        .reshape(1, -1), format="s16", layout="mono")
     frame.sample_rate = rate
     return frame
@@ -150,7 +159,7 @@ class Resampler:
     def __init__(self, in_rate: int, out_rate: int) -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._av = av.AudioResampler(format="s16", layout="mono", rate=out_rate)
+        self._av = _av().AudioResampler(format="s16", layout="mono", rate=out_rate)
 
     def feed(self, pcm: PCM) -> PCM:
         if not len(pcm):  # libswresample refuses an empty frame (ENOMEM)
@@ -199,7 +208,7 @@ class AudioEncoder:
             # the muxer until the next one. Short pages cost a few bytes of overhead.
             options["page_duration"] = "60000"
         self._buffer = _Sink() if self.streaming else io.BytesIO()
-        self._container = av.open(self._buffer, "w", format=fmt.container, options=options)
+        self._container = _av().open(self._buffer, "w", format=fmt.container, options=options)
         # The encoder resamples and converts sample format itself (PyAV inserts an
         # AudioResampler matching the codec context), so frames go in as they come.
         self._stream = self._container.add_stream(fmt.codec, rate=self.out_rate)
@@ -256,7 +265,7 @@ class AudioEncoder:
     def close(self) -> None:
         """Release the codec when a response ends early (client gone, error)."""
         if self._container is not None:
-            with contextlib.suppress(av.FFmpegError, ValueError):
+            with contextlib.suppress(_av().FFmpegError, ValueError):
                 self._container.close()
             self._container = None
 

@@ -36,7 +36,7 @@ from .on_demand import OnDemandVoices, VoiceInstaller
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .synthesis import Synthesizer, TextLimits
-from .text import TextFrontEnd
+from .text import TextFrontEnd, warm_libraries
 from .voices import VoiceStore
 from .wyoming_handler import WyomingHandler
 from .wyoming_protocol import listen
@@ -166,7 +166,9 @@ class Runtime:
             if self._metrics_door is not None:
                 opened += (f", metrics on http://{self.settings.http_host}:"
                            f"{self._metrics_door.port}/metrics")
-        await self.store.warm()
+        # The text front end's libraries load beside the default voice: neither the
+        # first describe nor the first request waits for them (text/frontend.py).
+        await asyncio.gather(self.store.warm(), asyncio.to_thread(warm_libraries))
         self._started = True
         offered = (f" (+{len(self.on_demand.offered())} on first use)"
                    if self.on_demand is not None else "")

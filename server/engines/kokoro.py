@@ -1,7 +1,10 @@
 """The Kokoro engine: kokoro-onnx for text -> phoneme tokens, onnxruntime for the audio.
 
 Installed with ``chorus-tts[kokoro]``; :mod:`.registry` imports this module, and
-nothing else does, so without the extra the server runs Piper alone.
+nothing else does, so without the extra the server runs Piper alone. kokoro-onnx itself
+is imported when a Kokoro voice first loads, not with this module: its package imports
+espeak-ng's bindings (phonemizer, joblib), 65-80 ms that every start of a server with
+the extra paid before its doors opened, Kokoro voices or none.
 
 **Voices.** A Kokoro voice is one model (Kokoro-82M, shared by all voices) plus one
 style-vector file (a row of 256 floats per input length, the voice's own timbre). Its
@@ -47,17 +50,13 @@ import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime
-from kokoro_onnx.chunker import split_phonemes
-from kokoro_onnx.config import MAX_PHONEME_LENGTH, SAMPLE_RATE
-from kokoro_onnx.session import embedded_vocab, input_dtypes
-from kokoro_onnx.tokenizer import Tokenizer
-from kokoro_onnx.trim import trim
 
 from chorus.common.kokoro import LANGUAGES, MEMORY_FACTOR
 from chorus.common.layout import is_valid_voice_name
@@ -68,9 +67,16 @@ from .base import PCM, LoadedVoice, StopSignal, SynthesisParams, Unit, VoiceConf
 from .kokoro_g2p import Phonemize, english_g2p_note, english_phonemizer
 from .registry import EngineOptions
 
+if TYPE_CHECKING:
+    from kokoro_onnx.tokenizer import Tokenizer
+
+if find_spec("kokoro_onnx") is None:  # the kokoro extra; the registry's test
+    raise ImportError("No module named 'kokoro_onnx'")
+
 __all__ = [
     "LANGUAGES",
     "MEMORY_FACTOR",
+    "SAMPLE_RATE",
     "SPEED_RANGE",
     "KokoroEngine",
     "KokoroLoadedVoice",
@@ -81,6 +87,10 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24_000
+"""Kokoro-82M's output rate (kokoro-onnx's ``config.SAMPLE_RATE``, checked by a test):
+a voice's spec is read before the doors open, without importing kokoro-onnx."""
 
 STYLE_DIM = 256
 """Floats per style row (Kokoro-82M)."""
@@ -176,6 +186,8 @@ class KokoroEngine:
     @property
     def tokenizer(self) -> Tokenizer:
         """kokoro-onnx's espeak-ng phonemizer (one per process: espeak-ng is global)."""
+        from kokoro_onnx.tokenizer import Tokenizer
+
         with self._lock:
             if self._tokenizer is None:
                 self._tokenizer = Tokenizer()
@@ -263,6 +275,8 @@ class KokoroEngine:
             known = self._models.get(spec.model_path)
             if known is not None and known.fingerprint == fingerprint and known.users:
                 return known
+        from kokoro_onnx.session import embedded_vocab, input_dtypes
+
         session = model_session(spec.model_path, self._threads, self._device)
         dtypes = input_dtypes(session)
         tokens_input = "input_ids" if "input_ids" in dtypes else "tokens"
@@ -369,6 +383,9 @@ class KokoroLoadedVoice:
         return int(self._style.nbytes) + share
 
     def prepare(self, text: str) -> list[Unit]:
+        from kokoro_onnx.chunker import split_phonemes
+        from kokoro_onnx.config import MAX_PHONEME_LENGTH
+
         phonemes = " ".join(self._phonemize(text).split())
         vocab = self._model.vocab
         units: list[Unit] = []
@@ -390,6 +407,8 @@ class KokoroLoadedVoice:
         }
         audio = np.asarray(onnx_runs.run(model.session, feeds, stop)[0],
                            dtype=np.float32).reshape(-1)
+        from kokoro_onnx.trim import trim
+
         trimmed, _ = trim(audio)
         return np.asarray(trimmed, dtype=np.float32)
 

@@ -7,11 +7,18 @@ and engine uses the one :class:`~.frontend.TextFrontEnd`.
 """
 
 from .cleanup import EmojiMode
-from .frontend import FrontEndOptions, FrontEndStream, TextFormat, TextFrontEnd, TextRequest
+from .frontend import (
+    FrontEndOptions,
+    FrontEndStream,
+    TextFormat,
+    TextFrontEnd,
+    TextRequest,
+    warm_libraries,
+)
 from .markdown import CodeMode
 from .segments import Pause, PauseKind, Segment, Speech, Style
 from .ssml import SsmlError, SsmlLimits
 
 __all__ = ["CodeMode", "EmojiMode", "FrontEndOptions", "FrontEndStream", "Pause", "PauseKind",
            "Segment", "Speech", "SsmlError", "SsmlLimits", "Style", "TextFormat",
-           "TextFrontEnd", "TextRequest"]
+           "TextFrontEnd", "TextRequest", "warm_libraries"]

@@ -2,6 +2,8 @@
 addresses, runs of punctuation and leftover markup characters.
 
 Each rewrite touches only what its pattern finds, so ordinary sentences pass unchanged.
+The ``emoji`` library is imported when a text first holds something that may be one
+(see :func:`~.frontend.warm_libraries`).
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import re
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
-
-import emoji
 
 __all__ = ["EmojiMode", "clean"]
 
@@ -81,6 +81,8 @@ def _url(match: re.Match[str]) -> str:
 def _emoji(text: str, mode: EmojiMode, language: str | None) -> str:
     if not _MAYBE_EMOJI.search(text):
         return text  # the library's own scan costs far more than this one
+    import emoji
+
     if mode is EmojiMode.DROP:
         return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", str(emoji.replace_emoji(text, replace="")))
     lang = (language or "en").replace("-", "_").split("_")[0].lower()
@@ -100,6 +102,8 @@ def _load_emoji_language(lang: str) -> bool:
     """The library reads each language's names on first use; False: it has none."""
     if lang == "en":
         return True
+    import emoji
+
     try:
         emoji.config.load_language(lang)
     except NotImplementedError:

@@ -5,6 +5,12 @@ the text starts with ``<speak`` or ``<?xml``) is parsed whole; any other text is
 LLM markdown, piece by piece as it streams in (:mod:`.markdown`), cleaned
 (:mod:`.cleanup`) and normalised (:mod:`.normalize`). Each step can be switched off per
 server and per request (:class:`FrontEndOptions`).
+
+The libraries behind the steps (babel and num2words for normalising, markdown-it,
+emoji) cost 0.1-0.16 s to import, more than the rest of the server's start before its
+doors open; they are imported at first use, and the server imports them in the
+background once its doors are open (:func:`warm_libraries`), beside the default voice's
+load, so that neither the first ``describe`` nor the first request waits for them.
 """
 
 from __future__ import annotations
@@ -15,11 +21,19 @@ from typing import Any
 
 from .cleanup import EmojiMode, clean
 from .markdown import CodeMode, MarkdownOptions, MarkdownStream
-from .normalize import normalizer_for
 from .segments import Segment, Speech, coalesce
 from .ssml import SsmlError, SsmlLimits, looks_like_ssml, parse_ssml
 
-__all__ = ["FrontEndOptions", "FrontEndStream", "TextFormat", "TextFrontEnd", "TextRequest"]
+__all__ = ["FrontEndOptions", "FrontEndStream", "TextFormat", "TextFrontEnd", "TextRequest",
+           "warm_libraries"]
+
+
+def warm_libraries() -> None:
+    """Import what the steps use (a second or later call costs nothing)."""
+    import emoji  # noqa: F401
+    import markdown_it  # noqa: F401
+
+    from . import normalize  # noqa: F401 - babel, num2words and the number patterns
 
 
 class TextFormat(StrEnum):
@@ -156,13 +170,18 @@ class FrontEndStream:
     def _transform(self, text: str) -> str:
         if self._options.cleanup:
             text = clean(text, emoji_mode=self._options.emoji, language=self._language)
-        if self._options.normalize and (normalizer := normalizer_for(self._language)):
-            text = normalizer.normalize(text)
+        if self._options.normalize:
+            from .normalize import normalizer_for
+
+            if normalizer := normalizer_for(self._language):
+                text = normalizer.normalize(text)
         return text
 
     def _normalized(self, segment: Segment) -> Segment:
         if not self._options.normalize or not isinstance(segment, Speech):
             return segment
+        from .normalize import normalizer_for
+
         normalizer = normalizer_for(segment.style.language or self._language)
         return replace(segment, text=normalizer.normalize(segment.text)) if normalizer \
             else segment

@@ -20,11 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import lru_cache
-
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
+from typing import TYPE_CHECKING
 
 from .segments import Pause, PauseKind, Segment, Speech
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
 
 __all__ = ["CodeMode", "Leaf", "MarkdownOptions", "MarkdownStream", "Piece", "PieceCutter",
            "parser", "read_piece"]
@@ -342,7 +344,10 @@ class Leaf:
 @lru_cache(maxsize=1)
 def parser() -> MarkdownIt:
     """CommonMark with GFM tables and strikethrough, as LLMs write. One per process:
-    building it costs more than parsing a paragraph, and parsing leaves it unchanged."""
+    building it costs more than parsing a paragraph, and parsing leaves it unchanged.
+    markdown-it is imported here, at the first Markdown text, not at every start."""
+    from markdown_it import MarkdownIt
+
     return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 
 

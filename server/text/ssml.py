@@ -16,13 +16,16 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import XMLParser
 
-from .normalize import Normalizer, normalizer_for
 from .segments import Pause, PauseKind, Segment, Speech, Style
+
+if TYPE_CHECKING:
+    from .normalize import Normalizer
 
 __all__ = ["SsmlError", "SsmlLimits", "looks_like_ssml", "parse_ssml"]
 
@@ -245,6 +248,8 @@ class _Builder:
         kind = (frame.say_as or "").lower()
         if kind in ("characters", "spell-out", "verbatim"):
             return " ".join(ch.upper() for ch in text if not ch.isspace())
+        from .normalize import normalizer_for  # at first use: see frontend.warm_libraries
+
         normalizer = normalizer_for(frame.style.language)
         if normalizer is None:
             return text

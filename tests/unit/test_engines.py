@@ -142,7 +142,7 @@ async def test_an_unusable_espeak_refuses_kokoro_voices_and_piper_goes_on(
         def __init__(self) -> None:
             raise OSError("libespeak-ng.so: failed to map segment from shared object")
 
-    monkeypatch.setattr(kokoro, "Tokenizer", Unmappable)
+    monkeypatch.setattr("kokoro_onnx.tokenizer.Tokenizer", Unmappable)
     copy_joe(tmp_path, "en_US-joe-medium")
     (tmp_path / "model.onnx").write_bytes(b"not read")
     _kokoro_entry(tmp_path, "af_heart")
