@@ -21,10 +21,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from zeroconf import InterfaceChoice, IPVersion
-from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+if TYPE_CHECKING:
+    from zeroconf import InterfaceChoice
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 __all__ = ["SERVICE_TYPE", "Announcement", "announce", "announced_address"]
 
@@ -75,7 +77,11 @@ def announced_address(wyoming_uri: str) -> tuple[str, int]:
 
 async def announce(name: str, wyoming_uri: str) -> Announcement:
     """Announce ``name`` for the Wyoming door at ``wyoming_uri`` (see
-    :func:`announced_address` for what is announced)."""
+    :func:`announced_address` for what is announced). The zeroconf library is imported
+    here: most servers never announce, and importing it costs every start ~13 ms."""
+    from zeroconf import InterfaceChoice, IPVersion
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
     bound, port = announced_address(wyoming_uri)
     if ipaddress.IPv4Address(bound).is_unspecified:
         address = _outward_address()

@@ -89,11 +89,11 @@ def test_the_command_does_not_import_engines_it_does_not_run() -> None:
 def test_the_server_opens_its_doors_without_libraries_it_loads_later() -> None:
     """What every start imports before ``describe`` can be answered: none of the
     libraries that load in the background (the text front end's), at the first use
-    (PyAV for resampling and encoding) or with the first voice of an optional engine
-    (kokoro-onnx and its espeak-ng bindings; torch). bench/startup_bench.py measures
-    the time this keeps from the first answer."""
+    (PyAV for resampling and encoding; zeroconf, to announce) or with the first voice of
+    an optional engine (kokoro-onnx and its espeak-ng bindings; torch).
+    bench/startup_bench.py measures the time this keeps from the first answer."""
     later = ("av", "babel", "num2words", "markdown_it", "emoji", "kokoro_onnx", "phonemizer",
-             "torch", "TTS")
+             "torch", "TTS", "zeroconf")
     code = ("import sys; from chorus.server.runtime import Runtime;"
             "from chorus.server.settings import ServerSettings; Runtime(ServerSettings());"
             f"loaded = [m for m in {later!r} if m in sys.modules]; assert not loaded, loaded")
