@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from sentence_stream import SentenceBoundaryDetector
 
 from .audio_formats import Resampler
 from .engines.base import PCM, LoadedVoice, SynthesisParams, VoiceSpec
@@ -351,7 +350,11 @@ class Utterance:
 
 def _sentences(text: str, max_chars: int) -> list[str]:
     """A front end's speech as sentences, none longer than ``max_chars`` (cut at a space
-    where there is no sentence end, see :class:`TextLimits`)."""
+    where there is no sentence end, see :class:`TextLimits`). sentence-stream (and the
+    regex package under it, ~13 ms) is imported at the first text, not at every start;
+    :func:`~.text.warm_libraries` imports it once the doors are open."""
+    from sentence_stream import SentenceBoundaryDetector
+
     detector = SentenceBoundaryDetector()
     found = [*detector.add_chunk(text), detector.finish()]
     out: list[str] = []

@@ -93,7 +93,7 @@ def test_the_server_opens_its_doors_without_libraries_it_loads_later() -> None:
     an optional engine (kokoro-onnx and its espeak-ng bindings; torch).
     bench/startup_bench.py measures the time this keeps from the first answer."""
     later = ("av", "babel", "num2words", "markdown_it", "emoji", "kokoro_onnx", "phonemizer",
-             "torch", "TTS", "zeroconf")
+             "torch", "TTS", "zeroconf", "sentence_stream")
     code = ("import sys; from chorus.server.runtime import Runtime;"
             "from chorus.server.settings import ServerSettings; Runtime(ServerSettings());"
             f"loaded = [m for m in {later!r} if m in sys.modules]; assert not loaded, loaded")
