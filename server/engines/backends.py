@@ -25,9 +25,8 @@ the outputs cut back: a window decoded between context frames keeps its own fram
 they were (the padding lies beyond its right context), and the flow's frame mask is
 zero over the padding. Only at a sentence's end does the decoder see zeros where it saw
 its own edge; the gates (:mod:`.backend_gates`) measure that like any other difference.
-With 16-frame buckets the same 24 dec2 lengths twice left RSS at 844 MiB instead of
-1,472 MiB, and OpenVINO's per-shape runtime cache is turned off (``0``: the same speed,
-measured, and no memory kept per shape).
+OpenVINO's per-shape runtime cache is turned off as well: 24 bucket lengths of dec2,
+each run twice, left RSS at 1,472 MiB with it and 844 MiB without, at the same speed.
 
 Which backend and precision a voice's parts get is decided at load against quality gates
 (:mod:`.backend_gates`); this module only builds and runs parts.
