@@ -50,7 +50,6 @@ import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,13 +64,12 @@ from . import onnx_runs
 from .backend_gates import BackendChoice, PartChoice
 from .base import PCM, LoadedVoice, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
 from .kokoro_g2p import Phonemize, english_g2p_note, english_phonemizer
-from .registry import EngineOptions
+from .registry import EngineOptions, require_libraries
 
 if TYPE_CHECKING:
     from kokoro_onnx.tokenizer import Tokenizer
 
-if find_spec("kokoro_onnx") is None:  # the kokoro extra; the registry's test
-    raise ImportError("No module named 'kokoro_onnx'")
+require_libraries("kokoro_onnx")  # the kokoro extra
 
 __all__ = [
     "LANGUAGES",

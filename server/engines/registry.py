@@ -12,6 +12,7 @@ raise an ImportError anywhere else.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +20,20 @@ from typing import Any
 
 from .base import Engine
 
-__all__ = ["OPTIONAL_ENGINES", "EngineOptions", "Engines", "OptionalEngine", "discover"]
+__all__ = ["OPTIONAL_ENGINES", "EngineOptions", "Engines", "OptionalEngine", "discover",
+           "require_libraries"]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+def require_libraries(*names: str) -> None:
+    """Raise :class:`ImportError` unless every library is installed: an optional engine's
+    module calls this instead of importing its heavy libraries at module level (they are
+    imported when its first voice loads), so that this module's import is still the
+    test of whether the engine is installed."""
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            raise ImportError(f"No module named {name!r}")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import logging
 import os
 import threading
@@ -74,7 +73,7 @@ from chorus.common.xtts import (
 
 from . import devices
 from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
-from .registry import EngineOptions
+from .registry import EngineOptions, require_libraries
 
 if TYPE_CHECKING:
     import torch
@@ -82,9 +81,7 @@ if TYPE_CHECKING:
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.models.xtts import Xtts
 
-for _library in ("torch", "torchaudio", "TTS"):  # the xtts extra; the registry's test
-    if importlib.util.find_spec(_library) is None:
-        raise ImportError(f"No module named {_library!r}")
+require_libraries("torch", "torchaudio", "TTS")  # the xtts extra
 
 
 def _import_libraries() -> None:
