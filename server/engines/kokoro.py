@@ -2,9 +2,10 @@
 
 Installed with ``chorus-tts[kokoro]``; :mod:`.registry` imports this module, and
 nothing else does, so without the extra the server runs Piper alone. kokoro-onnx itself
-is imported when a Kokoro voice first loads, not with this module: its package imports
-espeak-ng's bindings (phonemizer, joblib), 65-80 ms that every start of a server with
-the extra paid before its doors opened, Kokoro voices or none.
+is imported when the first Kokoro voice is read (its language is checked with espeak-ng),
+not with this module: its package imports espeak-ng's bindings (phonemizer, joblib),
+65-80 ms that every start of a server with the extra paid before its doors opened,
+Kokoro voices or none.
 
 **Voices.** A Kokoro voice is one model (Kokoro-82M, shared by all voices) plus one
 style-vector file (a row of 256 floats per input length, the voice's own timbre). Its
@@ -74,7 +75,6 @@ require_libraries("kokoro_onnx")  # the kokoro extra
 __all__ = [
     "LANGUAGES",
     "MEMORY_FACTOR",
-    "SAMPLE_RATE",
     "SPEED_RANGE",
     "KokoroEngine",
     "KokoroLoadedVoice",
@@ -85,10 +85,6 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
-
-SAMPLE_RATE = 24_000
-"""Kokoro-82M's output rate (kokoro-onnx's ``config.SAMPLE_RATE``, checked by a test):
-a voice's spec is read before the doors open, without importing kokoro-onnx."""
 
 STYLE_DIM = 256
 """Floats per style row (Kokoro-82M)."""
@@ -250,6 +246,8 @@ class KokoroEngine:
         if problem is not None:
             raise VoiceConfigError(f"voice {name}: espeak-ng cannot speak "
                                    f"{espeak_language(language)!r}: {problem}", files)
+        from kokoro_onnx.config import SAMPLE_RATE  # loaded by the language check above
+
         description = config.get("description")
         return VoiceSpec(
             name=name,

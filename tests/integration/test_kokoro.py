@@ -188,11 +188,3 @@ def test_model_is_the_published_file(tmp_path: Path) -> None:
     assert model.stat().st_size == 92_361_271
     assert [p.name for p in tmp_path.iterdir()] == [model.name]
 
-
-def test_the_sample_rate_read_before_loading_is_kokoro_onnx_s() -> None:
-    """Specs are read without importing kokoro-onnx (start-up time), from our constant."""
-    from kokoro_onnx.config import SAMPLE_RATE as LIBRARY_RATE
-
-    from chorus.server.engines.kokoro import SAMPLE_RATE
-
-    assert SAMPLE_RATE == LIBRARY_RATE
