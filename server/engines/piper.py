@@ -22,7 +22,9 @@ its final samples, and it makes loudness jump from sentence to sentence. Chorus 
 multiplies the model's raw output by one gain per voice, computed at load from a fixed
 calibration text synthesized without noise (:func:`calibration_gain`): deterministic for
 a given voice file, the same for whole sentences and windows, and steady across
-sentences. Samples beyond full scale are clipped, as piper-tts clips.
+sentences. Samples beyond full scale are clipped, as piper-tts clips. The peak is kept in
+the graph cache beside the parts' verification, so a voice's later loads skip rendering
+the text (:func:`~.piper_build.record_calibration`).
 
 **Small windows only where a listener waits.** The window plan's small first windows
 buy early audio with extra compute (each window decodes its context frames again, and
@@ -36,11 +38,13 @@ usually one window each and cost what whole-sentence synthesis costs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +57,20 @@ from piper.config import PhonemeType, PiperConfig
 from chorus.common.layout import file_fingerprint
 
 from . import onnx_runs
-from .backend_gates import BackendChoice, PartChoice, Wanted, choose
+from .backend_gates import REFERENCE, BackendChoice, PartChoice, Wanted, choose
 from .backends import Backend, OnnxRuntime, OpenVino, openvino_available
 from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
-from .piper_build import Builder, SplitReport
+from .piper_build import Builder, SplitReport, record_calibration
 from .piper_windows import DEFAULT_WINDOWS, Sentence, SplitGraph, plan_windows
 
 __all__ = [
+    "CALIBRATION_PEAK",
     "CALIBRATION_TEXT",
     "PiperEngine",
     "PiperLoadedVoice",
     "PiperWindows",
     "calibration_gain",
+    "calibration_key",
     "split_phonemes",
     "to_pcm",
 ]
@@ -85,6 +91,13 @@ CALIBRATION_PEAK = 0.7
 up to 1.4x louder than the calibration's loudest is not clipped (measured on the joe
 voice: raw sentence peaks 0.32-0.75 over 24 sentences, calibration peak 0.60, gain 1.16,
 so those sentences peak at 0.37-0.87 of full scale)."""
+
+
+def calibration_key() -> str:
+    """What a recorded calibration peak depends on besides the parts' verification:
+    piper-tts (its phonemizer turns the text into ids) and the text itself."""
+    digest = hashlib.sha256(CALIBRATION_TEXT.encode()).hexdigest()[:16]
+    return f"piper-tts {metadata.version('piper-tts')}, text {digest}"
 
 
 def calibration_gain(peak: float) -> float:
@@ -244,10 +257,18 @@ class PiperEngine:
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: cannot load model: {err}") from err
         full.clear()  # the whole graph is not kept when the parts serve
+        # A peak recorded with the parts' verification holds only for the parts as
+        # verified, i.e. all on onnxruntime f32; other backends measure their own.
+        on_reference = report is not None and report.graph is not None and all(
+            part.label == REFERENCE for part in voice.backend_choice.parts.values())
+        measured_for = calibration_key()
+        known = report.calibrations.get(measured_for) if report and on_reference else None
         try:
-            voice.calibrate()
+            peak = voice.calibrate(known)
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: warm-up failed: {err}") from err
+        if report is not None and on_reference and known is None:
+            record_calibration(report, measured_for, peak)
         return voice
 
     def _backends(self, spec: VoiceSpec, voice: PiperLoadedVoice,
@@ -409,12 +430,15 @@ class PiperLoadedVoice:
         """piper-tts's voice object, used here for phonemization."""
         return self._piper
 
-    def calibrate(self) -> None:
-        """Warm the sessions and set :attr:`gain` from the calibration text."""
-        quiet = SynthesisParams(noise_scale=0.0, noise_w_scale=0.0)
-        peak = max((float(np.max(np.abs(self.raw(unit, quiet))))
-                    for unit in self.prepare(CALIBRATION_TEXT)), default=0.0)
+    def calibrate(self, peak: float | None = None) -> float:
+        """Set :attr:`gain` from the calibration text's raw peak, rendered here unless
+        ``peak`` is the one recorded for these parts (the graph cache); the peak used."""
+        if peak is None:
+            quiet = SynthesisParams(noise_scale=0.0, noise_w_scale=0.0)
+            peak = max((float(np.max(np.abs(self.raw(unit, quiet))))
+                        for unit in self.prepare(CALIBRATION_TEXT)), default=0.0)
         self.gain = calibration_gain(peak)
+        return peak
 
     def prepare(self, text: str) -> list[Unit]:
         units: list[Unit] = []

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from chorus.server.engines.piper import PiperLoadedVoice
+from chorus.server.engines.piper import CALIBRATION_PEAK, PiperLoadedVoice, calibration_key
 from chorus.server.engines.piper_build import cpu_isa, snr_db
 from tests.unit.piper_streaming import JOE_CONFIG, JOE_MODEL, engine, load, load_joe
 
@@ -44,7 +44,9 @@ def test_parts_are_cached_by_content_and_reused(tmp_path: Path) -> None:
         "dec1.onnx", "dec2.onnx", "encoder.onnx", "flow.onnx", "split.json"]
     meta = json.loads((entry / "split.json").read_text())
     [(key, outcome)] = meta["verified"].items()
-    assert "1 thread(s)" in key and outcome == {"exact": True}
+    assert "1 thread(s)" in key
+    assert outcome == {"exact": True, "calibrations": {calibration_key(): pytest.approx(
+        CALIBRATION_PEAK / first.gain, rel=2e-3)}}
     again = load(engine(cache), model_dir / "copy.onnx", model_dir / "copy.onnx.json",
                  "copy")
     cached, built = again.split_report, first.split_report
@@ -60,6 +62,30 @@ def test_parts_are_cached_by_content_and_reused(tmp_path: Path) -> None:
                   model_dir / "copy.onnx.json", "copy")
     assert memory.split_report is not None and memory.streaming
     assert any("not writable" in n for n in memory.split_report.notes)
+
+
+def test_the_calibration_peak_is_kept_with_the_verification(tmp_path: Path) -> None:
+    """A load reads the voice's gain from the peak recorded in the cache instead of
+    rendering the calibration text again; a peak recorded for another phonemizer or
+    text is not taken (measured again and added beside it)."""
+    cache = tmp_path / "graphs"
+    measured = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
+    [entry] = cache.iterdir()
+    record = entry / "split.json"
+    meta = json.loads(record.read_text())
+    [outcome] = meta["verified"].values()
+    assert list(outcome["calibrations"]) == [calibration_key()]
+    # A record is what the load goes by: half the peak, twice the gain.
+    outcome["calibrations"] = {calibration_key(): CALIBRATION_PEAK / measured.gain / 2}
+    record.write_text(json.dumps(meta))
+    recorded = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
+    assert recorded.gain == pytest.approx(2 * measured.gain, rel=2e-3)
+    outcome["calibrations"] = {"piper-tts 0.0, text 0": 0.01}
+    record.write_text(json.dumps(meta))
+    again = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
+    assert again.gain == measured.gain
+    [outcome] = json.loads(record.read_text())["verified"].values()
+    assert sorted(outcome["calibrations"]) == sorted([calibration_key(), "piper-tts 0.0, text 0"])
 
 
 def test_a_prebuilt_cache_is_read_never_written(tmp_path: Path) -> None:
