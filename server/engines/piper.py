@@ -226,9 +226,11 @@ class PiperEngine:
             files=(model_path, config_path),
         )
 
-    def session(self, model: bytes | str) -> onnxruntime.InferenceSession:
+    def session(self, model: bytes | str, *, optimized_to: str | None = None,
+                preoptimized: bool = False) -> onnxruntime.InferenceSession:
         """A session as the server runs one: a whole graph or one part (path or bytes)."""
-        return onnx_runs.session(model, self.threads_per_voice, device=self.device)
+        return onnx_runs.session(model, self.threads_per_voice, device=self.device,
+                                 optimized_to=optimized_to, preoptimized=preoptimized)
 
     def load(self, spec: VoiceSpec) -> PiperLoadedVoice:
         try:

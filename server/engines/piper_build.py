@@ -23,18 +23,21 @@ import contextlib
 import hashlib
 import json
 import math
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime
 
 from chorus.common.files import write_atomic
+from chorus.common.layout import TEMP_PREFIX
 
 from .backends import OrtPart, Part
 from .piper_graph import SplitError, SplitLayout, analyze, extract_parts
@@ -47,6 +50,7 @@ __all__ = [
     "measure",
     "record_calibration",
     "snr_db",
+    "update_outcome",
     "verification_key",
     "verify",
 ]
@@ -60,7 +64,11 @@ MIN_SNR_DB = 100.0
 CONTEXT_MARGIN = 2
 """Frames of context added to each measured receptive field."""
 
-SessionFactory = Callable[[bytes | str], onnxruntime.InferenceSession]
+class SessionFactory(Protocol):
+    """Makes a part's session (:func:`.onnx_runs.session` with the engine's settings)."""
+
+    def __call__(self, model: bytes | str, *, optimized_to: str | None = None,
+                 preoptimized: bool = False) -> onnxruntime.InferenceSession: ...
 
 
 # -- measuring and verifying ------------------------------------------------------------
@@ -200,13 +208,17 @@ class SplitReport:
     recorded: bool = False
     """The verification's outcome is kept in a writable cache entry (not the prebuilt
     one), where :func:`record_calibration` can add a peak."""
+    optimized: bool = False
+    """The sessions run the graphs onnxruntime optimized at an earlier load, as they are
+    (kept in ``cache_entry`` once found bit-exact): most of their load time saved."""
 
     @property
     def notes(self) -> list[str]:
         """Where the parts came from and how closely they match, for the load log line."""
         notes = []
         if self.from_cache:
-            notes.append(f"graph parts from {self.cache_entry}")
+            notes.append(f"graph parts from {self.cache_entry}"
+                         + (" (as optimized before)" if self.optimized else ""))
         elif self.cache_entry is not None:
             notes.append(f"graph parts cached in {self.cache_entry}")
         if self.cache_error is not None:
@@ -216,6 +228,20 @@ class SplitReport:
             notes.append(f"windows match whole sentences to {self.snr_db:.0f} dB SNR, "
                          "not bit for bit")
         return notes
+
+
+STALE_TEMP_S = 600.0
+"""A temporary file older than this in a cache entry was left by a process that died
+while writing it (saving a graph takes seconds)."""
+
+
+def _remove_stale_temp_files(entry: Path) -> None:
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for path in entry.glob(f"{TEMP_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > STALE_TEMP_S:
+                    path.unlink()
 
 
 def _sha256(path: Path) -> str:
@@ -286,24 +312,7 @@ class Builder:
     def _build(self, model_path: Path, key: str) -> SplitReport:
         entry, meta = self._lookup(model_path)
         if meta is not None and entry is not None:
-            layout = SplitLayout.from_json(meta["layout"])
-            verified = meta.get("verified", {})
-            outcome = verified.get(key)
-            if outcome is not None and "error" in outcome:
-                raise SplitError(f"{outcome['error']} (recorded in {entry})")
-            sources: dict[str, bytes | str] = {part: str(entry / f"{part}.onnx")
-                                               for part in layout.parts}
-            graph = SplitGraph(layout, self._sessions(sources))
-            prebuilt = self.prebuilt_dir is not None and entry.parent == self.prebuilt_dir
-            if outcome is not None:
-                peaks = outcome.get("calibrations", {})
-                return SplitReport(graph=graph, verification=key,
-                                   exact=bool(outcome["exact"]), cache_entry=entry,
-                                   from_cache=True, sources=sources,
-                                   calibrations=peaks if isinstance(peaks, dict) else {},
-                                   recorded=not prebuilt)
-            return self._verified(graph, key, entry, verified, from_cache=True,
-                                  sources=sources, record=not prebuilt)
+            return self._from_entry(entry, meta, key)
         import onnx
 
         model = onnx.load(str(model_path))
@@ -327,13 +336,112 @@ class Builder:
         return self._verified(graph, key, entry, {}, from_cache=False,
                               cache_error=cache_error, sources=sources)
 
-    def _sessions(self, sources: Mapping[str, bytes | str]) -> dict[str, Part]:
+    def _from_entry(self, entry: Path, meta: dict[str, Any], key: str) -> SplitReport:
+        """The parts of a cache entry: as onnxruntime optimized them at an earlier load
+        when that load kept them (bit-exact, for this key), else as cut, their optimized
+        graphs then saved once into a writable entry (a graph that did not run bit for
+        bit like the parts is recorded as such and not tried again)."""
+        layout = SplitLayout.from_json(meta["layout"])
+        verified = meta.get("verified", {})
+        outcome = verified.get(key)
+        if outcome is not None and "error" in outcome:
+            raise SplitError(f"{outcome['error']} (recorded in {entry})")
+        sources: dict[str, bytes | str] = {part: str(entry / f"{part}.onnx")
+                                           for part in layout.parts}
+        prebuilt = self.prebuilt_dir is not None and entry.parent == self.prebuilt_dir
+        optimized = self._optimized_paths(entry, layout, key)
+        state = outcome.get("optimized") if outcome is not None else None
+        if outcome is not None and state is True and optimized:
+            try:
+                parts = self._sessions({part: str(path) for part, path in optimized.items()},
+                                       preoptimized=True)
+            except Exception:  # noqa: BLE001 - a file gone or damaged: saved again below
+                state = None
+            else:
+                return self._cached(SplitGraph(layout, parts), key, entry, outcome, sources,
+                                    prebuilt, optimized=True)
+        saving = ({part: path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
+                   for part, path in optimized.items()}
+                  if state is None and not prebuilt else {})
+        if saving:
+            _remove_stale_temp_files(entry)
+        try:
+            try:
+                parts = self._sessions(sources, saving)
+            except Exception:  # e.g. an entry onnxruntime cannot write into
+                if not saving:
+                    raise
+                parts, saving = self._sessions(sources), {}
+            graph = SplitGraph(layout, parts)
+            report = (self._cached(graph, key, entry, outcome, sources, prebuilt)
+                      if outcome is not None else
+                      self._verified(graph, key, entry, verified, from_cache=True,
+                                     sources=sources, record=not prebuilt))
+            if saving:
+                self._keep_optimized(report, saving, optimized)
+            return report
+        finally:
+            for path in saving.values():
+                path.unlink(missing_ok=True)
+
+    def _sessions(self, sources: Mapping[str, bytes | str],
+                  optimized_to: Mapping[str, Path] | None = None, *,
+                  preoptimized: bool = False) -> dict[str, Part]:
         """A session per part, made side by side: onnxruntime lets go of the GIL while
         it builds one, and a voice's load is then ~30% shorter (0.46 s -> 0.30 s for
-        joe's four parts on two cores)."""
+        joe's four parts on two cores). ``optimized_to``: where each part's optimized
+        graph is written; ``preoptimized``: the sources are such graphs."""
+        def make(part: str) -> onnxruntime.InferenceSession:
+            target = (optimized_to or {}).get(part)
+            return self.session(sources[part], optimized_to=str(target) if target else None,
+                                preoptimized=preoptimized)
+
         with ThreadPoolExecutor(len(sources) or 1, thread_name_prefix="parts") as pool:
-            made = dict(zip(sources, pool.map(self.session, sources.values()), strict=True))
+            made = dict(zip(sources, pool.map(make, sources), strict=True))
         return {part: OrtPart(session) for part, session in made.items()}
+
+    def _optimized_paths(self, entry: Path, layout: SplitLayout, key: str,
+                         ) -> dict[str, Path]:
+        """Where each part's graph as onnxruntime optimized it is kept for ``key``
+        (onnxruntime's version and this CPU's features among it): on the CPU only."""
+        if self.device != "cpu":
+            return {}
+        tag = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return {part: entry / f"{part}.optimized-{tag}.onnx" for part in layout.parts}
+
+    @staticmethod
+    def _cached(graph: SplitGraph, key: str, entry: Path, outcome: Mapping[str, Any],
+                sources: dict[str, bytes | str], prebuilt: bool, *,
+                optimized: bool = False) -> SplitReport:
+        """The report of parts whose verification the cache recorded."""
+        peaks = outcome.get("calibrations", {})
+        return SplitReport(graph=graph, verification=key, exact=bool(outcome["exact"]),
+                           cache_entry=entry, from_cache=True, sources=sources,
+                           calibrations=peaks if isinstance(peaks, dict) else {},
+                           recorded=not prebuilt, optimized=optimized)
+
+    def _keep_optimized(self, report: SplitReport, saved: Mapping[str, Path],
+                        final: Mapping[str, Path]) -> None:
+        """Keep the optimized graphs onnxruntime just wrote if, run as they are, they
+        give the calibration sentence's audio bit for bit as the parts do; record the
+        outcome either way (a later load then takes them, or does not try again)."""
+        graph = report.graph
+        if graph is None or not report.recorded or report.cache_entry is None:
+            return
+        try:
+            optimized = SplitGraph(graph.layout, self._sessions(
+                {part: str(path) for part, path in saved.items()}, preoptimized=True))
+            feeds = self.calibration()[-1]
+            same = bool(np.array_equal(optimized.whole(feeds), graph.whole(feeds)))
+        except Exception:  # noqa: BLE001 - a graph onnxruntime cannot read back is not kept
+            same = False
+        if same:
+            try:
+                for part, path in saved.items():
+                    os.replace(path, final[part])
+            except OSError:
+                return  # the cache went away or filled up: a later load tries again
+        update_outcome(report.cache_entry, report.verification, optimized=same)
 
     def _lookup(self, model_path: Path) -> tuple[Path | None, dict[str, Any] | None]:
         """The cache entry to use and its record: the writable cache's, else the
@@ -395,23 +503,28 @@ def save_meta(entry: Path, layout: SplitLayout, verified: dict[str, Any]) -> Non
         write_atomic(entry / "split.json", json.dumps(meta, indent=1).encode())
 
 
+def update_outcome(entry: Path, key: str, **fields: Any) -> None:
+    """Add ``fields`` to the outcome recorded in ``entry`` for the verification ``key``
+    (nothing when there is none)."""
+    meta = read_meta(entry)
+    if meta is None:
+        return
+    verified = meta.get("verified", {})
+    outcome = verified.get(key)
+    if not isinstance(outcome, dict) or "exact" not in outcome:
+        return
+    save_meta(entry, SplitLayout.from_json(meta["layout"]),
+              {**verified, key: {**outcome, **fields}})
+
+
 def record_calibration(report: SplitReport, measured_for: str, peak: float) -> None:
     """Keep a calibration peak beside the verification it was measured under (same
     onnxruntime, threads and CPU), so that the next load of the voice skips rendering
     the calibration text (~0.8 s for joe on two cores). ``measured_for`` names what
     else the peak depends on (the phonemizer, the text). Only a writable entry records."""
     entry = report.cache_entry
-    if entry is None or not report.recorded or report.graph is None:
+    if entry is None or not report.recorded:
         return
-    meta = read_meta(entry)
-    if meta is None:
-        return
-    verified = meta.get("verified", {})
-    outcome = verified.get(report.verification)
-    if not isinstance(outcome, dict) or "exact" not in outcome:
-        return
-    peaks = outcome.get("calibrations")
-    peaks = dict(peaks) if isinstance(peaks, dict) else {}
+    peaks = dict(report.calibrations)
     peaks[measured_for] = peak
-    save_meta(entry, report.graph.layout,
-              {**verified, report.verification: {**outcome, "calibrations": peaks}})
+    update_outcome(entry, report.verification, calibrations=peaks)

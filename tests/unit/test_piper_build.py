@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from chorus.common.layout import TEMP_PREFIX
 from chorus.server.engines.piper import CALIBRATION_PEAK, PiperLoadedVoice, calibration_key
 from chorus.server.engines.piper_build import cpu_isa, snr_db
-from tests.unit.piper_streaming import JOE_CONFIG, JOE_MODEL, engine, load, load_joe
+from tests.unit.piper_streaming import JOE_CONFIG, JOE_MODEL, engine, load, load_joe, quiet
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,62 @@ def test_the_calibration_peak_is_kept_with_the_verification(tmp_path: Path) -> N
     assert sorted(outcome["calibrations"]) == sorted([calibration_key(), "piper-tts 0.0, text 0"])
 
 
+def _optimized(entry: Path) -> list[str]:
+    return sorted(p.name.split(".")[0] for p in entry.glob("*.optimized-*.onnx"))
+
+
+def _outcome(entry: Path) -> dict[str, object]:
+    [outcome] = json.loads((entry / "split.json").read_text())["verified"].values()
+    assert isinstance(outcome, dict)
+    return outcome
+
+
+def test_optimized_graphs_are_kept_once_bit_exact_and_loaded_as_they_are(
+        tmp_path: Path) -> None:
+    """The load after the cut saves each part as onnxruntime optimized it and keeps it
+    once the calibration sentence sounds the same bit for bit; later loads run those
+    graphs without optimizing again, with the same audio. A damaged file is saved
+    again; a graph recorded as different is not tried again."""
+    cache = tmp_path / "graphs"
+    cut = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
+    [entry] = cache.iterdir()
+    assert _optimized(entry) == [] and "optimized" not in _outcome(entry)
+    # what a process killed while saving left behind, and one another is writing now
+    stale, fresh = entry / f"{TEMP_PREFIX}1-encoder.x", entry / f"{TEMP_PREFIX}2-flow.x"
+    for path in (stale, fresh):
+        path.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    saved = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
+    assert _optimized(entry) == ["dec1", "dec2", "encoder", "flow"]
+    assert _outcome(entry)["optimized"] is True
+    assert [p for p in entry.iterdir() if p.name.startswith(TEMP_PREFIX)] == [fresh]
+    fast = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
+    report = fast.split_report
+    assert report is not None and report.optimized and fast.streaming
+    assert any("as optimized before" in note for note in report.notes)
+    [unit] = cut.prepare("The optimized graph says the same.")
+    heard = cut.render(unit, quiet())
+    assert np.array_equal(fast.render(unit, quiet()), heard)
+    assert np.array_equal(saved.render(unit, quiet()), heard)
+
+    encoder = next(entry.glob("encoder.optimized-*.onnx"))
+    encoder.write_bytes(b"not a graph")
+    damaged = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
+    assert damaged.split_report is not None and not damaged.split_report.optimized
+    assert damaged.streaming and np.array_equal(damaged.render(unit, quiet()), heard)
+    assert encoder.stat().st_size > 1000 and _outcome(entry)["optimized"] is True
+
+    meta = json.loads((entry / "split.json").read_text())
+    [key] = meta["verified"]
+    meta["verified"][key]["optimized"] = False
+    (entry / "split.json").write_text(json.dumps(meta))
+    for path in entry.glob("*.optimized-*.onnx"):
+        path.unlink()
+    refused = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
+    assert refused.split_report is not None and not refused.split_report.optimized
+    assert _optimized(entry) == [] and _outcome(entry)["optimized"] is False
+
+
 def test_a_prebuilt_cache_is_read_never_written(tmp_path: Path) -> None:
     """The server image's prebuilt parts serve a voice whose writable cache is empty;
     their verification is taken only when made for the same key (CPU features
@@ -100,6 +159,7 @@ def test_a_prebuilt_cache_is_read_never_written(tmp_path: Path) -> None:
     [key] = meta["verified"]
     assert f"cpu {cpu_isa()}" in key
 
+    files = sorted(p.name for p in entry.iterdir())
     trusted = load(engine(cache, prebuilt_graphs=prebuilt), JOE_MODEL, JOE_CONFIG, "joe")
     report = trusted.split_report
     assert report is not None and report.from_cache and report.cache_entry == entry
@@ -115,6 +175,7 @@ def test_a_prebuilt_cache_is_read_never_written(tmp_path: Path) -> None:
     assert report is not None and report.from_cache and report.snr_db == float("inf")
     assert record.read_bytes() == before
     assert not cache.exists()
+    assert sorted(p.name for p in entry.iterdir()) == files  # no optimized graphs either
 
 
 def test_cpu_features_are_read_from_cpuinfo(tmp_path: Path) -> None:
