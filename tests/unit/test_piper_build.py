@@ -14,7 +14,7 @@ import pytest
 
 from chorus.common.layout import TEMP_PREFIX
 from chorus.server.engines.piper import CALIBRATION_PEAK, PiperLoadedVoice, calibration_key
-from chorus.server.engines.piper_build import cpu_isa, snr_db
+from chorus.server.engines.piper_build import OPTIMIZED_PARTS, cpu_isa, snr_db
 from tests.unit.piper_streaming import JOE_CONFIG, JOE_MODEL, engine, load, load_joe, quiet
 
 
@@ -116,8 +116,11 @@ def test_optimized_graphs_are_kept_once_bit_exact_and_loaded_as_they_are(
     for path in (stale, fresh):
         path.write_bytes(b"partial")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    other_key = entry / "encoder.optimized-0123456789abcdef.onnx"  # an older onnxruntime's
+    other_key.write_bytes(b"graph")
     saved = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
-    assert _optimized(entry) == ["dec1", "dec2", "encoder", "flow"]
+    assert not other_key.exists()
+    assert _optimized(entry) == sorted(OPTIMIZED_PARTS) == ["encoder"]
     assert _outcome(entry)["optimized"] is True
     assert [p for p in entry.iterdir() if p.name.startswith(TEMP_PREFIX)] == [fresh]
     fast = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
@@ -150,7 +153,9 @@ def test_optimized_graphs_are_kept_once_bit_exact_and_loaded_as_they_are(
 def test_a_prebuilt_cache_is_read_never_written(tmp_path: Path) -> None:
     """The server image's prebuilt parts serve a voice whose writable cache is empty;
     their verification is taken only when made for the same key (CPU features
-    included), else made again and kept in memory: the prebuilt cache stays as built."""
+    included). Else the parts are copied into the writable cache, where this machine's
+    verification, peak and optimized graphs are then kept (without one, verified again
+    at every load): the prebuilt cache stays as built."""
     prebuilt, cache = tmp_path / "prebuilt", tmp_path / "cache"
     built = load(engine(prebuilt), JOE_MODEL, JOE_CONFIG, "joe")
     [entry] = prebuilt.iterdir()
@@ -170,12 +175,32 @@ def test_a_prebuilt_cache_is_read_never_written(tmp_path: Path) -> None:
     meta["verified"] = {key.replace(f"cpu {cpu_isa()}", "cpu other"): {"exact": True}}
     record.write_text(json.dumps(meta))
     before = record.read_bytes()
+    # Without a writable cache: verified again at every load, nothing written.
+    alone = load(engine(None, prebuilt_graphs=prebuilt), JOE_MODEL, JOE_CONFIG, "joe")
+    report = alone.split_report
+    assert report is not None and report.from_cache and report.snr_db == float("inf")
+    assert report.cache_entry == entry and not report.recorded
+    # With one: the parts are copied there first, and this CPU's records kept there.
     checked = load(engine(cache, prebuilt_graphs=prebuilt), JOE_MODEL, JOE_CONFIG, "joe")
     report = checked.split_report
     assert report is not None and report.from_cache and report.snr_db == float("inf")
+    adopted = cache / entry.name
+    assert report.cache_entry == adopted and report.recorded
     assert record.read_bytes() == before
-    assert not cache.exists()
     assert sorted(p.name for p in entry.iterdir()) == files  # no optimized graphs either
+    for part in ("encoder", "flow", "dec1", "dec2"):
+        assert (adopted / f"{part}.onnx").read_bytes() == (entry / f"{part}.onnx").read_bytes()
+    # the load that verifies saves no optimized graph (often a pod's only load)
+    assert _outcome(adopted)["exact"] is True and "optimized" not in _outcome(adopted)
+    [verified_key] = json.loads((adopted / "split.json").read_text())["verified"]
+    assert f"cpu {cpu_isa()}" in verified_key
+    later = load(engine(cache, prebuilt_graphs=prebuilt), JOE_MODEL, JOE_CONFIG, "joe")
+    report = later.split_report
+    assert report is not None and report.cache_entry == adopted and report.snr_db is None
+    assert not report.optimized and _outcome(adopted)["optimized"] is True
+    fast = load(engine(cache, prebuilt_graphs=prebuilt), JOE_MODEL, JOE_CONFIG, "joe")
+    assert fast.split_report is not None and fast.split_report.optimized
+    assert fast.gain == later.gain == built.gain == checked.gain == alone.gain
 
 
 def test_cpu_features_are_read_from_cpuinfo(tmp_path: Path) -> None:
