@@ -51,6 +51,8 @@ __all__ = [
     "GateFailed",
     "PartChoice",
     "Wanted",
+    "apply_recorded",
+    "choice_key",
     "choose",
     "reference_calls",
     "time_quanta",
@@ -100,11 +102,26 @@ class PartChoice:
                 "snr_db": _finite(self.snr_db), "ms": _round(self.ms),
                 "reference_ms": _round(self.reference_ms), "refused": self.refused}
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PartChoice:
+        refused = data.get("refused")
+        return cls(f"{data['backend']} {data['precision']}", _unfinite(data.get("snr_db")),
+                   _number(data.get("ms")), _number(data.get("reference_ms")),
+                   refused if isinstance(refused, str) else None)
+
 
 def _finite(value: float | None) -> float | str | None:
     if value is None:
         return None
     return "inf" if math.isinf(value) else round(value, 1)
+
+
+def _unfinite(value: Any) -> float | None:
+    return math.inf if value == "inf" else _number(value)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _round(value: float | None) -> float | None:
@@ -119,6 +136,10 @@ class BackendChoice:
     windows_snr_db: float | None = None
     refused: str | None = None
     """Why every candidate was dropped (the window gate), if so."""
+    ranks: dict[str, dict[str, int]] = field(default_factory=dict, compare=False,
+                                             repr=False)
+    """Each part's input ranks, as measured (OpenVINO's converter needs them): recorded
+    with the choice, so that it is built again without the calibration run."""
 
     @property
     def labels(self) -> dict[str, str]:
@@ -139,6 +160,20 @@ class BackendChoice:
     def to_json(self) -> dict[str, Any]:
         return {"parts": {part: c.to_json() for part, c in self.parts.items()},
                 "windows_snr_db": _finite(self.windows_snr_db), "refused": self.refused}
+
+    def to_record(self) -> dict[str, Any]:
+        """:meth:`to_json` and the ranks: what the graph cache keeps."""
+        return {**self.to_json(), "ranks": self.ranks}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BackendChoice:
+        """Read :meth:`to_json` or :meth:`to_record` (raises on anything else)."""
+        refused = data.get("refused")
+        ranks = {part: {name: int(rank) for name, rank in inputs.items()}
+                 for part, inputs in data.get("ranks", {}).items()}
+        return cls({part: PartChoice.from_json(c) for part, c in data["parts"].items()},
+                   _unfinite(data.get("windows_snr_db")),
+                   refused if isinstance(refused, str) else None, ranks)
 
 
 def reference_calls(graph: SplitGraph, sentences: Sequence[dict[str, Array]]) -> Calls:
@@ -242,6 +277,43 @@ def candidates(wanted: Wanted, part: str) -> list[tuple[str, Precision]]:
     return [("openvino", precision)]
 
 
+def choice_key(wanted: Wanted) -> str:
+    """What a recorded choice holds for besides the parts' verification (onnxruntime,
+    threads, this CPU's features): what was asked for, and OpenVINO's version."""
+    version = "none"
+    if openvino_available():
+        import openvino
+
+        version = openvino.__version__
+    return f"--backend {wanted.backend} --precision {wanted.precision}, openvino {version}"
+
+
+def apply_recorded(reference: SplitGraph, sources: Mapping[str, bytes | str],
+                   recorded: BackendChoice, backends: Mapping[str, Backend],
+                   ) -> tuple[SplitGraph, BackendChoice]:
+    """The parts of a choice made (and gated) at an earlier load, built again without
+    measuring or gating: the same versions, CPU and calibration give the same figures,
+    and the choice stays what it was instead of following one load's timings. Raises
+    when a part cannot be built (then :func:`choose` decides afresh)."""
+    parts = recorded.parts
+    if set(parts) != set(reference.layout.parts):
+        raise ValueError("the recorded choice is for other parts")
+    if all(choice.label == REFERENCE for choice in parts.values()):
+        return reference, recorded
+    sessions: dict[str, Part] = {}
+    for part, choice in parts.items():
+        if choice.label == REFERENCE:
+            sessions[part] = reference.sessions[part]
+            continue
+        name, precision = choice.label.split()
+        if precision not in ("f32", "bf16"):
+            raise ValueError(f"unknown precision {precision!r}")
+        sessions[part] = backends[name].part(
+            sources[part], recorded.ranks[part], "bf16" if precision == "bf16" else "f32",
+            time_quanta(reference.layout, part))
+    return SplitGraph(reference.layout, sessions, reference.min_span), recorded
+
+
 def choose(reference: SplitGraph, sources: Mapping[str, bytes | str],
            sentences: Sequence[dict[str, Array]], windows: Sequence[int], wanted: Wanted,
            backends: Mapping[str, Backend],
@@ -253,6 +325,7 @@ def choose(reference: SplitGraph, sources: Mapping[str, bytes | str],
         return reference, BackendChoice({part: PartChoice() for part in
                                          reference.layout.parts})
     calls = reference_calls(reference, sentences)
+    measured = {part: ranks(calls, part) for part in reference.layout.parts}
     sessions: dict[str, Part] = {}
     parts: dict[str, PartChoice] = {}
     for part in reference.layout.parts:
@@ -260,7 +333,7 @@ def choose(reference: SplitGraph, sources: Mapping[str, bytes | str],
         for name, precision in candidates(wanted, part):
             label = f"{name} {precision}"
             try:
-                candidate = backends[name].part(sources[part], ranks(calls, part), precision,
+                candidate = backends[name].part(sources[part], measured[part], precision,
                                                 time_quanta(reference.layout, part))
                 choice = gate_part(part, candidate, reference.sessions[part], calls)
             except Exception as err:  # noqa: BLE001 - converters raise assorted errors
@@ -277,7 +350,7 @@ def choose(reference: SplitGraph, sources: Mapping[str, bytes | str],
             sessions[part], parts[part] = candidate, choice
             break
     if all(choice.label == REFERENCE for choice in parts.values()):
-        return reference, BackendChoice(parts)
+        return reference, BackendChoice(parts, ranks=measured)
     graph = SplitGraph(reference.layout, sessions, reference.min_span)
     snr = window_snr(graph, sentences, windows)
     if snr < MIN_WINDOW_SNR_DB:
@@ -287,5 +360,5 @@ def choose(reference: SplitGraph, sources: Mapping[str, bytes | str],
         log(f"{reason}; {REFERENCE} kept for every part")
         return reference, BackendChoice(
             {part: PartChoice(refused=choice.refused) for part, choice in parts.items()},
-            refused=reason)
-    return graph, BackendChoice(parts, windows_snr_db=snr)
+            refused=reason, ranks=measured)
+    return graph, BackendChoice(parts, windows_snr_db=snr, ranks=measured)

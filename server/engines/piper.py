@@ -24,7 +24,7 @@ calibration text synthesized without noise (:func:`calibration_gain`): determini
 a given voice file, the same for whole sentences and windows, and steady across
 sentences. Samples beyond full scale are clipped, as piper-tts clips. The peak is kept in
 the graph cache beside the parts' verification, so a voice's later loads skip rendering
-the text (:func:`~.piper_build.record_calibration`).
+the text (:func:`~.piper_build.remember`).
 
 **Small windows only where a listener waits.** The window plan's small first windows
 buy early audio with extra compute (each window decodes its context frames again, and
@@ -57,10 +57,18 @@ from piper.config import PhonemeType, PiperConfig
 from chorus.common.layout import file_fingerprint
 
 from . import onnx_runs
-from .backend_gates import REFERENCE, BackendChoice, PartChoice, Wanted, choose
+from .backend_gates import (
+    REFERENCE,
+    BackendChoice,
+    PartChoice,
+    Wanted,
+    apply_recorded,
+    choice_key,
+    choose,
+)
 from .backends import Backend, OnnxRuntime, OpenVino, openvino_available
 from .base import PCM, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
-from .piper_build import Builder, SplitReport, record_calibration
+from .piper_build import Builder, SplitReport, remember
 from .piper_windows import DEFAULT_WINDOWS, Sentence, SplitGraph, plan_windows
 
 __all__ = [
@@ -270,7 +278,7 @@ class PiperEngine:
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: warm-up failed: {err}") from err
         if report is not None and on_reference and known is None:
-            record_calibration(report, measured_for, peak)
+            remember(report, "calibrations", measured_for, peak)
         return voice
 
     def _backends(self, spec: VoiceSpec, voice: PiperLoadedVoice,
@@ -288,12 +296,29 @@ class PiperEngine:
         backends: dict[str, Backend] = {
             "onnxruntime": OnnxRuntime(self.threads_per_voice, device=self.device),
             "openvino": OpenVino(self.threads_per_voice, max(1, self.workers))}
-        graph, choice = choose(
-            report.graph, report.sources,
-            [voice.feeds(u, SynthesisParams(noise_scale=0.0, noise_w_scale=0.0))
-             for u in voice.prepare(CALIBRATION_TEXT)],
-            tuple(self.stream_windows or DEFAULT_WINDOWS), wanted, backends,
-            lambda line: _LOGGER.warning("Voice %s: %s", spec.name, line))
+        key = choice_key(wanted)
+        recorded = report.backends.get(key) if backend != "onnxruntime" else None
+        chosen = None
+        if recorded is not None:
+            try:
+                chosen = apply_recorded(report.graph, report.sources,
+                                        BackendChoice.from_json(recorded), backends)
+                _LOGGER.info("Voice %s: backends as chosen at an earlier load (recorded in "
+                             "%s)", spec.name, report.cache_entry)
+            except Exception as err:  # noqa: BLE001 - converters raise assorted errors
+                _LOGGER.warning("Voice %s: the backend choice recorded in %s could not be "
+                                "used (%s); choosing again", spec.name, report.cache_entry,
+                                err)
+        if chosen is None:
+            chosen = choose(
+                report.graph, report.sources,
+                [voice.feeds(u, SynthesisParams(noise_scale=0.0, noise_w_scale=0.0))
+                 for u in voice.prepare(CALIBRATION_TEXT)],
+                tuple(self.stream_windows or DEFAULT_WINDOWS), wanted, backends,
+                lambda line: _LOGGER.warning("Voice %s: %s", spec.name, line))
+            if backend != "onnxruntime":
+                remember(report, "backends", key, chosen[1].to_record())
+        graph, choice = chosen
         voice.backend_choice = choice
         if backend != "onnxruntime":
             _LOGGER.info("Voice %s: backends (--backend %s --precision %s): %s", spec.name,

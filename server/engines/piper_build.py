@@ -49,7 +49,7 @@ __all__ = [
     "Builder",
     "SplitReport",
     "measure",
-    "record_calibration",
+    "remember",
     "snr_db",
     "update_outcome",
     "verification_key",
@@ -210,11 +210,14 @@ class SplitReport:
     backend to build its own parts from (:mod:`.backend_gates`); dropped once used."""
     calibrations: Mapping[str, float] = field(default_factory=dict)
     """Calibration peaks recorded with the verification, by what they were measured
-    for (:func:`record_calibration`): the voice's load reads its gain from here
-    instead of rendering the calibration text again."""
+    for (:func:`remember`): the voice's load reads its gain from here instead of
+    rendering the calibration text again."""
+    backends: Mapping[str, Any] = field(default_factory=dict)
+    """Backend choices recorded with the verification, by what was asked for
+    (:func:`remember`, :func:`.backend_gates.choice_key`)."""
     recorded: bool = False
     """The verification's outcome is kept in a writable cache entry (not the prebuilt
-    one), where :func:`record_calibration` can add a peak."""
+    one), where :func:`remember` can add to it."""
     optimized: bool = False
     """The sessions run the graphs onnxruntime optimized at an earlier load, as they are
     (kept in ``cache_entry`` once found bit-exact): most of their load time saved."""
@@ -448,10 +451,11 @@ class Builder:
                 sources: dict[str, bytes | str], prebuilt: bool, *,
                 optimized: bool = False) -> SplitReport:
         """The report of parts whose verification the cache recorded."""
-        peaks = outcome.get("calibrations", {})
+        peaks, choices = outcome.get("calibrations"), outcome.get("backends")
         return SplitReport(graph=graph, verification=key, exact=bool(outcome["exact"]),
                            cache_entry=entry, from_cache=True, sources=sources,
                            calibrations=peaks if isinstance(peaks, dict) else {},
+                           backends=choices if isinstance(choices, dict) else {},
                            recorded=not prebuilt, optimized=optimized)
 
     def _keep_optimized(self, report: SplitReport, saved: Mapping[str, Path],
@@ -556,14 +560,18 @@ def update_outcome(entry: Path, key: str, **fields: Any) -> None:
               {**verified, key: {**outcome, **fields}})
 
 
-def record_calibration(report: SplitReport, measured_for: str, peak: float) -> None:
-    """Keep a calibration peak beside the verification it was measured under (same
-    onnxruntime, threads and CPU), so that the next load of the voice skips rendering
-    the calibration text (~0.8 s for joe on two cores). ``measured_for`` names what
-    else the peak depends on (the phonemizer, the text). Only a writable entry records."""
+def remember(report: SplitReport, kind: str, key: str, value: Any) -> None:
+    """Keep ``value`` under ``key`` in the ``kind`` record (``calibrations``: a peak,
+    ``backends``: a backend choice) beside the verification it was measured under (same
+    onnxruntime, threads and CPU), so that the next load of the voice skips measuring it
+    again. ``key`` names what else the value depends on. Only a writable entry keeps."""
     entry = report.cache_entry
     if entry is None or not report.recorded:
         return
-    peaks = dict(report.calibrations)
-    peaks[measured_for] = peak
-    update_outcome(entry, report.verification, calibrations=peaks)
+    meta = read_meta(entry)
+    outcome = meta.get("verified", {}).get(report.verification) if meta else None
+    if not isinstance(outcome, dict):
+        return
+    kept = outcome.get(kind)
+    update_outcome(entry, report.verification,
+                   **{kind: {**(kept if isinstance(kept, dict) else {}), key: value}})

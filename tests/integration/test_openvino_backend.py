@@ -82,12 +82,16 @@ def bf16(server: ServerProcess) -> None:
     bf16 speech have nothing to test here."""
     refusals = [line for line in server.output().splitlines()
                 if "onnxruntime f32 kept for every part" in line]
-    if not refusals:
+    backends = json.loads(_get(server, f"/voices/{JOE}"))["backends"]
+    if backends["refused"] is None:
+        assert refusals == [], server.output()
         return
-    assert len(refusals) == 1, server.output()
-    parts = json.loads(_get(server, f"/voices/{JOE}"))["backends"]["parts"]
-    assert all(p["backend"] == "onnxruntime" for p in parts.values()), parts
-    pytest.skip(f"the quality gates refused bf16 on this CPU, as logged: {refusals[0]}")
+    # logged when measured; a choice recorded in the graph cache at an earlier load is
+    # listed the same, with a line saying where it came from
+    assert len(refusals) == 1 or "as chosen at an earlier load" in server.output(), \
+        server.output()
+    assert all(p["backend"] == "onnxruntime" for p in backends["parts"].values()), backends
+    pytest.skip(f"the quality gates refused bf16 on this CPU: {backends['refused']}")
 
 
 @pytest.mark.usefixtures("bf16")

@@ -5,6 +5,7 @@ log line) and the part keeps onnxruntime; OpenVINO's real parts pass and stop on
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -21,7 +22,11 @@ import pytest
 from chorus.server.engines.backend_gates import (
     MIN_PART_SNR_DB,
     REFERENCE,
+    BackendChoice,
+    PartChoice,
     Wanted,
+    apply_recorded,
+    choice_key,
     choose,
     reference_calls,
     time_quanta,
@@ -321,3 +326,85 @@ def test_the_padded_flow_is_the_flow(reference: SplitGraph, sources: dict[str, b
     got = part.run(call[0])[0]
     assert got.shape == call[1][0].shape
     assert snr_db(got, call[1][0]) >= 100
+
+
+@dataclass
+class CountingBackend:
+    """Counts the parts it builds, each with the ranks it was given."""
+
+    inner: SpoilingBackend
+    built: list[tuple[str, dict[str, int]]]
+    name: str = "openvino"
+
+    def part(self, model: bytes | str, ranks: Mapping[str, int],
+             precision: Precision, quanta: Mapping[str, int] | None = None) -> Part:
+        self.built.append((Path(str(model)).stem, dict(ranks)))
+        return self.inner.part(model, ranks, precision, quanta)
+
+
+def test_a_recorded_choice_is_built_again_without_measuring(
+        reference: SplitGraph, sources: dict[str, bytes | str],
+        sentences: list[dict[str, Array]]) -> None:
+    """What the graph cache keeps (:meth:`BackendChoice.to_record`, through JSON) builds
+    the same parts again, from the recorded ranks, with no calibration run."""
+    def louder(out: Array) -> Array:
+        return (out * (1 + 10 ** (-45 / 20))).astype(out.dtype)
+
+    graph, choice, _ = _choose(reference, sources, sentences, {"dec2": louder})
+    record = json.loads(json.dumps(choice.to_record()))
+    recorded = BackendChoice.from_json(record)
+    assert recorded.to_json() == choice.to_json() and recorded.ranks == choice.ranks
+    assert recorded.ranks["flow"] == {name: array.ndim for name, array in
+                                      reference_calls(reference, sentences[:1])[0]["flow"][0]
+                                      .items()}
+    built: list[tuple[str, dict[str, int]]] = []
+    backend = CountingBackend(SpoilingBackend({"dec2": louder}), built)
+    again, same = apply_recorded(reference, sources, recorded, {"openvino": backend})
+    assert same is recorded and sorted(part for part, _ in built) == sorted(choice.parts)
+    assert all(ranks == choice.ranks[part] for part, ranks in built)
+    feeds = sentences[0]
+    assert np.array_equal(again.whole(feeds), graph.whole(feeds))
+    assert not np.array_equal(again.whole(feeds), reference.whole(feeds))
+
+    # onnxruntime everywhere: the reference itself; a record of other parts: refused
+    kept = BackendChoice({part: PartChoice() for part in reference.layout.parts})
+    assert apply_recorded(reference, sources, kept, {})[0] is reference
+    other = BackendChoice({"model": PartChoice()})
+    with pytest.raises(ValueError, match="other parts"):
+        apply_recorded(reference, sources, other, {})
+
+
+@needs_openvino
+def test_a_voice_loads_with_the_backend_choice_recorded_at_its_first_load(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "graphs"
+    engine = PiperEngine(threads_per_voice=1, max_phonemes=150, graph_cache_dir=cache,
+                         backend="openvino", precision="f32")
+    spec = engine.read_spec(JOE, "joe")
+    first = engine.load(spec)  # cut, verified, and its parts' backends chosen
+    [entry] = cache.iterdir()
+    [outcome] = json.loads((entry / "split.json").read_text())["verified"].values()
+    key = choice_key(Wanted("openvino", "f32"))
+    assert list(outcome["backends"]) == [key]
+    # A record says what was chosen: a changed one is what the next load serves with.
+    outcome["backends"][key]["parts"]["flow"].update(backend="onnxruntime", snr_db=None)
+    meta = json.loads((entry / "split.json").read_text())
+    meta["verified"] = dict.fromkeys(meta["verified"], outcome)
+    (entry / "split.json").write_text(json.dumps(meta))
+    with caplog.at_level("INFO"):
+        second = engine.load(spec)
+    assert "as chosen at an earlier load" in caplog.text
+    assert second.backend_choice.parts["flow"].label == REFERENCE
+    assert {p: c.label for p, c in second.backend_choice.parts.items() if p != "flow"} == \
+        {p: c.label for p, c in first.backend_choice.parts.items() if p != "flow"}
+    # One that cannot be built: a warning, and the choice is made again.
+    outcome["backends"][key]["parts"]["dec2"].update(backend="openvino", precision="f64")
+    meta["verified"] = dict.fromkeys(meta["verified"], outcome)
+    (entry / "split.json").write_text(json.dumps(meta))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        third = engine.load(spec)
+    assert "could not be used" in caplog.text and "choosing again" in caplog.text
+    assert third.backend_choice.parts["dec2"].label == first.backend_choice.parts["dec2"].label
+    [outcome] = json.loads((entry / "split.json").read_text())["verified"].values()
+    assert outcome["backends"][key]["parts"]["dec2"]["precision"] == "f32"  # recorded anew
