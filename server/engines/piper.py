@@ -267,17 +267,21 @@ class PiperEngine:
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: cannot load model: {err}") from err
         full.clear()  # the whole graph is not kept when the parts serve
-        # A peak recorded with the parts' verification holds only for the parts as
-        # verified, i.e. all on onnxruntime f32; other backends measure their own.
-        on_reference = report is not None and report.graph is not None and all(
-            part.label == REFERENCE for part in voice.backend_choice.parts.values())
-        measured_for = calibration_key()
-        known = report.calibrations.get(measured_for) if report and on_reference else None
+        # A peak holds for the parts it was measured on: as verified (onnxruntime f32),
+        # or as the recorded backend choice builds them.
+        parts = report is not None and report.graph is not None
+        choice = voice.backend_choice.parts.values()
+        measured_for = calibration_key() + (
+            "" if all(part.label == REFERENCE for part in choice) else
+            f", {choice_key(Wanted(self.backend_wanted, self.precision))}: "
+            + ", ".join(f"{name} {part.label}"
+                        for name, part in voice.backend_choice.parts.items()))
+        known = report.calibrations.get(measured_for) if report and parts else None
         try:
             peak = voice.calibrate(known)
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: warm-up failed: {err}") from err
-        if report is not None and on_reference and known is None:
+        if report is not None and parts and known is None:
             remember(report, "calibrations", measured_for, peak)
         return voice
 

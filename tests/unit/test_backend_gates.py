@@ -386,6 +386,9 @@ def test_a_voice_loads_with_the_backend_choice_recorded_at_its_first_load(
     [outcome] = json.loads((entry / "split.json").read_text())["verified"].values()
     key = choice_key(Wanted("openvino", "f32"))
     assert list(outcome["backends"]) == [key]
+    # the calibration peak is kept for the parts as chosen
+    [peak_for] = outcome["calibrations"]
+    assert key in peak_for and "dec2 openvino f32" in peak_for
     # A record says what was chosen: a changed one is what the next load serves with.
     outcome["backends"][key]["parts"]["flow"].update(backend="onnxruntime", snr_db=None)
     meta = json.loads((entry / "split.json").read_text())
