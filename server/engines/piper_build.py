@@ -305,7 +305,8 @@ class Builder:
     prebuilt_dir: Path | None = None
     """A read-only cache made ahead (the server image's, for its embedded voice): its
     parts are used when ``cache_dir`` has none, and its verification when it was made
-    for the same key (onnxruntime, threads, windows, CPU features or GPU)."""
+    for the same key (onnxruntime, threads, windows, CPU features or GPU); for another
+    key they are copied into ``cache_dir`` first (:meth:`_adopted`)."""
     device: str = "cpu"
     """Where ``session`` runs the parts (part of the verification key)."""
 
@@ -488,8 +489,8 @@ class Builder:
 
     def _lookup(self, model_path: Path) -> tuple[Path | None, dict[str, Any] | None]:
         """The cache entry to use and its record: the writable cache's, else the
-        prebuilt one's (a verification not made for this key is then made again, and
-        its outcome kept only in memory: the prebuilt cache is not written)."""
+        prebuilt one's (never written: see :meth:`_adopted` for a key it was not
+        verified for)."""
         if self.cache_dir is None and self.prebuilt_dir is None:
             return None, None
         name = f"v{FORMAT}-{_sha256(model_path)}"
