@@ -383,6 +383,8 @@ class Builder:
         sources: dict[str, bytes | str] = {part: str(entry / f"{part}.onnx")
                                            for part in layout.parts}
         prebuilt = self.prebuilt_dir is not None and entry.parent == self.prebuilt_dir
+        if not prebuilt:
+            _remove_stale_temp_files(entry)
         optimized = self._optimized_paths(entry, layout, key)
         state = outcome.get("optimized") if outcome is not None else None
         if outcome is not None and state is True and optimized:
@@ -400,8 +402,6 @@ class Builder:
         saving = ({part: path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
                    for part, path in optimized.items()}
                   if state is None and outcome is not None and not prebuilt else {})
-        if saving:
-            _remove_stale_temp_files(entry)
         try:
             try:
                 parts = self._sessions(sources, saving)

@@ -123,7 +123,10 @@ def test_optimized_graphs_are_kept_once_bit_exact_and_loaded_as_they_are(
     assert _optimized(entry) == sorted(OPTIMIZED_PARTS) == ["encoder"]
     assert _outcome(entry)["optimized"] is True
     assert [p for p in entry.iterdir() if p.name.startswith(TEMP_PREFIX)] == [fresh]
+    stale.write_bytes(b"partial")  # left by a writer killed after the graph was kept
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
     fast = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
+    assert not stale.exists()
     report = fast.split_report
     assert report is not None and report.optimized and fast.streaming
     assert any("as optimized before" in note for note in report.notes)
