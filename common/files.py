@@ -7,13 +7,16 @@ temp name in the same directory, fsync, ``os.replace``, fsync the directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from .layout import TEMP_PREFIX
 
-__all__ = ["fsync_dir", "world_readable", "write_atomic"]
+__all__ = ["fsync_dir", "remove_temp_files", "world_readable", "write_atomic"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -56,3 +59,27 @@ def write_atomic(path: Path, data: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def remove_temp_files(directory: Path, older_than: float | None = None) -> list[Path]:
+    """Delete what interrupted writes left in ``directory`` (names starting with
+    ``TEMP_PREFIX``, files or folders); returns what went. ``older_than`` (seconds):
+    only those last changed longer ago, where another process may be writing one now."""
+    removed = []
+    now = time.time()
+    with contextlib.suppress(FileNotFoundError):
+        for entry in directory.iterdir():
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            if older_than is not None:
+                try:
+                    if now - entry.lstat().st_mtime <= older_than:
+                        continue
+                except FileNotFoundError:
+                    continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed

@@ -18,7 +18,6 @@ Commit order matters because the server lists a voice exactly when both
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from chorus.common.files import fsync_dir, world_readable
+from chorus.common.files import fsync_dir, remove_temp_files, world_readable
 from chorus.common.layout import TEMP_PREFIX, voice_files
 
 from .errors import HashMismatchError, NotEnoughSpaceError, VoiceInstallError
@@ -81,16 +80,7 @@ def clean_stale_temp(dest: Path) -> list[Path]:
 
     Only call this when no other manager writes to ``dest`` (one manager per volume).
     """
-    removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in dest.iterdir():
-            if not entry.name.startswith(TEMP_PREFIX):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry)
+    removed = remove_temp_files(dest)
     if removed:
         _LOGGER.info("removed %d stale temp file(s) in %s", len(removed), dest)
     return removed

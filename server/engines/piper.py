@@ -269,20 +269,19 @@ class PiperEngine:
         full.clear()  # the whole graph is not kept when the parts serve
         # A peak holds for the parts it was measured on: as verified (onnxruntime f32),
         # or as the recorded backend choice builds them.
-        parts = report is not None and report.graph is not None
-        choice = voice.backend_choice.parts.values()
+        split = report if report is not None and report.graph is not None else None
+        parts = voice.backend_choice.parts
         measured_for = calibration_key() + (
-            "" if all(part.label == REFERENCE for part in choice) else
+            "" if all(part.label == REFERENCE for part in parts.values()) else
             f", {choice_key(Wanted(self.backend_wanted, self.precision))}: "
-            + ", ".join(f"{name} {part.label}"
-                        for name, part in voice.backend_choice.parts.items()))
-        known = report.calibrations.get(measured_for) if report and parts else None
+            + ", ".join(f"{name} {part.label}" for name, part in parts.items()))
+        known = split.calibrations.get(measured_for) if split is not None else None
         try:
             peak = voice.calibrate(known)
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: warm-up failed: {err}") from err
-        if report is not None and parts and known is None:
-            remember(report, "calibrations", measured_for, peak)
+        if split is not None and known is None:
+            remember(split, "calibrations", measured_for, peak)
         return voice
 
     def _backends(self, spec: VoiceSpec, voice: PiperLoadedVoice,

@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime
 
-from chorus.common.files import write_atomic
+from chorus.common.files import remove_temp_files, write_atomic
 from chorus.common.layout import TEMP_PREFIX
 
 from .backends import OrtPart, Part
@@ -245,15 +244,6 @@ STALE_TEMP_S = 600.0
 while writing it (saving a graph takes seconds)."""
 
 
-def _remove_stale_temp_files(entry: Path) -> None:
-    now = time.time()
-    with contextlib.suppress(OSError):
-        for path in entry.glob(f"{TEMP_PREFIX}*"):
-            with contextlib.suppress(OSError):
-                if now - path.stat().st_mtime > STALE_TEMP_S:
-                    path.unlink()
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -384,7 +374,8 @@ class Builder:
                                            for part in layout.parts}
         prebuilt = self.prebuilt_dir is not None and entry.parent == self.prebuilt_dir
         if not prebuilt:
-            _remove_stale_temp_files(entry)
+            with contextlib.suppress(OSError):  # best effort: the next load tries again
+                remove_temp_files(entry, older_than=STALE_TEMP_S)
         optimized = self._optimized_paths(entry, layout, key)
         state = outcome.get("optimized") if outcome is not None else None
         if outcome is not None and state is True and optimized:
@@ -485,7 +476,8 @@ class Builder:
             for path in report.cache_entry.glob("*.optimized-*.onnx"):
                 if path not in final.values():
                     path.unlink(missing_ok=True)
-        update_outcome(report.cache_entry, report.verification, optimized=same)
+        update_outcome(report.cache_entry, report.verification,
+                       lambda outcome: {**outcome, "optimized": same})
 
     def _lookup(self, model_path: Path) -> tuple[Path | None, dict[str, Any] | None]:
         """The cache entry to use and its record: the writable cache's, else the
@@ -547,9 +539,10 @@ def save_meta(entry: Path, layout: SplitLayout, verified: dict[str, Any]) -> Non
         write_atomic(entry / "split.json", json.dumps(meta, indent=1).encode())
 
 
-def update_outcome(entry: Path, key: str, **fields: Any) -> None:
-    """Add ``fields`` to the outcome recorded in ``entry`` for the verification ``key``
-    (nothing when there is none)."""
+def update_outcome(entry: Path, key: str,
+                   change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Replace the outcome recorded in ``entry`` for the verification ``key`` with
+    ``change(outcome)`` (nothing when there is none)."""
     meta = read_meta(entry)
     if meta is None:
         return
@@ -558,7 +551,7 @@ def update_outcome(entry: Path, key: str, **fields: Any) -> None:
     if not isinstance(outcome, dict) or "exact" not in outcome:
         return
     save_meta(entry, SplitLayout.from_json(meta["layout"]),
-              {**verified, key: {**outcome, **fields}})
+              {**verified, key: change(outcome)})
 
 
 def remember(report: SplitReport, kind: str, key: str, value: Any) -> None:
@@ -566,13 +559,11 @@ def remember(report: SplitReport, kind: str, key: str, value: Any) -> None:
     ``backends``: a backend choice) beside the verification it was measured under (same
     onnxruntime, threads and CPU), so that the next load of the voice skips measuring it
     again. ``key`` names what else the value depends on. Only a writable entry keeps."""
-    entry = report.cache_entry
-    if entry is None or not report.recorded:
+    if report.cache_entry is None or not report.recorded:
         return
-    meta = read_meta(entry)
-    outcome = meta.get("verified", {}).get(report.verification) if meta else None
-    if not isinstance(outcome, dict):
-        return
-    kept = outcome.get(kind)
-    update_outcome(entry, report.verification,
-                   **{kind: {**(kept if isinstance(kept, dict) else {}), key: value}})
+
+    def add(outcome: dict[str, Any]) -> dict[str, Any]:
+        kept = outcome.get(kind)
+        return {**outcome, kind: {**(kept if isinstance(kept, dict) else {}), key: value}}
+
+    update_outcome(report.cache_entry, report.verification, add)
