@@ -444,9 +444,12 @@ class Builder:
                 optimized: bool = False) -> SplitReport:
         """The report of parts whose verification the cache recorded."""
         peaks, choices = outcome.get("calibrations"), outcome.get("backends")
+        # a damaged record is no record: the peak is measured again
+        numbers = {k: float(v) for k, v in peaks.items() if isinstance(v, int | float)} \
+            if isinstance(peaks, dict) else {}
         return SplitReport(graph=graph, verification=key, exact=bool(outcome["exact"]),
                            cache_entry=entry, from_cache=True, sources=sources,
-                           calibrations=peaks if isinstance(peaks, dict) else {},
+                           calibrations=numbers,
                            backends=choices if isinstance(choices, dict) else {},
                            recorded=not prebuilt, optimized=optimized)
 

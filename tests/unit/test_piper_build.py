@@ -83,6 +83,9 @@ def test_the_calibration_peak_is_kept_with_the_verification(tmp_path: Path) -> N
     record.write_text(json.dumps(meta))
     recorded = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
     assert recorded.gain == pytest.approx(2 * measured.gain, rel=2e-3)
+    outcome["calibrations"] = {calibration_key(): "loud"}  # a damaged record: measured
+    record.write_text(json.dumps(meta))
+    assert load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe").gain == measured.gain
     outcome["calibrations"] = {"piper-tts 0.0, text 0": 0.01}
     record.write_text(json.dumps(meta))
     again = load(engine(cache), JOE_MODEL, JOE_CONFIG, "joe")
