@@ -659,9 +659,11 @@ def stop_process(process: subprocess.Popen[bytes]) -> tuple[int | None, float]:
 
 
 @contextlib.contextmanager
-def running(spec: ServerSpec, log_path: Path) -> Iterator[RunningServer]:
-    """The server process for the duration of the block, with memory sampled throughout."""
-    port = free_port()
+def running(spec: ServerSpec, log_path: Path,
+            port: int | None = None) -> Iterator[RunningServer]:
+    """The server process for the duration of the block, with memory sampled throughout;
+    on ``port``, else on a free one."""
+    port = port or free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(spec.argv(port), stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, env=child_env(),

@@ -18,6 +18,7 @@ so a reader that sees both files may use them; temp names are never voice names.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = [
     "file_fingerprint",
     "find_voice_entries",
     "find_voice_files",
+    "fingerprint_or_missing",
     "is_valid_voice_name",
     "voice_files",
 ]
@@ -76,6 +78,20 @@ def file_fingerprint(*paths: Path) -> tuple[int, ...]:
     """
     stats = [path.stat() for path in paths]
     return tuple(value for st in stats for value in (st.st_mtime_ns, st.st_size))
+
+
+def fingerprint_or_missing(paths: Sequence[Path]) -> tuple[int, ...]:
+    """As :func:`file_fingerprint`, with (-1, -1) for a file that is missing: a voice
+    that was unusable for want of a file is read again once the file appears."""
+    values: list[int] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            values += (-1, -1)
+        else:
+            values += (st.st_mtime_ns, st.st_size)
+    return tuple(values)
 
 
 def find_voice_files(root: Path, *, report_unreadable: bool = False) -> list[VoiceFiles]:

@@ -80,7 +80,7 @@ def _run_serve(args: argparse.Namespace) -> int:
                                "command was built without")
         installer = factory(settings)
     from .errors import ChorusError
-    from .runtime import serve
+    from .startup import serve
 
     try:
         asyncio.run(serve(settings, installer))

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import resource
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from .metrics import Metrics
+if TYPE_CHECKING:  # a door opened before the metrics (early_door.py) needs the backlog only
+    from .metrics import Metrics
 
 __all__ = ["FD_RESERVE", "LISTEN_BACKLOG", "MAX_METRICS_CONNECTIONS", "Connection", "ConnectionCap",
            "raise_open_file_limit"]

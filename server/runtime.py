@@ -1,10 +1,12 @@
 """Assembling and running the server: voice store, scheduler, front doors, shutdown.
 
-``chorus serve`` and ``chorus say`` build the same :class:`Runtime`; tests start it
-in-process or through the CLI. The Wyoming socket opens only after the default voice
-is loaded and warmed, so "accepting connections" already means "ready to speak"; the
-HTTP API (:mod:`chorus.server.http_api`) opens at the same moment, on the same loop and
-the same synthesizer, and its ``/health/ready`` turns 503 as soon as shutdown begins.
+``chorus serve`` (:mod:`.startup`) and ``chorus say`` build the same :class:`Runtime`;
+tests start it in-process or through the CLI. The Wyoming socket opens once the voices
+are scanned, while the default voice warms (or earlier, as ``chorus serve``'s early
+door, :mod:`.early_door`, whose connections the runtime takes over then); the HTTP API
+(:mod:`chorus.server.http_api`) opens at the same moment, on the same loop and the same
+synthesizer; its ``/health/ready`` says whether the default voice is warm, and turns
+503 as soon as shutdown begins.
 The metrics door (``--metrics-port``, :mod:`chorus.server.metrics_http`) opens first,
 before the voices load, and closes last, so warm-up and shutdown can be scraped.
 On SIGTERM the listeners close first, requests in progress get ``shutdown_grace``
@@ -17,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from typing import TYPE_CHECKING
 
 from wyoming.error import Error
-from wyoming.event import async_write_event
+from wyoming.event import Event, async_write_event
 
+from . import describe_snapshot
 from .connections import MAX_METRICS_CONNECTIONS, ConnectionCap, raise_open_file_limit
 from .discovery import Announcement, announce, announced_address
 from .engines import devices
@@ -37,16 +39,17 @@ from .settings import ServerSettings
 from .synthesis import Synthesizer, TextLimits
 from .text import TextFrontEnd, warm_libraries
 from .voices import VoiceStore
-from .wyoming_handler import WyomingHandler
+from .wyoming_handler import WyomingHandler, build_info
 from .wyoming_protocol import listen
 
 if TYPE_CHECKING:  # the HTTP doors (aiohttp) are imported when they open, after Wyoming's
     from .cache import AudioCache
+    from .early_door import EarlyDoor
     from .http_api import HttpApi
     from .metrics_http import MetricsDoor
     from .voice_cloning import VoiceCloning
 
-__all__ = ["Runtime", "serve"]
+__all__ = ["Runtime"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -116,14 +119,18 @@ class Runtime:
         self._connections: dict[asyncio.Task[None], WyomingHandler] = {}
         """Each open Wyoming connection's task, to cancel at stop, and its handler, to drain."""
 
-    async def start(self, doors: bool = True) -> None:
+    async def start(self, doors: bool = True, early_door: EarlyDoor | None = None) -> None:
         """Open the front doors, then warm the default voice.
 
         The doors open as soon as the voices are scanned, so a client's ``describe`` is
         answered at once; a request that comes before the default voice is warm waits
         for that load, and the HTTP readiness check says "not ready" until it is (what
         load balancers and Kubernetes go by). ``doors=False`` (``chorus say``) opens
-        neither Wyoming nor HTTP.
+        neither Wyoming nor HTTP. ``early_door``: the Wyoming listener ``chorus serve``
+        opened before this module was imported (:mod:`.early_door`); its connections
+        become this runtime's where the Wyoming door would otherwise open. What
+        ``describe`` answers is kept for the next start's early door
+        (:mod:`.describe_snapshot`).
         """
         if doors and self.settings.zeroconf:
             announced_address(self.settings.wyoming_uri)  # a bad URI fails before any load
@@ -143,13 +150,19 @@ class Runtime:
             await self.on_demand.install_default(self.settings.effective_default_voice)
         await self.store.open()
         opened = ""
+        snapshot = None
         if doors:
+            if self.on_demand is None:
+                snapshot = (build_info(self.store.installed()).event().data,
+                            list(self.store.scanned))
             raise_open_file_limit(self.settings.max_connections
                                   + (self.settings.max_http_connections
                                      if self.settings.http else 0)
                                   + (MAX_METRICS_CONNECTIONS
                                      if self.settings.metrics_port is not None else 0))
-            self._wyoming = await listen(self.settings.wyoming_uri, self._on_connection)
+            self._wyoming = (early_door.hand_over(self._on_connection)
+                             if early_door is not None
+                             else await listen(self.settings.wyoming_uri, self._on_connection))
             opened += f", Wyoming on {self.settings.wyoming_uri}"
             if self.settings.zeroconf:
                 self._announcement = await announce(self.settings.zeroconf_name,
@@ -170,7 +183,9 @@ class Runtime:
                            f"{self._metrics_door.port}/metrics")
         # The text front end's libraries load beside the default voice: neither the
         # first describe nor the first request waits for them (text/frontend.py).
-        await asyncio.gather(self.store.warm(), asyncio.to_thread(warm_libraries))
+        await asyncio.gather(self.store.warm(), asyncio.to_thread(warm_libraries),
+                             *([asyncio.to_thread(describe_snapshot.save, self.settings,
+                                                  *snapshot)] if snapshot else []))
         self._started = True
         offered = (f" (+{len(self.on_demand.offered())} on first use)"
                    if self.on_demand is not None else "")
@@ -227,15 +242,21 @@ class Runtime:
         return None
 
     async def _on_connection(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
+                             writer: asyncio.StreamWriter,
+                             first_read: asyncio.Future[Event | None] | None = None) -> None:
+        """``first_read``: a read already under way on a connection from the early door."""
         if not self._wyoming_cap.make_room():
+            if first_read is not None:
+                first_read.cancel()
+                await asyncio.gather(first_read, return_exceptions=True)
             await self._turn_away(writer)
             return
         handler = WyomingHandler(reader, writer, self.synthesizer, metrics=self.metrics,
                                  write_timeout=self.settings.client_timeout,
                                  stream_idle_timeout=self.settings.stream_idle_timeout,
                                  idle_timeout=self.settings.idle_timeout,
-                                 max_backlog=self.settings.max_pipelined)
+                                 max_backlog=self.settings.max_pipelined,
+                                 first_read=first_read)
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("connection callback outside a task")
@@ -292,24 +313,3 @@ class Runtime:
         await self.store.close()
         if self.cache is not None:
             await self.cache.close()
-
-
-async def serve(settings: ServerSettings, installer: VoiceInstaller | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully."""
-    runtime = Runtime(settings, installer)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await runtime.start()
-        await stop.wait()
-        _LOGGER.info("Shutting down")
-    finally:
-        await runtime.stop()
-        # The loop's handlers go with the loop; a repeated SIGTERM while the interpreter
-        # winds down must not turn a clean exit into death by signal.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)
-    _LOGGER.info("Stopped")

@@ -40,8 +40,9 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from chorus.common.layout import find_voice_entries
+from chorus.common.layout import VoiceEntry, find_voice_entries, fingerprint_or_missing
 
+from .describe_snapshot import ReadEntry, ScannedDirectory
 from .engines.base import (
     BlendsVoices,
     Engine,
@@ -76,20 +77,6 @@ def _match_language(spec: VoiceSpec, language: str, *, exact: bool = False) -> s
         if have == wanted or (not exact and have.split("_")[0] == wanted.split("_")[0]):
             return code
     return None
-
-
-def _fingerprint(paths: Sequence[Path]) -> tuple[int, ...]:
-    """(mtime_ns, size) of each file, (-1, -1) for one that is missing: a voice that was
-    unusable for want of a file is read again once the file appears."""
-    values: list[int] = []
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            values += (-1, -1)
-        else:
-            values += (st.st_mtime_ns, st.st_size)
-    return tuple(values)
 
 
 class VoiceStore:
@@ -128,6 +115,9 @@ class VoiceStore:
         voice is unusable)."""
         self._refused: dict[str, str] = {}
         """Voices whose entry is there but cannot be read -> why."""
+        self.scanned: list[ScannedDirectory] = []
+        """What the last scan read, directory by directory (what the installed voices, and
+        so ``describe``, rest on)."""
         self._broken: dict[str, tuple[tuple[int, ...], str]] = {}
         """Voices that failed to load -> the fingerprint of their files then, and why."""
         self._unreadable: dict[Path, str] = {}
@@ -144,36 +134,51 @@ class VoiceStore:
 
     # -- installed voices -------------------------------------------------------------
 
-    def _scan(self) -> tuple[dict[str, VoiceSpec], dict[str, str]]:
+    def _scan(self) -> tuple[dict[str, VoiceSpec], dict[str, str], list[ScannedDirectory]]:
         """Read the directories (runs in a worker thread: it touches the filesystem):
-        the usable voices, and the unusable ones with why."""
+        the usable voices, the unusable ones with why, and what was read for each entry
+        (what the answer to ``describe`` rests on, :mod:`.describe_snapshot`)."""
         found: dict[str, VoiceSpec] = {}
         refused: dict[str, str] = {}
+        scanned: list[ScannedDirectory] = []
         for directory in self._directories:
             try:
                 listed = find_voice_entries(directory, report_unreadable=True)
             except OSError as err:
                 self._note_unreadable(directory, err)
+                scanned.append(ScannedDirectory(directory, (), readable=False))
                 continue
             self._note_unreadable(directory, None)
+            read: list[ReadEntry] = []
             for entry in listed:
-                if entry.name in found:
-                    continue  # an earlier directory, or a Piper voice of that name, wins
-                engine = self._engines.get(entry.engine)
-                if engine is None:
-                    self._note_missing_engine(entry.name, entry.engine, entry.config)
-                    continue
-                cached = self._spec_cache.get(entry.config)
-                if cached is None or _fingerprint(cached[0]) != cached[1]:
-                    cached = self._read(engine, entry.config, entry.name)
-                    if cached is None:
-                        continue  # removed while scanning
-                    self._spec_cache[entry.config] = cached
-                if isinstance(cached[2], str):
-                    refused.setdefault(entry.name, cached[2])
-                else:
-                    found[entry.name] = cached[2]
-        return found, {name: why for name, why in refused.items() if name not in found}
+                cached = self._scan_entry(entry, found, refused)
+                read.append(ReadEntry(entry, *cached[:2]) if cached else ReadEntry(entry))
+            scanned.append(ScannedDirectory(directory, tuple(read)))
+        refused = {name: why for name, why in refused.items() if name not in found}
+        return found, refused, scanned
+
+    def _scan_entry(self, entry: VoiceEntry, found: dict[str, VoiceSpec],
+                    refused: dict[str, str],
+                    ) -> tuple[tuple[Path, ...], tuple[int, ...], VoiceSpec | str] | None:
+        """Read one entry into ``found`` or ``refused``; what was read, or ``None`` when
+        nothing was (its engine is missing, its name is taken, it went away)."""
+        if entry.name in found:
+            return None  # an earlier directory, or a Piper voice of that name, wins
+        engine = self._engines.get(entry.engine)
+        if engine is None:
+            self._note_missing_engine(entry.name, entry.engine, entry.config)
+            return None
+        cached = self._spec_cache.get(entry.config)
+        if cached is None or fingerprint_or_missing(cached[0]) != cached[1]:
+            cached = self._read(engine, entry.config, entry.name)
+            if cached is None:
+                return None  # removed while scanning
+            self._spec_cache[entry.config] = cached
+        if isinstance(cached[2], str):
+            refused.setdefault(entry.name, cached[2])
+        else:
+            found[entry.name] = cached[2]
+        return cached
 
     @staticmethod
     def _read(engine: Engine, config: Path, name: str,
@@ -188,7 +193,7 @@ class VoiceStore:
             # Once per change of its files: the result is cached by fingerprint.
             _LOGGER.error("Voice not offered: %s", err)
             files = err.files or (config,)
-            return files, _fingerprint(files), str(err)
+            return files, fingerprint_or_missing(files), str(err)
         return spec.watched, spec.fingerprint, spec
 
     def _note_missing_engine(self, name: str, engine: str, config: Path) -> None:
@@ -227,7 +232,7 @@ class VoiceStore:
             await self._refresh()
 
     async def _refresh(self) -> None:
-        found, self._refused = await asyncio.to_thread(self._scan)
+        found, self._refused, self.scanned = await asyncio.to_thread(self._scan)
         added = sorted(set(found) - set(self._installed))
         removed = sorted(set(self._installed) - set(found))
         if added:

@@ -195,8 +195,13 @@ class WyomingHandler:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  synthesizer: Synthesizer, write_timeout: float = 30.0,
                  stream_idle_timeout: float = 120.0, metrics: Metrics | None = None,
-                 idle_timeout: float = 60.0, max_backlog: int = 16) -> None:
+                 idle_timeout: float = 60.0, max_backlog: int = 16,
+                 first_read: asyncio.Future[Event | None] | None = None) -> None:
+        """``first_read``: a read of this connection's next event already under way (or
+        done, or failed), as a connection arrives from the early door
+        (:mod:`.early_door`); it is taken as the first event."""
         self.reader = reader
+        self._first_read = first_read
         self.writer = writer
         self.synthesizer = synthesizer
         self.write_timeout = write_timeout
@@ -321,7 +326,8 @@ class WyomingHandler:
         event.
         """
         loop = asyncio.get_running_loop()
-        read = asyncio.ensure_future(read_event(self.reader))
+        read = self._first_read or asyncio.ensure_future(read_event(self.reader))
+        self._first_read = None
         try:
             while True:
                 limit = self._idle_limit()

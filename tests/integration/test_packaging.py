@@ -100,6 +100,22 @@ def test_the_server_opens_its_doors_without_libraries_it_loads_later() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_the_early_door_opens_before_numpy_onnxruntime_and_the_engines() -> None:
+    """What ``chorus serve`` imports before its early door can answer ``describe``
+    (:mod:`chorus.server.early_door`): none of what the runtime brings, so that a start
+    with a snapshot answers in about the time Python and wyoming take to import."""
+    runtime_only = ("numpy", "onnxruntime", "piper", "prometheus_client",
+                    "chorus.server.engines.base", "chorus.server.voices",
+                    "chorus.server.runtime", "chorus.server.wyoming_handler")
+    code = ("import sys, asyncio; import chorus.cli.main; from chorus.server import startup;"
+            "from chorus.server.early_door import EarlyDoor;"
+            "from chorus.server.settings import ServerSettings;"
+            "asyncio.run(EarlyDoor.open(ServerSettings()));"
+            f"loaded = [m for m in {runtime_only!r} if m in sys.modules];"
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_help_lists_the_contract() -> None:
     result = subprocess.run([*CHORUS, "serve", "--help"], check=True, capture_output=True,
                             text=True, timeout=60)
