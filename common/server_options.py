@@ -363,7 +363,8 @@ class ServerOptions:
         "render whole sentences instead of windows (same audio, later first sound)",
         invert=True, commands=_BOTH))
     graph_cache_dir: Path | None = field(default=None, metadata=_how(
-        "where voices' graph parts for streaming are cached (default: chorus/graphs under "
+        "where voices' graph parts for streaming are cached, and the describe answer a "
+        "restart gives before it has loaded (default: chorus/graphs under "
         "$XDG_CACHE_HOME or ~/.cache)",
         parse=Path, metavar="DIR", commands=_BOTH))
     prebuilt_graphs: Path | None = field(default=None, metadata=_how(
