@@ -15,14 +15,24 @@ import time
 from pathlib import Path
 
 import pytest
-from wyoming.client import AsyncTcpClient
+from wyoming.client import AsyncClient, AsyncTcpClient
 from wyoming.info import Describe
 from wyoming.tts import Synthesize
 
 from chorus.server.early_door import EarlyDoor
 from chorus.server.runtime import Runtime
 from chorus.server.settings import ServerSettings
-from tests.conftest import CHORUS, JOE, REPO, ServerProcess, describe, free_port, pcm_of, read_until
+from tests.conftest import (
+    CHORUS,
+    JOE,
+    REPO,
+    ServerProcess,
+    copy_joe,
+    describe,
+    free_port,
+    pcm_of,
+    read_until,
+)
 
 
 def _settings(graph_cache_dir: Path, port: int) -> ServerSettings:
@@ -116,19 +126,27 @@ async def test_closing_before_the_runtime_is_there_lets_waiting_clients_go(
         await asyncio.open_connection("127.0.0.1", port)
 
 
-def test_chorus_serve_answers_describe_from_its_last_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheme", ["tcp", "unix"])
+def test_chorus_serve_answers_describe_from_its_last_start(tmp_path: Path,
+                                                           scheme: str) -> None:
     """The real command twice on the same settings: the second start says it opened
-    early and answers describe exactly as the first did; SIGTERM still ends it with 0."""
-    port, http_port = free_port(), free_port()
-    args = ["--graph-cache-dir", str(tmp_path / "cache"), "--http-port", str(http_port)]
-    uri = f"tcp://127.0.0.1:{port}"
+    early and answers describe exactly as the first did, and its voice list follows a
+    voice added in between; SIGTERM still ends it with 0."""
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    args = ["--graph-cache-dir", str(tmp_path / "cache"), "--http-port", str(free_port()),
+            "--voices-dir", str(voices)]
+    uri = (f"tcp://127.0.0.1:{free_port()}" if scheme == "tcp"
+           else f"unix://{tmp_path / 'wyoming.sock'}")
 
     async def describe_once() -> dict[str, object]:
-        async with AsyncTcpClient("127.0.0.1", port) as client:
+        async with AsyncClient.from_uri(uri) as client:
             return (await describe(client)).event().data
 
     answers = []
-    for start in range(2):
+    for start in range(3):
+        if start == 2:
+            copy_joe(voices, "en_US-added-medium")  # the snapshot no longer holds
         server = ServerProcess(args, tmp_path / f"start{start}.log", uri=uri)
         try:
             answers.append(asyncio.run(describe_once()))
@@ -137,6 +155,8 @@ def test_chorus_serve_answers_describe_from_its_last_start(tmp_path: Path) -> No
         finally:
             assert server.terminate() == 0, server.output()
     assert answers[0] == answers[1]
+    assert [v["name"] for v in answers[2]["tts"][0]["voices"]] == [  # type: ignore[index]
+        "en_US-added-medium", JOE]
 
 
 def test_a_stop_while_the_runtime_is_imported_exits_cleanly(tmp_path: Path) -> None:
