@@ -76,18 +76,23 @@ def file_fingerprint(*paths: Path) -> tuple[int, ...]:
 
     Raises OSError when a file is missing (for instance removed while scanning).
     """
-    stats = [path.stat() for path in paths]
-    return tuple(value for st in stats for value in (st.st_mtime_ns, st.st_size))
+    return _fingerprint(paths, missing_ok=False)
 
 
 def fingerprint_or_missing(paths: Sequence[Path]) -> tuple[int, ...]:
     """As :func:`file_fingerprint`, with (-1, -1) for a file that is missing: a voice
     that was unusable for want of a file is read again once the file appears."""
+    return _fingerprint(paths, missing_ok=True)
+
+
+def _fingerprint(paths: Sequence[Path], *, missing_ok: bool) -> tuple[int, ...]:
     values: list[int] = []
     for path in paths:
         try:
             st = path.stat()
         except OSError:
+            if not missing_ok:
+                raise
             values += (-1, -1)
         else:
             values += (st.st_mtime_ns, st.st_size)
