@@ -40,6 +40,17 @@ def _settings(graph_cache_dir: Path, port: int) -> ServerSettings:
                           graph_cache_dir=graph_cache_dir)
 
 
+async def _early_door_after_a_start(settings: ServerSettings) -> EarlyDoor:
+    """Start and stop a runtime once (which keeps its describe answer), then open the
+    early door the next start with these settings would open."""
+    started = Runtime(settings)
+    await started.start()
+    await started.stop()
+    door = await EarlyDoor.open(settings)
+    assert door is not None
+    return door
+
+
 async def _nothing_within(client: AsyncTcpClient, seconds: float) -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(client.read_event(), seconds)
@@ -87,11 +98,7 @@ async def test_a_protocol_error_in_the_early_door_is_answered_by_the_runtime(
         tmp_path: Path) -> None:
     port = free_port()
     settings = _settings(tmp_path / "cache", port)
-    started = Runtime(settings)
-    await started.start()
-    await started.stop()
-    door = await EarlyDoor.open(settings)
-    assert door is not None
+    door = await _early_door_after_a_start(settings)
     runtime = Runtime(settings)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -112,11 +119,7 @@ async def test_closing_before_the_runtime_is_there_lets_waiting_clients_go(
         tmp_path: Path) -> None:
     port = free_port()
     settings = _settings(tmp_path / "cache", port)
-    started = Runtime(settings)
-    await started.start()
-    await started.stop()
-    door = await EarlyDoor.open(settings)
-    assert door is not None
+    door = await _early_door_after_a_start(settings)
     async with AsyncTcpClient("127.0.0.1", port) as client:
         await describe(client)
         await client.write_event(Synthesize("Never said.").event())
@@ -205,11 +208,7 @@ async def test_connections_piled_up_in_the_early_door_meet_the_runtimes_limits(
     settings = ServerSettings(wyoming_uri=f"tcp://127.0.0.1:{port}", http=False,
                               graph_cache_dir=tmp_path / "cache", max_connections=8,
                               idle_timeout=1.0)
-    started = Runtime(settings)
-    await started.start()
-    await started.stop()
-    door = await EarlyDoor.open(settings)
-    assert door is not None
+    door = await _early_door_after_a_start(settings)
     runtime = Runtime(settings)
     held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
