@@ -21,6 +21,7 @@ from typing import Any
 from wyoming.event import Event, async_write_event
 
 from . import describe_snapshot
+from .connections import raise_open_file_limit
 from .settings import ServerSettings
 from .wyoming_protocol import listen, read_event
 
@@ -62,6 +63,7 @@ class EarlyDoor:
         if info is None:
             return None
         door = cls(info, settings.client_timeout)
+        raise_open_file_limit(settings.connection_caps)  # connections pile up here too
         door.server = await listen(settings.wyoming_uri, door._on_connection)
         _LOGGER.info("Wyoming on %s open; describe is answered from the last start's "
                      "voice list while the server starts", settings.wyoming_uri)

@@ -25,7 +25,7 @@ from wyoming.error import Error
 from wyoming.event import Event, async_write_event
 
 from . import describe_snapshot
-from .connections import MAX_METRICS_CONNECTIONS, ConnectionCap, raise_open_file_limit
+from .connections import ConnectionCap, raise_open_file_limit
 from .discovery import Announcement, announce, announced_address
 from .engines import devices
 from .engines.base import SynthesisParams
@@ -155,14 +155,11 @@ class Runtime:
             if self.on_demand is None:
                 snapshot = (build_info(self.store.installed()).event().data,
                             list(self.store.scanned))
-            raise_open_file_limit(self.settings.max_connections
-                                  + (self.settings.max_http_connections
-                                     if self.settings.http else 0)
-                                  + (MAX_METRICS_CONNECTIONS
-                                     if self.settings.metrics_port is not None else 0))
-            self._wyoming = (early_door.hand_over(self._on_connection)
-                             if early_door is not None
-                             else await listen(self.settings.wyoming_uri, self._on_connection))
+            if early_door is not None:  # which raised the open-file limit before it opened
+                self._wyoming = early_door.hand_over(self._on_connection)
+            else:
+                raise_open_file_limit(self.settings.connection_caps)
+                self._wyoming = await listen(self.settings.wyoming_uri, self._on_connection)
             opened += f", Wyoming on {self.settings.wyoming_uri}"
             if self.settings.zeroconf:
                 self._announcement = await announce(self.settings.zeroconf_name,

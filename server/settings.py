@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from chorus.common.server_options import ServerOptions
 from chorus.common.xdg import cache_home
 
+from .connections import MAX_METRICS_CONNECTIONS
+
 if TYPE_CHECKING:  # the text front end's libraries are not needed to parse options
     from .text import FrontEndOptions
 
@@ -62,6 +64,14 @@ class ServerSettings(ServerOptions):
             raise ValueError(f"--metrics-port {self.metrics_port} is also the port of "
                              f"--wyoming-uri {self.wyoming_uri}; the metrics door needs a "
                              "port of its own")
+
+    @property
+    def connection_caps(self) -> int:
+        """Connections all the doors together may hold open: what the open-file limit
+        has to fit (:func:`~.connections.raise_open_file_limit`)."""
+        return (self.max_connections
+                + (self.max_http_connections if self.http else 0)
+                + (MAX_METRICS_CONNECTIONS if self.metrics_port is not None else 0))
 
     @property
     def effective_cache_dir(self) -> Path:

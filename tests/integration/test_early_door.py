@@ -33,22 +33,12 @@ from tests.conftest import (
     pcm_of,
     read_until,
 )
+from tests.early_starts import early_door_after_a_start
 
 
 def _settings(graph_cache_dir: Path, port: int) -> ServerSettings:
     return ServerSettings(wyoming_uri=f"tcp://127.0.0.1:{port}", http=False,
                           graph_cache_dir=graph_cache_dir)
-
-
-async def _early_door_after_a_start(settings: ServerSettings) -> EarlyDoor:
-    """Start and stop a runtime once (which keeps its describe answer), then open the
-    early door the next start with these settings would open."""
-    started = Runtime(settings)
-    await started.start()
-    await started.stop()
-    door = await EarlyDoor.open(settings)
-    assert door is not None
-    return door
 
 
 async def _nothing_within(client: AsyncTcpClient, seconds: float) -> None:
@@ -98,7 +88,7 @@ async def test_a_protocol_error_in_the_early_door_is_answered_by_the_runtime(
         tmp_path: Path) -> None:
     port = free_port()
     settings = _settings(tmp_path / "cache", port)
-    door = await _early_door_after_a_start(settings)
+    door = await early_door_after_a_start(settings)
     runtime = Runtime(settings)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -119,7 +109,7 @@ async def test_closing_before_the_runtime_is_there_lets_waiting_clients_go(
         tmp_path: Path) -> None:
     port = free_port()
     settings = _settings(tmp_path / "cache", port)
-    door = await _early_door_after_a_start(settings)
+    door = await early_door_after_a_start(settings)
     async with AsyncTcpClient("127.0.0.1", port) as client:
         await describe(client)
         await client.write_event(Synthesize("Never said.").event())
@@ -197,38 +187,3 @@ async def _describe_when_open(port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.02)
-
-
-async def test_connections_piled_up_in_the_early_door_meet_the_runtimes_limits(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Idle and half-sent connections opened before the runtime exists are held, not
-    refused; at the hand-over the runtime's connection cap and idle timeout apply to them
-    as to any other, and a real client is answered at once."""
-    port = free_port()
-    settings = ServerSettings(wyoming_uri=f"tcp://127.0.0.1:{port}", http=False,
-                              graph_cache_dir=tmp_path / "cache", max_connections=8,
-                              idle_timeout=1.0)
-    door = await _early_door_after_a_start(settings)
-    runtime = Runtime(settings)
-    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    try:
-        for n in range(40):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            if n % 2:
-                writer.write(b'{"type": "synthe')  # a header never finished
-            held.append((reader, writer))
-        await asyncio.sleep(0.2)
-        assert not any(reader.at_eof() for reader, _ in held)  # held, none refused
-        await runtime.start(early_door=door)
-        async with AsyncTcpClient("127.0.0.1", port) as client:  # the cap makes room
-            assert (await describe(client)).tts[0].voices[0].name == JOE
-        # Every held connection ends: evicted at the cap, or closed when idle past 1 s.
-        for reader, _ in held:
-            rest = await asyncio.wait_for(reader.read(), 10)
-            assert rest == b"" or b'"error"' in rest, rest
-    finally:
-        for _, writer in held:
-            writer.close()
-        await runtime.stop()
-        await door.close()
-    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

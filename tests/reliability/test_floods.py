@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import resource
 import socket
@@ -33,8 +34,11 @@ from wyoming.client import AsyncTcpClient
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize
 
-from tests.conftest import ServerProcess, read_until
+from chorus.server.runtime import Runtime
+from chorus.server.settings import ServerSettings
+from tests.conftest import ServerProcess, free_port, read_until
 from tests.cpu_idle import seconds_until_idle
+from tests.early_starts import early_door_after_a_start
 
 FULL_RUN = os.environ.get("CHORUS_RELIABILITY") == "1"
 _full = pytest.param("full", marks=[
@@ -285,6 +289,54 @@ async def test_a_flooded_door_still_serves_fresh_clients(
     assert closed >= tier.connections - cap, closed
     flood.close()
     await _wait_for_open(server, door, at_most=2)
+
+
+# -- before the runtime is there ----------------------------------------------------------
+
+@pytest.mark.parametrize("tier_name", ["fast", _full])
+@pytest.mark.parametrize("kind", ["idle", "slow-header"])
+async def test_a_flood_while_the_server_starts_is_taken_in_at_the_hand_over(
+        tier_name: str, kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        ) -> None:
+    """A restart's early door (server/early_door.py) holds a flood that arrives before
+    the runtime exists; at the hand-over the runtime's cap takes it in as any flood, a
+    fresh client is served within the tier's bound and nothing is logged as an error.
+    In process, so that the flood lands in the early door whatever this machine's
+    speed (a real start's early phase lasts ~0.2 s)."""
+    tier = TIERS[tier_name]
+    port = free_port()
+    settings = ServerSettings(wyoming_uri=f"tcp://127.0.0.1:{port}", http=False,
+                              graph_cache_dir=tmp_path / "cache",
+                              max_connections=tier.wyoming_cap, idle_timeout=120)
+    door = await early_door_after_a_start(settings)
+    runtime = Runtime(settings)
+    flood = Flood(port, tier.connections, *_opening("wyoming", kind), many_sources=False)
+    try:
+        await asyncio.to_thread(flood.open)
+        await asyncio.sleep(TRICKLE * 1.5)
+        assert flood.closed_by_server() == 0  # held in the early door, none refused
+        await runtime.start(early_door=door)
+        deadline = time.monotonic() + 60
+        while (closed := flood.closed_by_server()) < tier.connections - tier.wyoming_cap:
+            assert time.monotonic() < deadline, f"only {closed} made room for the cap"
+            await asyncio.sleep(0.1)
+        waits = []
+        for _ in range(PROBES):
+            started = time.monotonic()
+            async with AsyncTcpClient("127.0.0.1", port) as client:
+                await client.write_event(Describe().event())
+                event = await asyncio.wait_for(client.read_event(), 10)
+            assert event is not None and Info.is_type(event.type), event
+            waits.append(time.monotonic() - started)
+        print(f"\n{kind} flood of {tier.connections} in the early door (cap "
+              f"{tier.wyoming_cap}): fresh client served in "
+              f"{', '.join(f'{w:.3f}' for w in waits)} s after the hand-over")
+        assert max(waits) < tier.served_within, waits
+    finally:
+        flood.close()
+        await runtime.stop()
+        await door.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 # -- pipelining -------------------------------------------------------------------------
