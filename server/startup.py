@@ -44,8 +44,9 @@ async def serve(settings: ServerSettings, installer: VoiceInstaller | None = Non
         # In a thread, so that the early door answers meanwhile: the imports hold the
         # GIL, but give it up every few milliseconds, enough for a describe.
         runtime = (await asyncio.to_thread(_runtime_class))(settings, installer)
-        await runtime.start(early_door=door)
-        await stop.wait()
+        if not stop.is_set():  # a signal during the imports: nothing is loaded for it
+            await runtime.start(early_door=door)
+            await stop.wait()
         _LOGGER.info("Shutting down")
     finally:
         if runtime is not None:
