@@ -8,6 +8,7 @@ temp name in the same directory, fsync, ``os.replace``, fsync the directory.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -16,7 +17,16 @@ from pathlib import Path
 
 from .layout import TEMP_PREFIX
 
-__all__ = ["fsync_dir", "remove_temp_files", "world_readable", "write_atomic"]
+__all__ = ["file_sha256", "fsync_dir", "remove_temp_files", "world_readable", "write_atomic"]
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's content, read a MiB at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_dir(directory: Path) -> None:

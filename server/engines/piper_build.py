@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime
 
-from chorus.common.files import remove_temp_files, write_atomic
+from chorus.common.files import file_sha256, remove_temp_files, write_atomic
 from chorus.common.layout import TEMP_PREFIX
 
 from .backends import OrtPart, Part
@@ -243,13 +243,6 @@ STALE_TEMP_S = 600.0
 """A temporary file older than this in a cache entry was left by a process that died
 while writing it (saving a graph takes seconds)."""
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd")
@@ -488,7 +481,7 @@ class Builder:
         verified for)."""
         if self.cache_dir is None and self.prebuilt_dir is None:
             return None, None
-        name = f"v{FORMAT}-{_sha256(model_path)}"
+        name = f"v{FORMAT}-{file_sha256(model_path)}"
         entry = self.cache_dir / name if self.cache_dir is not None else None
         meta = read_meta(entry) if entry is not None else None
         if meta is None and self.prebuilt_dir is not None:

@@ -44,7 +44,6 @@ stops its stream between chunks.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import threading
@@ -59,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile
 
+from chorus.common.files import file_sha256
 from chorus.common.layout import TEMP_PREFIX
 from chorus.common.xtts import (
     CHECKPOINT_FILES,
@@ -162,13 +162,6 @@ def _stat_pair(path: Path) -> tuple[int, int]:
         return (-1, -1)
     return (st.st_mtime_ns, st.st_size)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_clip(path: Path) -> torch.Tensor:
@@ -319,7 +312,7 @@ class XttsEngine:
         root = spec.config_path.parent
         clips = [root / clip for clip in entry.clips]
         mtime, size = _stat_pair(spec.model_path)
-        key = latents_key([_sha256(clip) for clip in clips], f"{size}:{mtime}")
+        key = latents_key([file_sha256(clip) for clip in clips], f"{size}:{mtime}")
         cache = latents_path(root, spec.name)
         device = torch.device(self._device)
         cached = _read_latents(cache, key)
