@@ -56,6 +56,7 @@ __all__ = [
     "choose",
     "reference_calls",
     "time_quanta",
+    "try_candidates",
     "window_snr",
 ]
 
@@ -66,6 +67,10 @@ MIN_WINDOW_SNR_DB = 60.0
 """Windows against the whole sentence in the same backend and precision."""
 
 REFERENCE = "onnxruntime f32"
+
+DURATION_PARTS = ("encoder", "model")
+"""Parts whose output length is set by predicted durations: Piper's encoder, and a
+whole graph run as one part (Kokoro's ``model``)."""
 
 Array = npt.NDArray[Any]
 Calls = list[dict[str, tuple[dict[str, Array], list[Array]]]]
@@ -217,27 +222,29 @@ def time_quanta(layout: SplitLayout, part: str) -> dict[str, int]:
     return {}
 
 
-def _timed(run: Part, calls: Calls, part: str) -> tuple[list[list[Array]], float]:
-    """Outputs on every sentence and the time of a second (warm) pass, in ms."""
-    outputs = [run.run(call[part][0]) for call in calls]
+def _time_ms(run: Part, calls: Calls, part: str) -> float:
+    """One pass over every sentence, in ms (``run`` has run them once already: warm)."""
     begin = time.perf_counter()
     for call in calls:
         run.run(call[part][0])
-    return outputs, (time.perf_counter() - begin) * 1000.0
+    return (time.perf_counter() - begin) * 1000.0
 
 
 def gate_part(part: str, candidate: Part, reference: Part, calls: Calls,
               ) -> PartChoice:
-    """The candidate's figures for ``part``; raises :class:`GateFailed` below a gate."""
-    got, ms = _timed(candidate, calls, part)
-    _, reference_ms = _timed(reference, calls, part)
+    """The candidate's figures for ``part``; raises :class:`GateFailed` below a gate
+    (before timing anything: a refused candidate costs one pass)."""
+    got = [candidate.run(call[part][0]) for call in calls]
     worst = math.inf
     for call, outputs in zip(calls, got, strict=True):
         expected = call[part][1]
         for out, ref in zip(outputs, expected, strict=True):
+            if out.size == 0 < ref.size:
+                raise GateFailed(f"{part}: no output where {REFERENCE} gives {ref.shape}")
             if out.shape != ref.shape:
                 raise GateFailed(f"{part}: output shape {out.shape} instead of {ref.shape}"
-                                 + (" (durations changed)" if part == "encoder" else ""))
+                                 + (" (durations changed)" if part in DURATION_PARTS
+                                    else ""))
             if part == "encoder" and np.array_equal(ref, np.round(ref)) and \
                     not np.array_equal(out, ref):
                 raise GateFailed("encoder: durations changed (the frame mask differs)")
@@ -245,7 +252,36 @@ def gate_part(part: str, candidate: Part, reference: Part, calls: Calls,
     if worst < MIN_PART_SNR_DB:
         raise GateFailed(f"{part}: {worst:.1f} dB SNR against {REFERENCE} "
                          f"(< {MIN_PART_SNR_DB:.0f} dB)")
-    return PartChoice(candidate.label, worst, ms, reference_ms)
+    return PartChoice(candidate.label, worst, _time_ms(candidate, calls, part),
+                      _time_ms(reference, calls, part))
+
+
+def try_candidates(part: str, offered: Sequence[tuple[str, Precision]], wanted: Wanted,
+                   build: Callable[[str, Precision], Part], reference: Part, calls: Calls,
+                   log: Callable[[str], None]) -> tuple[Part, PartChoice]:
+    """What runs ``part``: the first of ``offered`` that ``build`` can make and that
+    passes :func:`gate_part` (and, with ``--backend auto``, is faster than onnxruntime
+    f32), else ``reference``; ``log`` gets one line per refused candidate."""
+    chosen: tuple[Part, PartChoice] = (reference, PartChoice())
+    for name, precision in offered:
+        label = f"{name} {precision}"
+        try:
+            candidate = build(name, precision)
+            choice = gate_part(part, candidate, reference, calls)
+        except Exception as err:  # noqa: BLE001 - converters raise assorted errors
+            # One line: OpenVINO's messages run over several.
+            reason = " ".join((str(err) if isinstance(err, GateFailed)
+                               else f"{type(err).__name__}: {err}").split())
+            log(f"part {part}: {label} refused, {REFERENCE} kept: {reason}")
+            chosen = (reference, PartChoice(refused=f"{label}: {reason}"))
+            continue
+        if wanted.backend == "auto" and choice.ms is not None and \
+                choice.reference_ms is not None and choice.ms >= choice.reference_ms:
+            chosen = (reference, PartChoice(refused=f"{label}: slower ({choice.ms:.1f} ms "
+                                                    f"vs {choice.reference_ms:.1f})"))
+            continue
+        return candidate, choice
+    return chosen
 
 
 def window_snr(graph: SplitGraph, sentences: Sequence[dict[str, Array]],
@@ -328,27 +364,15 @@ def choose(reference: SplitGraph, sources: Mapping[str, bytes | str],
     measured = {part: ranks(calls, part) for part in reference.layout.parts}
     sessions: dict[str, Part] = {}
     parts: dict[str, PartChoice] = {}
+
+    def builder(part: str) -> Callable[[str, Precision], Part]:
+        return lambda name, precision: backends[name].part(
+            sources[part], measured[part], precision, time_quanta(reference.layout, part))
+
     for part in reference.layout.parts:
-        sessions[part], parts[part] = reference.sessions[part], PartChoice()
-        for name, precision in candidates(wanted, part):
-            label = f"{name} {precision}"
-            try:
-                candidate = backends[name].part(sources[part], measured[part], precision,
-                                                time_quanta(reference.layout, part))
-                choice = gate_part(part, candidate, reference.sessions[part], calls)
-            except Exception as err:  # noqa: BLE001 - converters raise assorted errors
-                reason = str(err) if isinstance(err, GateFailed) else \
-                    f"{type(err).__name__}: {err}"
-                log(f"part {part}: {label} refused, {REFERENCE} kept: {reason}")
-                parts[part] = PartChoice(refused=f"{label}: {reason}")
-                continue
-            if wanted.backend == "auto" and choice.ms is not None and \
-                    choice.reference_ms is not None and choice.ms >= choice.reference_ms:
-                parts[part] = PartChoice(refused=f"{label}: slower "
-                                         f"({choice.ms:.1f} ms vs {choice.reference_ms:.1f})")
-                continue
-            sessions[part], parts[part] = candidate, choice
-            break
+        sessions[part], parts[part] = try_candidates(
+            part, candidates(wanted, part), wanted, builder(part), reference.sessions[part],
+            calls, log)
     if all(choice.label == REFERENCE for choice in parts.values()):
         return reference, BackendChoice(parts, ranks=measured)
     graph = SplitGraph(reference.layout, sessions, reference.min_span)

@@ -95,8 +95,9 @@ class Backend(Protocol):
 
     def part(self, model: bytes | str, ranks: Mapping[str, int],
              precision: Precision, quanta: Mapping[str, int] | None = None) -> Part:
-        """A part from an ONNX model (path or bytes); ``ranks``: each input's rank;
-        ``quanta``: time axes (last axis) the backend may pad, see above."""
+        """A part from an ONNX model (path or bytes); ``ranks``: each input's rank (empty:
+        as the model records them); ``quanta``: time axes (last axis) the backend may
+        pad, see above."""
         ...
 
 
@@ -234,10 +235,13 @@ class OpenVino:
         if precision == "bf16" and not bf16_supported():
             raise ValueError("this CPU does not compute bf16 natively")
         # The converter needs every input's rank: a split part's cut inputs have none
-        # recorded, and a convolution cannot be converted without it.
+        # recorded, and a convolution cannot be converted without it. A whole graph
+        # records its inputs' shapes (no ``ranks``): overriding them with dynamic ones
+        # made Kokoro's fail to compile.
         source = io.BytesIO(model) if isinstance(model, bytes) else model
         ov_model = openvino.convert_model(source, input=[
-            (name, openvino.PartialShape.dynamic(rank)) for name, rank in ranks.items()])
+            (name, openvino.PartialShape.dynamic(rank)) for name, rank in ranks.items()]
+            or None)
         core = openvino.Core()
         compiled = core.compile_model(ov_model, "CPU", {
             "INFERENCE_PRECISION_HINT": precision,
