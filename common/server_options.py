@@ -375,9 +375,9 @@ class ServerOptions:
     """Saves a pod the cut (about 4 s for joe) on its first start; the verification
     is taken from it only for the same onnxruntime, threads, windows and CPU features."""
     backend: str = field(default="onnxruntime", metadata=_how(
-        "what runs Piper voices' streaming graph parts: onnxruntime, openvino (the openvino "
-        "extra), or auto (per part, the fastest that passes the quality gates at load); a "
-        "part that fails a gate runs onnxruntime",
+        "what runs Piper voices' streaming graph parts and Kokoro models: onnxruntime, "
+        "openvino (the openvino extra), or auto (per part, the fastest that passes the "
+        "quality gates at load); a part that fails a gate runs onnxruntime",
         choices=("auto", "onnxruntime", "openvino"), commands=_BOTH,
         pass_through=PassThrough("backend")))
     """onnxruntime stays the default: OpenVINO is an optional 56 MiB wheel (180 MB

@@ -80,7 +80,11 @@ class Runtime:
             workers=settings.worker_count, device=self.device)
         engines = discover(EngineOptions(threads_per_voice=settings.threads_per_worker,
                                          device=self.device,
-                                         requested_device=settings.device),
+                                         requested_device=settings.device,
+                                         backend=settings.backend,
+                                         precision=settings.precision,
+                                         workers=settings.worker_count,
+                                         graph_cache_dir=settings.effective_graph_cache_dir),
                            engine)
         self._engines = engines
         self.store = VoiceStore(

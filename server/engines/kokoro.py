@@ -37,6 +37,11 @@ server's own sentence silence.
 (:class:`~.registry.EngineOptions` ``device``: the CPU, or a CUDA GPU through
 onnxruntime-gpu); a blend speaks on its parts' session, so on the same device.
 
+**Backend.** With ``--backend openvino`` or ``auto`` (on the CPU), the model may run on
+OpenVINO instead, where it passes the quality gates at its first load
+(:mod:`.kokoro_backends`); the choice is logged, shown in ``/voices`` and the metrics,
+and kept in the graph cache.
+
 **Blends.** A per-request blend (``af_bella(2)+af_sky(1)``, :mod:`chorus.server.voice_blends`)
 is the weighted sum of its parts' style rows on the first part's model session: no
 second session, no warm-up, and half a megabyte of rows built in well under a
@@ -49,7 +54,7 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,8 +67,10 @@ from chorus.common.kokoro import LANGUAGES, MEMORY_FACTOR
 from chorus.common.layout import is_valid_voice_name
 
 from . import onnx_runs
-from .backend_gates import BackendChoice, PartChoice
+from .backend_gates import BackendChoice, PartChoice, Wanted
+from .backends import OnnxRuntime, OpenVino, OrtPart, Part
 from .base import PCM, LoadedVoice, StopSignal, SynthesisParams, Unit, VoiceConfigError, VoiceSpec
+from .kokoro_backends import KokoroBackends
 from .kokoro_g2p import Phonemize, english_g2p_note, english_phonemizer
 from .registry import EngineOptions, require_libraries
 
@@ -105,6 +112,10 @@ _CHECK_TEXT = "a"
 """Phonemized once per language when a voice is read: espeak-ng must know it."""
 
 WARM_UP_TEXT = "Ready."
+
+CALIBRATION_TEXT = "Ready. Please bring the quick brown fox a cup of tea!"
+"""What the backend gates compare on (:mod:`.kokoro_backends`): two units, ~1.5 s of
+one core each on onnxruntime (int8 model, 2-core EPYC)."""
 
 
 def espeak_language(language: str) -> str:
@@ -148,17 +159,29 @@ def _file_in(directory: Path, config: dict[str, Any], key: str, config_path: Pat
 
 @dataclass
 class _Model:
-    """One model file's session, shared by the voices that use it."""
+    """One model file's session (or, where chosen, its OpenVINO part), shared by the
+    voices that use it."""
 
-    session: onnxruntime.InferenceSession
+    part: Part
     device: str
-    """Where ``session`` runs: ``cpu`` or ``cuda:N``."""
+    """Where ``part`` runs: ``cpu`` or ``cuda:N``."""
     fingerprint: tuple[int, ...]
     model_bytes: int
     tokens_input: str
     speed_dtype: np.dtype[Any]
     vocab: dict[str, int]
+    backends: BackendChoice = field(default_factory=lambda: BackendChoice(
+        {"model": PartChoice()}))
+    """What runs it, and the gates' figures (:mod:`.kokoro_backends`)."""
     users: weakref.WeakSet[KokoroLoadedVoice] = field(default_factory=weakref.WeakSet)
+
+    def feeds(self, tokens: Sequence[int], style: npt.NDArray[np.float32], value: float,
+              ) -> dict[str, npt.NDArray[Any]]:
+        """The model's inputs for one unit's tokens (padded with 0 at both ends, as
+        Kokoro was trained), the style row for its length and the speed."""
+        return {self.tokens_input: np.array([[0, *tokens, 0]], dtype=np.int64),
+                "style": style[min(len(tokens), len(style)) - 1],
+                "speed": np.array([value], dtype=self.speed_dtype)}
 
 
 class KokoroEngine:
@@ -169,6 +192,14 @@ class KokoroEngine:
     def __init__(self, options: EngineOptions) -> None:
         self._threads = options.threads_per_voice
         self._device = options.device
+        # OpenVINO runs on the CPU only: on a GPU the model stays on onnxruntime.
+        wanted = Wanted(options.backend if options.device == "cpu" else "onnxruntime",
+                        options.precision)
+        self._backends = KokoroBackends(
+            wanted, options.threads_per_voice,
+            {"onnxruntime": OnnxRuntime(options.threads_per_voice, device=options.device),
+             "openvino": OpenVino(options.threads_per_voice, max(1, options.workers))},
+            options.graph_cache_dir)
         self._lock = threading.Lock()
         self._models: dict[Path, _Model] = {}
         self._tokenizer: Tokenizer | None = None
@@ -264,8 +295,10 @@ class KokoroEngine:
             files=files,
         )
 
-    def _model(self, spec: VoiceSpec) -> _Model:
-        """The model's shared session, created when no loaded voice holds it yet."""
+    def _model(self, spec: VoiceSpec, style: npt.NDArray[np.float32],
+               g2p: tuple[str, Phonemize]) -> _Model:
+        """The model's shared session, created when no loaded voice holds it yet, on the
+        backend chosen for it (calibrated with this voice's ``style`` and ``g2p``)."""
         fingerprint = spec.fingerprint[2:4]  # the model file's (mtime, size)
         with self._lock:
             known = self._models.get(spec.model_path)
@@ -279,8 +312,14 @@ class KokoroEngine:
         missing = {tokens_input, "style", "speed"} - set(dtypes)
         if missing:
             raise ValueError(f"not a Kokoro model: no input {', '.join(sorted(missing))}")
-        model = _Model(session, self._device, fingerprint, spec.model_bytes, tokens_input,
-                       dtypes["speed"], embedded_vocab(session) or self.tokenizer.vocab)
+        model = _Model(OrtPart(session), self._device, fingerprint, spec.model_bytes,
+                       tokens_input, dtypes["speed"],
+                       embedded_vocab(session) or self.tokenizer.vocab)
+        del session  # held by the part, and dropped with it when another is chosen
+        model.part, model.backends = self._backends.choose(
+            spec.model_path, model.part,
+            lambda: [model.feeds(tokens, style, 1.0)
+                     for tokens in units(g2p[1], model.vocab, CALIBRATION_TEXT)])
         with self._lock:
             self._models[spec.model_path] = model
         return model
@@ -289,10 +328,11 @@ class KokoroEngine:
         try:
             config = json.loads(spec.config_path.read_text(encoding="utf-8"))
             style = load_style(spec.config_path.parent / str(config["style"]))
-            model = self._model(spec)
+            g2p = self.phonemizer(spec.language)
+            model = self._model(spec, style, g2p)
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: cannot load: {err}") from err
-        voice = KokoroLoadedVoice(spec, model, style, self.phonemizer(spec.language))
+        voice = KokoroLoadedVoice(spec, model, style, g2p)
         try:
             voice.render(voice.prepare(WARM_UP_TEXT)[0], SynthesisParams())
         except Exception as err:
@@ -312,6 +352,21 @@ class KokoroEngine:
             style += np.float32(weight) * voice.style[:rows]
         return KokoroLoadedVoice(spec, voices[0].model, style, self.phonemizer(spec.language),
                                  blended=True)
+
+
+def units(phonemize: Phonemize, vocab: Mapping[str, int], text: str) -> list[list[int]]:
+    """``text``'s tokens in batches the model takes whole (at most 510 tokens, cut where
+    kokoro-onnx cuts), phonemes the vocabulary lacks dropped, empty batches left out."""
+    from kokoro_onnx.chunker import split_phonemes
+    from kokoro_onnx.config import MAX_PHONEME_LENGTH
+
+    phonemes = " ".join(phonemize(text).split())
+    batches: list[list[int]] = []
+    for batch in split_phonemes(phonemes, MAX_PHONEME_LENGTH):
+        tokens = [vocab[p] for p in batch if p in vocab]
+        if any(p.strip() for p in batch) and tokens:
+            batches.append(tokens)
+    return batches
 
 
 def speed(params: SynthesisParams) -> float:
@@ -361,8 +416,8 @@ class KokoroLoadedVoice:
 
     @property
     def backends(self) -> dict[str, Any]:
-        """One whole graph on onnxruntime f32 (no backend choice for Kokoro yet)."""
-        return BackendChoice({"model": PartChoice()}).to_json()
+        """What runs its model (one part, ``model``), chosen at the model's first load."""
+        return self._model.backends.to_json()
 
     @property
     def device(self) -> str:
@@ -379,30 +434,14 @@ class KokoroLoadedVoice:
         return int(self._style.nbytes) + share
 
     def prepare(self, text: str) -> list[Unit]:
-        from kokoro_onnx.chunker import split_phonemes
-        from kokoro_onnx.config import MAX_PHONEME_LENGTH
-
-        phonemes = " ".join(self._phonemize(text).split())
-        vocab = self._model.vocab
-        units: list[Unit] = []
-        for batch in split_phonemes(phonemes, MAX_PHONEME_LENGTH):
-            tokens = [vocab[p] for p in batch if p in vocab]
-            if any(p.strip() for p in batch) and tokens:
-                units.append(tokens)
-        return units
+        return list(units(self._phonemize, self._model.vocab, text))
 
     def raw(self, unit: Unit, params: SynthesisParams, stop: StopSignal | None = None,
             ) -> npt.NDArray[np.float32]:
         """The model's audio for one unit, silence trimmed, as floats in [-1, 1]."""
         model = self._model
-        tokens = list(unit)
-        feeds: dict[str, npt.NDArray[Any]] = {
-            model.tokens_input: np.array([[0, *tokens, 0]], dtype=np.int64),
-            "style": self._style[min(len(tokens), len(self._style)) - 1],
-            "speed": np.array([speed(params)], dtype=model.speed_dtype),
-        }
-        audio = np.asarray(onnx_runs.run(model.session, feeds, stop)[0],
-                           dtype=np.float32).reshape(-1)
+        feeds = model.feeds(list(unit), self._style, speed(params))
+        audio = np.asarray(model.part.run(feeds, stop)[0], dtype=np.float32).reshape(-1)
         from kokoro_onnx.trim import trim
 
         trimmed, _ = trim(audio)

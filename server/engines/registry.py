@@ -16,6 +16,7 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .base import Engine
@@ -50,6 +51,14 @@ class EngineOptions:
     """``--device`` as given (``auto``, ``cpu``, ``cuda[:N]``), for an engine on another
     runtime than onnxruntime to resolve against its own (XTTS: torch,
     :func:`~.devices.resolve_torch`)."""
+    backend: str = "onnxruntime"
+    """``--backend``: what runs an ONNX model (Kokoro's, see :mod:`.kokoro_backends`)."""
+    precision: str = "auto"
+    """``--precision`` (OpenVINO only)."""
+    workers: int = 1
+    """Model calls that may run at once (OpenVINO compiles one stream per worker)."""
+    graph_cache_dir: Path | None = None
+    """Where an engine keeps what it measured at load (``--graph-cache-dir``)."""
 
 
 @dataclass(frozen=True)
