@@ -16,6 +16,11 @@ identical, and the gate's verdict; then, per configuration the server would acce
 (``--backend openvino --precision f32|bf16``), the windows-vs-whole-sentence figure and the
 model compute of the whole sentence.
 
+With ``--kokoro-model PATH`` (and ``--kokoro-style``, default af_heart's), the same for a
+Kokoro model, which is one part (``model``): its time per configuration on the sentence,
+the gate's verdict on the Kokoro calibration text, and what ``--backend openvino`` with
+each precision would serve (:mod:`chorus.server.engines.kokoro_backends`).
+
 Results: a console table and ``bench/results/<timestamp>-backends.json``.
 """
 
@@ -26,6 +31,7 @@ import json
 import math
 import os
 import platform
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +54,9 @@ from chorus.server.engines.backends import OnnxRuntime, OpenVino, Part, bf16_sup
 from chorus.server.engines.base import SynthesisParams
 from chorus.server.engines.piper import CALIBRATION_TEXT, PiperEngine
 from chorus.server.engines.piper_windows import DEFAULT_WINDOWS
+from chorus.server.engines.registry import EngineOptions
+
+from .kokoro_bench import DEFAULT_STYLE, install_voice
 
 SENTENCE = ("When the evening train finally arrived at the small station, the passengers "
             "who had been waiting in the cold for more than an hour climbed aboard, "
@@ -71,9 +80,62 @@ def _db(value: float | None) -> str:
     return "exact" if math.isinf(value) else f"{value:.0f} dB"
 
 
+def kokoro(model: Path, style: Path, repeats: int) -> dict[str, Any]:
+    """The Kokoro rows and configurations (see the module docstring)."""
+    from chorus.server.engines.kokoro import CALIBRATION_TEXT as KOKORO_CALIBRATION
+    from chorus.server.engines.kokoro import KokoroEngine, speed
+    from chorus.server.engines.kokoro_backends import PART, KokoroBackends
+
+    with tempfile.TemporaryDirectory(prefix="bench-backends-") as scratch:
+        voices = install_voice(model.resolve(), style.resolve(), Path(scratch))
+        engine = KokoroEngine(EngineOptions())
+        voice = engine.load(engine.read_spec(voices / f"{style.stem}.kokoro.json", style.stem))
+        loaded = voice.model
+        feeds = loaded.feeds(voice.prepare(SENTENCE)[0], voice.style, speed(SynthesisParams()))
+        calls = [{PART: (f, loaded.part.run(f))} for f in (
+            loaded.feeds(u, voice.style, 1.0) for u in voice.prepare(KOKORO_CALIBRATION))]
+        configs = [("onnxruntime", "f32"), ("openvino", "f32")] + (
+            [("openvino", "bf16")] if bf16_supported() else [])
+        rows: list[dict[str, Any]] = []
+        for name, precision in configs:
+            row: dict[str, Any] = {"backend": name, "precision": precision, "part": PART}
+            runner = loaded.part
+            if name != "onnxruntime":
+                begin = time.perf_counter()
+                runner = OpenVino(1).part(str(model), {}, precision)  # type: ignore[arg-type]
+                row["compile_s"] = round(time.perf_counter() - begin, 1)
+                try:
+                    row["snr_db"] = gate_part(PART, runner, loaded.part, calls).snr_db
+                    row["gate"] = "pass"
+                except GateFailed as err:
+                    row["gate"] = f"fail: {err}"
+            try:
+                row["ms"] = round(_best(runner, feeds, repeats), 1)
+            except RuntimeError as err:  # OpenVINO may fail outright on some lengths
+                row["ms"] = None
+                row["error"] = " ".join(str(err).split())[:200]
+            rows.append(row)
+            print(f"kokoro {name:12} {precision:5} {PART:8} "
+                  + (f"{row['ms']:8.1f} ms" if row["ms"] is not None else "   error   ")
+                  + f"  {_db(row.get('snr_db')):>8}  {row.get('gate', '')}", flush=True)
+        served = {}
+        for precision in [c[1] for c in configs[1:]]:
+            chooser = KokoroBackends(Wanted("openvino", precision), 1,
+                                     {"openvino": OpenVino(1)}, None)
+            _, choice = chooser.choose(model, loaded.part, lambda: [c[PART][0] for c in calls])
+            served[f"openvino {precision}"] = choice.to_json()
+            print(f"kokoro --backend openvino --precision {precision}: {choice.summary()}"
+                  + (f"; refused: {choice.parts[PART].refused}"
+                     if choice.parts[PART].refused else ""), flush=True)
+        return {"model": model.name, "style": style.name, "rows": rows, "served": served}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--kokoro-model", type=Path, default=None,
+                        help="also measure this Kokoro model (e.g. kokoro-v1.0.int8.onnx)")
+    parser.add_argument("--kokoro-style", type=Path, default=DEFAULT_STYLE)
     args = parser.parse_args()
 
     engine = PiperEngine(threads_per_voice=1, max_phonemes=400,
@@ -151,6 +213,9 @@ def main() -> None:
               f"sentence {whole_ms:.0f} ms vs onnxruntime f32 {reference_ms:.0f} ms "
               f"({reference_ms / whole_ms:.2f}x)" + (f"; refused: {lines}" if lines else ""))
 
+    kokoro_results = (kokoro(args.kokoro_model, args.kokoro_style, args.repeats)
+                      if args.kokoro_model is not None else None)
+
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"{stamp}-backends.json"
@@ -159,7 +224,7 @@ def main() -> None:
         "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
         "openvino": openvino.__version__, "bf16": bf16_supported(),
         "sentence_seconds": round(seconds, 2), "frames": int(frames), "rows": rows,
-        "configurations": accepted}, indent=1, default=str))
+        "configurations": accepted, "kokoro": kokoro_results}, indent=1, default=str))
     print(f"sentence: {seconds:.1f} s of audio ({frames} frames); results in {out}")
 
 

@@ -114,8 +114,8 @@ _CHECK_TEXT = "a"
 WARM_UP_TEXT = "Ready."
 
 CALIBRATION_TEXT = "Ready. Please bring the quick brown fox a cup of tea!"
-"""What the backend gates compare on (:mod:`.kokoro_backends`): two units, ~1.5 s of
-one core each on onnxruntime (int8 model, 2-core EPYC)."""
+"""What the backend gates compare on (:mod:`.kokoro_backends`): one unit, 3.5 s of
+audio, ~2 s of one core on onnxruntime (int8 model, 2-core EPYC)."""
 
 
 def espeak_language(language: str) -> str:

@@ -11,11 +11,12 @@ Piper's parts pass (:mod:`.backend_gates`):
 - with ``--backend auto``, faster than onnxruntime on the calibration text.
 
 Measured on Kokoro-82M int8 (``kokoro-v1.0.int8.onnx``, the tests' model) on a 2-core
-EPYC with AVX-512 bf16 (docs/benchmarks.md): OpenVINO 2026.4 f32 and bf16 both give audio
-of another length (durations changed) and take 2.1-2.6 s where onnxruntime takes 1.5 s,
-so onnxruntime is kept; the gates are what makes trying safe on other CPUs and models.
+EPYC with AVX-512 bf16 (docs/benchmarks.md): OpenVINO 2026.4 gives no audio for the
+calibration text in f32 and bf16 (read otherwise, other durations) and is 1.4-1.5x
+slower, so onnxruntime is kept; the gates are what makes trying safe on other CPUs and
+models.
 
-Measuring costs a load seconds (OpenVINO compiles the model: 4.5-11.5 s for the int8
+Measuring costs a load seconds (OpenVINO compiles the model: 4.5-13 s for the int8
 model on that machine), so the outcome is kept in the graph cache (``kokoro/<model
 sha256>.json``), keyed by what it depends on (onnxruntime and OpenVINO versions, threads,
 this CPU's features, ``--backend``/``--precision``); later loads build what was chosen
