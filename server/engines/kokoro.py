@@ -202,6 +202,9 @@ class KokoroEngine:
             options.graph_cache_dir)
         self._lock = threading.Lock()
         self._models: dict[Path, _Model] = {}
+        self._model_locks: dict[Path, threading.Lock] = {}
+        """Per model file: held while a voice gets its model, so voices loading at once
+        share one session and one backend choice (seconds with ``--backend auto``)."""
         self._tokenizer: Tokenizer | None = None
         self._languages: dict[str, str | None] = {}
         """espeak language -> why it cannot be used (None: it can)."""
@@ -325,14 +328,16 @@ class KokoroEngine:
         return model
 
     def load(self, spec: VoiceSpec) -> KokoroLoadedVoice:
+        with self._lock:
+            model_lock = self._model_locks.setdefault(spec.model_path, threading.Lock())
         try:
             config = json.loads(spec.config_path.read_text(encoding="utf-8"))
             style = load_style(spec.config_path.parent / str(config["style"]))
             g2p = self.phonemizer(spec.language)
-            model = self._model(spec, style, g2p)
+            with model_lock:  # until the voice is one of the model's users
+                voice = KokoroLoadedVoice(spec, self._model(spec, style, g2p), style, g2p)
         except Exception as err:
             raise VoiceConfigError(f"voice {spec.name}: cannot load: {err}") from err
-        voice = KokoroLoadedVoice(spec, model, style, g2p)
         try:
             voice.render(voice.prepare(WARM_UP_TEXT)[0], SynthesisParams())
         except Exception as err:

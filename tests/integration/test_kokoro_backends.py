@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,31 @@ def test_a_damaged_record_is_measured_again_and_rewritten(
     caplog.clear()
     assert _load(small, cache, "openvino").backends["parts"]["model"]["precision"] == "f32"
     assert "could not be used (unknown precision 'f8'); choosing again" in caplog.text
+
+
+def test_voices_loading_at_once_share_one_model_and_one_choice(
+        small: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two voices of one model file, loaded by two threads at once (two requests for
+    voices not yet resident): one session, one backend choice, not one each."""
+    from chorus.server.engines.kokoro import KokoroEngine
+
+    other = small.parent / "af_other.kokoro.json"
+    other.write_text(json.dumps({"model": "small.onnx", "style": "af_small.bin",
+                                 "language": "en_US"}))
+    engine = KokoroEngine(EngineOptions(backend="openvino", precision="f32"))
+    specs = [engine.read_spec(entry, entry.name.split(".")[0]) for entry in (small, other)]
+    caplog.set_level(logging.INFO, "chorus.server.engines.kokoro_backends")
+    start = threading.Barrier(2)
+
+    def load(index: int) -> Any:
+        start.wait()
+        return engine.load(specs[index])
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(load, range(2))
+    assert first.model is second.model
+    chosen = [r for r in caplog.records if "backend (--backend openvino" in r.getMessage()]
+    assert len(chosen) == 1, caplog.text
 
 
 def test_auto_keeps_openvino_only_where_it_measured_faster(small: Path,
