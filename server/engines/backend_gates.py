@@ -102,6 +102,14 @@ class PartChoice:
     refused: str | None = None
     """Why the candidate was not used (then the part runs onnxruntime f32)."""
 
+    def built_as(self) -> tuple[str, Precision]:
+        """(backend, precision) its label names, to build it again from a record; raises
+        :class:`ValueError` for a precision no backend has (a damaged record)."""
+        name, precision = self.label.split()
+        if precision not in ("f32", "bf16"):
+            raise ValueError(f"unknown precision {precision!r}")
+        return name, "bf16" if precision == "bf16" else "f32"
+
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.label.split()[0], "precision": self.label.split()[1],
                 "snr_db": _finite(self.snr_db), "ms": _round(self.ms),
@@ -341,12 +349,9 @@ def apply_recorded(reference: SplitGraph, sources: Mapping[str, bytes | str],
         if choice.label == REFERENCE:
             sessions[part] = reference.sessions[part]
             continue
-        name, precision = choice.label.split()
-        if precision not in ("f32", "bf16"):
-            raise ValueError(f"unknown precision {precision!r}")
-        sessions[part] = backends[name].part(
-            sources[part], recorded.ranks[part], "bf16" if precision == "bf16" else "f32",
-            time_quanta(reference.layout, part))
+        name, precision = choice.built_as()
+        sessions[part] = backends[name].part(sources[part], recorded.ranks[part], precision,
+                                             time_quanta(reference.layout, part))
     return SplitGraph(reference.layout, sessions, reference.min_span), recorded
 
 

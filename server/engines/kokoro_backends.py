@@ -151,11 +151,9 @@ class KokoroBackends:
         choice = recorded.parts[PART]
         if choice.label == REFERENCE:
             return reference, recorded
-        name, precision = choice.label.split()
-        if precision not in ("f32", "bf16"):
-            raise ValueError(f"unknown precision {precision!r}")
+        name, precision = choice.built_as()
         return self.backends[name].part(str(model_path), recorded.ranks[PART],
-                                        "bf16" if precision == "bf16" else "f32"), recorded
+                                        precision), recorded
 
 
 def _read(record: Path) -> dict[str, Any]:
